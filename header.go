@@ -1,0 +1,287 @@
+package upgrade
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Protocol is one element of an Upgrade header field: a protocol name and an
+// optional version (RFC 9110 §7.8). The zero Version means none was given.
+type Protocol struct {
+	Name    string // a token, e.g. "websocket"
+	Version string // a token or "", e.g. "1" in "echo/1"
+}
+
+// String formats p as it appears in an Upgrade header: "name" or
+// "name/version".
+func (p Protocol) String() string {
+	if p.Version == "" {
+		return p.Name
+	}
+	return p.Name + "/" + p.Version
+}
+
+// appendTo appends p's header form to b.
+func (p Protocol) appendTo(b []byte) []byte {
+	b = append(b, p.Name...)
+	if p.Version != "" {
+		b = append(b, '/')
+		b = append(b, p.Version...)
+	}
+	return b
+}
+
+// Default bounds applied by ParseProtocols and by a Server whose Limits are
+// zero.
+const (
+	// DefaultMaxProtocols is the default cap on the number of protocols
+	// (non-empty list elements) accepted across all Upgrade lines.
+	DefaultMaxProtocols = 16
+	// DefaultMaxUpgradeBytes is the default cap on the total length of all
+	// Upgrade lines, separators and whitespace included.
+	DefaultMaxUpgradeBytes = 1024
+)
+
+// Limits bounds what the Upgrade header parser accepts. The zero value of a
+// field means its default.
+type Limits struct {
+	// MaxProtocols caps the number of protocols offered across all
+	// Upgrade lines. Zero means DefaultMaxProtocols.
+	MaxProtocols int
+	// MaxBytes caps the total length of all Upgrade lines. Zero means
+	// DefaultMaxUpgradeBytes.
+	MaxBytes int
+}
+
+func (l Limits) maxProtocols() int {
+	if l.MaxProtocols > 0 {
+		return l.MaxProtocols
+	}
+	return DefaultMaxProtocols
+}
+
+func (l Limits) maxBytes() int {
+	if l.MaxBytes > 0 {
+		return l.MaxBytes
+	}
+	return DefaultMaxUpgradeBytes
+}
+
+// ErrHeaderTooLarge is wrapped by a *HeaderError when a header exceeds a
+// configured Limits bound. A server answers it with 431 Request Header
+// Fields Too Large; the list is never truncated.
+var ErrHeaderTooLarge = errors.New("header exceeds limit")
+
+// HeaderError reports a malformed or oversized header field. A server
+// answers a malformed Upgrade with 400 Bad Request and never switches.
+type HeaderError struct {
+	Field   string // header field name, e.g. "Upgrade"
+	Element string // the offending list element as received (at most 64 bytes)
+	Reason  string // what is wrong with it
+	Err     error  // underlying cause, e.g. ErrHeaderTooLarge; may be nil
+}
+
+// Error describes the offending field and element.
+func (e *HeaderError) Error() string {
+	s := "upgrade: malformed " + e.Field + " header"
+	if e.Err != nil {
+		s = "upgrade: " + e.Field + " header too large"
+	}
+	if e.Element != "" {
+		s += ": element " + quoteElement(e.Element)
+	}
+	return s + ": " + e.Reason
+}
+
+// Unwrap returns the underlying cause.
+func (e *HeaderError) Unwrap() error { return e.Err }
+
+const maxElementInError = 64
+
+func quoteElement(s string) string {
+	if len(s) > maxElementInError {
+		s = s[:maxElementInError] + "..."
+	}
+	// %q-like quoting without fmt: escape only what would be unreadable.
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c >= 0x7f:
+			const hex = "0123456789abcdef"
+			b.WriteString(`\x`)
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// ParseProtocols parses every Upgrade header line in values, in order, into
+// the list of offered protocols in the client's order of preference, using
+// the default Limits. See AppendProtocols for the grammar.
+func ParseProtocols(values []string) ([]Protocol, error) {
+	return AppendProtocols(nil, values, Limits{})
+}
+
+// AppendProtocols parses the Upgrade header lines in values, in order, and
+// appends the offered protocols to dst. The returned Protocols' strings share
+// memory with values; parsing makes no allocation when dst has room.
+//
+// Each line is an RFC 9110 §5.6.1 list of elements `token ["/" token]`: empty
+// elements are skipped, SP and HTAB around elements are trimmed, and
+// anything else — whitespace inside an element, a quoted string, a second
+// "/", an empty name or version, a separator such as ";" or "@", a control
+// byte or a byte of 0x80 or above — makes the whole header malformed: the
+// result is a *HeaderError naming the element. Exceeding lim is a
+// *HeaderError wrapping ErrHeaderTooLarge; the list is never truncated.
+// Duplicates are kept: they are harmless and the client's order is what counts.
+func AppendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, error) {
+	maxN, maxB := lim.maxProtocols(), lim.maxBytes()
+	total, n := 0, 0
+	for _, v := range values {
+		total += len(v)
+		if total > maxB {
+			return dst, &HeaderError{Field: "Upgrade", Reason: "longer than " + strconv.Itoa(maxB) + " bytes", Err: ErrHeaderTooLarge}
+		}
+		for len(v) > 0 {
+			var elem string
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				elem, v = v[:i], v[i+1:]
+			} else {
+				elem, v = v, ""
+			}
+			elem = trimOWS(elem)
+			if elem == "" {
+				continue
+			}
+			p, reason := parseElement(elem)
+			if reason != "" {
+				return dst, &HeaderError{Field: "Upgrade", Element: elem, Reason: reason}
+			}
+			if n++; n > maxN {
+				return dst, &HeaderError{Field: "Upgrade", Reason: "more than " + strconv.Itoa(maxN) + " protocols", Err: ErrHeaderTooLarge}
+			}
+			dst = append(dst, p)
+		}
+	}
+	return dst, nil
+}
+
+// ParseProtocol parses a single `name["/"version]` element, such as a
+// registration or an offer given by a caller. Surrounding whitespace is not
+// allowed.
+func ParseProtocol(s string) (Protocol, error) {
+	p, reason := parseElement(s)
+	if reason != "" {
+		return Protocol{}, &HeaderError{Field: "Upgrade", Element: s, Reason: reason}
+	}
+	return p, nil
+}
+
+// parseElement splits a trimmed, non-empty list element into a Protocol.
+// It returns a non-empty reason when the element is not `token ["/" token]`.
+func parseElement(e string) (Protocol, string) {
+	if e == "" {
+		return Protocol{}, "empty protocol"
+	}
+	name, version := e, ""
+	slash := strings.IndexByte(e, '/')
+	if slash >= 0 {
+		name, version = e[:slash], e[slash+1:]
+		if name == "" {
+			return Protocol{}, "empty protocol name"
+		}
+		if version == "" {
+			return Protocol{}, "empty protocol version after \"/\""
+		}
+	}
+	if r := checkToken(name); r != "" {
+		return Protocol{}, r + " in protocol name"
+	}
+	if r := checkToken(version); r != "" {
+		if strings.IndexByte(version, '/') >= 0 {
+			return Protocol{}, "more than one \"/\""
+		}
+		return Protocol{}, r + " in protocol version"
+	}
+	return Protocol{Name: name, Version: version}, ""
+}
+
+// checkToken returns "" if s (possibly empty) consists of RFC 9110 tchar
+// only, or a description of the first offending byte.
+func checkToken(s string) string {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if httpguts.IsTokenRune(rune(c)) {
+			continue
+		}
+		switch {
+		case c == ' ' || c == '\t':
+			return "whitespace"
+		case c == '"':
+			return "quoted string"
+		case c < 0x20 || c == 0x7f:
+			return "control byte"
+		case c >= 0x80:
+			return "non-ASCII byte"
+		default:
+			return "separator " + string(rune(c))
+		}
+	}
+	return ""
+}
+
+// trimOWS removes leading and trailing SP and HTAB (RFC 9110 §5.6.3 OWS).
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// HasConnectionOption reports whether the Connection header lines in h
+// carry option as a whole list element, compared ASCII case-insensitively
+// (RFC 9110 §7.6.1). "upgrades" does not carry "upgrade", and Unicode
+// look-alikes never match. Every Connection line is considered, so
+// "Connection: keep-alive" followed by "Connection: Upgrade" carries
+// "upgrade".
+func HasConnectionOption(h http.Header, option string) bool {
+	return httpguts.HeaderValuesContainsToken(h["Connection"], option)
+}
+
+// asciiEqualFold reports whether a and b are equal under ASCII case folding.
+// Unlike strings.EqualFold it never folds non-ASCII look-alikes such as
+// U+212A KELVIN SIGN onto ASCII letters.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + ('a' - 'A')
+	}
+	return c
+}

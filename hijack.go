@@ -1,0 +1,332 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Conn is a connection that has switched protocols. It is a net.Conn whose
+// Read returns, before anything read from the network, the bytes that
+// arrived behind the HTTP exchange (pipelined after the request on the
+// server, after the 101 response on the client): not one byte is lost.
+//
+// A Conn must not be read from by more than one goroutine at a time, like
+// most net.Conn implementations; Write and Close are as safe as those of
+// the underlying connection.
+type Conn struct {
+	net.Conn // the underlying connection; use Conn's Read, not Conn.Conn.Read
+
+	// Protocol is the protocol switched to, as named in the 101 response:
+	// on the server, the registered spelling of the name with the
+	// client's version.
+	Protocol Protocol
+
+	// Request is the request that was switched. On the server its Body, if
+	// the request had one, holds the whole body, read before the switch;
+	// its Context is cancelled once the switch is complete (use Context).
+	Request *http.Request
+
+	// Response is, on the client, the 101 response; nil on the server.
+	Response *http.Response
+
+	rbuf []byte // read-ahead bytes not yet returned by Read
+
+	ctx     context.Context // set by the client side; nil on the server until Context
+	ctxOnce sync.Once
+	life    context.Context // server lifetime context (cancelled by Shutdown)
+	route   *route          // server: the route switched to
+	srv     *Server
+}
+
+// Read reads first the bytes that had been read ahead before the switch,
+// then from the underlying connection.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(c.rbuf) > 0 {
+		n := copy(p, c.rbuf)
+		c.rbuf = c.rbuf[n:]
+		if len(c.rbuf) == 0 {
+			c.rbuf = nil
+		}
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// Buffered returns the number of read-ahead bytes that Read will return
+// before it reads from the network.
+func (c *Conn) Buffered() int { return len(c.rbuf) }
+
+// CloseWrite shuts down the writing side of the connection (a TCP
+// half-close, or a TLS close_notify), if the underlying connection supports
+// it. It returns an error wrapping errors.ErrUnsupported otherwise.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return &net.OpError{Op: "close", Net: "upgrade", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.ErrUnsupported}
+}
+
+// Context returns the connection's context. On the server it carries the
+// values of the request's context and is cancelled when the Server shuts
+// down or closes, as a signal to finish; on the client it is the context
+// given to Dial, without its cancellation or deadline.
+func (c *Conn) Context() context.Context {
+	c.ctxOnce.Do(func() {
+		if c.ctx != nil {
+			return
+		}
+		life := c.life
+		if life == nil {
+			life = context.Background()
+		}
+		var values context.Context = context.Background()
+		if c.Request != nil {
+			values = context.WithoutCancel(c.Request.Context())
+		}
+		c.ctx = &connContext{Context: life, values: values}
+	})
+	return c.ctx
+}
+
+// connContext takes its lifetime from one context and its values from
+// another.
+type connContext struct {
+	context.Context                 // lifetime: Deadline, Done, Err
+	values          context.Context // Value
+}
+
+func (c *connContext) Value(key any) any { return c.values.Value(key) }
+
+// AfterFunc lets context.WithCancel and friends derive from a connContext
+// without a goroutine each.
+func (c *connContext) AfterFunc(f func()) (stop func() bool) {
+	return context.AfterFunc(c.Context, f)
+}
+
+// headerPool recycles the header maps handed to AcceptUpgrade.
+var headerPool = sync.Pool{New: func() any { return make(http.Header, 4) }}
+
+// bufPool recycles the buffers the 101 response is assembled in.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// errNoHijack is reported when no ResponseWriter in the Unwrap chain
+// implements http.Hijacker.
+var errNoHijack = errors.New("upgrade: ResponseWriter does not support hijacking (HTTP/2, or a wrapper without Unwrap)")
+
+// canHijack reports whether http.ResponseController can hijack w: whether w
+// or a ResponseWriter reached through Unwrap implements http.Hijacker. It
+// lets the server refuse with an ordinary 500 before anything is written.
+func canHijack(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+// checkSwitchHeader validates the extra 101 header fields added by an
+// Accepter: valid names and values (no CR or LF), and none of the fields the
+// server owns or a 101 cannot carry.
+func checkSwitchHeader(h http.Header) error {
+	for k, vs := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return errors.New("upgrade: invalid 101 header field name " + strconv.Quote(k))
+		}
+		switch http.CanonicalHeaderKey(k) {
+		case "Upgrade", "Connection", "Content-Length", "Transfer-Encoding":
+			return errors.New("upgrade: 101 header field " + k + " is set by the server or not allowed")
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return errors.New("upgrade: invalid value for 101 header field " + k + ": " + strconv.Quote(v))
+			}
+		}
+	}
+	return nil
+}
+
+// readBody reads the whole request body, up to max bytes, before the switch.
+// It returns errBodyTooLarge when the body is longer.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	n := r.ContentLength
+	if n > max {
+		return nil, errBodyTooLarge
+	}
+	var b []byte
+	if n > 0 {
+		b = make([]byte, 0, n+1) // +1: room to see EOF without growing
+	}
+	for {
+		if int64(len(b)) > max {
+			return nil, errBodyTooLarge
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		m, err := r.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			if int64(len(b)) > max {
+				return nil, errBodyTooLarge
+			}
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+var errBodyTooLarge = errors.New("upgrade: request body too large")
+
+// hasBody reports whether r has a request body to read.
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// expectsContinue reports whether r carries "Expect: 100-continue".
+func expectsContinue(r *http.Request) bool {
+	return httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue")
+}
+
+// switchProtocols performs the switch for a negotiated route: it reads the
+// body (sending 100 Continue first if the client expects it), hijacks the
+// connection, writes the 101 response in one write and returns the Conn.
+// Before the hijack, a failure is answered on w and a nil Conn returned;
+// after it, the connection is closed.
+func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
+	rc := http.NewResponseController(w)
+	timeout := s.handshakeTimeout()
+
+	// The body belongs to the request: read it now, bounded. Reading the
+	// body of a request with "Expect: 100-continue" makes net/http send
+	// the 100 (and flush it) before the first byte is read.
+	sendContinue := expectsContinue(r)
+	if hasBody(r) {
+		max := rt.MaxBody
+		if max == 0 {
+			max = s.maxRequestBody()
+		}
+		if max < 0 {
+			s.refuse(w, r, http.StatusBadRequest, "protocol "+rt.spelled+" does not accept a request body")
+			return nil
+		}
+		if timeout > 0 {
+			deadline := time.Now().Add(timeout)
+			_ = rc.SetReadDeadline(deadline)
+			_ = rc.SetWriteDeadline(deadline)
+		}
+		body, err := readBody(r, max)
+		if err == errBodyTooLarge {
+			w.Header().Set("Connection", "close")
+			s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
+			return nil
+		}
+		if err != nil {
+			s.logf(r, "reading request body before switching to "+rt.spelled, err)
+			w.Header().Set("Connection", "close")
+			s.refuse(w, r, http.StatusBadRequest, "could not read request body")
+			return nil
+		}
+		r.Body = io.NopCloser(&bodyReader{b: body})
+		sendContinue = false // net/http sent it, if it was expected
+	}
+
+	netConn, brw, err := rc.Hijack()
+	if err != nil {
+		s.logf(r, "hijacking the connection", err)
+		http.Error(w, "upgrade: could not switch protocols", http.StatusInternalServerError)
+		return nil
+	}
+
+	c := &Conn{Conn: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, srv: s}
+	// Bytes the client sent behind the request are the new protocol's.
+	// Copy them out so net/http's 4 KiB read buffer is not kept alive.
+	if n := brw.Reader.Buffered(); n > 0 {
+		ahead, _ := brw.Reader.Peek(n)
+		c.rbuf = append([]byte(nil), ahead...)
+	}
+
+	bp := bufPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	if sendContinue {
+		b = append(b, "HTTP/1.1 100 Continue\r\n\r\n"...)
+	}
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
+	b = c.Protocol.appendTo(b)
+	b = append(b, "\r\nConnection: Upgrade\r\n"...)
+	b = appendHeader(b, extra)
+	b = append(b, "\r\n"...)
+	if timeout > 0 {
+		_ = netConn.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	_, err = netConn.Write(b)
+	*bp = b
+	bufPool.Put(bp)
+	if err == nil && timeout > 0 {
+		err = netConn.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		s.logf(r, "writing the 101 response for "+rt.spelled, err)
+		netConn.Close()
+		return nil
+	}
+	return c
+}
+
+// appendHeader appends h in wire form, sorted by field name so the output
+// is deterministic.
+func appendHeader(b []byte, h http.Header) []byte {
+	if len(h) == 0 {
+		return b
+	}
+	var small [8]string
+	keys := small[:0]
+	for k := range h {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ { // insertion sort: a handful of keys
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	for _, k := range keys {
+		for _, v := range h[k] {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
+}
+
+// bodyReader serves the request body read before the switch.
+type bodyReader struct{ b []byte }
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// statusLine returns "NNN Text" for a status code.
+func statusLine(code int) string {
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}

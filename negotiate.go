@@ -1,0 +1,201 @@
+package upgrade
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// A Handler serves a connection after it has switched protocols.
+//
+// ServeUpgrade runs in a goroutine of its own, started after the 101
+// response has been written and flushed; the ServeHTTP call that switched
+// has returned by then, so the request's context (c.Request.Context()) is
+// already cancelled — use c.Context() instead. The handler owns c: when
+// ServeUpgrade returns, c is closed. A panic in ServeUpgrade is recovered,
+// logged with the protocol and remote address, and c is closed; the server
+// keeps serving.
+type Handler interface {
+	ServeUpgrade(c *Conn)
+}
+
+// HandlerFunc adapts an ordinary function to a Handler.
+type HandlerFunc func(c *Conn)
+
+// ServeUpgrade calls f(c).
+func (f HandlerFunc) ServeUpgrade(c *Conn) { f(c) }
+
+// Accepter is implemented by a Handler that inspects a request before the
+// switch. AcceptUpgrade is called with the request and the header of the
+// 101 response to be sent; it is called at most once per request and
+// registered protocol, in negotiation order.
+//
+// It returns nil to switch (after adding any extra 101 header fields to h;
+// Upgrade and Connection are set by the Server, and Content-Length and
+// Transfer-Encoding are not allowed), ErrDecline to let negotiation move on
+// to the next acceptable offer, or a *RejectError to answer the request with
+// that status and not switch. Any other error is logged and answered with
+// 500 Internal Server Error.
+type Accepter interface {
+	AcceptUpgrade(r *http.Request, h http.Header) error
+}
+
+// ErrDecline is returned by AcceptUpgrade to decline an offer: negotiation
+// continues with the next acceptable offer, as if this protocol were not
+// registered for this request.
+var ErrDecline = errors.New("upgrade: protocol declined the request")
+
+// RejectError is returned by AcceptUpgrade to refuse the switch and answer
+// the request with Status, Header and a text/plain body Message.
+//
+// A 426 Upgrade Required rejection is always sent with an Upgrade field
+// listing the registered protocols (unless Header sets one) and
+// "Connection: Upgrade", as RFC 9110 §15.5.22 requires.
+type RejectError struct {
+	Status  int         // HTTP status code; zero means 400 Bad Request
+	Message string      // response body; empty means the status text
+	Header  http.Header // extra response header fields; may be nil
+}
+
+// Error returns the status and message.
+func (e *RejectError) Error() string {
+	return "upgrade: rejected with " + strings.TrimSpace(statusLine(e.status())) + ": " + e.message()
+}
+
+func (e *RejectError) status() int {
+	if e.Status == 0 {
+		return http.StatusBadRequest
+	}
+	return e.Status
+}
+
+func (e *RejectError) message() string {
+	if e.Message == "" {
+		return http.StatusText(e.status())
+	}
+	return e.Message
+}
+
+// Policy selects whose order of preference decides between several
+// acceptable offers.
+type Policy int
+
+const (
+	// ClientOrder picks the first offer, in the client's order, that a
+	// registered protocol accepts. It is the zero Policy: RFC 9110 §7.8
+	// lists the client's protocols "in ascending preference".
+	ClientOrder Policy = iota
+	// ServerOrder picks the first registered protocol, in registration
+	// order, that accepts one of the offers.
+	ServerOrder
+)
+
+// Route is a protocol registration: the handler and the requests it can be
+// switched to from.
+type Route struct {
+	// Handler serves the connection after the switch. If it implements
+	// Accepter, AcceptUpgrade runs before the 101. Required.
+	Handler Handler
+
+	// Methods lists the request methods the protocol can honour
+	// (RFC 9110 §7.8: the new protocol must be able to answer the
+	// request). An offer in a request with another method is not
+	// acceptable. Nil means GET and OPTIONS; "*" as the only element means
+	// any method except CONNECT.
+	Methods []string
+
+	// MaxBody bounds the request body read before the switch and handed
+	// to the handler as c.Request.Body. Zero means the Server's
+	// MaxRequestBody; a negative value means the protocol accepts no body,
+	// and a request with one is answered with 400 Bad Request. A larger
+	// body is answered with 413 Content Too Large; neither switches.
+	MaxBody int64
+}
+
+// route is a registered Route with its parsed pattern.
+type route struct {
+	Route
+	name     string // registered spelling of the name
+	version  string // "" matches offers without a version
+	anyVer   bool   // "name/*": matches any version, or none
+	accepter Accepter
+	spelled  string // pattern as registered, for logs and 426 lists
+}
+
+// matches reports whether offer p is one this route accepts: names compare
+// ASCII case-insensitively, versions exactly.
+func (rt *route) matches(p Protocol) bool {
+	if !asciiEqualFold(rt.name, p.Name) {
+		return false
+	}
+	return rt.anyVer || rt.version == p.Version
+}
+
+// allowsMethod reports whether the route can be switched to from method m.
+func (rt *route) allowsMethod(m string) bool {
+	if rt.Methods == nil {
+		return m == http.MethodGet || m == http.MethodOptions
+	}
+	for _, x := range rt.Methods {
+		if x == m || (x == "*" && m != http.MethodConnect) {
+			return true
+		}
+	}
+	return false
+}
+
+// parsePattern parses a registration pattern: "name", "name/version" or
+// "name/*".
+func parsePattern(pattern string) (route, error) {
+	p, err := ParseProtocol(pattern)
+	if err != nil {
+		return route{}, err
+	}
+	rt := route{name: p.Name, version: p.Version, spelled: pattern}
+	if p.Version == "*" {
+		rt.version, rt.anyVer = "", true
+	}
+	return rt, nil
+}
+
+// candidates yields, in the order the policy dictates, every (route, offer)
+// pair where the route matches the offer and honours the request's method.
+// The callback returns true to stop. methodRefused reports whether some
+// route matched an offer by name and version but not by method.
+func candidates(routes []route, offers []Protocol, policy Policy, method string, try func(rt *route, offer Protocol) bool) (methodRefused bool) {
+	if policy == ServerOrder {
+		for i := range routes {
+			rt := &routes[i]
+			for _, o := range offers {
+				if !rt.matches(o) {
+					continue
+				}
+				if !rt.allowsMethod(method) {
+					methodRefused = true
+					break
+				}
+				if try(rt, o) {
+					return methodRefused
+				}
+				break // one attempt per route
+			}
+		}
+		return methodRefused
+	}
+	for _, o := range offers {
+		for i := range routes {
+			rt := &routes[i]
+			if !rt.matches(o) {
+				continue
+			}
+			if !rt.allowsMethod(method) {
+				methodRefused = true
+				continue
+			}
+			if try(rt, o) {
+				return methodRefused
+			}
+		}
+	}
+	return methodRefused
+}

@@ -1,0 +1,525 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults applied where the corresponding Server field is zero.
+const (
+	// DefaultMaxRequestBody is the default bound on a request body read
+	// before the switch.
+	DefaultMaxRequestBody = 1 << 20
+	// DefaultHandshakeTimeout is the default bound on the 100 Continue,
+	// request body and 101 phase of a switch.
+	DefaultHandshakeTimeout = 10 * time.Second
+)
+
+// A Server negotiates protocol upgrades (RFC 9110 §7.8) for the protocols
+// registered with Handle and HandleRoute, and serves the switched
+// connections.
+//
+// Used directly as an http.Handler, a Server is an endpoint that requires
+// an upgrade: a request it cannot switch is answered with 426 Upgrade
+// Required listing the registered protocols. Middleware wraps another
+// handler instead, which serves every request that is not switched.
+//
+// The rules applied to every request:
+//   - An Upgrade header is considered only in an HTTP/1.1 request whose
+//     Connection header carries the "upgrade" option; in HTTP/1.0 it is
+//     ignored (RFC 9110 §7.8) and no 1xx response is ever sent.
+//   - HTTP/2 and later have no 101: the Server never switches them and never
+//     sets Upgrade or Connection on their responses.
+//   - A malformed Upgrade header is answered with 400, an oversized one with
+//     431; neither switches.
+//   - Only a protocol the client offered is switched to. Offers are
+//     compared with registrations by name ASCII case-insensitively and by
+//     version exactly.
+//
+// The zero Server is ready to use once protocols are registered; its
+// fields must not be changed after its first request.
+type Server struct {
+	// Policy selects between several acceptable offers. The zero value is
+	// ClientOrder.
+	Policy Policy
+
+	// Limits bounds the Upgrade header parser. The zero value means
+	// DefaultMaxProtocols and DefaultMaxUpgradeBytes.
+	Limits Limits
+
+	// MaxRequestBody bounds a request body read before the switch for
+	// routes whose MaxBody is zero. Zero means DefaultMaxRequestBody.
+	MaxRequestBody int64
+
+	// HandshakeTimeout bounds the phase from the start of the switch to
+	// the 101 response being written: reading the request body and
+	// writing the 100 and 101 responses. Zero means
+	// DefaultHandshakeTimeout; a negative value means no bound.
+	HandshakeTimeout time.Duration
+
+	// ShouldUpgrade, if non-nil, is asked before negotiation; false makes
+	// the request a plain one: Middleware passes it on, and the endpoint
+	// answers 403 Forbidden.
+	ShouldUpgrade func(r *http.Request) bool
+
+	// ErrorLog receives errors that cannot be reported to the client:
+	// failed hijacks and writes, handler panics, and errors returned by
+	// AcceptUpgrade. Nil means slog.Default().
+	ErrorLog *slog.Logger
+
+	mu       sync.Mutex
+	routes   []route
+	upgrades string // the registered protocols, for 426 responses
+	conns    map[*Conn]struct{}
+	byProto  map[string]int // active connections per registered pattern
+	idle     chan struct{}  // closed when conns becomes empty during Shutdown
+	lifeOnce sync.Once
+	life     context.Context
+	cancel   context.CancelFunc
+	closing  atomic.Bool
+}
+
+// Handle registers h for the protocols matched by pattern, with the
+// default Route rules (GET and OPTIONS, the server's body bound). It is
+// HandleRoute(pattern, Route{Handler: h}).
+func (s *Server) Handle(pattern string, h Handler) {
+	s.HandleRoute(pattern, Route{Handler: h})
+}
+
+// HandleFunc registers f for the protocols matched by pattern.
+func (s *Server) HandleFunc(pattern string, f func(c *Conn)) {
+	s.Handle(pattern, HandlerFunc(f))
+}
+
+// HandleRoute registers rt for the protocols matched by pattern:
+//
+//	"name"      offers of that name without a version ("websocket")
+//	"name/ver"  offers of that name and exactly that version ("echo/1")
+//	"name/*"    offers of that name with any version, or none
+//
+// Names match ASCII case-insensitively; the 101 response names the
+// protocol in the registered spelling. Registration order is the server's
+// order of preference. HandleRoute panics if pattern is malformed, already
+// registered, or rt.Handler is nil, like http.ServeMux.
+func (s *Server) HandleRoute(pattern string, rt Route) {
+	if rt.Handler == nil {
+		panic("upgrade: nil handler for " + pattern)
+	}
+	r, err := parsePattern(pattern)
+	if err != nil {
+		panic("upgrade: invalid pattern: " + err.Error())
+	}
+	r.Route = rt
+	r.accepter, _ = rt.Handler.(Accepter)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.routes {
+		if asciiEqualFold(x.name, r.name) && x.version == r.version && x.anyVer == r.anyVer {
+			panic("upgrade: multiple registrations for " + pattern)
+		}
+	}
+	s.routes = append(s.routes, r)
+	names := make([]string, len(s.routes))
+	for i, x := range s.routes {
+		names[i] = x.name
+		if x.version != "" {
+			names[i] += "/" + x.version
+		}
+	}
+	s.upgrades = strings.Join(names, ", ")
+}
+
+// Protocols returns the registered protocols in the server's order of
+// preference, as advertised in a 426 response's Upgrade field.
+func (s *Server) Protocols() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.upgrades
+}
+
+// ServeHTTP switches the request to a registered protocol, or answers 426
+// Upgrade Required with the registered protocols when it cannot: the
+// Server as an endpoint that requires an upgrade.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.serve(w, r, nil)
+}
+
+// Middleware returns a handler that switches requests it can switch and
+// passes every other request to next, unchanged, exactly as if no upgrade
+// had been asked for (the upgrade is optional). Malformed Upgrade headers
+// are still answered with 400 and oversized ones with 431.
+func (s *Server) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serve(w, r, next)
+	})
+}
+
+// serve is the common flow of ServeHTTP (next == nil) and Middleware.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if r.ProtoMajor != 1 {
+		// No 101 exists in HTTP/2 and later: never an Upgrade or
+		// Connection field on the response either (RFC 9113 §8.2.2).
+		if next != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "upgrade: this endpoint requires an HTTP/1.1 protocol upgrade", http.StatusHTTPVersionNotSupported)
+		return
+	}
+	vals := r.Header["Upgrade"]
+	if r.ProtoMinor == 0 || len(vals) == 0 || !HasConnectionOption(r.Header, "upgrade") {
+		// HTTP/1.0: MUST ignore Upgrade. Without the Connection option
+		// the Upgrade field is not meant for us: a plain request.
+		s.plain(w, r, next)
+		return
+	}
+	var arr [8]Protocol
+	offers, err := AppendProtocols(arr[:0], vals, s.Limits)
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, ErrHeaderTooLarge) {
+			code = http.StatusRequestHeaderFieldsTooLarge
+		}
+		s.refuse(w, r, code, err.Error())
+		return
+	}
+	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
+		if next != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.refuse(w, r, http.StatusForbidden, "upgrade refused")
+		return
+	}
+	if s.closing.Load() {
+		if next != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+	if !canHijack(w) {
+		s.logf(r, "switching protocols", errNoHijack)
+		http.Error(w, "upgrade: cannot switch protocols on this connection", http.StatusInternalServerError)
+		return
+	}
+
+	s.mu.Lock()
+	routes := s.routes
+	s.mu.Unlock()
+
+	var (
+		chosen *route
+		offer  Protocol
+		extra  http.Header
+		reject *RejectError
+		failed bool
+		tried  uint64 // routes already asked, by index (first 64)
+	)
+	methodRefused := candidates(routes, offers, s.Policy, r.Method, func(rt *route, o Protocol) bool {
+		if rt.accepter == nil {
+			chosen, offer = rt, o
+			return true
+		}
+		idx := routeIndex(routes, rt)
+		if idx < 64 {
+			if tried&(1<<idx) != 0 {
+				return false
+			}
+			tried |= 1 << idx
+		}
+		h := headerPool.Get().(http.Header)
+		err := rt.accepter.AcceptUpgrade(r, h)
+		switch {
+		case err == nil:
+			if err := checkSwitchHeader(h); err != nil {
+				s.logf(r, "accepting "+rt.spelled, err)
+				failed = true
+				recycleHeader(h)
+				return true
+			}
+			chosen, offer, extra = rt, o, h
+			return true
+		case errors.Is(err, ErrDecline):
+			recycleHeader(h)
+			return false
+		default:
+			recycleHeader(h)
+			var re *RejectError
+			if errors.As(err, &re) {
+				reject = re
+			} else {
+				s.logf(r, "accepting "+rt.spelled, err)
+				failed = true
+			}
+			return true
+		}
+	})
+	switch {
+	case failed:
+		http.Error(w, "upgrade: internal error", http.StatusInternalServerError)
+		return
+	case reject != nil:
+		s.writeReject(w, r, reject)
+		return
+	case chosen == nil:
+		if next != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if methodRefused {
+			s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
+			return
+		}
+		s.requireUpgrade(w, r)
+		return
+	}
+	c := s.switchProtocols(w, r, chosen, offer, extra)
+	if extra != nil {
+		recycleHeader(extra)
+	}
+	if c == nil {
+		return
+	}
+	if !s.track(c) {
+		// Close or Shutdown began while switching: the 101 is out, so the
+		// only honest thing left is to close.
+		c.Conn.Close()
+		return
+	}
+	go s.run(c)
+}
+
+func routeIndex(routes []route, rt *route) int {
+	for i := range routes {
+		if &routes[i] == rt {
+			return i
+		}
+	}
+	return len(routes)
+}
+
+func recycleHeader(h http.Header) {
+	clear(h)
+	headerPool.Put(h)
+}
+
+// plain handles a request that is not an upgrade request.
+func (s *Server) plain(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if next != nil {
+		next.ServeHTTP(w, r)
+		return
+	}
+	s.requireUpgrade(w, r)
+}
+
+// requireUpgrade answers 426 Upgrade Required with the registered
+// protocols (RFC 9110 §15.5.22).
+func (s *Server) requireUpgrade(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Upgrade", s.Protocols())
+	h.Set("Connection", "Upgrade")
+	s.refuse(w, r, http.StatusUpgradeRequired, "this endpoint requires a protocol upgrade to one of: "+s.Protocols())
+}
+
+// writeReject answers a request with the status an Accepter rejected it
+// with.
+func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectError) {
+	h := w.Header()
+	for k, vs := range e.Header {
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
+	if e.status() == http.StatusUpgradeRequired {
+		if h.Get("Upgrade") == "" {
+			h.Set("Upgrade", s.Protocols())
+		}
+		h.Set("Connection", "Upgrade")
+	}
+	s.refuse(w, r, e.status(), e.message())
+}
+
+// refuse writes a short text/plain error response. Upgrade and Connection
+// are removed on HTTP/2, where they are not allowed.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	h := w.Header()
+	if r.ProtoMajor != 1 {
+		h.Del("Upgrade")
+		h.Del("Connection")
+	}
+	h.Del("Content-Length")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+func (s *Server) maxRequestBody() int64 {
+	if s.MaxRequestBody > 0 {
+		return s.MaxRequestBody
+	}
+	return DefaultMaxRequestBody
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	switch {
+	case s.HandshakeTimeout > 0:
+		return s.HandshakeTimeout
+	case s.HandshakeTimeout < 0:
+		return 0
+	}
+	return DefaultHandshakeTimeout
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.ErrorLog != nil {
+		return s.ErrorLog
+	}
+	return slog.Default()
+}
+
+func (s *Server) logf(r *http.Request, what string, err error) {
+	s.logger().Error("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
+}
+
+// lifetime returns the context cancelled by Shutdown and Close.
+func (s *Server) lifetime() context.Context {
+	s.lifeOnce.Do(func() {
+		s.life, s.cancel = context.WithCancel(context.Background())
+	})
+	return s.life
+}
+
+// track records c as active; false if the server is closing.
+func (s *Server) track(c *Conn) bool {
+	c.life = s.lifetime()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*Conn]struct{})
+		s.byProto = make(map[string]int)
+	}
+	s.conns[c] = struct{}{}
+	s.byProto[c.route.spelled]++
+	return true
+}
+
+// untrack forgets c and signals Shutdown when the last one goes.
+func (s *Server) untrack(c *Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	if n := s.byProto[c.route.spelled] - 1; n > 0 {
+		s.byProto[c.route.spelled] = n
+	} else {
+		delete(s.byProto, c.route.spelled)
+	}
+	if len(s.conns) == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// run serves c with its route's handler, in its own goroutine.
+func (s *Server) run(c *Conn) {
+	defer s.untrack(c)
+	defer c.Conn.Close()
+	defer func() {
+		if p := recover(); p != nil && p != http.ErrAbortHandler {
+			buf := make([]byte, 16<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			s.logger().Error("upgrade: panic serving protocol", "protocol", c.Protocol.String(),
+				"remote", c.RemoteAddr().String(), "panic", p, "stack", string(buf))
+		}
+	}()
+	c.route.Handler.ServeUpgrade(c)
+}
+
+// ActiveConns returns the number of switched connections being served,
+// by registered pattern.
+func (s *Server) ActiveConns() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]int, len(s.byProto))
+	for k, v := range s.byProto {
+		m[k] = v
+	}
+	return m
+}
+
+// Shutdown shuts the server's switched connections down gracefully: new
+// upgrades are refused (Middleware serves them as plain requests, the
+// endpoint answers 503), every Conn's Context is cancelled so handlers can
+// finish, and Shutdown waits until they have returned. If ctx ends first,
+// the remaining connections are closed and ctx.Err() is returned.
+//
+// net/http's Server.Shutdown does not know about hijacked connections; use
+// RegisterOnShutdown to have it call this Shutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.lifetime()
+	s.cancel()
+	s.mu.Lock()
+	if len(s.conns) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		s.closeAll()
+		return ctx.Err()
+	}
+}
+
+// Close immediately closes every switched connection and refuses new
+// upgrades, without waiting for handlers to return.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.lifetime()
+	s.cancel()
+	s.closeAll()
+	return nil
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Conn.Close()
+	}
+}
+
+// RegisterOnShutdown makes hs.Shutdown also shut down s's switched
+// connections, bounded by timeout (zero means no bound other than the
+// handlers returning). Call it once, before hs serves.
+func (s *Server) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
+	hs.RegisterOnShutdown(func() {
+		ctx := context.Background()
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		_ = s.Shutdown(ctx)
+	})
+}
