@@ -146,14 +146,15 @@ func ParseProtocols(values []string) ([]Protocol, error) {
 // byte or a byte of 0x80 or above — makes the whole header malformed: the
 // result is a *HeaderError naming the element. Exceeding lim is a
 // *HeaderError wrapping ErrHeaderTooLarge; the list is never truncated.
+// On error, dst is returned with nothing appended.
 // Duplicates are kept: they are harmless and the client's order is what counts.
 func AppendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, error) {
 	maxN, maxB := lim.maxProtocols(), lim.maxBytes()
-	total, n := 0, 0
+	start, total, n := len(dst), 0, 0
 	for _, v := range values {
 		total += len(v)
 		if total > maxB {
-			return dst, &HeaderError{Field: "Upgrade", Reason: "longer than " + strconv.Itoa(maxB) + " bytes", Err: ErrHeaderTooLarge}
+			return dst[:start], &HeaderError{Field: "Upgrade", Reason: "longer than " + strconv.Itoa(maxB) + " bytes", Err: ErrHeaderTooLarge}
 		}
 		for len(v) > 0 {
 			var elem string
@@ -168,10 +169,10 @@ func AppendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, e
 			}
 			p, reason := parseElement(elem)
 			if reason != "" {
-				return dst, &HeaderError{Field: "Upgrade", Element: elem, Reason: reason}
+				return dst[:start], &HeaderError{Field: "Upgrade", Element: elem, Reason: reason}
 			}
 			if n++; n > maxN {
-				return dst, &HeaderError{Field: "Upgrade", Reason: "more than " + strconv.Itoa(maxN) + " protocols", Err: ErrHeaderTooLarge}
+				return dst[:start], &HeaderError{Field: "Upgrade", Reason: "more than " + strconv.Itoa(maxN) + " protocols", Err: ErrHeaderTooLarge}
 			}
 			dst = append(dst, p)
 		}

@@ -8,10 +8,12 @@ import (
 
 // A Handler serves a connection after it has switched protocols.
 //
-// ServeUpgrade runs in a goroutine of its own, started after the 101
-// response has been written and flushed; the ServeHTTP call that switched
-// has returned by then, so the request's context (c.Request.Context()) is
-// already cancelled — use c.Context() instead. The handler owns c: when
+// ServeUpgrade runs in a goroutine of its own, started once the 101
+// response has been written and flushed. The ServeHTTP call that switched
+// returns without waiting for it, so net/http cancels the request's context
+// (c.Request.Context()) right after the switch: use c.Context() instead,
+// which carries the same values and is cancelled only by Server.Shutdown
+// and Server.Close. The handler owns c: when
 // ServeUpgrade returns, c is closed. A panic in ServeUpgrade is recovered,
 // logged with the protocol and remote address, and c is closed; the server
 // keeps serving.
