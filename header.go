@@ -132,7 +132,11 @@ func quoteElement(s string) string {
 // the list of offered protocols in the client's order of preference, using
 // the default Limits. See AppendProtocols for the grammar.
 func ParseProtocols(values []string) ([]Protocol, error) {
-	return AppendProtocols(nil, values, Limits{})
+	ps, err := AppendProtocols(nil, values, Limits{})
+	if err != nil {
+		return nil, err
+	}
+	return ps, nil
 }
 
 // AppendProtocols parses the Upgrade header lines in values, in order, and

@@ -201,3 +201,107 @@ func candidates(routes []route, offers []Protocol, policy Policy, method string,
 	}
 	return methodRefused
 }
+
+// decision is the outcome of negotiation for one request.
+type decision struct {
+	route         *route       // chosen route; nil if none
+	offer         Protocol     // the offer it was chosen for
+	extra         http.Header  // extra 101 header fields (pooled), or nil
+	reject        *RejectError // an Accepter's rejection, to be answered
+	failed        bool         // an Accepter failed: answer 500
+	methodRefused bool         // an offer matched, but not the method
+}
+
+// negotiate picks the route and offer to switch to, asking Accepters in
+// policy order. Each route is asked at most once per request, so an offer
+// listed twice does not run a pre-101 step twice.
+func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) decision {
+	var d decision
+	var tried uint64 // routes already asked, by index (the first 64)
+	d.methodRefused = candidates(routes, offers, s.Policy, r.Method, func(rt *route, o Protocol) bool {
+		if rt.accepter == nil {
+			d.route, d.offer = rt, o
+			return true
+		}
+		if idx := routeIndex(routes, rt); idx < 64 {
+			if tried&(1<<idx) != 0 {
+				return false
+			}
+			tried |= 1 << idx
+		}
+		h := headerPool.Get().(http.Header)
+		err := rt.accepter.AcceptUpgrade(r, h)
+		switch {
+		case err == nil:
+			if err := checkSwitchHeader(h); err != nil {
+				s.logf(r, "accepting "+rt.spelled, err)
+				d.failed = true
+				recycleHeader(h)
+				return true
+			}
+			d.route, d.offer, d.extra = rt, o, h
+			return true
+		case errors.Is(err, ErrDecline):
+			recycleHeader(h)
+			return false
+		default:
+			recycleHeader(h)
+			var re *RejectError
+			if errors.As(err, &re) {
+				d.reject = re
+			} else {
+				s.logf(r, "accepting "+rt.spelled, err)
+				d.failed = true
+			}
+			return true
+		}
+	})
+	return d
+}
+
+func routeIndex(routes []route, rt *route) int {
+	for i := range routes {
+		if &routes[i] == rt {
+			return i
+		}
+	}
+	return len(routes)
+}
+
+func recycleHeader(h http.Header) {
+	clear(h)
+	headerPool.Put(h)
+}
+
+// allowedMethods lists, for an Allow field, the methods of the routes that
+// match one of the offers.
+func allowedMethods(routes []route, offers []Protocol) string {
+	var ms []string
+	add := func(m string) {
+		for _, x := range ms {
+			if x == m {
+				return
+			}
+		}
+		ms = append(ms, m)
+	}
+	for i := range routes {
+		rt := &routes[i]
+		for _, o := range offers {
+			if !rt.matches(o) {
+				continue
+			}
+			if rt.Methods == nil {
+				add(http.MethodGet)
+				add(http.MethodOptions)
+			}
+			for _, m := range rt.Methods {
+				if m != "*" {
+					add(m)
+				}
+			}
+			break
+		}
+	}
+	return strings.Join(ms, ", ")
+}

@@ -217,75 +217,30 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	routes := s.routes
 	s.mu.Unlock()
 
-	var (
-		chosen *route
-		offer  Protocol
-		extra  http.Header
-		reject *RejectError
-		failed bool
-		tried  uint64 // routes already asked, by index (first 64)
-	)
-	methodRefused := candidates(routes, offers, s.Policy, r.Method, func(rt *route, o Protocol) bool {
-		if rt.accepter == nil {
-			chosen, offer = rt, o
-			return true
-		}
-		idx := routeIndex(routes, rt)
-		if idx < 64 {
-			if tried&(1<<idx) != 0 {
-				return false
-			}
-			tried |= 1 << idx
-		}
-		h := headerPool.Get().(http.Header)
-		err := rt.accepter.AcceptUpgrade(r, h)
-		switch {
-		case err == nil:
-			if err := checkSwitchHeader(h); err != nil {
-				s.logf(r, "accepting "+rt.spelled, err)
-				failed = true
-				recycleHeader(h)
-				return true
-			}
-			chosen, offer, extra = rt, o, h
-			return true
-		case errors.Is(err, ErrDecline):
-			recycleHeader(h)
-			return false
-		default:
-			recycleHeader(h)
-			var re *RejectError
-			if errors.As(err, &re) {
-				reject = re
-			} else {
-				s.logf(r, "accepting "+rt.spelled, err)
-				failed = true
-			}
-			return true
-		}
-	})
+	d := s.negotiate(r, routes, offers)
 	switch {
-	case failed:
+	case d.failed:
 		http.Error(w, "upgrade: internal error", http.StatusInternalServerError)
 		return
-	case reject != nil:
-		s.writeReject(w, r, reject)
+	case d.reject != nil:
+		s.writeReject(w, r, d.reject)
 		return
-	case chosen == nil:
+	case d.route == nil:
 		if next != nil {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if methodRefused {
+		if d.methodRefused {
+			w.Header().Set("Allow", allowedMethods(routes, offers))
 			s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
 			return
 		}
 		s.requireUpgrade(w, r)
 		return
 	}
-	c := s.switchProtocols(w, r, chosen, offer, extra)
-	if extra != nil {
-		recycleHeader(extra)
+	c := s.switchProtocols(w, r, d.route, d.offer, d.extra)
+	if d.extra != nil {
+		recycleHeader(d.extra)
 	}
 	if c == nil {
 		return
@@ -297,20 +252,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		return
 	}
 	go s.run(c)
-}
-
-func routeIndex(routes []route, rt *route) int {
-	for i := range routes {
-		if &routes[i] == rt {
-			return i
-		}
-	}
-	return len(routes)
-}
-
-func recycleHeader(h http.Header) {
-	clear(h)
-	headerPool.Put(h)
 }
 
 // plain handles a request that is not an upgrade request.

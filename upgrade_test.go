@@ -532,7 +532,13 @@ func TestMethodRules(t *testing.T) {
 		c.write(upgradeReq(tt.method, tt.offer, "Content-Length: 0"))
 		resp := c.response(tt.method)
 		assert.Equal(t, tt.want, resp.StatusCode, "%s %s", tt.method, tt.offer)
+		if tt.want == http.StatusMethodNotAllowed {
+			assert.NotEmpty(t, resp.Header.Get("Allow"), "405 lists the allowed methods")
+		}
 	}
+	c := dialRaw(t, addr)
+	c.write(upgradeReq("DELETE", "getonly, post", "Content-Length: 0"))
+	assert.Equal(t, "GET, OPTIONS, POST", c.response("DELETE").Header.Get("Allow"))
 }
 
 // bodyRecorder records the request body a protocol receives, then echoes.
