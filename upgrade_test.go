@@ -669,10 +669,10 @@ func TestWrappedResponseWriter(t *testing.T) {
 func TestConnCarriesRequestProtocolAndContext(t *testing.T) {
 	type ctxKey struct{}
 	type seen struct {
-		proto     Protocol
-		path      string
-		value     any
-		ctxErr    error
+		proto  Protocol
+		path   string
+		value  any
+		ctxErr error
 	}
 	got := make(chan seen, 1)
 	s := Server{}
