@@ -1,0 +1,171 @@
+package websocket
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-upgrade/upgrade"
+)
+
+// HandshakeError reports a 101 response that does not complete a valid
+// WebSocket opening handshake (RFC 6455 §4.1, the client's checks). The
+// connection it came on has been closed.
+type HandshakeError struct {
+	Reason   string         // what is wrong, naming the header field and value
+	Response *http.Response // the response, if one was read; its Body is closed
+	Err      error          // underlying cause; may be nil
+}
+
+// Error returns the reason.
+func (e *HandshakeError) Error() string {
+	s := "websocket: handshake failed: " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the underlying cause.
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// NewKey returns a fresh Sec-WebSocket-Key: 16 bytes from crypto/rand,
+// base64-encoded (RFC 6455 §4.1). Use a new key for every handshake.
+func NewKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
+	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+// ClientHeader returns the header fields of an opening handshake request
+// with key, other than Upgrade and Connection: Sec-WebSocket-Key,
+// Sec-WebSocket-Version 13, and Sec-WebSocket-Protocol and
+// Sec-WebSocket-Extensions when opts offers subprotocols or extensions;
+// plus a copy of opts.Header. opts may be nil.
+//
+// It fails if opts.Header sets a field the handshake owns, or if a
+// subprotocol or extension is not a valid token.
+func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
+	if opts == nil {
+		opts = &DialOptions{}
+	}
+	h := make(http.Header, len(opts.Header)+4)
+	for k, vs := range opts.Header {
+		switch http.CanonicalHeaderKey(k) {
+		case "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol",
+			"Sec-Websocket-Extensions", "Upgrade", "Connection":
+			return nil, errors.New("websocket: DialOptions.Header must not set " + k + "; it is part of the handshake")
+		}
+		h[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	h["Sec-Websocket-Key"] = []string{key}
+	h["Sec-Websocket-Version"] = []string{Version}
+	if len(opts.Subprotocols) > 0 {
+		for _, p := range opts.Subprotocols {
+			if !isToken(p) {
+				return nil, errors.New("websocket: invalid subprotocol " + quote(p) + ": not a token")
+			}
+		}
+		h["Sec-Websocket-Protocol"] = []string{strings.Join(opts.Subprotocols, ", ")}
+	}
+	if len(opts.Extensions) > 0 {
+		for _, e := range opts.Extensions {
+			if !isToken(e.Name) {
+				return nil, errors.New("websocket: invalid extension name " + quote(e.Name) + ": not a token")
+			}
+			for _, p := range e.Params {
+				if !isToken(p.Name) || (p.Value != "" && !isToken(p.Value)) {
+					return nil, errors.New("websocket: invalid parameter " + quote(p.Name+"="+p.Value) + " of extension " + quote(e.Name))
+				}
+			}
+		}
+		h["Sec-Websocket-Extensions"] = []string{FormatExtensions(opts.Extensions)}
+	}
+	return h, nil
+}
+
+// CheckResponse verifies the response to an opening handshake sent with
+// key and opts (which may be nil), as RFC 6455 §4.1 requires of a client:
+// status 101; "websocket" in Upgrade, compared ASCII case-insensitively
+// (a Unicode look-alike such as "websoc\u212Aet" does not match); the
+// "upgrade" option in Connection; Sec-WebSocket-Accept present exactly
+// once and equal to AcceptKey(key); Sec-WebSocket-Protocol absent, or a
+// single subprotocol that opts offered; and no extension in
+// Sec-WebSocket-Extensions that opts did not offer. A failed check is a
+// *HandshakeError.
+func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
+	if opts == nil {
+		opts = &DialOptions{}
+	}
+	fail := func(reason string, err error) error {
+		return &HandshakeError{Reason: reason, Response: resp, Err: err}
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return fail("status "+strconv.Itoa(resp.StatusCode)+", want 101 Switching Protocols", nil)
+	}
+	offers, err := upgrade.ParseProtocols(resp.Header["Upgrade"])
+	if err != nil {
+		return fail("malformed Upgrade "+quote(strings.Join(resp.Header["Upgrade"], ", ")), err)
+	}
+	if len(offers) != 1 || !asciiEqualFold(offers[0].Name, "websocket") || offers[0].Version != "" {
+		return fail("Upgrade "+quote(strings.Join(resp.Header["Upgrade"], ", "))+", want \"websocket\"", nil)
+	}
+	if !upgrade.HasConnectionOption(resp.Header, "upgrade") {
+		return fail("Connection "+quote(strings.Join(resp.Header["Connection"], ", "))+" lacks the \"upgrade\" option", nil)
+	}
+	switch accepts := resp.Header["Sec-Websocket-Accept"]; {
+	case len(accepts) == 0:
+		return fail("missing Sec-WebSocket-Accept", nil)
+	case len(accepts) > 1:
+		return fail("Sec-WebSocket-Accept sent "+strconv.Itoa(len(accepts))+" times", nil)
+	default:
+		var want [acceptLen]byte
+		computeAccept(&want, key)
+		if accepts[0] != string(want[:]) {
+			return fail("Sec-WebSocket-Accept "+quote(accepts[0])+" does not match the key (want "+quote(string(want[:]))+")", nil)
+		}
+	}
+	if err := checkSubprotocol(resp.Header["Sec-Websocket-Protocol"], opts.Subprotocols); err != "" {
+		return fail(err, nil)
+	}
+	if vs := resp.Header["Sec-Websocket-Extensions"]; len(vs) > 0 {
+		exts, err := ParseExtensions(vs)
+		if err != nil {
+			return fail("malformed Sec-WebSocket-Extensions "+quote(strings.Join(vs, ", ")), err)
+		}
+		for _, e := range exts {
+			if !offered(opts.Extensions, e.Name) {
+				return fail("Sec-WebSocket-Extensions names "+quote(e.Name)+", which was not offered", nil)
+			}
+		}
+	}
+	return nil
+}
+
+// checkSubprotocol checks the server's Sec-WebSocket-Protocol lines
+// against the subprotocols offered; it returns "" if they are fine.
+func checkSubprotocol(vs, offers []string) string {
+	switch len(vs) {
+	case 0:
+		return ""
+	case 1:
+	default:
+		return "Sec-WebSocket-Protocol sent " + strconv.Itoa(len(vs)) + " times"
+	}
+	v := vs[0]
+	if v == "" {
+		return "empty Sec-WebSocket-Protocol"
+	}
+	for _, p := range offers {
+		if p == v {
+			return ""
+		}
+	}
+	if strings.IndexByte(v, ',') >= 0 {
+		return "Sec-WebSocket-Protocol " + quote(v) + " is a list, want one subprotocol"
+	}
+	return "Sec-WebSocket-Protocol " + quote(v) + " was not offered"
+}

@@ -1,0 +1,122 @@
+package websocket
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/go-upgrade/upgrade"
+)
+
+// DialOptions configures a client opening handshake. The zero value
+// offers no subprotocol and no extension, with a zero upgrade.Dialer.
+type DialOptions struct {
+	// Dialer, if non-nil, is the upgrade.Dialer to dial with: its
+	// network, TLS, proxy, timeout and header settings apply. Dial uses a
+	// copy with the handshake's fields added to Header and its own check
+	// of the 101 run before Dialer.Check. Its Method must be empty or GET
+	// and its Body empty: the opening handshake is a GET without a body.
+	Dialer *upgrade.Dialer
+
+	// Header holds extra request header fields, such as Origin, Cookie or
+	// Authorization. It must not set the fields of the handshake itself:
+	// Upgrade, Connection and the Sec-WebSocket-* fields.
+	Header http.Header
+
+	// Subprotocols lists the subprotocols to offer in
+	// Sec-WebSocket-Protocol, in order of preference. Each must be a
+	// token. The server selects at most one; Subprotocol(c) reports it.
+	Subprotocols []string
+
+	// Extensions lists the extensions to offer in
+	// Sec-WebSocket-Extensions. A 101 naming any other fails the
+	// handshake. The accepted ones are in the 101's
+	// Sec-WebSocket-Extensions field (see ParseExtensions).
+	Extensions []Extension
+}
+
+// wsOffer is the single protocol a WebSocket client offers.
+var wsOffer = upgrade.Protocol{Name: "websocket"}
+
+// Dial performs a WebSocket opening handshake (RFC 6455 §4.1) with the
+// server at rawURL (ws, wss, http or https) and returns the switched
+// connection, ready for a framing library, together with the 101
+// response. opts may be nil.
+//
+// Every dial sends a fresh random Sec-WebSocket-Key (NewKey) and
+// "Sec-WebSocket-Version: 13", and checks the 101 with CheckResponse. A
+// 101 that fails a check, including the upgrade.Dialer's own checks
+// (errors.Is(err, upgrade.ErrInvalidSwitch)), is a *HandshakeError, and
+// the connection is closed. A final status other than 101 is the
+// upgrade.Dialer's *upgrade.ResponseError, and the returned response then
+// holds its status, header and body excerpt.
+func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn, *http.Response, error) {
+	if opts == nil {
+		opts = &DialOptions{}
+	}
+	var d upgrade.Dialer
+	if opts.Dialer != nil {
+		d = *opts.Dialer
+	}
+	if d.Method != "" && d.Method != http.MethodGet {
+		return nil, nil, errors.New("websocket: DialOptions.Dialer.Method is " + quote(d.Method) + "; the opening handshake is a GET")
+	}
+	if len(d.Body) > 0 {
+		return nil, nil, errors.New("websocket: DialOptions.Dialer.Body is set; the opening handshake has no body")
+	}
+	key := NewKey()
+	h, err := ClientHeader(key, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, vs := range d.Header {
+		ck := http.CanonicalHeaderKey(k)
+		if _, ok := h[ck]; ok {
+			return nil, nil, errors.New("websocket: header field " + k + " of DialOptions.Dialer.Header is also set by DialOptions.Header or by the handshake")
+		}
+		h[ck] = append([]string(nil), vs...)
+	}
+	d.Method, d.Header = http.MethodGet, h
+	next := d.Check
+	d.Check = func(resp *http.Response) error {
+		if err := CheckResponse(resp, key, opts); err != nil {
+			return err
+		}
+		if next != nil {
+			return next(resp)
+		}
+		return nil
+	}
+
+	c, err := d.Dial(ctx, rawURL, wsOffer)
+	if err != nil {
+		var re *upgrade.ResponseError
+		var he *HandshakeError
+		switch {
+		case errors.As(err, &re):
+			return nil, responseOf(re), err
+		case errors.As(err, &he):
+			return nil, he.Response, he
+		case errors.Is(err, upgrade.ErrInvalidSwitch):
+			return nil, nil, &HandshakeError{Reason: "invalid 101 response", Err: err}
+		}
+		return nil, nil, err
+	}
+	return c, c.Response, nil
+}
+
+// responseOf rebuilds the refusal's response for callers that want one.
+func responseOf(re *upgrade.ResponseError) *http.Response {
+	return &http.Response{
+		Status:        re.Status,
+		StatusCode:    re.StatusCode,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        re.Header,
+		Body:          io.NopCloser(bytes.NewReader(re.Body)),
+		ContentLength: int64(len(re.Body)),
+	}
+}

@@ -1,0 +1,187 @@
+// Package websocket implements the WebSocket opening handshake (RFC 6455
+// §4) as a protocol for the upgrade package: a server-side Handler that
+// plugs into an upgrade.Server next to other protocols, and a client-side
+// Dial. It does no framing: after the switch the connection is a plain
+// net.Conn (an *upgrade.Conn, which still returns any bytes read ahead
+// during the handshake) that any WebSocket framing library working on a
+// net.Conn can take over.
+//
+// Server side, the Handler checks the request as RFC 6455 §4.2.1 requires
+// and answers every failure with a clear status and message, never a 101:
+//
+//   - a method other than GET: 405 Method Not Allowed with "Allow: GET";
+//   - a request body: 400 Bad Request;
+//   - Sec-WebSocket-Version other than exactly "13": 426 Upgrade Required
+//     with "Sec-WebSocket-Version: 13";
+//   - Sec-WebSocket-Key missing, repeated, or not the base64 encoding of
+//     16 bytes: 400 Bad Request;
+//   - an Origin the origin policy refuses: 403 Forbidden;
+//   - a malformed Sec-WebSocket-Protocol, or a malformed
+//     Sec-WebSocket-Extensions when extensions are negotiated: 400.
+//
+// Register it for the "websocket" token:
+//
+//	var s upgrade.Server
+//	s.Handle("websocket", &websocket.Handler{Serve: serve})
+//
+// or, to have non-GET requests answered by the Handler itself with 405 and
+// an Allow field rather than by the upgrade.Server's method check:
+//
+//	h := &websocket.Handler{Serve: serve}
+//	s.HandleRoute("websocket", h.Route())
+package websocket
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Version is the only WebSocket protocol version this package speaks, as
+// sent in Sec-WebSocket-Version (RFC 6455 §4.1).
+const Version = "13"
+
+// keyGUID is appended to the client's key before hashing (RFC 6455 §1.3).
+const keyGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// keyLen is the length of a valid Sec-WebSocket-Key: 16 bytes in padded
+// base64.
+const keyLen = 24
+
+// acceptLen is the length of a Sec-WebSocket-Accept value: a SHA-1 digest
+// (20 bytes) in padded base64.
+const acceptLen = 28
+
+// AcceptKey returns the Sec-WebSocket-Accept value for a Sec-WebSocket-Key:
+// the base64 encoding of the SHA-1 digest of key, exactly as received,
+// followed by the RFC 6455 GUID (RFC 6455 §4.2.2 step 5.4).
+//
+// For a key of the valid length the computation is done in stack buffers;
+// the only allocation is the returned string.
+func AcceptKey(key string) string {
+	var out [acceptLen]byte
+	computeAccept(&out, key)
+	return string(out[:])
+}
+
+// computeAccept writes the Sec-WebSocket-Accept value for key into dst
+// without allocating when key has the valid length.
+func computeAccept(dst *[acceptLen]byte, key string) {
+	var buf [keyLen + len(keyGUID)]byte
+	var b []byte
+	if len(key) == keyLen {
+		copy(buf[:], key)
+		copy(buf[keyLen:], keyGUID)
+		b = buf[:]
+	} else {
+		b = make([]byte, 0, len(key)+len(keyGUID))
+		b = append(append(b, key...), keyGUID...)
+	}
+	sum := sha1.Sum(b)
+	base64.StdEncoding.Encode(dst[:], sum[:])
+}
+
+// checkKey reports why key is not a valid Sec-WebSocket-Key, or "" if it
+// is: it must be base64 (with padding) decoding to exactly 16 bytes. The
+// unused bits of the final quantum are not required to be zero, as
+// base64.StdEncoding without Strict allows; RFC 6455's own example key
+// relies on that.
+func checkKey(key string) string {
+	if len(key) != keyLen {
+		return "length " + strconv.Itoa(len(key)) + ", want " + strconv.Itoa(keyLen) + " base64 characters for 16 bytes"
+	}
+	var in [keyLen]byte
+	copy(in[:], key)
+	var out [18]byte // DecodedLen(24)
+	n, err := base64.StdEncoding.Decode(out[:], in[:])
+	if err != nil {
+		return "not base64: " + err.Error()
+	}
+	if n != 16 {
+		return "decodes to " + strconv.Itoa(n) + " bytes, want 16"
+	}
+	return ""
+}
+
+// forEachElement calls f with every non-empty element of the
+// comma-separated lists in values, trimmed of SP and HTAB (RFC 9110 §5.6.1).
+// It stops and returns false when f does.
+func forEachElement(values []string, f func(elem string) bool) bool {
+	for _, v := range values {
+		for v != "" {
+			var e string
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				e, v = v[:i], v[i+1:]
+			} else {
+				e, v = v, ""
+			}
+			e = trimOWS(e)
+			if e == "" {
+				continue
+			}
+			if !f(e) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// trimOWS removes leading and trailing SP and HTAB.
+func trimOWS(s string) string {
+	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// isToken reports whether s is a non-empty RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// asciiEqualFold reports whether a and b are equal under ASCII case
+// folding only: unlike strings.EqualFold it never folds non-ASCII
+// look-alikes such as U+212A KELVIN SIGN onto ASCII letters.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + ('a' - 'A')
+	}
+	return c
+}
+
+// quote quotes a header value for an error message, shortened to a
+// readable length.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return strconv.Quote(s)
+}
