@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/internal/wsframe"
+	"github.com/go-upgrade/upgrade/websocket"
+)
+
+// dialConfig is the parsed command line of upgrade dial.
+type dialConfig struct {
+	url          string
+	offers       []upgrade.Protocol
+	header       http.Header // extra fields, without the handshake's own
+	subprotocols []string    // from -H 'Sec-WebSocket-Protocol: ...'
+	method       string
+	body         []byte
+	timeout      time.Duration
+}
+
+// offersProtocol reports whether the configuration offers protocol name
+// (without a version), compared ASCII case-insensitively.
+func (cfg *dialConfig) offersProtocol(name string) bool {
+	for _, p := range cfg.offers {
+		if isProtocol(p, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// isProtocol reports whether p is name without a version, ASCII
+// case-insensitively (strings.EqualFold would also fold Unicode
+// look-alikes onto ASCII).
+func isProtocol(p upgrade.Protocol, name string) bool {
+	if p.Version != "" || len(p.Name) != len(name) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if lowerASCII(p.Name[i]) != lowerASCII(name[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// headerFlags collects repeated -H flags.
+type headerFlags []string
+
+func (h *headerFlags) String() string     { return strings.Join(*h, "; ") }
+func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+
+// parseDial parses the command line of upgrade dial. Every error is a
+// usage error; flag.ErrHelp is returned for -h.
+func parseDial(args []string, stderr io.Writer) (*dialConfig, error) {
+	cfg := &dialConfig{header: make(http.Header)}
+	fs := flag.NewFlagSet("upgrade dial", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
+	var headers headerFlags
+	fs.Var(&headers, "H", "extra request header field 'Name: value' (repeatable)")
+	fs.StringVar(&cfg.method, "X", http.MethodGet, "request method")
+	body := fs.String("d", "", "request body")
+	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "bound on the handshake (0: none)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 2 {
+		return nil, fmt.Errorf("want URL and PROTOCOL[,PROTOCOL...], got %d arguments", fs.NArg())
+	}
+	cfg.body = []byte(*body)
+	if cfg.timeout < 0 {
+		return nil, fmt.Errorf("invalid -timeout %v: must not be negative", cfg.timeout)
+	}
+	if !isToken(cfg.method) || cfg.method == http.MethodConnect {
+		return nil, fmt.Errorf("invalid method %q", cfg.method)
+	}
+	if err := checkURL(fs.Arg(0)); err != nil {
+		return nil, err
+	}
+	cfg.url = fs.Arg(0)
+	for _, s := range strings.Split(fs.Arg(1), ",") {
+		p, err := upgrade.ParseProtocol(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("invalid protocol %q: %v", s, err)
+		}
+		cfg.offers = append(cfg.offers, p)
+	}
+	for _, h := range headers {
+		if err := cfg.addHeader(h); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// checkURL checks that raw is an absolute http, https, ws or wss URL
+// with a host.
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %v", err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https", "ws", "wss":
+	default:
+		return fmt.Errorf("invalid URL %q: scheme must be http, https, ws or wss", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("invalid URL %q: no host", raw)
+	}
+	return nil
+}
+
+// addHeader adds one -H 'Name: value' field. Fields dial sets itself are
+// refused, except Sec-WebSocket-Protocol when websocket is offered: its
+// subprotocols are offered in the handshake and checked in the 101.
+func (cfg *dialConfig) addHeader(field string) error {
+	name, value, ok := strings.Cut(field, ":")
+	if !ok || !isToken(name) {
+		return fmt.Errorf("invalid header %q: want 'Name: value'", field)
+	}
+	value = strings.Trim(value, " \t")
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return fmt.Errorf("invalid header %q: control byte in value", field)
+		}
+	}
+	key := http.CanonicalHeaderKey(name)
+	switch key {
+	case "Upgrade", "Content-Length", "Transfer-Encoding", "Expect":
+		return fmt.Errorf("invalid header %q: %s is set by dial or not allowed", field, name)
+	}
+	if cfg.offersProtocol("websocket") {
+		switch key {
+		case "Sec-Websocket-Protocol":
+			for _, p := range strings.Split(value, ",") {
+				if p = strings.Trim(p, " \t"); p != "" {
+					if !isToken(p) {
+						return fmt.Errorf("invalid header %q: subprotocol %q is not a token", field, p)
+					}
+					cfg.subprotocols = append(cfg.subprotocols, p)
+				}
+			}
+			return nil
+		case "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions":
+			return fmt.Errorf("invalid header %q: %s is part of the WebSocket handshake dial performs", field, name)
+		}
+	}
+	if cfg.offersProtocol("h2c") && key == "Http2-Settings" {
+		return fmt.Errorf("invalid header %q: %s is set by dial for h2c", field, name)
+	}
+	cfg.header.Add(key, value)
+	return nil
+}
+
+// isToken reports whether s is a non-empty RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// runDial runs upgrade dial.
+func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cfg, err := parseDial(args, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case err != nil:
+		fmt.Fprintf(stderr, "upgrade dial: %v\n", err)
+		return exitUsage
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "upgrade dial: %s\n", oneLine(err.Error()))
+		return exitFailure
+	}
+
+	d := &upgrade.Dialer{
+		Method:           cfg.method,
+		Header:           cfg.header.Clone(),
+		Body:             cfg.body,
+		HandshakeTimeout: cfg.timeout,
+	}
+	if cfg.timeout == 0 {
+		d.HandshakeTimeout = -1 // no bound
+	}
+	var wsKey string
+	wsOpts := &websocket.DialOptions{Subprotocols: cfg.subprotocols}
+	if cfg.offersProtocol("websocket") {
+		// One of the offers is websocket: the request must be a valid
+		// opening handshake in case the server picks it.
+		wsKey = websocket.NewKey()
+		h, err := websocket.ClientHeader(wsKey, wsOpts)
+		if err != nil {
+			fmt.Fprintf(stderr, "upgrade dial: %v\n", err)
+			return exitUsage
+		}
+		for k, vs := range h {
+			d.Header[k] = vs
+		}
+	}
+	if cfg.offersProtocol("h2c") {
+		d.Header.Set("HTTP2-Settings", h2cSettingsHeader())
+		d.Header.Add("Connection", "HTTP2-Settings")
+	}
+	start := time.Now()
+	c, err := d.Dial(context.Background(), cfg.url, cfg.offers...)
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+
+	switch {
+	case isProtocol(c.Protocol, "websocket"):
+		if err := websocket.CheckResponse(c.Response, wsKey, wsOpts); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stderr, "switched to %s\n", c.Protocol)
+		return dialWebSocket(c, stdin, stdout, stderr)
+	case isProtocol(c.Protocol, "h2c"):
+		fmt.Fprintf(stderr, "switched to %s\n", c.Protocol)
+		var deadline time.Time
+		if cfg.timeout > 0 {
+			deadline = start.Add(cfg.timeout)
+		}
+		if err := h2cExchange(c, stdout, deadline); err != nil {
+			return fail(err)
+		}
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "switched to %s\n", c.Protocol)
+	if err := copyBoth(c, stdin, stdout); err != nil {
+		return fail(err)
+	}
+	return exitOK
+}
+
+// copyBoth copies stdin to c, half-closing c's write side at stdin's EOF,
+// and c to stdout until the server closes. Bytes that arrived with the 101
+// come first: c.Read returns them before reading the network.
+func copyBoth(c *upgrade.Conn, stdin io.Reader, stdout io.Writer) error {
+	go func() {
+		// Write errors mean the server has gone; the read side below
+		// reports how.
+		if _, err := io.Copy(c, stdin); err == nil {
+			_ = c.CloseWrite()
+		}
+	}()
+	// stdout may be an *os.File, whose ReadFrom would bypass c.Read.
+	if _, err := io.Copy(writerOnly{stdout}, c); err != nil {
+		return fmt.Errorf("reading from the connection: %w", err)
+	}
+	return nil
+}
+
+// writerOnly hides every method of an io.Writer but Write, so io.Copy
+// reads through the source's Read method.
+type writerOnly struct{ io.Writer }
+
+// dialWebSocket speaks WebSocket on c: each stdin line becomes a text
+// message (binary if not valid UTF-8) and each message received is printed
+// as a line. At stdin's EOF it sends a close frame and keeps printing
+// messages until the server's close frame. A clean close by either side is
+// a success.
+//
+// wsframe.Conn.Close reads, and discards, incoming messages itself when no
+// ReadMessage call is in progress, which a reader that prints between calls
+// cannot rule out: every echo still in flight would be lost. So the close
+// frame is sent by a second, write-only wsframe.Conn sharing the writer,
+// and the reading Conn is never closed.
+func dialWebSocket(c *upgrade.Conn, stdin io.Reader, stdout, stderr io.Writer) int {
+	fw := &frameWriter{w: c}
+	ws := wsframe.NewConn(readWriter{c, fw}, true)
+	closer := wsframe.NewConn(readWriter{eofReader{}, fw}, true)
+
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			_, p, err := ws.ReadMessage()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			line := append(p, '\n') // p is ours until the next ReadMessage
+			if _, err := stdout.Write(line); err != nil {
+				readErr <- fmt.Errorf("writing to stdout: %w", err)
+				return
+			}
+		}
+	}()
+	stdinDone := make(chan error, 1)
+	go func() { stdinDone <- sendLines(ws, stdin) }()
+
+	var err error
+	select {
+	case werr := <-stdinDone:
+		// stdin ended (or a send failed): send our close frame, then
+		// print what still arrives until the server's close frame, for
+		// at most closeWait.
+		_ = closer.Close(wsframe.CloseNormalClosure, "")
+		_ = c.SetReadDeadline(time.Now().Add(closeWait))
+		err = <-readErr
+		if werr != nil && !isCloseError(err) {
+			err = werr
+		}
+	case err = <-readErr:
+		// The server closed first (ReadMessage answered its close
+		// frame), or the connection failed.
+	}
+	var ce *wsframe.CloseError
+	if errors.As(err, &ce) {
+		if ce.Code != wsframe.CloseNormalClosure && ce.Code != wsframe.CloseNoStatusReceived {
+			fmt.Fprintf(stderr, "upgrade dial: server closed the WebSocket with %d %s\n", ce.Code, oneLine(ce.Reason))
+		}
+		return exitOK
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		err = errors.New("connection closed without a WebSocket close frame")
+	}
+	fmt.Fprintf(stderr, "upgrade dial: websocket: %s\n", oneLine(err.Error()))
+	return exitFailure
+}
+
+// closeWait bounds the wait for the server's close frame after ours.
+const closeWait = 5 * time.Second
+
+// readWriter joins a Reader and a Writer, hiding any Close or SetDeadline
+// method, so that a wsframe.Conn never closes the connection or changes
+// its deadlines.
+type readWriter struct {
+	io.Reader
+	io.Writer
+}
+
+// eofReader is an empty stream.
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// frameWriter serializes the frames of the wsframe.Conns sharing a
+// connection, and forwards only the first close frame: whichever Conn
+// sends one, the other may still try to (answering the peer's). It relies
+// on a wsframe.Conn writing each frame with a single Write call.
+type frameWriter struct {
+	mu        sync.Mutex
+	w         io.Writer
+	closeSent bool
+}
+
+func (f *frameWriter) Write(b []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(b) > 0 && wsframe.Opcode(b[0]&0x0f) == wsframe.OpClose {
+		if f.closeSent {
+			return len(b), nil
+		}
+		f.closeSent = true
+	}
+	return f.w.Write(b)
+}
+
+func isCloseError(err error) bool {
+	var ce *wsframe.CloseError
+	return errors.As(err, &ce)
+}
+
+// sendLines sends each line of r (without its "\n" or "\r\n") as a
+// message until r's EOF, which is not an error.
+func sendLines(ws *wsframe.Conn, r io.Reader) error {
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			line = trimEOL(line)
+			op := wsframe.OpText
+			if !utf8.Valid(line) {
+				op = wsframe.OpBinary
+			}
+			if werr := ws.WriteMessage(op, line); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading stdin: %w", err)
+		}
+	}
+}
+
+func trimEOL(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+		if n := len(b); n > 0 && b[n-1] == '\r' {
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// oneLine replaces line breaks in s, so that an error message is one line.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+}

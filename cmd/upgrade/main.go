@@ -1,0 +1,156 @@
+// Command upgrade is a demo server for HTTP/1.1 protocol upgrades and a
+// netcat for upgraded connections.
+//
+// Usage:
+//
+//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace DURATION]
+//	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+//	upgrade help
+//
+// # upgrade serve
+//
+// Serve listens on -addr (default 127.0.0.1:8080; port 0 picks a free
+// port) and, once ready, prints exactly one line on stdout:
+//
+//	listening on http://HOST:PORT
+//
+// Logs go to stderr. The server offers, in its order of preference:
+//
+//   - echo/1: after the 101, every byte received is sent back, until the
+//     client half-closes (the server then finishes writing and closes) or
+//     closes. Any method may ask for it; a request body is read before the
+//     switch and not echoed: it belongs to the request, not to echo/1.
+//   - websocket: the RFC 6455 handshake (subprotocol "echo" when the client
+//     offers it, same-origin or Origin-less clients only), then every text
+//     and binary message is echoed, pings are answered and the close
+//     handshake is completed.
+//   - h2c: the connection becomes HTTP/2 (RFC 7540 §3.2): the upgrade
+//     request is answered on stream 1 by the same handler as plain
+//     requests. Any method may ask for it, with a body.
+//
+// The path /required requires an upgrade: a request it cannot switch is
+// answered 426 Upgrade Required with "Upgrade: echo/1, websocket, h2c".
+// Every other path serves a request it cannot switch normally: / is a
+// demo page whose script opens a WebSocket to the server and echoes what
+// the visitor types (with ?auto=MESSAGE it sends MESSAGE by itself and
+// writes "echo: MESSAGE" into <div id="result">, holding the page's load
+// event open until then, for headless browsers), POST / answers with the
+// request body, and /protocols lists the protocols as JSON.
+//
+// With -policy client (the default) the client's order of preference
+// decides between several acceptable offers; with -policy server, the
+// server's.
+//
+// On SIGINT or SIGTERM the server stops accepting connections and
+// upgrades, asks the upgraded connections to finish (echo/1 stops reading
+// and closes, websocket sends a 1001 close frame, h2c sends GOAWAY), closes
+// those still open after -grace (default 5s), and exits 0. A second signal
+// ends the process at once.
+//
+// # upgrade dial
+//
+// Dial connects to URL (http, https, ws or wss; proxies from the
+// environment), offers the comma-separated protocols in its Upgrade field,
+// in that order of preference, and expects 101 Switching Protocols naming
+// one of them. It then prints "switched to PROTOCOL" on stderr and:
+//
+//   - websocket (when offered, the request carries the WebSocket handshake
+//     fields and the 101 is checked as RFC 6455 requires): each stdin line
+//     is sent as a text message (binary if it is not UTF-8) and each message
+//     received is printed as a line; at stdin EOF the close handshake is
+//     completed. Exit 0 after a clean close by either side.
+//   - h2c: the request carried HTTP2-Settings; dial sends the HTTP/2
+//     preface, reads the response to the upgrade request on stream 1, prints
+//     it to stdout (":status: 200", the header fields, an empty line, the
+//     body), sends GOAWAY and exits 0.
+//   - anything else: stdin is copied to the connection (the write side is
+//     half-closed at stdin EOF) and the connection, including bytes that
+//     arrived with the 101, to stdout until the server closes. Exit 0.
+//
+// Any other outcome (another final status, an invalid 101, a timeout)
+// prints one line on stderr, naming the status and the protocols the
+// server advertises, and exits 1. Usage errors exit 2 before anything is
+// sent.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0 // success
+	exitFailure = 1 // the server refused, the exchange failed
+	exitUsage   = 2 // bad command line; nothing was sent
+)
+
+const usageText = `upgrade is a demo server for HTTP/1.1 protocol upgrades and a netcat for
+upgraded connections.
+
+Usage:
+
+  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace DURATION]
+  upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+  upgrade help
+
+serve offers echo/1, websocket and h2c (in that order of preference) on
+every path; /required answers 426 Upgrade Required when it cannot switch,
+other paths serve the request normally (/ is a WebSocket demo page). It
+prints "listening on http://HOST:PORT" on stdout when ready; logs go to
+stderr. SIGINT/SIGTERM: graceful shutdown within -grace, exit 0.
+
+  -addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0: any)
+  -policy P         whose preference picks among offers: client or server
+                    (default client)
+  -grace D          how long upgraded connections get to finish on shutdown
+                    (default 5s)
+
+dial asks URL (http, https, ws, wss; proxies from the environment) to switch
+to one of the protocols, prints "switched to PROTOCOL" on stderr, then copies
+stdin to the connection and the connection to stdout. websocket: one text
+message per stdin line, one line per message received, close handshake at
+stdin EOF. h2c: prints the HTTP/2 response to the request (stream 1).
+Exit status: 0 switched and done, 1 refused or failed (one line on stderr
+naming the status and the server's Upgrade list), 2 usage error.
+
+  -H 'Name: value'  extra request header field (repeatable)
+  -X METHOD         request method (default GET)
+  -d BODY           request body, sent and read before the switch
+  -timeout D        bound on the handshake (and the h2c exchange)
+                    (default 10s; 0: none)
+
+Examples:
+
+  upgrade serve -addr 127.0.0.1:0
+  upgrade dial http://127.0.0.1:8080/ echo/1 <file >copy
+  echo hello | upgrade dial ws://127.0.0.1:8080/ websocket
+  upgrade dial -H 'Sec-WebSocket-Protocol: echo' ws://127.0.0.1:8080/ websocket
+  upgrade dial -X POST -d 'hi there' http://127.0.0.1:8080/ h2c
+  upgrade dial http://127.0.0.1:8080/required nosuch/1     # exit 1: 426
+  curl --http2 http://127.0.0.1:8080/
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return exitUsage
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(args[1:], stdout, stderr)
+	case "dial":
+		return runDial(args[1:], stdin, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "upgrade: unknown command %q\n\n%s", args[0], usageText)
+	return exitUsage
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/h2c"
+	"github.com/go-upgrade/upgrade/websocket"
+)
+
+// serveConfig is the parsed command line of upgrade serve.
+type serveConfig struct {
+	addr   string
+	policy upgrade.Policy
+	grace  time.Duration
+}
+
+// parseServe parses the flags of upgrade serve. It returns flag.ErrHelp
+// for -h.
+func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+	cfg := serveConfig{}
+	fs := flag.NewFlagSet("upgrade serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
+	policy := fs.String("policy", "client", "client or server: whose preference picks among offers")
+	fs.DurationVar(&cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch *policy {
+	case "client":
+		cfg.policy = upgrade.ClientOrder
+	case "server":
+		cfg.policy = upgrade.ServerOrder
+	default:
+		return cfg, fmt.Errorf("invalid -policy %q: want client or server", *policy)
+	}
+	if cfg.grace < 0 {
+		return cfg, fmt.Errorf("invalid -grace %v: must not be negative", cfg.grace)
+	}
+	return cfg, nil
+}
+
+// runServe runs upgrade serve until SIGINT or SIGTERM.
+func runServe(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseServe(args, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case err != nil:
+		fmt.Fprintf(stderr, "upgrade serve: %v\n", err)
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		log.Error("listen", "addr", cfg.addr, "err", err)
+		return exitFailure
+	}
+	s := newDemoServer(cfg, log)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.http.Serve(ln) }()
+
+	policy := "client"
+	if cfg.policy == upgrade.ServerOrder {
+		policy = "server"
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", policy, "grace", cfg.grace)
+	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+
+	select {
+	case err := <-serveErr:
+		log.Error("serve", "err", err)
+		return exitFailure
+	case <-ctx.Done():
+	}
+	// From now on a second signal ends the process the default way.
+	stop()
+	log.Info("shutting down", "grace", cfg.grace)
+	s.shutdown(cfg.grace)
+	log.Info("stopped")
+	return exitOK
+}
+
+// demoServer is the HTTP server of upgrade serve with its upgrade.Server.
+type demoServer struct {
+	http    *http.Server
+	upgrade *upgrade.Server
+	demo    *demoHandler
+	log     *slog.Logger
+}
+
+// newDemoServer builds the server: echo/1, websocket and h2c registered in
+// that order, /required as an upgrade-required endpoint and the demo
+// handler, upgrade-optional, on every other path.
+func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
+	us := &upgrade.Server{Policy: cfg.policy, ErrorLog: log}
+	hs := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	s := &demoServer{http: hs, upgrade: us, log: log}
+
+	// Any method may switch to echo/1: curl, for one, sends its data as
+	// a POST without Content-Length, so the bytes after the request are
+	// the first bytes of the echo/1 stream.
+	us.HandleRoute("echo/1", upgrade.Route{Handler: upgrade.HandlerFunc(s.serveEcho), Methods: []string{"*"}})
+	// GET and OPTIONS only (the default): a POST offering websocket and
+	// h2c goes on to h2c instead of being refused by the WebSocket
+	// handshake.
+	us.Handle("websocket", &websocket.Handler{Serve: s.serveWebSocket, Subprotocols: []string{"echo"}})
+	h2 := &h2c.Handler{Server: hs}
+	us.HandleRoute(h2c.Protocol, h2.Route())
+
+	s.demo = newDemoHandler(us, cfg.policy)
+	mux := http.NewServeMux()
+	mux.Handle("/required", us)
+	mux.Handle("/", us.Middleware(s.demo))
+	hs.Handler = mux
+	h2.Handler = mux // HTTP/2 requests never switch: Middleware passes them on
+	hs.RegisterOnShutdown(s.demo.shutdown)
+	return s
+}
+
+// shutdown stops the server: no new connections or upgrades, upgraded
+// connections asked to finish and closed after grace.
+func (s *demoServer) shutdown(grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.upgrade.Shutdown(ctx); err != nil {
+			s.log.Warn("upgraded connections still open after the grace period were closed", "active", s.upgrade.ActiveConns())
+		}
+	})
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.log.Warn("HTTP connections still open after the grace period are being closed", "err", err)
+		_ = s.http.Close()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/go-upgrade/upgrade/internal/wsframe"
+	"github.com/go-upgrade/upgrade/websocket"
+)
+
+// httpClient is used for the plain requests of the tests; its idle
+// connections are closed at the end of each test that uses it.
+func httpClient(t *testing.T) *http.Client {
+	tr := &http.Transport{Proxy: nil}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: testTimeout}
+}
+
+func TestServeAddressLine(t *testing.T) {
+	s := startServer(t)
+	time.Sleep(100 * time.Millisecond) // anything else printed would show up by now
+	assert.Equal(t, "listening on http://"+s.addr+"\n", s.stdout.String(), "stdout holds exactly one line")
+	assert.Contains(t, s.stderr.String(), "level=INFO", "logs go to stderr, as slog text")
+}
+
+func TestServeUsageError(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "-policy", "random"},
+		{"serve", "-grace", "-1s"},
+		{"serve", "extra"},
+		{"serve", "-nosuchflag"},
+		{"nosuchcommand"},
+		{},
+	} {
+		cmd := command(t, args...)
+		out, err := cmd.CombinedOutput()
+		require.Error(t, err, "%q", args)
+		assert.Equal(t, 2, cmd.ProcessState.ExitCode(), "%q: %s", args, out)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"dial", "-h"}, {"serve", "-h"}} {
+		cmd := command(t, args...)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%q", args)
+		assert.Contains(t, string(out), "Usage:", "%q", args)
+		assert.Contains(t, string(out), "Examples:", "%q", args)
+		assert.Contains(t, string(out), "upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]")
+	}
+}
+
+// TestEchoRawSocket switches to echo/1 with bytes pipelined behind the
+// request, echoes more, half-closes and expects the server to finish and
+// close.
+func TestEchoRawSocket(t *testing.T) {
+	s := startServer(t)
+	c := rawConn(t, s.addr)
+	_, err := io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nearly bytes|")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	status, h := readResponseHead(t, br)
+	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	assert.Equal(t, "echo/1", h.Get("Upgrade"))
+	assert.Equal(t, "Upgrade", h.Get("Connection"))
+
+	got := make([]byte, len("early bytes|"))
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	assert.Equal(t, "early bytes|", string(got))
+
+	_, err = io.WriteString(c, "late bytes")
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err, "the server closes after the half-close")
+	assert.Equal(t, "late bytes", string(rest))
+}
+
+func TestRequired426(t *testing.T) {
+	s := startServer(t)
+	for _, req := range []string{
+		"GET /required HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\n",
+		"GET /required HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, req)
+		require.NoError(t, err)
+		status, h := readResponseHead(t, bufio.NewReader(c))
+		assert.Equal(t, "HTTP/1.1 426 Upgrade Required", status, "%q", req)
+		assert.Equal(t, "echo/1, websocket, h2c", h.Get("Upgrade"))
+		assert.Equal(t, "Upgrade", h.Get("Connection"))
+	}
+}
+
+// TestUnwantedUpgradeServedNormally checks that an offer the server does
+// not speak, on any path but /required, is an ordinary request.
+func TestUnwantedUpgradeServedNormally(t *testing.T) {
+	s := startServer(t)
+	c := rawConn(t, s.addr)
+	_, err := io.WriteString(c, "GET /protocols HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Empty(t, resp.Header.Get("Upgrade"))
+}
+
+func TestPage(t *testing.T) {
+	s := startServer(t)
+	client := httpClient(t)
+
+	resp, err := client.Get("http://" + s.addr + "/")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	page := string(body)
+	assert.Contains(t, page, "new WebSocket(")
+	assert.Contains(t, page, `location.protocol === "https:" ? "wss:" : "ws:"`)
+	assert.Contains(t, page, `<div id="result"></div>`)
+	assert.Contains(t, page, "<code>echo/1</code>, <code>websocket</code>, <code>h2c</code>")
+	assert.NotContains(t, page, `id="pending"`, "no load-event hold without ?auto")
+
+	resp, err = client.Get("http://" + s.addr + "/?auto=hi%3Cthere")
+	require.NoError(t, err)
+	body, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	page = string(body)
+	assert.Regexp(t, `<img id="pending" src="/hold\?token=[0-9a-f]{32}"`, page)
+	assert.Contains(t, page, `const autoMessage = "hi\u003cthere";`, "the message is escaped as a JS string")
+
+	resp, err = client.Get("http://" + s.addr + "/nosuchpage")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+func TestProtocolsEndpoint(t *testing.T) {
+	for _, policy := range []string{"client", "server"} {
+		s := startServer(t, "-policy", policy)
+		resp, err := httpClient(t).Get("http://" + s.addr + "/protocols")
+		require.NoError(t, err)
+		var got struct {
+			Protocols []string `json:"protocols"`
+			Policy    string   `json:"policy"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, []string{"echo/1", "websocket", "h2c"}, got.Protocols)
+		assert.Equal(t, policy, got.Policy)
+	}
+}
+
+// TestHoldRelease checks the load-event hold of the page's auto mode:
+// /hold answers only once /release with the same token arrives, also
+// when the release comes first.
+func TestHoldRelease(t *testing.T) {
+	s := startServer(t)
+	client := httpClient(t)
+	base := "http://" + s.addr
+
+	const token = "0123456789abcdef0123456789abcdef"
+	held := make(chan time.Time, 1)
+	go func() {
+		resp, err := client.Get(base + "/hold?token=" + token)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		held <- time.Now()
+	}()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-held:
+		t.Fatal("/hold answered before the release")
+	default:
+	}
+	released := time.Now()
+	resp, err := client.Post(base+"/release?token="+token, "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNoContent, resp.StatusCode)
+	select {
+	case at := <-held:
+		assert.True(t, !at.Before(released))
+	case <-time.After(5 * time.Second):
+		t.Fatal("/hold not answered after the release")
+	}
+
+	// Release first, then hold: answered at once.
+	const token2 = "fedcba9876543210fedcba9876543210"
+	resp, err = client.Post(base+"/release?token="+token2, "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	start := time.Now()
+	resp, err = client.Get(base + "/hold?token=" + token2)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, "image/gif", resp.Header.Get("Content-Type"))
+	assert.Less(t, time.Since(start), 2*time.Second)
+}
+
+// TestPolicy offers "websocket, echo/1" (with the WebSocket handshake
+// fields): the client's order picks websocket, the server's echo/1.
+func TestPolicy(t *testing.T) {
+	for _, tc := range []struct{ policy, want string }{
+		{"client", "websocket"},
+		{"server", "echo/1"},
+	} {
+		s := startServer(t, "-policy", tc.policy)
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: websocket, echo/1\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		require.NoError(t, err)
+		status, h := readResponseHead(t, bufio.NewReader(c))
+		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status, tc.policy)
+		assert.Equal(t, tc.want, h.Get("Upgrade"), tc.policy)
+
+		r := runDialCmd(t, strings.NewReader(""), "http://"+s.addr+"/", "websocket,echo/1")
+		assert.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stderr, "switched to "+tc.want+"\n")
+	}
+}
+
+// TestH2CRaw sends an h2c upgrade by hand and checks the server's SETTINGS
+// follows the 101.
+func TestH2CRaw(t *testing.T) {
+	s := startServer(t)
+	c := rawConn(t, s.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	status, h := readResponseHead(t, br)
+	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	assert.Equal(t, "h2c", h.Get("Upgrade"))
+	var frame [9]byte
+	_, err = io.ReadFull(br, frame[:])
+	require.NoError(t, err)
+	assert.Equal(t, byte(0x4), frame[3], "the server's first frame is SETTINGS")
+}
+
+// TestSIGTERMEcho sends SIGTERM while an echo/1 connection is open: the
+// server stops, the connection is closed within the grace period, and the
+// exit status is 0.
+func TestSIGTERMEcho(t *testing.T) {
+	s := startServer(t, "-grace", "300ms")
+	c := rawConn(t, s.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nping")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	status, _ := readResponseHead(t, br)
+	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	got := make([]byte, 4)
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	require.Equal(t, "ping", string(got))
+
+	start := time.Now()
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	rest, err := io.ReadAll(br) // ends when the server closes the connection
+	assert.Empty(t, rest)
+	if err != nil {
+		var ne net.Error
+		require.ErrorAs(t, err, &ne, "the connection ends with EOF or a reset")
+		require.False(t, ne.Timeout(), "the connection was not closed")
+	}
+	assert.Less(t, time.Since(start), 2*time.Second, "closed within the grace period")
+	assert.Equal(t, 0, s.wait(t, 5*time.Second))
+	assert.Contains(t, s.stderr.String(), "shutting down")
+
+	// Nothing listens any more.
+	_, err = net.DialTimeout("tcp", s.addr, time.Second)
+	assert.Error(t, err)
+}
+
+// TestSIGTERMWebSocket: an open WebSocket gets a 1001 close frame on
+// shutdown, and the server exits 0 once the handshake completes.
+func TestSIGTERMWebSocket(t *testing.T) {
+	s := startServer(t, "-grace", "2s")
+	c := rawConn(t, s.addr)
+	key := websocket.NewKey()
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "+key+"\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	status, h := readResponseHead(t, br)
+	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	require.Equal(t, websocket.AcceptKey(key), h.Get("Sec-WebSocket-Accept"))
+
+	ws := wsframe.NewConn(readWriter{br, c}, true)
+	require.NoError(t, ws.WriteMessage(wsframe.OpText, []byte("hello")))
+	op, p, err := ws.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, wsframe.OpText, op)
+	assert.Equal(t, "hello", string(p))
+
+	start := time.Now()
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	_, _, err = ws.ReadMessage() // answers the server's close frame
+	var ce *wsframe.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, wsframe.CloseGoingAway, ce.Code)
+	assert.Equal(t, 0, s.wait(t, 5*time.Second))
+	assert.Less(t, time.Since(start), 2*time.Second, "the server did not need the whole grace period")
+}
