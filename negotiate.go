@@ -112,6 +112,10 @@ type Route struct {
 	// and a request with one is answered with 400 Bad Request. A larger
 	// body is answered with 413 Content Too Large; neither switches.
 	MaxBody int64
+
+	// MaxConns caps the connections switched to this protocol at once; see
+	// Server.MaxConns. Zero means no cap.
+	MaxConns int
 }
 
 // route is a registered Route with its parsed pattern.
@@ -209,6 +213,7 @@ type decision struct {
 	extra         http.Header  // extra 101 header fields (pooled), or nil
 	reject        *RejectError // an Accepter's rejection, to be answered
 	failed        bool         // an Accepter failed: answer 500
+	full          bool         // an acceptable route was at its MaxConns
 	methodRefused bool         // an offer matched, but not the method
 }
 
@@ -219,15 +224,21 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) d
 	var d decision
 	var tried uint64 // routes already asked, by index (the first 64)
 	d.methodRefused = candidates(routes, offers, s.Policy, r.Method, func(rt *route, o Protocol) bool {
-		if rt.accepter == nil {
-			d.route, d.offer = rt, o
-			return true
-		}
 		if idx := routeIndex(routes, rt); idx < 64 {
 			if tried&(1<<idx) != 0 {
 				return false
 			}
 			tried |= 1 << idx
+		}
+		// Claim the slot before the pre-101 step, so that a protocol's
+		// cap cannot be overrun by concurrent handshakes.
+		if !s.reserve(rt) {
+			d.full = true
+			return false
+		}
+		if rt.accepter == nil {
+			d.route, d.offer = rt, o
+			return true
 		}
 		h := headerPool.Get().(http.Header)
 		err := rt.accepter.AcceptUpgrade(r, h)
@@ -237,15 +248,18 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) d
 				s.logf(r, "accepting "+rt.spelled, err)
 				d.failed = true
 				recycleHeader(h)
+				s.release(rt)
 				return true
 			}
 			d.route, d.offer, d.extra = rt, o, h
 			return true
 		case errors.Is(err, ErrDecline):
 			recycleHeader(h)
+			s.release(rt)
 			return false
 		default:
 			recycleHeader(h)
+			s.release(rt)
 			var re *RejectError
 			if errors.As(err, &re) {
 				d.reject = re

@@ -69,6 +69,14 @@ type Server struct {
 	// answers 403 Forbidden.
 	ShouldUpgrade func(r *http.Request) bool
 
+	// MaxConns caps the switched connections served at once, across all
+	// protocols (Route.MaxConns caps one protocol). An upgrade beyond a
+	// cap is refused before the 101 with 503 Service Unavailable and a
+	// Retry-After field, never accepted and dropped; a protocol at its cap
+	// is skipped in favour of the client's other acceptable offers. Zero
+	// means no cap.
+	MaxConns int
+
 	// ErrorLog receives errors that cannot be reported to the client:
 	// failed hijacks and writes, handler panics, and errors returned by
 	// AcceptUpgrade. Nil means slog.Default().
@@ -78,7 +86,8 @@ type Server struct {
 	routes   []route
 	upgrades string // the registered protocols, for 426 responses
 	conns    map[*Conn]struct{}
-	byProto  map[string]int // active connections per registered pattern
+	byProto  map[string]int // connections switched or switching, per pattern
+	inuse    int            // connections switched or switching, in all
 	idle     chan struct{}  // closed when conns becomes empty during Shutdown
 	lifeOnce sync.Once
 	life     context.Context
@@ -225,6 +234,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	case d.reject != nil:
 		s.writeReject(w, r, d.reject)
 		return
+	case d.route == nil && d.full:
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "too many upgraded connections, retry later")
+		return
 	case d.route == nil:
 		if next != nil {
 			next.ServeHTTP(w, r)
@@ -243,6 +256,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		recycleHeader(d.extra)
 	}
 	if c == nil {
+		s.release(d.route)
 		return
 	}
 	if !s.track(c) {
@@ -341,33 +355,65 @@ func (s *Server) lifetime() context.Context {
 	return s.life
 }
 
-// track records c as active; false if the server is closing.
+// reserve claims a connection slot for rt before its switch; false if
+// MaxConns or rt's MaxConns is reached.
+func (s *Server) reserve(rt *route) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.MaxConns > 0 && s.inuse >= s.MaxConns {
+		return false
+	}
+	if rt.MaxConns > 0 && s.byProto[rt.spelled] >= rt.MaxConns {
+		return false
+	}
+	if s.byProto == nil {
+		s.byProto = make(map[string]int)
+	}
+	s.byProto[rt.spelled]++
+	s.inuse++
+	return true
+}
+
+// release gives back a slot claimed by reserve.
+func (s *Server) release(rt *route) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseLocked(rt)
+}
+
+func (s *Server) releaseLocked(rt *route) {
+	s.inuse--
+	if n := s.byProto[rt.spelled] - 1; n > 0 {
+		s.byProto[rt.spelled] = n
+	} else {
+		delete(s.byProto, rt.spelled)
+	}
+}
+
+// track records c, whose slot is reserved, as active; false if the server
+// is closing, in which case the slot is released.
 func (s *Server) track(c *Conn) bool {
 	c.life = s.lifetime()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
+		s.releaseLocked(c.route)
 		return false
 	}
 	if s.conns == nil {
 		s.conns = make(map[*Conn]struct{})
-		s.byProto = make(map[string]int)
 	}
 	s.conns[c] = struct{}{}
-	s.byProto[c.route.spelled]++
 	return true
 }
 
-// untrack forgets c and signals Shutdown when the last one goes.
+// untrack forgets c, releases its slot and signals Shutdown when the last
+// one goes.
 func (s *Server) untrack(c *Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
-	if n := s.byProto[c.route.spelled] - 1; n > 0 {
-		s.byProto[c.route.spelled] = n
-	} else {
-		delete(s.byProto, c.route.spelled)
-	}
+	s.releaseLocked(c.route)
 	if len(s.conns) == 0 && s.idle != nil {
 		close(s.idle)
 		s.idle = nil
@@ -389,8 +435,8 @@ func (s *Server) run(c *Conn) {
 	c.route.Handler.ServeUpgrade(c)
 }
 
-// ActiveConns returns the number of switched connections being served,
-// by registered pattern.
+// ActiveConns returns the number of switched connections being served (or
+// being switched), by registered pattern.
 func (s *Server) ActiveConns() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

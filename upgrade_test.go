@@ -850,3 +850,40 @@ func TestHandleRoutePanics(t *testing.T) {
 	assert.NotPanics(t, func() { s.HandleFunc("echo/*", echo) })
 	assert.Equal(t, "echo/1, echo", s.Protocols())
 }
+
+func TestMaxConns(t *testing.T) {
+	s := Server{MaxConns: 2}
+	hold := func(c *Conn) { _, _ = io.Copy(io.Discard, c) }
+	s.HandleRoute("a", Route{Handler: HandlerFunc(hold), MaxConns: 1})
+	s.HandleFunc("b", hold)
+	addr := serve(t, &s, s.Middleware(plainHandler))
+
+	c1 := dialRaw(t, addr)
+	c1.write(upgradeReq("GET", "a"))
+	assert.Contains(t, c1.head(), "Upgrade: a\r\n")
+
+	// "a" is at its cap: refused with 503 and Retry-After, not dropped.
+	c := dialRaw(t, addr)
+	c.write(upgradeReq("GET", "a"))
+	resp := c.response("GET")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+
+	// The client's next acceptable offer is used instead.
+	c2 := dialRaw(t, addr)
+	c2.write(upgradeReq("GET", "a, b"))
+	assert.Contains(t, c2.head(), "Upgrade: b\r\n")
+	assert.Equal(t, map[string]int{"a": 1, "b": 1}, s.ActiveConns())
+
+	// The server-wide cap.
+	c = dialRaw(t, addr)
+	c.write(upgradeReq("GET", "b"))
+	assert.Equal(t, http.StatusServiceUnavailable, c.response("GET").StatusCode)
+
+	// A slot frees when its handler returns.
+	c1.nc.Close()
+	require.Eventually(t, func() bool { return s.ActiveConns()["a"] == 0 }, 5*time.Second, 5*time.Millisecond)
+	c = dialRaw(t, addr)
+	c.write(upgradeReq("GET", "a"))
+	assert.Contains(t, c.head(), "Upgrade: a\r\n")
+}
