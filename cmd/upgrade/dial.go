@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -294,15 +293,11 @@ type writerOnly struct{ io.Writer }
 // messages until the server's close frame. A clean close by either side is
 // a success.
 //
-// wsframe.Conn.Close reads, and discards, incoming messages itself when no
-// ReadMessage call is in progress, which a reader that prints between calls
-// cannot rule out: every echo still in flight would be lost. So the close
-// frame is sent by a second, write-only wsframe.Conn sharing the writer,
-// and the reading Conn is never closed.
+// The close frame is sent with WriteClose, which does not wait, so the
+// reading goroutine goes on printing the echoes still in flight until the
+// server's close frame.
 func dialWebSocket(c *upgrade.Conn, stdin io.Reader, stdout, stderr io.Writer) int {
-	fw := &frameWriter{w: c}
-	ws := wsframe.NewConn(readWriter{c, fw}, true)
-	closer := wsframe.NewConn(readWriter{eofReader{}, fw}, true)
+	ws := wsframe.NewConn(readWriter{c, c}, true)
 
 	readErr := make(chan error, 1)
 	go func() {
@@ -328,7 +323,7 @@ func dialWebSocket(c *upgrade.Conn, stdin io.Reader, stdout, stderr io.Writer) i
 		// stdin ended (or a send failed): send our close frame, then
 		// print what still arrives until the server's close frame, for
 		// at most closeWait.
-		_ = closer.Close(wsframe.CloseNormalClosure, "")
+		_ = ws.WriteClose(wsframe.CloseNormalClosure, "")
 		_ = c.SetReadDeadline(time.Now().Add(closeWait))
 		err = <-readErr
 		if werr != nil && !isCloseError(err) {
@@ -361,33 +356,6 @@ const closeWait = 5 * time.Second
 type readWriter struct {
 	io.Reader
 	io.Writer
-}
-
-// eofReader is an empty stream.
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
-
-// frameWriter serializes the frames of the wsframe.Conns sharing a
-// connection, and forwards only the first close frame: whichever Conn
-// sends one, the other may still try to (answering the peer's). It relies
-// on a wsframe.Conn writing each frame with a single Write call.
-type frameWriter struct {
-	mu        sync.Mutex
-	w         io.Writer
-	closeSent bool
-}
-
-func (f *frameWriter) Write(b []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(b) > 0 && wsframe.Opcode(b[0]&0x0f) == wsframe.OpClose {
-		if f.closeSent {
-			return len(b), nil
-		}
-		f.closeSent = true
-	}
-	return f.w.Write(b)
 }
 
 func isCloseError(err error) bool {

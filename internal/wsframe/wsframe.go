@@ -550,21 +550,9 @@ func (c *Conn) writeFrame(op Opcode, payload []byte) error {
 // returns the error that ended the handshake, such as io.EOF, a timeout or a
 // *ProtocolError. Calling Close more than once is safe.
 func (c *Conn) Close(code int, reason string) error {
-	var payload []byte
-	if code != 0 {
-		if !validCloseCode(code) {
-			return fmt.Errorf("wsframe: invalid close status code %d", code)
-		}
-		if len(reason) > maxCloseReason {
-			return fmt.Errorf("wsframe: close reason longer than %d bytes", maxCloseReason)
-		}
-		if !utf8.ValidString(reason) {
-			return errors.New("wsframe: close reason is not valid UTF-8")
-		}
-		payload = binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code))
-		payload = append(payload, reason...)
-	} else if reason != "" {
-		return errors.New("wsframe: close reason without a status code")
+	payload, err := closePayload(code, reason)
+	if err != nil {
+		return err
 	}
 
 	if d, ok := c.rw.(interface{ SetDeadline(time.Time) error }); ok {
@@ -619,6 +607,44 @@ func (c *Conn) Close(code int, reason string) error {
 		return rerr
 	}
 	return c.closeErr
+}
+
+// WriteClose sends a close frame with the given status code and reason,
+// with the same rules as Close, unless a close frame was already sent. It
+// returns at once: the caller keeps calling ReadMessage, which delivers the
+// messages still in flight and finally the peer's *CloseError when the
+// closing handshake completes. WriteClose neither waits nor closes the
+// underlying connection.
+func (c *Conn) WriteClose(code int, reason string) error {
+	payload, err := closePayload(code, reason)
+	if err != nil {
+		return err
+	}
+	if err := c.writeFrame(OpClose, payload); err != nil && !errors.Is(err, ErrCloseSent) {
+		return err
+	}
+	return nil
+}
+
+// closePayload builds a close frame's payload, checking code and reason.
+func closePayload(code int, reason string) ([]byte, error) {
+	if code == 0 {
+		if reason != "" {
+			return nil, errors.New("wsframe: close reason without a status code")
+		}
+		return nil, nil
+	}
+	if !validCloseCode(code) {
+		return nil, fmt.Errorf("wsframe: invalid close status code %d", code)
+	}
+	if len(reason) > maxCloseReason {
+		return nil, fmt.Errorf("wsframe: close reason longer than %d bytes", maxCloseReason)
+	}
+	if !utf8.ValidString(reason) {
+		return nil, errors.New("wsframe: close reason is not valid UTF-8")
+	}
+	payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code))
+	return append(payload, reason...), nil
 }
 
 // Echo sends every text or binary message read from c back to the peer with

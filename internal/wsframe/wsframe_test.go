@@ -65,7 +65,7 @@ func cf(b0 byte, payload string) []byte { return rawFrame(b0, []byte(payload), &
 func sf(b0 byte, payload string) []byte { return rawFrame(b0, []byte(payload), nil) }
 
 // closePayload returns a close frame payload with the given code and reason.
-func closePayload(code int, reason string) string {
+func wireClose(code int, reason string) string {
 	return string(binary.BigEndian.AppendUint16(nil, uint16(code))) + reason
 }
 
@@ -360,31 +360,31 @@ func TestProtocolErrors(t *testing.T) {
 		{"reserved data opcode 3", false, 0, [][]byte{cf(fin|0x3, "x")}, CloseProtocolError},
 		{"reserved control opcode 0xB", false, 0, [][]byte{cf(fin|0xB, "x")}, CloseProtocolError},
 		{"fragmented ping", false, 0, [][]byte{cf(byte(OpPing), "x")}, CloseProtocolError},
-		{"fragmented close", false, 0, [][]byte{cf(byte(OpClose), closePayload(1000, ""))}, CloseProtocolError},
+		{"fragmented close", false, 0, [][]byte{cf(byte(OpClose), wireClose(1000, ""))}, CloseProtocolError},
 		{"ping payload of 126 bytes", false, 0, [][]byte{cf(fin|byte(OpPing), strings.Repeat("x", 126))}, CloseProtocolError},
-		{"close payload of 126 bytes", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(1000, strings.Repeat("x", 124)))}, CloseProtocolError},
+		{"close payload of 126 bytes", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(1000, strings.Repeat("x", 124)))}, CloseProtocolError},
 		{"continuation without message", false, 0, [][]byte{cf(fin|byte(OpContinuation), "x")}, CloseProtocolError},
 		{"text during fragmented message", false, 0, [][]byte{cf(byte(OpText), "a"), cf(fin|byte(OpText), "b")}, CloseProtocolError},
 		{"binary during fragmented message", false, 0, [][]byte{cf(byte(OpBinary), "a"), cf(fin|byte(OpBinary), "b")}, CloseProtocolError},
 		{"unmasked frame from client", false, 0, [][]byte{sf(fin|byte(OpText), "Hello")}, CloseProtocolError},
 		{"masked frame from server", true, 0, [][]byte{cf(fin|byte(OpText), "Hello")}, CloseProtocolError},
 		{"close payload of 1 byte", false, 0, [][]byte{cf(fin|byte(OpClose), "\x03")}, CloseProtocolError},
-		{"close code 0", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(0, ""))}, CloseProtocolError},
-		{"close code 999", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(999, ""))}, CloseProtocolError},
-		{"close code 1004", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(1004, ""))}, CloseProtocolError},
-		{"close code 1005", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(1005, ""))}, CloseProtocolError},
-		{"close code 1006", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(1006, ""))}, CloseProtocolError},
-		{"close code 1015", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(1015, ""))}, CloseProtocolError},
-		{"close code 1016", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(1016, ""))}, CloseProtocolError},
-		{"close code 2999", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(2999, ""))}, CloseProtocolError},
-		{"close code 5000", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(5000, ""))}, CloseProtocolError},
-		{"close code 65535", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(65535, ""))}, CloseProtocolError},
+		{"close code 0", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(0, ""))}, CloseProtocolError},
+		{"close code 999", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(999, ""))}, CloseProtocolError},
+		{"close code 1004", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(1004, ""))}, CloseProtocolError},
+		{"close code 1005", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(1005, ""))}, CloseProtocolError},
+		{"close code 1006", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(1006, ""))}, CloseProtocolError},
+		{"close code 1015", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(1015, ""))}, CloseProtocolError},
+		{"close code 1016", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(1016, ""))}, CloseProtocolError},
+		{"close code 2999", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(2999, ""))}, CloseProtocolError},
+		{"close code 5000", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(5000, ""))}, CloseProtocolError},
+		{"close code 65535", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(65535, ""))}, CloseProtocolError},
 		{"64-bit length with top bit set", false, 0, [][]byte{tooLong64}, CloseProtocolError},
 		{"invalid UTF-8 text", false, 0, [][]byte{cf(fin|byte(OpText), "\xff")}, CloseInvalidPayload},
 		{"surrogate half in text", false, 0, [][]byte{cf(fin|byte(OpText), "\xed\xa0\x80")}, CloseInvalidPayload},
 		{"invalid UTF-8 across fragments", false, 0, [][]byte{cf(byte(OpText), "\xe2\x82"), cf(fin|byte(OpContinuation), "x")}, CloseInvalidPayload},
 		{"truncated UTF-8 at end of message", false, 0, [][]byte{cf(byte(OpText), "ok"), cf(fin|byte(OpContinuation), "\xe2\x82")}, CloseInvalidPayload},
-		{"invalid UTF-8 close reason", false, 0, [][]byte{cf(fin|byte(OpClose), closePayload(1000, "\xff"))}, CloseInvalidPayload},
+		{"invalid UTF-8 close reason", false, 0, [][]byte{cf(fin|byte(OpClose), wireClose(1000, "\xff"))}, CloseInvalidPayload},
 		{"invalid UTF-8 text read by client", true, 0, [][]byte{sf(fin|byte(OpText), "a\xc0\xafb")}, CloseInvalidPayload},
 		{"single frame over MaxMessage", false, 10, [][]byte{cf(fin|byte(OpBinary), "01234567890")}, CloseMessageTooBig},
 		{"fragments over MaxMessage", false, 10, [][]byte{cf(byte(OpBinary), "012345"), cf(fin|byte(OpContinuation), "67890")}, CloseMessageTooBig},
@@ -476,7 +476,7 @@ func TestControlFramesInterleavedWithFragments(t *testing.T) {
 func TestCloseInterleavedWithFragments(t *testing.T) {
 	c, rw := newTestConn(false,
 		cf(byte(OpText), "He"),
-		cf(fin|byte(OpClose), closePayload(CloseGoingAway, "bye")))
+		cf(fin|byte(OpClose), wireClose(CloseGoingAway, "bye")))
 	_, _, err := c.ReadMessage()
 	var ce *CloseError
 	require.ErrorAs(t, err, &ce)
@@ -492,16 +492,16 @@ func TestReceiveClose(t *testing.T) {
 		replyCode int // 0: empty close payload
 	}{
 		{"no status code", "", CloseError{Code: CloseNoStatusReceived}, 0},
-		{"1000 with reason", closePayload(1000, "bye"), CloseError{Code: 1000, Reason: "bye"}, 1000},
-		{"1001", closePayload(1001, ""), CloseError{Code: 1001}, 1001},
-		{"1002", closePayload(1002, ""), CloseError{Code: 1002}, 1002},
-		{"1003", closePayload(1003, ""), CloseError{Code: 1003}, 1003},
-		{"1007", closePayload(1007, ""), CloseError{Code: 1007}, 1007},
-		{"1011", closePayload(1011, ""), CloseError{Code: 1011}, 1011},
-		{"1014", closePayload(1014, ""), CloseError{Code: 1014}, 1014},
-		{"3000", closePayload(3000, ""), CloseError{Code: 3000}, 3000},
-		{"4999 with UTF-8 reason", closePayload(4999, "tschüß"), CloseError{Code: 4999, Reason: "tschüß"}, 4999},
-		{"123-byte reason", closePayload(1000, strings.Repeat("r", 123)), CloseError{Code: 1000, Reason: strings.Repeat("r", 123)}, 1000},
+		{"1000 with reason", wireClose(1000, "bye"), CloseError{Code: 1000, Reason: "bye"}, 1000},
+		{"1001", wireClose(1001, ""), CloseError{Code: 1001}, 1001},
+		{"1002", wireClose(1002, ""), CloseError{Code: 1002}, 1002},
+		{"1003", wireClose(1003, ""), CloseError{Code: 1003}, 1003},
+		{"1007", wireClose(1007, ""), CloseError{Code: 1007}, 1007},
+		{"1011", wireClose(1011, ""), CloseError{Code: 1011}, 1011},
+		{"1014", wireClose(1014, ""), CloseError{Code: 1014}, 1014},
+		{"3000", wireClose(3000, ""), CloseError{Code: 3000}, 3000},
+		{"4999 with UTF-8 reason", wireClose(4999, "tschüß"), CloseError{Code: 4999, Reason: "tschüß"}, 4999},
+		{"123-byte reason", wireClose(1000, strings.Repeat("r", 123)), CloseError{Code: 1000, Reason: strings.Repeat("r", 123)}, 1000},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -518,7 +518,7 @@ func TestReceiveClose(t *testing.T) {
 			if tc.replyCode == 0 {
 				assert.Empty(t, frames[0].payload)
 			} else {
-				assert.Equal(t, closePayload(tc.replyCode, ""), string(frames[0].payload), "reply echoes the status code")
+				assert.Equal(t, wireClose(tc.replyCode, ""), string(frames[0].payload), "reply echoes the status code")
 			}
 
 			// Close after a received close completes without a second frame.
@@ -533,7 +533,7 @@ func TestReceiveClose(t *testing.T) {
 }
 
 func TestClientAnswersCloseMasked(t *testing.T) {
-	c, rw := newTestConn(true, sf(fin|byte(OpClose), closePayload(1000, "done")))
+	c, rw := newTestConn(true, sf(fin|byte(OpClose), wireClose(1000, "done")))
 	_, _, err := c.ReadMessage()
 	var ce *CloseError
 	require.ErrorAs(t, err, &ce)
@@ -620,7 +620,7 @@ func TestCloseWithoutPeerReply(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF)
 	frames := parseFrames(t, rw.out.Bytes())
 	require.Len(t, frames, 1)
-	assert.Equal(t, closePayload(CloseGoingAway, "bye"), string(frames[0].payload))
+	assert.Equal(t, wireClose(CloseGoingAway, "bye"), string(frames[0].payload))
 
 	assert.ErrorIs(t, c.WriteMessage(OpText, []byte("late")), ErrCloseSent)
 	assert.ErrorIs(t, c.WritePing(nil), ErrCloseSent)
@@ -632,7 +632,7 @@ func TestCloseDiscardsMessagesUntilPeerClose(t *testing.T) {
 	c, rw := newTestConn(false,
 		cf(fin|byte(OpText), "in flight"),
 		cf(fin|byte(OpPing), "no pong after close"),
-		cf(fin|byte(OpClose), closePayload(CloseNormalClosure, "")),
+		cf(fin|byte(OpClose), wireClose(CloseNormalClosure, "")),
 		cf(fin|byte(OpText), "after close"))
 	require.NoError(t, c.Close(0, ""))
 	assert.Equal(t, []byte{0x88, 0x00}, rw.out.Bytes(), "a single empty close frame and no pong")
@@ -663,7 +663,7 @@ func TestEchoRawMaskedFrames(t *testing.T) {
 		{"RFC masked Hello", []byte{0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58}, []byte{0x81, 0x05, 'H', 'e', 'l', 'l', 'o'}},
 		{"RFC masked ping", cf(fin|byte(OpPing), "Hello"), []byte{0x8a, 0x05, 'H', 'e', 'l', 'l', 'o'}},
 		{"fragmented binary", append(cf(byte(OpBinary), "\x01\x02"), cf(fin|byte(OpContinuation), "\x03")...), []byte{0x82, 0x03, 1, 2, 3}},
-		{"close", cf(fin|byte(OpClose), closePayload(CloseNormalClosure, "bye")), []byte{0x88, 0x02, 0x03, 0xe8}},
+		{"close", cf(fin|byte(OpClose), wireClose(CloseNormalClosure, "bye")), []byte{0x88, 0x02, 0x03, 0xe8}},
 	}
 	for _, s := range steps {
 		_, err := client.Write(s.send)
@@ -687,7 +687,7 @@ func TestEchoErrors(t *testing.T) {
 		check    func(t *testing.T, err error)
 		wireCode int // expected close code sent by Echo's Conn, -1 for none
 	}{
-		{"clean close", [][]byte{cf(fin|byte(OpText), "a"), cf(fin|byte(OpClose), closePayload(1000, ""))},
+		{"clean close", [][]byte{cf(fin|byte(OpText), "a"), cf(fin|byte(OpClose), wireClose(1000, ""))},
 			func(t *testing.T, err error) { assert.NoError(t, err) }, 1000},
 		{"stream ends without close", [][]byte{cf(fin|byte(OpText), "a")},
 			func(t *testing.T, err error) { assert.ErrorIs(t, err, io.EOF) }, -1},
@@ -710,7 +710,7 @@ func TestEchoErrors(t *testing.T) {
 				return
 			}
 			require.Len(t, frames, 2)
-			assert.Equal(t, closePayload(tc.wireCode, ""), string(frames[1].payload))
+			assert.Equal(t, wireClose(tc.wireCode, ""), string(frames[1].payload))
 		})
 	}
 }
@@ -930,7 +930,7 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(append(cf(byte(OpText), "Hel"), cf(fin|byte(OpContinuation), "lo")...))
 	f.Add(append(cf(fin|byte(OpPing), "Hello"), cf(fin|byte(OpBinary), "\x00\xff")...))
 	f.Add(append(cf(byte(OpText), "\xe2\x82"), cf(fin|byte(OpContinuation), "\xac")...))
-	f.Add(cf(fin|byte(OpClose), closePayload(1000, "bye")))
+	f.Add(cf(fin|byte(OpClose), wireClose(1000, "bye")))
 	f.Add(rawFrame(fin|byte(OpBinary), make([]byte, 300), &testKey))
 	f.Add([]byte{0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -960,4 +960,55 @@ func FuzzReadMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// WriteClose sends the close frame at once and leaves reading to the
+// caller, who still receives the messages in flight before the peer's
+// close.
+func TestWriteCloseKeepsReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		sc, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer sc.Close()
+		sc.SetDeadline(time.Now().Add(5 * time.Second))
+		srv := NewConn(sc, false)
+		// Two messages are in flight when the client's close arrives.
+		if err := srv.WriteMessage(OpText, []byte("one")); err != nil {
+			done <- err
+			return
+		}
+		if err := srv.WriteMessage(OpText, []byte("two")); err != nil {
+			done <- err
+			return
+		}
+		done <- Echo(srv)
+	}()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer cc.Close()
+	cc.SetDeadline(time.Now().Add(5 * time.Second))
+	c := NewConn(cc, true)
+	require.NoError(t, c.WriteClose(CloseNormalClosure, "bye"))
+	require.NoError(t, c.WriteClose(CloseNormalClosure, "again"), "a second close frame is not sent")
+	var got []string
+	for {
+		_, p, err := c.ReadMessage()
+		if err != nil {
+			var ce *CloseError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, CloseNormalClosure, ce.Code)
+			break
+		}
+		got = append(got, string(p))
+	}
+	assert.Equal(t, []string{"one", "two"}, got)
+	require.NoError(t, <-done)
+	assert.Error(t, c.WriteClose(999, ""), "invalid codes are refused")
 }
