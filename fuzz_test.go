@@ -45,9 +45,14 @@ func FuzzParseProtocols(f *testing.F) {
 			require.NotContains(t, p.Version, "/")
 			parts[i] = p.String()
 		}
-		again, err := ParseProtocols([]string{strings.Join(parts, ", ")})
+		// Formatting adds ", " separators: re-parse without the byte cap.
+		again, err := AppendProtocols(nil, []string{strings.Join(parts, ", ")}, Limits{MaxBytes: 1 << 20})
 		require.NoError(t, err)
-		require.Equal(t, got, again)
+		if len(got) > 0 {
+			require.Equal(t, got, again)
+		} else {
+			require.Empty(t, again)
+		}
 		// Reference: a naive split gives the same non-empty elements.
 		var want []string
 		for _, l := range lines {
