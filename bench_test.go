@@ -43,7 +43,8 @@ func BenchmarkParseNegotiate(b *testing.B) {
 				if err != nil || !HasConnectionOption(r.Header, "upgrade") {
 					b.Fatal("bad request")
 				}
-				d := s.negotiate(r, s.routes, offers)
+				var d decision
+				s.negotiate(r, s.routes, offers, &d)
 				if d.route == nil || d.route.name != bc.want {
 					b.Fatal("negotiation failed")
 				}

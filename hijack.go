@@ -270,13 +270,16 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
 	b = appendHeader(b, extra)
 	b = append(b, "\r\n"...)
-	if timeout > 0 {
+	// A fresh connection's socket buffer takes a small 101 without
+	// blocking: arm the deadline only for a large one.
+	arm := timeout > 0 && len(b) > 4096
+	if arm {
 		_ = netConn.SetWriteDeadline(time.Now().Add(timeout))
 	}
 	_, err = netConn.Write(b)
 	*bp = b
 	bufPool.Put(bp)
-	if err == nil && timeout > 0 {
+	if err == nil && arm {
 		err = netConn.SetWriteDeadline(time.Time{})
 	}
 	if err != nil {

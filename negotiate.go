@@ -164,48 +164,6 @@ func parsePattern(pattern string) (route, error) {
 	return rt, nil
 }
 
-// candidates yields, in the order the policy dictates, every (route, offer)
-// pair where the route matches the offer and honours the request's method.
-// The callback returns true to stop. methodRefused reports whether some
-// route matched an offer by name and version but not by method.
-func candidates(routes []route, offers []Protocol, policy Policy, method string, try func(rt *route, offer Protocol) bool) (methodRefused bool) {
-	if policy == ServerOrder {
-		for i := range routes {
-			rt := &routes[i]
-			for _, o := range offers {
-				if !rt.matches(o) {
-					continue
-				}
-				if !rt.allowsMethod(method) {
-					methodRefused = true
-					break
-				}
-				if try(rt, o) {
-					return methodRefused
-				}
-				break // one attempt per route
-			}
-		}
-		return methodRefused
-	}
-	for _, o := range offers {
-		for i := range routes {
-			rt := &routes[i]
-			if !rt.matches(o) {
-				continue
-			}
-			if !rt.allowsMethod(method) {
-				methodRefused = true
-				continue
-			}
-			if try(rt, o) {
-				return methodRefused
-			}
-		}
-	}
-	return methodRefused
-}
-
 // decision is the outcome of negotiation for one request.
 type decision struct {
 	route         *route       // chosen route; nil if none
@@ -217,60 +175,101 @@ type decision struct {
 	methodRefused bool         // an offer matched, but not the method
 }
 
-// negotiate picks the route and offer to switch to, asking Accepters in
-// policy order. Each route is asked at most once per request, so an offer
-// listed twice does not run a pre-101 step twice.
-func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) decision {
-	var d decision
+// negotiate picks the route and offer to switch to and records it in d.
+// It tries every (route, offer) pair where the route matches the offer and
+// honours the request's method, in policy order — ClientOrder: offers in
+// the client's order, each against the routes in registration order;
+// ServerOrder: routes in registration order, each against its first
+// matching offer — asking Accepters as it goes. Each route is asked at most
+// once per request, so an offer listed twice does not run a pre-101 step
+// twice. It is flat, without closures, to keep the stack of net/http's
+// connection goroutine within its initial size (growing it costs ~5% of a
+// handshake).
+func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d *decision) {
 	var tried uint64 // routes already asked, by index (the first 64)
-	d.methodRefused = candidates(routes, offers, s.Policy, r.Method, func(rt *route, o Protocol) bool {
-		if idx := routeIndex(routes, rt); idx < 64 {
-			if tried&(1<<idx) != 0 {
-				return false
+	if s.Policy == ServerOrder {
+		for i := range routes {
+			rt := &routes[i]
+			for _, o := range offers {
+				if !rt.matches(o) {
+					continue
+				}
+				if !rt.allowsMethod(r.Method) {
+					d.methodRefused = true
+					break
+				}
+				if s.ask(r, routes, rt, o, &tried, d) {
+					return
+				}
+				break // one attempt per route
 			}
-			tried |= 1 << idx
 		}
-		// Claim the slot before the pre-101 step, so that a protocol's
-		// cap cannot be overrun by concurrent handshakes.
-		if !s.reserve(rt) {
-			d.full = true
+		return
+	}
+	for _, o := range offers {
+		for i := range routes {
+			rt := &routes[i]
+			if !rt.matches(o) {
+				continue
+			}
+			if !rt.allowsMethod(r.Method) {
+				d.methodRefused = true
+				continue
+			}
+			if s.ask(r, routes, rt, o, &tried, d) {
+				return
+			}
+		}
+	}
+}
+
+// ask runs the pre-101 step of rt for offer o; true ends negotiation.
+func (s *Server) ask(r *http.Request, routes []route, rt *route, o Protocol, tried *uint64, d *decision) bool {
+	if idx := routeIndex(routes, rt); idx < 64 {
+		if *tried&(1<<idx) != 0 {
 			return false
 		}
-		if rt.accepter == nil {
-			d.route, d.offer = rt, o
-			return true
-		}
-		h := headerPool.Get().(http.Header)
-		err := rt.accepter.AcceptUpgrade(r, h)
-		switch {
-		case err == nil:
-			if err := checkSwitchHeader(h); err != nil {
-				s.logf(r, "accepting "+rt.spelled, err)
-				d.failed = true
-				recycleHeader(h)
-				s.release(rt)
-				return true
-			}
-			d.route, d.offer, d.extra = rt, o, h
-			return true
-		case errors.Is(err, ErrDecline):
+		*tried |= 1 << idx
+	}
+	// Claim the slot before the pre-101 step, so that a protocol's
+	// cap cannot be overrun by concurrent handshakes.
+	if !s.reserve(rt) {
+		d.full = true
+		return false
+	}
+	if rt.accepter == nil {
+		d.route, d.offer = rt, o
+		return true
+	}
+	h := headerPool.Get().(http.Header)
+	err := rt.accepter.AcceptUpgrade(r, h)
+	switch {
+	case err == nil:
+		if err := checkSwitchHeader(h); err != nil {
+			s.logf(r, "accepting "+rt.spelled, err)
+			d.failed = true
 			recycleHeader(h)
 			s.release(rt)
-			return false
-		default:
-			recycleHeader(h)
-			s.release(rt)
-			var re *RejectError
-			if errors.As(err, &re) {
-				d.reject = re
-			} else {
-				s.logf(r, "accepting "+rt.spelled, err)
-				d.failed = true
-			}
 			return true
 		}
-	})
-	return d
+		d.route, d.offer, d.extra = rt, o, h
+		return true
+	case errors.Is(err, ErrDecline):
+		recycleHeader(h)
+		s.release(rt)
+		return false
+	default:
+		recycleHeader(h)
+		s.release(rt)
+		var re *RejectError
+		if errors.As(err, &re) {
+			d.reject = re
+		} else {
+			s.logf(r, "accepting "+rt.spelled, err)
+			d.failed = true
+		}
+		return true
+	}
 }
 
 func routeIndex(routes []route, rt *route) int {

@@ -189,7 +189,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.plain(w, r, next)
 		return
 	}
-	var arr [8]Protocol
+	var arr [4]Protocol
 	offers, err := AppendProtocols(arr[:0], vals, s.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
@@ -226,7 +226,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	routes := s.routes
 	s.mu.Unlock()
 
-	d := s.negotiate(r, routes, offers)
+	var d decision
+	s.negotiate(r, routes, offers, &d)
 	switch {
 	case d.failed:
 		http.Error(w, "upgrade: internal error", http.StatusInternalServerError)

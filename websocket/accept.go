@@ -6,6 +6,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/go-upgrade/upgrade"
 )
@@ -94,21 +95,13 @@ func (h *Handler) Route() upgrade.Route {
 // The Upgrade and Connection fields were checked by the upgrade.Server.
 func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 	if r.Method != http.MethodGet {
-		return &upgrade.RejectError{
-			Status:  http.StatusMethodNotAllowed,
-			Message: "websocket: method " + r.Method + " not allowed: the opening handshake is a GET request (RFC 6455 §4.1)",
-			Header:  http.Header{"Allow": {http.MethodGet}},
-		}
+		return rejectMethod(r.Method)
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 		return reject(http.StatusBadRequest, "websocket: the opening handshake must not have a request body")
 	}
 	if v := r.Header["Sec-Websocket-Version"]; len(v) != 1 || v[0] != Version {
-		return &upgrade.RejectError{
-			Status:  http.StatusUpgradeRequired,
-			Message: "websocket: unsupported Sec-WebSocket-Version " + quote(strings.Join(v, ", ")) + ": this server speaks version " + Version,
-			Header:  http.Header{"Sec-Websocket-Version": {Version}},
-		}
+		return rejectVersion(v)
 	}
 	keys := r.Header["Sec-Websocket-Key"]
 	switch len(keys) {
@@ -135,9 +128,11 @@ func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 		}
 	}
 
-	var accept [acceptLen]byte
-	computeAccept(&accept, keys[0])
-	hdr["Sec-Websocket-Accept"] = []string{string(accept[:])}
+	// One allocation for the value and the slice holding it.
+	v := new(acceptValue)
+	computeAccept(&v.buf, keys[0])
+	v.vals[0] = unsafe.String(&v.buf[0], acceptLen)
+	hdr["Sec-Websocket-Accept"] = v.vals[:]
 	if sub != "" {
 		hdr["Sec-Websocket-Protocol"] = []string{sub}
 	}
@@ -344,6 +339,32 @@ func originHost(origin string) (string, bool) {
 	return host, host != ""
 }
 
+//go:noinline
+func rejectMethod(m string) error {
+	return &upgrade.RejectError{
+		Status:  http.StatusMethodNotAllowed,
+		Message: "websocket: method " + m + " not allowed: the opening handshake is a GET request (RFC 6455 §4.1)",
+		Header:  http.Header{"Allow": {http.MethodGet}},
+	}
+}
+
+//go:noinline
+func rejectVersion(v []string) error {
+	return &upgrade.RejectError{
+		Status:  http.StatusUpgradeRequired,
+		Message: "websocket: unsupported Sec-WebSocket-Version " + quote(strings.Join(v, ", ")) + ": this server speaks version " + Version,
+		Header:  http.Header{"Sec-Websocket-Version": {Version}},
+	}
+}
+
+//go:noinline
 func reject(status int, msg string) error {
 	return &upgrade.RejectError{Status: status, Message: msg}
+}
+
+// acceptValue holds a Sec-WebSocket-Accept value and the one-element slice
+// of the 101 header that refers to it.
+type acceptValue struct {
+	vals [1]string
+	buf  [acceptLen]byte
 }
