@@ -1,0 +1,219 @@
+// Command benchtable runs the handshake and held-connection benchmarks of
+// package bench with the implementations interleaved round by round
+// (floor, upgrade, gorilla, coder, gobwas, floor, upgrade, …), each server
+// in its own process, and prints Markdown tables of medians and of the
+// paired per-round ratios to floor, with their min–max spread.
+//
+//	cd bench && go run ./cmd/benchtable
+//
+// The server processes are this executable started again with
+// bench.ChildEnv set; set UPGRADE_BENCH_PROFILE=cpu=DIR (or mem=DIR) to
+// have each write a profile.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-upgrade/upgrade/bench"
+)
+
+func main() {
+	bench.MaybeRunChild()
+	var (
+		rounds     = flag.Int("rounds", 15, "interleaved handshake rounds")
+		n          = flag.Int("n", 4000, "handshakes per implementation per round")
+		conc       = flag.Int("c", 8, "client concurrency")
+		k          = flag.Int("k", 5000, "idle connections held per implementation per held round")
+		heldRounds = flag.Int("heldrounds", 3, "held-connection rounds (a fresh server process each)")
+		only       = flag.String("impls", strings.Join(bench.Impls, ","), "implementations, floor first")
+	)
+	flag.Parse()
+	log.SetFlags(0)
+	impls := strings.Split(*only, ",")
+	if impls[0] != "floor" {
+		log.Fatal("the first implementation must be floor: ratios are to it")
+	}
+	if lim := bench.RaiseFileLimit(); *k > 0 && uint64(*k)+64 > lim {
+		log.Fatalf("RLIMIT_NOFILE is %d: too low for -k %d", lim, *k)
+	}
+
+	machine()
+	fmt.Printf("\nrounds=%d n=%d c=%d k=%d heldrounds=%d\n", *rounds, *n, *conc, *k, *heldRounds)
+
+	if *rounds > 0 {
+		hs, err := handshakes(impls, *rounds, *n, *conc)
+		if err != nil {
+			log.Fatal(err)
+		}
+		printHandshakes(impls, hs)
+	}
+	if *heldRounds > 0 && *k > 0 {
+		held, err := hold(impls, *heldRounds, *k, *conc)
+		if err != nil {
+			log.Fatal(err)
+		}
+		printHeld(impls, held)
+	}
+}
+
+// machine prints what the numbers were measured on.
+func machine() {
+	model := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if name, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(name) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	fmt.Printf("machine: %d CPUs (%s), %s %s/%s, %s\n", runtime.NumCPU(), model,
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02 15:04 MST"))
+}
+
+// handshakes starts one server process per implementation and runs the
+// rounds interleaved; result[impl][round].
+func handshakes(impls []string, rounds, n, conc int) (map[string][]bench.Round, error) {
+	children := make([]*bench.Child, 0, len(impls))
+	defer func() {
+		for _, c := range children {
+			c.Close()
+		}
+	}()
+	for _, name := range impls {
+		c, err := bench.StartChild(name)
+		if err != nil {
+			return nil, err
+		}
+		children = append(children, c)
+	}
+	// Warm-up: one unrecorded round each.
+	for _, c := range children {
+		if _, err := c.Handshakes(min(n, 1000), conc); err != nil {
+			return nil, err
+		}
+	}
+	res := make(map[string][]bench.Round)
+	start := time.Now()
+	for r := range rounds {
+		for _, c := range children {
+			x, err := c.Handshakes(n, conc)
+			if err != nil {
+				return nil, err
+			}
+			res[c.Name] = append(res[c.Name], x)
+		}
+		fmt.Fprintf(os.Stderr, "handshake round %d/%d done (%v)\n", r+1, rounds, time.Since(start).Round(time.Second))
+	}
+	return res, nil
+}
+
+// hold measures held-connection memory, interleaved, in a fresh server
+// process per implementation and round.
+func hold(impls []string, rounds, k, conc int) (map[string][]bench.Held, error) {
+	res := make(map[string][]bench.Held)
+	start := time.Now()
+	for r := range rounds {
+		for _, name := range impls {
+			h, err := bench.HoldConns(name, k, conc)
+			if err != nil {
+				return nil, err
+			}
+			res[name] = append(res[name], h)
+		}
+		fmt.Fprintf(os.Stderr, "held round %d/%d done (%v)\n", r+1, rounds, time.Since(start).Round(time.Second))
+	}
+	return res, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// stat is the median of a metric and of its paired per-round comparison
+// with floor (a ratio, or a difference), with the comparison's min–max.
+type stat struct {
+	med, cmp, lo, hi float64
+}
+
+func compare[T any](res map[string][]T, name string, metric func(T) float64, diff bool) stat {
+	floor := res["floor"]
+	var vals, cmps []float64
+	for i, x := range res[name] {
+		v, f := metric(x), metric(floor[i])
+		vals = append(vals, v)
+		if diff {
+			cmps = append(cmps, v-f)
+		} else {
+			cmps = append(cmps, v/f)
+		}
+	}
+	return stat{median(vals), median(cmps), slices.Min(cmps), slices.Max(cmps)}
+}
+
+func ratio(s stat) string {
+	return fmt.Sprintf("%.3f× (%.3f–%.3f)", s.cmp, s.lo, s.hi)
+}
+
+func printHandshakes(impls []string, res map[string][]bench.Round) {
+	fmt.Println("\n### Handshake: server process cost per handshake (median of rounds; paired per-round ratio to floor, min–max in parentheses)")
+	fmt.Println()
+	fmt.Println("| impl | CPU µs | CPU × floor | allocs | allocs − floor | bytes | bytes × floor | handshakes/s | rate × floor |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, name := range impls {
+		cpu := compare(res, name, func(r bench.Round) float64 { return r.CPU }, false)
+		al := compare(res, name, func(r bench.Round) float64 { return r.Allocs }, true)
+		by := compare(res, name, func(r bench.Round) float64 { return r.Bytes }, false)
+		rt := compare(res, name, func(r bench.Round) float64 { return r.Rate }, false)
+		fmt.Printf("| %s | %.1f | %s | %.1f | %+.1f (%+.1f–%+.1f) | %.0f | %s | %.0f | %s |\n",
+			name, cpu.med/1e3, ratio(cpu), al.med, al.cmp, al.lo, al.hi, by.med, ratio(by), rt.med, ratio(rt))
+	}
+	if _, ok := res["upgrade"]; ok {
+		cpu := compare(res, "upgrade", func(r bench.Round) float64 { return r.CPU }, false)
+		al := compare(res, "upgrade", func(r bench.Round) float64 { return r.Allocs }, true)
+		by := compare(res, "upgrade", func(r bench.Round) float64 { return r.Bytes }, false)
+		fmt.Println()
+		fmt.Printf("targets for upgrade: CPU ≤ 1.05× floor: %.3f× %s; allocs ≤ floor+2: %+.1f %s; bytes ≤ 1.02×: %.3f× %s\n",
+			cpu.cmp, verdict(cpu.cmp <= 1.05), al.cmp, verdict(al.cmp <= 2), by.cmp, verdict(by.cmp <= 1.02))
+	}
+}
+
+func printHeld(impls []string, res map[string][]bench.Held) {
+	fmt.Println("\n### Held idle connections: server HeapInuse+StackInuse per connection after 2 GCs (median of rounds; paired ratio to floor, min–max)")
+	fmt.Println()
+	fmt.Println("| impl | KB/conn | × floor | heap KB | stack KB | goroutines/conn |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	for _, name := range impls {
+		per := compare(res, name, func(h bench.Held) float64 { return h.PerConn }, false)
+		heap := compare(res, name, func(h bench.Held) float64 { return h.Heap }, false)
+		stack := compare(res, name, func(h bench.Held) float64 { return h.Stack }, false)
+		g := compare(res, name, func(h bench.Held) float64 { return h.Goroutines }, false)
+		fmt.Printf("| %s | %.2f | %s | %.2f | %.2f | %.2f |\n", name, per.med/1e3, ratio(per), heap.med/1e3, stack.med/1e3, g.med)
+	}
+	if _, ok := res["upgrade"]; ok {
+		per := compare(res, "upgrade", func(h bench.Held) float64 { return h.PerConn }, false)
+		fmt.Printf("\ntarget for upgrade: held ≤ 0.6× floor: %.3f× %s\n", per.cmp, verdict(per.cmp <= 0.6))
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "MET"
+	}
+	return "MISSED"
+}
