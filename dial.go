@@ -85,7 +85,11 @@ type Dialer struct {
 	// URL's scheme must be http or https (TLS to the proxy), its default
 	// port is 80 or 443, and its user information, if any, is sent as
 	// Proxy-Authorization Basic credentials. A proxy that refuses the
-	// CONNECT yields a *ResponseError with Proxy set.
+	// CONNECT yields a *ResponseError with Proxy set. CONNECT is used for
+	// plain http and ws targets too, since a forwarding proxy would strip
+	// Upgrade and Connection; some proxies allow CONNECT only to port 443
+	// by default (Squid's SSL_ports), and must be configured to allow the
+	// target's port.
 	Proxy func(*http.Request) (*url.URL, error)
 
 	// HandshakeTimeout bounds the whole handshake: dial, proxy CONNECT,

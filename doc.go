@@ -32,7 +32,8 @@
 //	mux.Handle("/chat", &up)                  // upgrade required: 426 otherwise
 //	mux.Handle("/", up.Middleware(site))      // upgrade optional: site serves the rest
 //	srv := &http.Server{Addr: ":8080", Handler: mux}
-//	up.RegisterOnShutdown(srv, 10*time.Second) // srv.Shutdown drains switched conns too
+//	up.RegisterOnShutdown(srv, 10*time.Second) // srv.Shutdown starts draining switched conns;
+//	                                           // up.Shutdown(ctx) after it waits for them
 //
 // Negotiation follows the client's order of preference by default
 // (Server.Policy selects the server's registration order instead). A

@@ -73,14 +73,15 @@ func (l Limits) maxBytes() int {
 
 // ErrHeaderTooLarge is wrapped by a *HeaderError when a header exceeds a
 // configured Limits bound. A server answers it with 431 Request Header
-// Fields Too Large; the list is never truncated.
-var ErrHeaderTooLarge = errors.New("header exceeds limit")
+// Fields Too Large; the list is never truncated. Dial's error wraps it too
+// when response headers exceed Dialer.MaxHeaderBytes.
+var ErrHeaderTooLarge = errors.New("upgrade: header exceeds limit")
 
 // HeaderError reports a malformed or oversized header field. A server
 // answers a malformed Upgrade with 400 Bad Request and never switches.
 type HeaderError struct {
-	Field   string // header field name, e.g. "Upgrade"
-	Element string // the offending list element as received (at most 64 bytes)
+	Field   string // header field name, e.g. "Upgrade"; "" for a lone protocol (ParseProtocol)
+	Element string // the offending list element as received; Error shows at most 64 bytes of it
 	Reason  string // what is wrong with it
 	Err     error  // underlying cause, e.g. ErrHeaderTooLarge; may be nil
 }
@@ -88,7 +89,10 @@ type HeaderError struct {
 // Error describes the offending field and element.
 func (e *HeaderError) Error() string {
 	s := "upgrade: malformed " + e.Field + " header"
-	if e.Err != nil {
+	switch {
+	case e.Field == "":
+		s = "upgrade: invalid protocol"
+	case e.Err != nil:
 		s = "upgrade: " + e.Field + " header too large"
 	}
 	if e.Element != "" {
@@ -190,7 +194,7 @@ func AppendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, e
 func ParseProtocol(s string) (Protocol, error) {
 	p, reason := parseElement(s)
 	if reason != "" {
-		return Protocol{}, &HeaderError{Field: "Upgrade", Element: s, Reason: reason}
+		return Protocol{}, &HeaderError{Element: s, Reason: reason}
 	}
 	return p, nil
 }

@@ -24,9 +24,10 @@ import (
 type Conn struct {
 	net.Conn // the underlying connection; use Conn's Read, not Conn.Conn.Read
 
-	// Protocol is the protocol switched to, as named in the 101 response:
-	// on the server, the registered spelling of the name with the
-	// client's version.
+	// Protocol is the protocol switched to: on the server, the registered
+	// spelling of the name with the client's version, as named in the 101;
+	// on the client, the offer the 101 selected (its first Upgrade
+	// element), as the caller spelled it.
 	Protocol Protocol
 
 	// Request is the request that was switched. On the server its Body, if
@@ -236,7 +237,7 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 			return nil
 		}
 		if err != nil {
-			s.logf(r, "reading request body before switching to "+rt.spelled, err)
+			s.warnf(r, "reading request body before switching to "+rt.spelled, err)
 			w.Header().Set("Connection", "close")
 			s.refuse(w, r, http.StatusBadRequest, "could not read request body")
 			return nil
@@ -245,6 +246,13 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 		sendContinue = false // net/http sent it, if it was expected
 	}
 
+	if s.closing.Load() {
+		// Shutdown began during this handshake: refuse before the 101
+		// rather than switch and drop.
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		return nil
+	}
 	netConn, brw, err := rc.Hijack()
 	if err != nil {
 		s.logf(r, "hijacking the connection", err)
@@ -270,20 +278,17 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
 	b = appendHeader(b, extra)
 	b = append(b, "\r\n"...)
-	// A fresh connection's socket buffer takes a small 101 without
-	// blocking: arm the deadline only for a large one.
-	arm := timeout > 0 && len(b) > 4096
-	if arm {
+	if timeout > 0 {
 		_ = netConn.SetWriteDeadline(time.Now().Add(timeout))
 	}
 	_, err = netConn.Write(b)
 	*bp = b
 	bufPool.Put(bp)
-	if err == nil && arm {
+	if err == nil && timeout > 0 {
 		err = netConn.SetWriteDeadline(time.Time{})
 	}
 	if err != nil {
-		s.logf(r, "writing the 101 response for "+rt.spelled, err)
+		s.warnf(r, "writing the 101 response for "+rt.spelled, err)
 		netConn.Close()
 		return nil
 	}

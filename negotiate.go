@@ -3,6 +3,7 @@ package upgrade
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -32,6 +33,8 @@ func (f HandlerFunc) ServeUpgrade(c *Conn) { f(c) }
 // 101 response to be sent; it is called at most once per request and
 // registered protocol, in negotiation order.
 //
+// h is valid only until AcceptUpgrade returns: the Server reuses it.
+//
 // It returns nil to switch (after adding any extra 101 header fields to h;
 // Upgrade and Connection are set by the Server, and Content-Length and
 // Transfer-Encoding are not allowed), ErrDecline to let negotiation move on
@@ -54,7 +57,7 @@ var ErrDecline = errors.New("upgrade: protocol declined the request")
 // listing the registered protocols (unless Header sets one) and
 // "Connection: Upgrade", as RFC 9110 §15.5.22 requires.
 type RejectError struct {
-	Status  int         // HTTP status code; zero means 400 Bad Request
+	Status  int         // a 4xx or 5xx status code; zero means 400 Bad Request
 	Message string      // response body; empty means the status text
 	Header  http.Header // extra response header fields; may be nil
 }
@@ -92,6 +95,17 @@ const (
 	ServerOrder
 )
 
+// String returns "client" or "server".
+func (p Policy) String() string {
+	switch p {
+	case ClientOrder:
+		return "client"
+	case ServerOrder:
+		return "server"
+	}
+	return "Policy(" + strconv.Itoa(int(p)) + ")"
+}
+
 // Route is a protocol registration: the handler and the requests it can be
 // switched to from.
 type Route struct {
@@ -102,8 +116,8 @@ type Route struct {
 	// Methods lists the request methods the protocol can honour
 	// (RFC 9110 §7.8: the new protocol must be able to answer the
 	// request). An offer in a request with another method is not
-	// acceptable. Nil means GET and OPTIONS; "*" as the only element means
-	// any method except CONNECT.
+	// acceptable. Nil means GET and OPTIONS; a "*" element allows any
+	// method except CONNECT.
 	Methods []string
 
 	// MaxBody bounds the request body read before the switch and handed
@@ -173,6 +187,7 @@ type decision struct {
 	failed        bool         // an Accepter failed: answer 500
 	full          bool         // an acceptable route was at its MaxConns
 	methodRefused bool         // an offer matched, but not the method
+	bodyRefused   bool         // an offer matched, but takes no body
 }
 
 // negotiate picks the route and offer to switch to and records it in d.
@@ -186,7 +201,7 @@ type decision struct {
 // connection goroutine within its initial size (growing it costs ~5% of a
 // handshake).
 func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d *decision) {
-	var tried uint64 // routes already asked, by index (the first 64)
+	body := hasBody(r)
 	if s.Policy == ServerOrder {
 		for i := range routes {
 			rt := &routes[i]
@@ -194,11 +209,7 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 				if !rt.matches(o) {
 					continue
 				}
-				if !rt.allowsMethod(r.Method) {
-					d.methodRefused = true
-					break
-				}
-				if s.ask(r, routes, rt, o, &tried, d) {
+				if s.usable(r, rt, body, d) && s.ask(r, rt, o, d) {
 					return
 				}
 				break // one attempt per route
@@ -206,31 +217,55 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 		}
 		return
 	}
-	for _, o := range offers {
+	for j, o := range offers {
 		for i := range routes {
 			rt := &routes[i]
-			if !rt.matches(o) {
-				continue
+			if !rt.matches(o) || anyMatches(rt, offers[:j]) {
+				continue // an earlier offer already tried this route
 			}
-			if !rt.allowsMethod(r.Method) {
-				d.methodRefused = true
-				continue
-			}
-			if s.ask(r, routes, rt, o, &tried, d) {
+			if s.usable(r, rt, body, d) && s.ask(r, rt, o, d) {
 				return
 			}
 		}
 	}
 }
 
-// ask runs the pre-101 step of rt for offer o; true ends negotiation.
-func (s *Server) ask(r *http.Request, routes []route, rt *route, o Protocol, tried *uint64, d *decision) bool {
-	if idx := routeIndex(routes, rt); idx < 64 {
-		if *tried&(1<<idx) != 0 {
-			return false
-		}
-		*tried |= 1 << idx
+// usable reports whether rt can be switched to from r's method and body,
+// noting in d why not.
+func (s *Server) usable(r *http.Request, rt *route, body bool, d *decision) bool {
+	if !rt.allowsMethod(r.Method) {
+		d.methodRefused = true
+		return false
 	}
+	if body && rt.MaxBody < 0 {
+		d.bodyRefused = true
+		return false
+	}
+	return true
+}
+
+// anyMatches reports whether rt matches one of offers.
+func anyMatches(rt *route, offers []Protocol) bool {
+	for _, o := range offers {
+		if rt.matches(o) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyMatch reports whether some route matches some offer.
+func anyMatch(routes []route, offers []Protocol) bool {
+	for i := range routes {
+		if anyMatches(&routes[i], offers) {
+			return true
+		}
+	}
+	return false
+}
+
+// ask runs the pre-101 step of rt for offer o; true ends negotiation.
+func (s *Server) ask(r *http.Request, rt *route, o Protocol, d *decision) bool {
 	// Claim the slot before the pre-101 step, so that a protocol's
 	// cap cannot be overrun by concurrent handshakes.
 	if !s.reserve(rt) {
@@ -242,7 +277,7 @@ func (s *Server) ask(r *http.Request, routes []route, rt *route, o Protocol, tri
 		return true
 	}
 	h := headerPool.Get().(http.Header)
-	err := rt.accepter.AcceptUpgrade(r, h)
+	err := s.accept(r, rt, h)
 	switch {
 	case err == nil:
 		if err := checkSwitchHeader(h); err != nil {
@@ -272,13 +307,16 @@ func (s *Server) ask(r *http.Request, routes []route, rt *route, o Protocol, tri
 	}
 }
 
-func routeIndex(routes []route, rt *route) int {
-	for i := range routes {
-		if &routes[i] == rt {
-			return i
+// accept calls rt's AcceptUpgrade. If it panics, the slot reserved for the
+// switch is released before the panic goes on to net/http.
+func (s *Server) accept(r *http.Request, rt *route, h http.Header) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.release(rt)
+			panic(p)
 		}
-	}
-	return len(routes)
+	}()
+	return rt.accepter.AcceptUpgrade(r, h)
 }
 
 func recycleHeader(h http.Header) {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,8 @@ const (
 	// before the switch.
 	DefaultMaxRequestBody = 1 << 20
 	// DefaultHandshakeTimeout is the default bound on the 100 Continue,
-	// request body and 101 phase of a switch.
+	// request body and 101 phase of a switch on the server, and on the
+	// whole handshake of a Dialer.
 	DefaultHandshakeTimeout = 10 * time.Second
 )
 
@@ -123,7 +125,7 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	}
 	r, err := parsePattern(pattern)
 	if err != nil {
-		panic("upgrade: invalid pattern: " + err.Error())
+		panic("upgrade: invalid pattern: " + strings.TrimPrefix(err.Error(), "upgrade: "))
 	}
 	r.Route = rt
 	r.accepter, _ = rt.Handler.(Accepter)
@@ -216,15 +218,24 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 		return
 	}
+	s.mu.Lock()
+	routes := s.routes
+	s.mu.Unlock()
+	if !anyMatch(routes, offers) {
+		// Nothing offered is registered (a speculative "Upgrade: h2c",
+		// say): an ordinary request, not an error.
+		s.plain(w, r, next)
+		return
+	}
 	if !canHijack(w) {
+		if next != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
 		s.logf(r, "switching protocols", errNoHijack)
 		http.Error(w, "upgrade: cannot switch protocols on this connection", http.StatusInternalServerError)
 		return
 	}
-
-	s.mu.Lock()
-	routes := s.routes
-	s.mu.Unlock()
 
 	var d decision
 	s.negotiate(r, routes, offers, &d)
@@ -245,8 +256,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 			return
 		}
 		if d.methodRefused {
-			w.Header().Set("Allow", allowedMethods(routes, offers))
+			if allow := allowedMethods(routes, offers); allow != "" {
+				w.Header().Set("Allow", allow)
+			}
 			s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
+			return
+		}
+		if d.bodyRefused {
+			s.refuse(w, r, http.StatusBadRequest, "the offered protocol does not accept a request body")
 			return
 		}
 		s.requireUpgrade(w, r)
@@ -290,6 +307,11 @@ func (s *Server) requireUpgrade(w http.ResponseWriter, r *http.Request) {
 // writeReject answers a request with the status an Accepter rejected it
 // with.
 func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectError) {
+	if st := e.status(); st < 400 || st > 599 {
+		s.logf(r, "rejecting", errors.New("upgrade: RejectError.Status "+strconv.Itoa(st)+" is not a 4xx or 5xx status"))
+		http.Error(w, "upgrade: internal error", http.StatusInternalServerError)
+		return
+	}
 	h := w.Header()
 	for k, vs := range e.Header {
 		for _, v := range vs {
@@ -344,8 +366,15 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// logf logs a failure on the server's side: a broken Accepter or
+// ResponseWriter.
 func (s *Server) logf(r *http.Request, what string, err error) {
 	s.logger().Error("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
+}
+
+// warnf logs a failure the peer caused, such as hanging up mid-handshake.
+func (s *Server) warnf(r *http.Request, what string, err error) {
+	s.logger().Warn("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }
 
 // lifetime returns the context cancelled by Shutdown and Close.
@@ -389,6 +418,10 @@ func (s *Server) releaseLocked(rt *route) {
 	} else {
 		delete(s.byProto, rt.spelled)
 	}
+	if s.inuse == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
 }
 
 // track records c, whose slot is reserved, as active; false if the server
@@ -415,10 +448,6 @@ func (s *Server) untrack(c *Conn) {
 	defer s.mu.Unlock()
 	delete(s.conns, c)
 	s.releaseLocked(c.route)
-	if len(s.conns) == 0 && s.idle != nil {
-		close(s.idle)
-		s.idle = nil
-	}
 }
 
 // run serves c with its route's handler, in its own goroutine.
@@ -450,18 +479,20 @@ func (s *Server) ActiveConns() map[string]int {
 
 // Shutdown shuts the server's switched connections down gracefully: new
 // upgrades are refused (Middleware serves them as plain requests, the
-// endpoint answers 503), every Conn's Context is cancelled so handlers can
-// finish, and Shutdown waits until they have returned. If ctx ends first,
-// the remaining connections are closed and ctx.Err() is returned.
+// endpoint answers 503 with Retry-After; a switch already past negotiation
+// is answered 503 before its 101), every Conn's Context is cancelled so
+// handlers can finish, and Shutdown waits until they have returned and no
+// switch is in progress. If ctx ends first, the remaining connections are
+// closed and ctx.Err() is returned. Shutdown may be called more than once.
 //
 // net/http's Server.Shutdown does not know about hijacked connections; use
-// RegisterOnShutdown to have it call this Shutdown.
+// RegisterOnShutdown to have it start this Shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.lifetime()
 	s.cancel()
 	s.mu.Lock()
-	if len(s.conns) == 0 {
+	if s.inuse == 0 {
 		s.mu.Unlock()
 		return nil
 	}
@@ -497,9 +528,12 @@ func (s *Server) closeAll() {
 	}
 }
 
-// RegisterOnShutdown makes hs.Shutdown also shut down s's switched
-// connections, bounded by timeout (zero means no bound other than the
-// handlers returning). Call it once, before hs serves.
+// RegisterOnShutdown makes hs.Shutdown also start shutting down s's
+// switched connections, bounded by timeout (zero means no bound other than
+// the handlers returning). net/http runs such hooks in their own goroutine
+// and hs.Shutdown does not wait for them: call s.Shutdown(ctx) after
+// hs.Shutdown to wait until the switched connections are done. Call
+// RegisterOnShutdown once, before hs serves.
 func (s *Server) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
 	hs.RegisterOnShutdown(func() {
 		ctx := context.Background()

@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -886,4 +888,130 @@ func TestMaxConns(t *testing.T) {
 	c = dialRaw(t, addr)
 	c.write(upgradeReq("GET", "a"))
 	assert.Contains(t, c.head(), "Upgrade: a\r\n")
+}
+
+func TestMiddlewareWithoutHijackerServesPlain(t *testing.T) {
+	lg, logs := testLogger(t)
+	s := Server{ErrorLog: lg}
+	s.HandleFunc("echo/1", echo)
+	mw := s.Middleware(plainHandler)
+	for _, offer := range []string{"h2c", "echo/1"} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", offer)
+		rec := httptest.NewRecorder() // cannot hijack
+		mw.ServeHTTP(rec, r)
+		assert.Equal(t, http.StatusOK, rec.Code, offer)
+		assert.Equal(t, "plain GET /", rec.Body.String())
+	}
+	assert.Empty(t, logs.String(), "an upgrade that cannot happen is not an error")
+
+	// The endpoint must switch, so it is: 500, logged.
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "echo/1")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, r)
+	assert.Equal(t, http.StatusInternalServerError, rec.Code)
+	assert.Contains(t, logs.String(), "does not support hijacking")
+	// An unregistered offer at the endpoint is a 426, not a 500.
+	r.Header.Set("Upgrade", "h2c")
+	rec = httptest.NewRecorder()
+	s.ServeHTTP(rec, r)
+	assert.Equal(t, http.StatusUpgradeRequired, rec.Code)
+}
+
+func TestAccepterPanicReleasesSlot(t *testing.T) {
+	var calls atomic.Int32
+	s := Server{MaxConns: 1}
+	s.Handle("x", accepterFunc{accept: func(*http.Request, http.Header) error {
+		if calls.Add(1) <= 2 {
+			panic(http.ErrAbortHandler)
+		}
+		return nil
+	}})
+	addr := serve(t, &s, &s)
+	for range 2 {
+		c := dialRaw(t, addr)
+		c.write(upgradeReq("GET", "x"))
+		_, err := c.br.ReadByte()
+		assert.Error(t, err, "net/http aborts the connection")
+	}
+	assert.Empty(t, s.ActiveConns(), "no slot is leaked")
+	c := dialRaw(t, addr)
+	c.write(upgradeReq("GET", "x"))
+	assert.Contains(t, c.head(), "101 Switching Protocols")
+}
+
+func TestRejectStatusMustBeError(t *testing.T) {
+	lg, logs := testLogger(t)
+	s := Server{ErrorLog: lg}
+	for _, st := range []int{101, 103, 200} {
+		st := st
+		s.Handle("p"+strconv.Itoa(st), accepterFunc{accept: func(*http.Request, http.Header) error {
+			return &RejectError{Status: st}
+		}})
+	}
+	addr := serve(t, &s, &s)
+	for _, st := range []string{"101", "103", "200"} {
+		c := dialRaw(t, addr)
+		c.write(upgradeReq("GET", "p"+st))
+		all, err := io.ReadAll(io.LimitReader(c.br, 40))
+		require.NoError(t, err)
+		assert.True(t, strings.HasPrefix(string(all), "HTTP/1.1 500 "), "status %s: %q", st, all)
+	}
+	assert.Contains(t, logs.String(), "RejectError.Status 101 is not a 4xx or 5xx status")
+}
+
+func TestBodyRefusalIsPartOfNegotiation(t *testing.T) {
+	got := make(chan string, 1)
+	s := Server{}
+	s.HandleRoute("nobody", Route{Handler: HandlerFunc(echo), Methods: []string{"POST"}, MaxBody: -1})
+	s.HandleRoute("body", Route{Handler: bodyRecorder(got), Methods: []string{"POST"}})
+	ep := serve(t, &s, &s)
+	mw := serve(t, &s, s.Middleware(plainHandler))
+
+	c := dialRaw(t, ep)
+	c.write(upgradeReq("POST", "nobody, body", "Content-Length: 2") + "hi")
+	assert.Contains(t, c.head(), "Upgrade: body\r\n", "the next offer that takes a body")
+	assert.Equal(t, "hi", <-got)
+
+	c = dialRaw(t, ep)
+	c.write(upgradeReq("POST", "nobody", "Content-Length: 2") + "hi")
+	assert.Equal(t, http.StatusBadRequest, c.response("POST").StatusCode)
+
+	c = dialRaw(t, mw)
+	c.write(upgradeReq("POST", "nobody", "Content-Length: 2") + "hi")
+	assert.Equal(t, "plain POST /", bodyString(t, c.response("POST")), "as if no upgrade was asked")
+}
+
+func TestShutdownDuringHandshakeRefusesBefore101(t *testing.T) {
+	entered := make(chan struct{})
+	proceed := make(chan struct{})
+	s := Server{}
+	s.Handle("slow", accepterFunc{accept: func(*http.Request, http.Header) error {
+		close(entered)
+		<-proceed
+		return nil
+	}})
+	addr := serve(t, &s, &s)
+	c := dialRaw(t, addr)
+	c.write(upgradeReq("GET", "slow"))
+	<-entered
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- s.Shutdown(ctx)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned %v while a switch was in progress", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(proceed)
+	resp := c.response("GET")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "refused before the 101, not switched and dropped")
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+	require.NoError(t, <-done)
 }

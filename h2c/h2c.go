@@ -76,6 +76,10 @@ type Handler struct {
 	// Handler serves the requests on the HTTP/2 connection: the upgrade
 	// request, on stream 1, and every later one. Nil means
 	// http.DefaultServeMux.
+	//
+	// These requests have already upgraded: do not route them back to an
+	// upgrade.Server used as an endpoint (it answers HTTP/2 requests with
+	// 505). Middleware is fine: it passes HTTP/2 requests on.
 	Handler http.Handler
 
 	// Server, if non-nil, supplies the HTTP/1 server settings the HTTP/2

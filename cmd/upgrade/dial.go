@@ -201,7 +201,8 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	fail := func(err error) int {
-		fmt.Fprintf(stderr, "upgrade dial: %s\n", oneLine(err.Error()))
+		// The library's errors start with "upgrade: "; say it once.
+		fmt.Fprintf(stderr, "upgrade dial: %s\n", oneLine(strings.TrimPrefix(err.Error(), "upgrade: ")))
 		return exitFailure
 	}
 

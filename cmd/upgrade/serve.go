@@ -137,7 +137,16 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	mux.Handle("/required", us)
 	mux.Handle("/", us.Middleware(s.demo))
 	hs.Handler = mux
-	h2.Handler = mux // HTTP/2 requests never switch: Middleware passes them on
+	// Requests arriving over h2c have already upgraded: they go to the
+	// demo handler directly, /required included (through the endpoint
+	// they would get 505, which is for HTTP/2 requests that never
+	// upgraded).
+	h2mux := http.NewServeMux()
+	h2mux.Handle("/", s.demo)
+	h2mux.HandleFunc("/required", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upgraded: this request arrived over %s\n", r.Proto)
+	})
+	h2.Handler = h2mux
 	hs.RegisterOnShutdown(s.demo.shutdown)
 	return s
 }
