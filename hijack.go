@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -203,12 +204,21 @@ func expectsContinue(r *http.Request) bool {
 	return httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue")
 }
 
-// switchProtocols performs the switch for a negotiated route: it reads the
-// body (sending 100 Continue first if the client expects it), hijacks the
-// connection, writes the 101 response in one write and returns the Conn.
-// Before the hijack, a failure is answered on w and a nil Conn returned;
+// switchProtocols performs the switch for a negotiated route whose slot is
+// reserved: it reads the body (sending 100 Continue first if the client
+// expects it), hijacks the connection, starts tracking it, writes the 101
+// response in one write and returns the Conn. On failure it returns nil,
+// having released the slot: before the hijack the failure is answered on w;
 // after it, the connection is closed.
 func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
+	c := s.doSwitch(w, r, rt, offer, extra)
+	if c == nil {
+		s.release(rt)
+	}
+	return c
+}
+
+func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
 	rc := http.NewResponseController(w)
 	timeout := s.handshakeTimeout()
 
@@ -231,12 +241,22 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 			_ = rc.SetWriteDeadline(deadline)
 		}
 		body, err := readBody(r, max)
-		if err == errBodyTooLarge {
+		if err != nil && timeout > 0 {
+			// The handshake deadline may have passed: give the answer
+			// its own short deadline so it still reaches the client.
+			_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
+		}
+		switch {
+		case err == errBodyTooLarge:
 			w.Header().Set("Connection", "close")
 			s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
 			return nil
-		}
-		if err != nil {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.warnf(r, "reading request body before switching to "+rt.spelled, err)
+			w.Header().Set("Connection", "close")
+			s.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
+			return nil
+		case err != nil:
 			s.warnf(r, "reading request body before switching to "+rt.spelled, err)
 			w.Header().Set("Connection", "close")
 			s.refuse(w, r, http.StatusBadRequest, "could not read request body")
@@ -261,6 +281,17 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 
 	c := &Conn{Conn: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, srv: s}
+	if !s.track(c) {
+		// Shutdown began since the check above. The connection is ours
+		// now: refuse on the wire rather than switch and drop.
+		_ = netConn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(netConn, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		netConn.Close()
+		return nil
+	}
+	// From here on the Conn is tracked: Shutdown waits for it, and
+	// Close closes it.
+
 	// Bytes the client sent behind the request are the new protocol's.
 	// Copy them out so net/http's 4 KiB read buffer is not kept alive.
 	if n := brw.Reader.Buffered(); n > 0 {
@@ -290,6 +321,7 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 	if err != nil {
 		s.warnf(r, "writing the 101 response for "+rt.spelled, err)
 		netConn.Close()
+		s.forget(c) // switchProtocols releases the slot
 		return nil
 	}
 	return c

@@ -273,17 +273,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	if d.extra != nil {
 		recycleHeader(d.extra)
 	}
-	if c == nil {
-		s.release(d.route)
-		return
+	if c != nil {
+		go s.run(c)
 	}
-	if !s.track(c) {
-		// Close or Shutdown began while switching: the 101 is out, so the
-		// only honest thing left is to close.
-		c.Conn.Close()
-		return
-	}
-	go s.run(c)
 }
 
 // plain handles a request that is not an upgrade request.
@@ -412,6 +404,10 @@ func (s *Server) release(rt *route) {
 }
 
 func (s *Server) releaseLocked(rt *route) {
+	if s.inuse <= 0 {
+		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", rt.spelled)
+		return
+	}
 	s.inuse--
 	if n := s.byProto[rt.spelled] - 1; n > 0 {
 		s.byProto[rt.spelled] = n
@@ -425,13 +421,12 @@ func (s *Server) releaseLocked(rt *route) {
 }
 
 // track records c, whose slot is reserved, as active; false if the server
-// is closing, in which case the slot is released.
+// is closing.
 func (s *Server) track(c *Conn) bool {
 	c.life = s.lifetime()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		s.releaseLocked(c.route)
 		return false
 	}
 	if s.conns == nil {
@@ -441,13 +436,20 @@ func (s *Server) track(c *Conn) bool {
 	return true
 }
 
-// untrack forgets c, releases its slot and signals Shutdown when the last
-// one goes.
+// untrack forgets c and releases its slot, which signals Shutdown when the
+// last one goes.
 func (s *Server) untrack(c *Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
 	s.releaseLocked(c.route)
+}
+
+// forget stops tracking c without releasing its slot.
+func (s *Server) forget(c *Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
 }
 
 // run serves c with its route's handler, in its own goroutine.
