@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
+
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -451,7 +453,7 @@ func (d *Dialer) appendRequest(b []byte, req *http.Request, target string, offer
 		case "Connection":
 			for _, v := range vs {
 				for _, o := range strings.Split(v, ",") {
-					if o = trimOWS(o); o != "" && !asciiEqualFold(o, "upgrade") {
+					if o = trimOWS(o); o != "" && !ascii.EqualFold(o, "upgrade") {
 						if !httpguts.ValidHeaderFieldName(o) {
 							return b, fmt.Errorf("invalid Connection option %q", o)
 						}
@@ -494,14 +496,7 @@ func (d *Dialer) appendRequest(b []byte, req *http.Request, target string, offer
 	}
 	upValue := string(b[start:])
 	b = append(b, "\r\n"...)
-	for _, k := range keys {
-		for _, v := range h[k] {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
-		}
-	}
+	b = appendFields(b, h, keys)
 	n := len(d.Body)
 	if n > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 		// RFC 9110 §8.6: a user agent SHOULD send Content-Length when the
@@ -531,15 +526,6 @@ func checkOffer(p Protocol) string {
 		return r + " in protocol version"
 	}
 	return ""
-}
-
-// sortStrings sorts a handful of strings in place (insertion sort).
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // aLongTimeAgo is a deadline in the past: setting it interrupts blocked
@@ -993,7 +979,7 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 // allocating for the fields a 101 usually carries.
 func internKey(k []byte) string {
 	for _, common := range [...]string{"Upgrade", "Connection", "Sec-Websocket-Accept", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions", "Date", "Server"} {
-		if asciiEqualFold(string(k), common) {
+		if ascii.EqualFold(string(k), common) {
 			return common
 		}
 	}
@@ -1004,7 +990,7 @@ func internKey(k []byte) string {
 // case-insensitively, the version exactly.
 func matchOffer(offers []Protocol, p Protocol) (Protocol, bool) {
 	for _, o := range offers {
-		if asciiEqualFold(o.Name, p.Name) && o.Version == p.Version {
+		if ascii.EqualFold(o.Name, p.Name) && o.Version == p.Version {
 			return o, true
 		}
 	}

@@ -272,25 +272,3 @@ func trimOWS(s string) string {
 func HasConnectionOption(h http.Header, option string) bool {
 	return httpguts.HeaderValuesContainsToken(h["Connection"], option)
 }
-
-// asciiEqualFold reports whether a and b are equal under ASCII case folding.
-// Unlike strings.EqualFold it never folds non-ASCII look-alikes such as
-// U+212A KELVIN SIGN onto ASCII letters.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if lowerASCII(a[i]) != lowerASCII(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + ('a' - 'A')
-	}
-	return c
-}

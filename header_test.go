@@ -164,13 +164,6 @@ func TestHasConnectionOption(t *testing.T) {
 	assert.True(t, strings.EqualFold("\u212Aeep-alive", "keep-alive"), "the trap exists")
 }
 
-func TestASCIIEqualFold(t *testing.T) {
-	assert.True(t, asciiEqualFold("WebSocket", "websocket"))
-	assert.False(t, asciiEqualFold("websoc\u212Aet", "websocket"))
-	assert.False(t, asciiEqualFold("websocke", "websocket"))
-	assert.False(t, asciiEqualFold("[", "{"), "only letters fold")
-}
-
 func TestAppendProtocolsNoAlloc(t *testing.T) {
 	values := []string{"h2c, websocket, echo/1"}
 	var arr [8]Protocol

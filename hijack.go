@@ -338,11 +338,13 @@ func appendHeader(b []byte, h http.Header) []byte {
 	for k := range h {
 		keys = append(keys, k)
 	}
-	for i := 1; i < len(keys); i++ { // insertion sort: a handful of keys
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
+	sortStrings(keys)
+	return appendFields(b, h, keys)
+}
+
+// appendFields appends the fields of h named in keys, in that order, in
+// wire form. The names and values must have been validated.
+func appendFields(b []byte, h http.Header, keys []string) []byte {
 	for _, k := range keys {
 		for _, v := range h[k] {
 			b = append(b, k...)
@@ -352,6 +354,16 @@ func appendHeader(b []byte, h http.Header) []byte {
 		}
 	}
 	return b
+}
+
+// sortStrings sorts a handful of strings in place (insertion sort, which
+// does not allocate).
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
 }
 
 // bodyReader serves the request body read before the switch.

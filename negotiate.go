@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/go-upgrade/upgrade/internal/ascii"
 )
 
 // A Handler serves a connection after it has switched protocols.
@@ -145,7 +147,7 @@ type route struct {
 // matches reports whether offer p is one this route accepts: names compare
 // ASCII case-insensitively, versions exactly.
 func (rt *route) matches(p Protocol) bool {
-	if !asciiEqualFold(rt.name, p.Name) {
+	if !ascii.EqualFold(rt.name, p.Name) {
 		return false
 	}
 	return rt.anyVer || rt.version == p.Version

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-upgrade/upgrade/internal/ascii"
 )
 
 // Defaults applied where the corresponding Server field is zero.
@@ -132,7 +134,7 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.routes {
-		if asciiEqualFold(x.name, r.name) && x.version == r.version && x.anyVer == r.anyVer {
+		if ascii.EqualFold(x.name, r.name) && x.version == r.version && x.anyVer == r.anyVer {
 			panic("upgrade: multiple registrations for " + pattern)
 		}
 	}

@@ -41,6 +41,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
+
 	"github.com/go-upgrade/upgrade"
 	"golang.org/x/net/http2"
 )
@@ -128,7 +130,7 @@ func offersH2C(upgradeLines []string) bool {
 		return false
 	}
 	for _, p := range offers {
-		if p.Version == "" && asciiEqualFold(p.Name, Protocol) {
+		if p.Version == "" && ascii.EqualFold(p.Name, Protocol) {
 			return true
 		}
 	}
@@ -184,7 +186,7 @@ func decodeSettings(vs []string) ([]byte, error) {
 // upgrade.Server.Shutdown closes the connection if its deadline passes
 // first.
 func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
-	if !asciiEqualFold(c.Protocol.Name, Protocol) || c.Protocol.Version != "" {
+	if !ascii.EqualFold(c.Protocol.Name, Protocol) || c.Protocol.Version != "" {
 		// Registered under another token, such as "h2": AcceptUpgrade
 		// declined unless h2c was offered too, but the offer chosen
 		// was not h2c. Never speak HTTP/2 after a 101 naming it.
@@ -280,27 +282,6 @@ func h2Request(r *http.Request, ctx context.Context) *http.Request {
 	}
 	r2.TransferEncoding = nil
 	return r2
-}
-
-// asciiEqualFold reports whether a and b are equal under ASCII case
-// folding only (never Unicode look-alikes).
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // quote quotes a header value for an error message, shortened to a

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
+
 	"github.com/go-upgrade/upgrade"
 )
 
@@ -272,7 +274,7 @@ func (h *Handler) acceptExtensions(r *http.Request) (string, error) {
 // case-insensitively.
 func offered(exts []Extension, name string) bool {
 	for _, e := range exts {
-		if asciiEqualFold(e.Name, name) {
+		if ascii.EqualFold(e.Name, name) {
 			return true
 		}
 	}
@@ -303,7 +305,7 @@ func (h *Handler) checkOrigin(r *http.Request) error {
 	if !ok {
 		return reject(http.StatusForbidden, "websocket: origin "+quote(origin)+" not allowed: not a scheme://host origin")
 	}
-	if asciiEqualFold(host, r.Host) {
+	if ascii.EqualFold(host, r.Host) {
 		return nil
 	}
 	if len(h.OriginPatterns) > 0 {

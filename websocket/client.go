@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
+
 	"github.com/go-upgrade/upgrade"
 )
 
@@ -110,7 +112,7 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	if err != nil {
 		return fail("malformed Upgrade "+quote(strings.Join(resp.Header["Upgrade"], ", ")), err)
 	}
-	if len(offers) != 1 || !asciiEqualFold(offers[0].Name, "websocket") || offers[0].Version != "" {
+	if len(offers) != 1 || !ascii.EqualFold(offers[0].Name, "websocket") || offers[0].Version != "" {
 		return fail("Upgrade "+quote(strings.Join(resp.Header["Upgrade"], ", "))+", want \"websocket\"", nil)
 	}
 	if !upgrade.HasConnectionOption(resp.Header, "upgrade") {

@@ -154,28 +154,6 @@ func isToken(s string) bool {
 	return true
 }
 
-// asciiEqualFold reports whether a and b are equal under ASCII case
-// folding only: unlike strings.EqualFold it never folds non-ASCII
-// look-alikes such as U+212A KELVIN SIGN onto ASCII letters.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if lowerASCII(a[i]) != lowerASCII(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + ('a' - 'A')
-	}
-	return c
-}
-
 // quote quotes a header value for an error message, shortened to a
 // readable length.
 func quote(s string) string {

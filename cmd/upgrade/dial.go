@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
+
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wsframe"
 	"github.com/go-upgrade/upgrade/websocket"
@@ -45,22 +47,7 @@ func (cfg *dialConfig) offersProtocol(name string) bool {
 // case-insensitively (strings.EqualFold would also fold Unicode
 // look-alikes onto ASCII).
 func isProtocol(p upgrade.Protocol, name string) bool {
-	if p.Version != "" || len(p.Name) != len(name) {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if lowerASCII(p.Name[i]) != lowerASCII(name[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
+	return p.Version == "" && ascii.EqualFold(p.Name, name)
 }
 
 // headerFlags collects repeated -H flags.
