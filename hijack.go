@@ -41,11 +41,12 @@ type Conn struct {
 
 	rbuf []byte // read-ahead bytes not yet returned by Read
 
-	ctx     context.Context // set by the client side; nil on the server until Context
-	ctxOnce sync.Once
-	life    context.Context // server lifetime context (cancelled by Shutdown)
-	route   *route          // server: the route switched to
-	srv     *Server
+	ctx      context.Context // set by the client side; nil on the server until Context
+	ctxOnce  sync.Once
+	cancel   context.CancelFunc // server: cancels ctx when the handler returns
+	life     context.Context    // server: cancelled when the Server closes its connections
+	draining <-chan struct{}    // server: closed when the Server starts shutting down
+	route    *route             // server: the route switched to
 }
 
 // Read reads first the bytes that had been read ahead before the switch,
@@ -77,9 +78,13 @@ func (c *Conn) CloseWrite() error {
 }
 
 // Context returns the connection's context. On the server it carries the
-// values of the request's context and is cancelled when the Server shuts
-// down or closes, as a signal to finish; on the client it is the context
-// given to Dial, without its cancellation or deadline.
+// values of the request's context and is cancelled when the connection is
+// being closed: by Server.Close, when Server.Shutdown's grace period ends,
+// or when the handler returns. It is not cancelled when a graceful
+// shutdown starts (see Draining), so a handler that passes it to the
+// calls it blocks in keeps serving until its connection is really closed.
+// On the client it is the context given to Dial, without its cancellation
+// or deadline.
 func (c *Conn) Context() context.Context {
 	c.ctxOnce.Do(func() {
 		if c.ctx != nil {
@@ -93,9 +98,31 @@ func (c *Conn) Context() context.Context {
 		if c.Request != nil {
 			values = context.WithoutCancel(c.Request.Context())
 		}
-		c.ctx = &connContext{Context: life, values: values}
+		c.ctx, c.cancel = context.WithCancel(&connContext{Context: life, values: values})
 	})
 	return c.ctx
+}
+
+// Draining returns a channel that is closed when the Server that switched
+// c starts a graceful Shutdown: the moment for a protocol that can say
+// goodbye to do so (a WebSocket close frame with 1001 Going Away, an
+// HTTP/2 GOAWAY) and for the handler to finish and return. A handler
+// that ignores it keeps working until Shutdown's grace period ends; then
+// the connection is closed and Context is cancelled. On the client, and
+// for a Server that never shuts down, the channel is never closed.
+func (c *Conn) Draining() <-chan struct{} { return c.draining }
+
+// finish marks c's handler as returned: Context, if it was ever asked
+// for, is cancelled, and a later call returns a cancelled context.
+func (c *Conn) finish() {
+	c.ctxOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		c.ctx = ctx
+	})
+	if c.cancel != nil {
+		c.cancel()
+	}
 }
 
 // connContext takes its lifetime from one context and its values from
@@ -280,7 +307,7 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 		return nil
 	}
 
-	c := &Conn{Conn: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, srv: s}
+	c := &Conn{Conn: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt}
 	if !s.track(c) {
 		// Shutdown began since the check above. The connection is ours
 		// now: refuse on the wire rather than switch and drop.

@@ -467,7 +467,7 @@ func TestShutdownHundredPromptHandlers(t *testing.T) {
 	var started, finished atomic.Int32
 	s.HandleFunc("wait", func(c *Conn) {
 		started.Add(1)
-		<-c.Context().Done()
+		<-c.Draining()
 		_, _ = io.WriteString(c, "bye")
 		finished.Add(1)
 	})
@@ -675,7 +675,7 @@ func TestShutdownAfterClientRead101(t *testing.T) {
 		var ran atomic.Int32
 		s.HandleFunc("w", func(c *Conn) {
 			ran.Add(1)
-			<-c.Context().Done()
+			<-c.Draining()
 			_, _ = io.WriteString(c, "bye")
 		})
 		ts := httptest.NewServer(s)

@@ -94,8 +94,9 @@ type Server struct {
 	inuse    int            // connections switched or switching, in all
 	idle     chan struct{}  // closed when conns becomes empty during Shutdown
 	lifeOnce sync.Once
-	life     context.Context
-	cancel   context.CancelFunc
+	life     context.Context    // cancelled when the switched conns are closed
+	cancel   context.CancelFunc // cancels life
+	drain    chan struct{}      // closed when Shutdown starts
 	closing  atomic.Bool
 }
 
@@ -371,12 +372,27 @@ func (s *Server) warnf(r *http.Request, what string, err error) {
 	s.logger().Warn("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }
 
-// lifetime returns the context cancelled by Shutdown and Close.
-func (s *Server) lifetime() context.Context {
+// lifetime returns the context cancelled when the switched connections
+// are closed (Close, or the end of Shutdown's grace), and the channel
+// closed when Shutdown starts.
+func (s *Server) lifetime() (context.Context, chan struct{}) {
 	s.lifeOnce.Do(func() {
 		s.life, s.cancel = context.WithCancel(context.Background())
+		s.drain = make(chan struct{})
 	})
-	return s.life
+	return s.life, s.drain
+}
+
+// startDraining refuses new upgrades from now on and closes the channel
+// Conn.Draining returns, once.
+func (s *Server) startDraining() {
+	_, drain := s.lifetime()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closing.Load() {
+		s.closing.Store(true)
+		close(drain)
+	}
 }
 
 // reserve claims a connection slot for rt before its switch; false if
@@ -425,7 +441,7 @@ func (s *Server) releaseLocked(rt *route) {
 // track records c, whose slot is reserved, as active; false if the server
 // is closing.
 func (s *Server) track(c *Conn) bool {
-	c.life = s.lifetime()
+	c.life, c.draining = s.lifetime()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
@@ -457,6 +473,7 @@ func (s *Server) forget(c *Conn) {
 // run serves c with its route's handler, in its own goroutine.
 func (s *Server) run(c *Conn) {
 	defer s.untrack(c)
+	defer c.finish()
 	defer c.Conn.Close()
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
@@ -481,20 +498,22 @@ func (s *Server) ActiveConns() map[string]int {
 	return m
 }
 
-// Shutdown shuts the server's switched connections down gracefully: new
-// upgrades are refused (Middleware serves them as plain requests, the
-// endpoint answers 503 with Retry-After; a switch already past negotiation
-// is answered 503 before its 101), every Conn's Context is cancelled so
-// handlers can finish, and Shutdown waits until they have returned and no
-// switch is in progress. If ctx ends first, the remaining connections are
-// closed and ctx.Err() is returned. Shutdown may be called more than once.
+// Shutdown shuts the server's switched connections down gracefully. New
+// upgrades are refused from then on (Middleware serves them as plain
+// requests, the endpoint answers 503 with Retry-After; a switch already
+// past negotiation is answered 503 before its 101). Every Conn's Draining
+// channel is closed, the signal for protocols that can say goodbye to do
+// so (a WebSocket close frame, an HTTP/2 GOAWAY) and for handlers to
+// finish; connections whose handlers ignore it keep working. Shutdown
+// waits until every handler has returned and no switch is in progress,
+// and returns nil. If ctx ends first, the grace period is over: the
+// remaining connections are closed, their Contexts cancelled, and
+// ctx.Err() is returned. Shutdown may be called more than once.
 //
 // net/http's Server.Shutdown does not know about hijacked connections; use
 // RegisterOnShutdown to have it start this Shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
-	s.lifetime()
-	s.cancel()
+	s.startDraining()
 	s.mu.Lock()
 	if s.inuse == 0 {
 		s.mu.Unlock()
@@ -514,17 +533,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close immediately closes every switched connection and refuses new
-// upgrades, without waiting for handlers to return.
+// Close immediately closes every switched connection, cancelling their
+// Contexts, and refuses new upgrades, without waiting for handlers to
+// return.
 func (s *Server) Close() error {
-	s.closing.Store(true)
-	s.lifetime()
-	s.cancel()
+	s.startDraining()
 	s.closeAll()
 	return nil
 }
 
+// closeAll cancels the switched connections' Contexts and closes them.
 func (s *Server) closeAll() {
+	s.lifetime()
+	s.cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {

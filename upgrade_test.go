@@ -680,7 +680,7 @@ func TestConnCarriesRequestProtocolAndContext(t *testing.T) {
 	s := Server{}
 	s.HandleFunc("Echo/*", func(c *Conn) {
 		got <- seen{c.Protocol, c.Request.URL.Path, c.Context().Value(ctxKey{}), c.Context().Err()}
-		<-c.Context().Done()
+		<-c.Draining()
 	})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, "v")))
@@ -695,7 +695,7 @@ func TestConnCarriesRequestProtocolAndContext(t *testing.T) {
 	assert.Equal(t, "v", g.value, "Context carries the request's values")
 	assert.NoError(t, g.ctxErr)
 	assert.Equal(t, map[string]int{"Echo/*": 1}, s.ActiveConns())
-	// Shutdown (at cleanup) cancels Context, and the handler returns.
+	// Shutdown (at cleanup) closes Draining, and the handler returns.
 }
 
 func TestConnReadAheadAndCloseWrite(t *testing.T) {
@@ -758,7 +758,7 @@ func TestShutdownRefusesNewUpgradesAndWaits(t *testing.T) {
 	s := Server{}
 	finished := make(chan struct{})
 	s.HandleFunc("wait", func(c *Conn) {
-		<-c.Context().Done()
+		<-c.Draining()
 		io.WriteString(c, "goodbye")
 		close(finished)
 	})
@@ -809,9 +809,71 @@ func TestShutdownForcesStubbornHandlers(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF, "the connection was closed")
 }
 
+// TestShutdownDrainsThenCloses: Shutdown closes Draining at once, but the
+// connection keeps working and its Context stays alive through the grace
+// period; when the grace ends the connection is closed and the Context
+// cancelled.
+func TestShutdownDrainsThenCloses(t *testing.T) {
+	s := Server{}
+	conns := make(chan *Conn, 1)
+	ctxErr := make(chan error, 1)
+	s.HandleFunc("echo/1", func(c *Conn) {
+		ctx := c.Context()
+		conns <- c
+		echo(c) // ignores Draining: returns when the connection is closed
+		ctxErr <- ctx.Err()
+	})
+	addr := serve(t, &s, &s)
+	c := dialRaw(t, addr)
+	c.write(upgradeReq("GET", "echo/1"))
+	c.head()
+	sc := <-conns
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(ctx) }()
+	select {
+	case <-sc.Draining():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Draining not closed by Shutdown")
+	}
+	c.write("still here")
+	assert.Equal(t, "still here", string(c.readN(len("still here"))), "the connection works during the grace period")
+	assert.NoError(t, sc.Context().Err(), "Context is not cancelled by the start of Shutdown")
+
+	assert.ErrorIs(t, <-shut, context.DeadlineExceeded)
+	assert.ErrorIs(t, <-ctxErr, context.Canceled, "Context is cancelled when the grace ends")
+	_, err := c.br.ReadByte()
+	assert.ErrorIs(t, err, io.EOF, "the connection was closed at the end of the grace period")
+}
+
+// TestContextEndsWithHandler: a Conn's Context is cancelled when its
+// handler returns, whether or not it was asked for before.
+func TestContextEndsWithHandler(t *testing.T) {
+	s := Server{}
+	conns := make(chan *Conn, 2)
+	s.HandleFunc("early/1", func(c *Conn) { _ = c.Context(); conns <- c })
+	s.HandleFunc("late/1", func(c *Conn) { conns <- c })
+	addr := serve(t, &s, &s)
+	for _, p := range []string{"early/1", "late/1"} {
+		c := dialRaw(t, addr)
+		c.write(upgradeReq("GET", p))
+		c.head()
+		sc := <-conns
+		_, err := c.br.ReadByte()
+		require.ErrorIs(t, err, io.EOF, "%s: closed when the handler returned", p)
+		select {
+		case <-sc.Context().Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Context not cancelled after the handler returned", p)
+		}
+	}
+}
+
 func TestRegisterOnShutdown(t *testing.T) {
 	s := Server{}
-	s.HandleFunc("wait", func(c *Conn) { <-c.Context().Done() })
+	s.HandleFunc("wait", func(c *Conn) { <-c.Draining() })
 	ts := httptest.NewUnstartedServer(&s)
 	s.RegisterOnShutdown(ts.Config, time.Second)
 	ts.Start()

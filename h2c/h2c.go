@@ -178,13 +178,12 @@ func decodeSettings(vs []string) ([]byte, error) {
 // fields (Connection, the options it lists, Upgrade, HTTP2-Settings,
 // Keep-Alive, Proxy-Connection) are removed.
 //
-// Shutdown: when c.Context() is cancelled (upgrade.Server.Shutdown or
-// Close), the connection is shut down gracefully: the server sends GOAWAY,
-// lets the streams in progress finish and then closes. Request contexts
-// carry c.Context()'s values but not its cancellation, so in-flight
-// requests are not aborted by the shutdown signal itself;
-// upgrade.Server.Shutdown closes the connection if its deadline passes
-// first.
+// Shutdown: when c.Draining() is closed (upgrade.Server.Shutdown), the
+// connection is shut down gracefully: the server sends GOAWAY, lets the
+// streams in progress finish and then closes. Request contexts carry
+// c.Context()'s values and its cancellation, so in-flight requests are
+// cancelled when the upgrade.Server closes the connection (Close, or the
+// end of Shutdown's grace period).
 func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 	if !ascii.EqualFold(c.Protocol.Name, Protocol) || c.Protocol.Version != "" {
 		// Registered under another token, such as "h2": AcceptUpgrade
@@ -214,18 +213,23 @@ func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 	if err := http2.ConfigureServer(hs, h2s); err != nil {
 		return
 	}
-	life := c.Context()
 	shutdown := func() { _ = hs.Shutdown(context.Background()) } // returns at once: hs tracks no conn of its own
-	stop := context.AfterFunc(life, shutdown)
-	defer stop()
+	served := make(chan struct{})
+	defer close(served)
+	go func() {
+		select {
+		case <-c.Draining():
+			shutdown()
+		case <-served:
+		}
+	}()
 
-	ctx, cancel := context.WithCancel(context.WithoutCancel(life))
-	defer cancel()
-	served := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if life.Err() != nil {
+	ctx := c.Context()
+	handle := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isClosed(c.Draining()) {
 			// Shutdown began before http2 registered the connection,
-			// so the AfterFunc's GOAWAY went nowhere: ask again, now
-			// that it is registered.
+			// so the GOAWAY went nowhere: ask again, now that it is
+			// registered.
 			shutdown()
 		}
 		handler.ServeHTTP(w, r)
@@ -234,10 +238,20 @@ func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 	h2s.ServeConn(c, &http2.ServeConnOpts{
 		Context:        ctx,
 		BaseConfig:     hs,
-		Handler:        served,
+		Handler:        handle,
 		UpgradeRequest: h2Request(c.Request, ctx),
 		Settings:       settings,
 	})
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // baseConfig returns a new http.Server holding the settings of h.Server
