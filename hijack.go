@@ -98,7 +98,10 @@ func (c *Conn) Context() context.Context {
 		if c.Request != nil {
 			values = context.WithoutCancel(c.Request.Context())
 		}
-		c.ctx, c.cancel = context.WithCancel(&connContext{Context: life, values: values})
+		// A child of the lifetime context itself, so that cancelling it
+		// cancels this one (and contexts derived from it) at once.
+		lifetime, cancel := context.WithCancel(life)
+		c.ctx, c.cancel = &connContext{Context: lifetime, values: values}, cancel
 	})
 	return c.ctx
 }
@@ -132,12 +135,16 @@ type connContext struct {
 	values          context.Context // Value
 }
 
-func (c *connContext) Value(key any) any { return c.values.Value(key) }
-
-// AfterFunc lets context.WithCancel and friends derive from a connContext
-// without a goroutine each.
-func (c *connContext) AfterFunc(f func()) (stop func() bool) {
-	return context.AfterFunc(c.Context, f)
+// Value returns the value for key from the values context. The lifetime
+// context is asked first: it holds no values of its own, but it answers
+// the context package's own lookup of the cancelCtx behind a context, so
+// contexts derived from a connContext are cancelled along with it,
+// synchronously and without a goroutine.
+func (c *connContext) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.values.Value(key)
 }
 
 // headerPool recycles the header maps handed to AcceptUpgrade.
