@@ -194,37 +194,65 @@ func checkSwitchHeader(h http.Header) error {
 	return nil
 }
 
-// readBody reads the whole request body, up to max bytes, before the switch.
-// It returns errBodyTooLarge when the body is longer.
-func readBody(r *http.Request, max int64) ([]byte, error) {
-	n := r.ContentLength
-	if n > max {
+// readBody reads the whole request body, up to max bytes, before the
+// switch. It returns errBodyTooLarge when the body is longer.
+//
+// Memory follows the bytes received, not the length declared: the body is
+// read into chunks that double from bodyChunkMin to bodyChunkMax, each
+// allocated only once the one before it is full, so a client that
+// declares a large body and sends little of it holds little memory for
+// the handshake timeout. Chunks are never copied into one buffer: the
+// handler reads them through the bodyReader.
+func readBody(r *http.Request, max int64) (*bodyReader, error) {
+	want := r.ContentLength
+	if want > max {
 		return nil, errBodyTooLarge
 	}
-	var b []byte
-	if n > 0 {
-		b = make([]byte, 0, n+1) // +1: room to see EOF without growing
+	if want < 0 {
+		want = max + 1 // unknown length: room for one byte too many
 	}
-	for {
-		if int64(len(b)) > max {
+	body := new(bodyReader)
+	body.chunks = body.first[:0]
+	var got int64
+	size := int64(bodyChunkMin)
+	for got < want {
+		b := make([]byte, min(size, want-got))
+		n, err := io.ReadFull(r.Body, b)
+		got += int64(n)
+		if n > 0 {
+			body.chunks = append(body.chunks, b[:n])
+		}
+		switch {
+		case got > max:
 			return nil, errBodyTooLarge
+		case r.ContentLength < 0 && (err == io.EOF || err == io.ErrUnexpectedEOF):
+			return body, nil
+		case err != nil:
+			return nil, err
 		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		m, err := r.Body.Read(b[len(b):cap(b)])
-		b = b[:len(b)+m]
-		if err == io.EOF {
-			if int64(len(b)) > max {
-				return nil, errBodyTooLarge
-			}
-			return b, nil
-		}
-		if err != nil {
+		size = min(2*size, bodyChunkMax)
+	}
+	// Every declared byte is here: the body must end now (net/http never
+	// returns more than Content-Length; a reader that did is refused).
+	for range 8 {
+		n, err := r.Body.Read(body.probe[:])
+		switch {
+		case n > 0:
+			return nil, errBodyTooLarge
+		case err == io.EOF:
+			return body, nil
+		case err != nil:
 			return nil, err
 		}
 	}
+	return nil, io.ErrNoProgress
 }
+
+// Chunk sizes of a request body read before the switch.
+const (
+	bodyChunkMin = 4 << 10
+	bodyChunkMax = 64 << 10
+)
 
 var errBodyTooLarge = errors.New("upgrade: request body too large")
 
@@ -296,7 +324,7 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 			s.refuse(w, r, http.StatusBadRequest, "could not read request body")
 			return nil
 		}
-		r.Body = io.NopCloser(&bodyReader{b: body})
+		r.Body = io.NopCloser(body)
 		sendContinue = false // net/http sent it, if it was expected
 	}
 
@@ -401,15 +429,31 @@ func sortStrings(s []string) {
 }
 
 // bodyReader serves the request body read before the switch.
-type bodyReader struct{ b []byte }
+type bodyReader struct {
+	chunks [][]byte
+	first  [1][]byte // backing array for the chunks of a small body
+	probe  [1]byte   // room to read past the declared length
+}
 
 func (r *bodyReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
+	for len(r.chunks) > 0 && len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+	}
+	if len(r.chunks) == 0 {
 		return 0, io.EOF
 	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
+	n := copy(p, r.chunks[0])
+	r.chunks[0] = r.chunks[0][n:]
 	return n, nil
+}
+
+// Len returns the number of bytes not yet read.
+func (r *bodyReader) Len() int {
+	n := 0
+	for _, c := range r.chunks {
+		n += len(c)
+	}
+	return n
 }
 
 // statusLine returns "NNN Text" for a status code.
