@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -210,7 +211,10 @@ func TestFuzzServerHandshakeOracle(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: \r\nUpgrade: x/v9\r\n\r\nafter", []int{101}},
 		{"GET /mw HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/2\r\n\r\npipelined", []int{200, 101}},
 		{"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/1\r\nContent-Length: 4\r\n\r\nbodystream", []int{101}},
-		{"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbod\r\n1;e=1\r\ny\r\n0\r\nT: 1\r\n\r\nstream", []int{101}},
+		{"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbod\r\n1;e=1\r\ny\r\n0\r\nT: 1\r\n\r\nstream", []int{400}},
+		{"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbod\r\n0\r\n\r\nGET /mw HTTP/1.1\r\nHost: a\r\n\r\n", []int{400}},
+		{"POST /mw HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbod\r\n0\r\n\r\nGET /mw HTTP/1.1\r\nHost: a\r\n\r\n", []int{200}},
+		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\nGET /mw HTTP/1.1\r\nHost: a\r\n\r\n", []int{426}},
 		{"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhistream", []int{101}},
 		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: k\r\n\r\nws", []int{101}},
 		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n\r\n", []int{426}},
@@ -253,6 +257,20 @@ func checkExchange(t *testing.T, in, out []byte) (statuses []int) {
 		statuses = append(statuses, resp.StatusCode)
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			_, _ = io.Copy(io.Discard, resp.Body)
+			if len(resp.Header["Upgrade"]) > 0 && !httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "upgrade") {
+				t.Fatalf("%d with Upgrade %q but Connection %q", resp.StatusCode, resp.Header["Upgrade"], resp.Header["Connection"])
+			}
+			if reqErr == nil && len(req.Header["Upgrade"]) > 0 && resp.StatusCode >= 400 {
+				// A refused upgrade request ends the connection:
+				// what follows it is never read as a request.
+				if !resp.Close {
+					t.Fatalf("%d refusing an upgrade request without Connection: close", resp.StatusCode)
+				}
+				if more, _ := io.ReadAll(obr); len(more) > 0 {
+					t.Fatalf("the server answered again after refusing an upgrade request: %q", more)
+				}
+				return statuses
+			}
 			if reqErr != nil || bodyErr != nil || resp.Close || req.Close {
 				return statuses
 			}
@@ -276,12 +294,18 @@ func checkExchange(t *testing.T, in, out []byte) (statuses []int) {
 	return statuses
 }
 
-// readFinal reads a response, skipping interim ones other than 101.
+// readFinal reads a response, skipping interim ones other than 101. Its
+// Header keeps the Connection field as sent (http.ReadResponse drops it
+// when it carries "close").
 func readFinal(br *bufio.Reader, method string) (*http.Response, error) {
 	for range 8 {
+		connection := wiretest.PeekConnection(br)
 		resp, err := http.ReadResponse(br, &http.Request{Method: method})
 		if err != nil {
 			return nil, err
+		}
+		if connection != nil {
+			resp.Header["Connection"] = connection
 		}
 		if resp.StatusCode/100 != 1 || resp.StatusCode == http.StatusSwitchingProtocols {
 			return resp, nil
@@ -298,6 +322,9 @@ func checkSwitch(t *testing.T, req *http.Request, resp *http.Response, body []by
 	}
 	if !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade") {
 		t.Fatalf("101 for a request whose Connection is %q", req.Header["Connection"])
+	}
+	if len(req.TransferEncoding) > 0 {
+		t.Fatalf("101 for a request framed by Transfer-Encoding %q", req.TransferEncoding)
 	}
 	offers, err := refParseUpgrade(req.Header["Upgrade"])
 	if err != nil {

@@ -310,17 +310,14 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 		}
 		switch {
 		case err == errBodyTooLarge:
-			w.Header().Set("Connection", "close")
 			s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
 			return nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			s.warnf(r, "reading request body before switching to "+rt.spelled, err)
-			w.Header().Set("Connection", "close")
 			s.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
 			return nil
 		case err != nil:
 			s.warnf(r, "reading request body before switching to "+rt.spelled, err)
-			w.Header().Set("Connection", "close")
 			s.refuse(w, r, http.StatusBadRequest, "could not read request body")
 			return nil
 		}
@@ -338,7 +335,7 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 	netConn, brw, err := rc.Hijack()
 	if err != nil {
 		s.logf(r, "hijacking the connection", err)
-		http.Error(w, "upgrade: could not switch protocols", http.StatusInternalServerError)
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: could not switch protocols")
 		return nil
 	}
 

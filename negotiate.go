@@ -90,7 +90,8 @@ type Policy int
 const (
 	// ClientOrder picks the first offer, in the client's order, that a
 	// registered protocol accepts. It is the zero Policy: RFC 9110 §7.8
-	// lists the client's protocols "in ascending preference".
+	// has the client list its protocols in descending order of
+	// preference.
 	ClientOrder Policy = iota
 	// ServerOrder picks the first registered protocol, in registration
 	// order, that accepts one of the offers.
@@ -132,6 +133,14 @@ type Route struct {
 	// MaxConns caps the connections switched to this protocol at once; see
 	// Server.MaxConns. Zero means no cap.
 	MaxConns int
+
+	// Available, if non-nil, reports whether the protocol can be
+	// switched to on r's connection at all (h2c, for one, only without
+	// TLS). A protocol unavailable for a request is neither negotiated
+	// nor listed in the Upgrade field of a 426 answering it: that list
+	// names what the client could switch to (RFC 9110 §15.5.22). Nil
+	// means always available.
+	Available func(r *http.Request) bool
 }
 
 // route is a registered Route with its parsed pattern.
@@ -151,6 +160,11 @@ func (rt *route) matches(p Protocol) bool {
 		return false
 	}
 	return rt.anyVer || rt.version == p.Version
+}
+
+// available reports whether rt can be switched to on r's connection.
+func (rt *route) available(r *http.Request) bool {
+	return rt.Available == nil || rt.Available(r)
 }
 
 // allowsMethod reports whether the route can be switched to from method m.
@@ -207,6 +221,9 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 	if s.Policy == ServerOrder {
 		for i := range routes {
 			rt := &routes[i]
+			if !rt.available(r) {
+				continue
+			}
 			for _, o := range offers {
 				if !rt.matches(o) {
 					continue
@@ -222,7 +239,7 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 	for j, o := range offers {
 		for i := range routes {
 			rt := &routes[i]
-			if !rt.matches(o) || anyMatches(rt, offers[:j]) {
+			if !rt.matches(o) || anyMatches(rt, offers[:j]) || !rt.available(r) {
 				continue // an earlier offer already tried this route
 			}
 			if s.usable(r, rt, body, d) && s.ask(r, rt, o, d) {
@@ -256,10 +273,11 @@ func anyMatches(rt *route, offers []Protocol) bool {
 	return false
 }
 
-// anyMatch reports whether some route matches some offer.
-func anyMatch(routes []route, offers []Protocol) bool {
+// anyMatch reports whether some route available for r matches some
+// offer.
+func anyMatch(r *http.Request, routes []route, offers []Protocol) bool {
 	for i := range routes {
-		if anyMatches(&routes[i], offers) {
+		if anyMatches(&routes[i], offers) && routes[i].available(r) {
 			return true
 		}
 	}
@@ -326,9 +344,9 @@ func recycleHeader(h http.Header) {
 	headerPool.Put(h)
 }
 
-// allowedMethods lists, for an Allow field, the methods of the routes that
-// match one of the offers.
-func allowedMethods(routes []route, offers []Protocol) string {
+// allowedMethods lists, for an Allow field, the methods of the routes
+// available for r that match one of the offers.
+func allowedMethods(r *http.Request, routes []route, offers []Protocol) string {
 	var ms []string
 	add := func(m string) {
 		for _, x := range ms {
@@ -340,6 +358,9 @@ func allowedMethods(routes []route, offers []Protocol) string {
 	}
 	for i := range routes {
 		rt := &routes[i]
+		if !rt.available(r) {
+			continue
+		}
 		for _, o := range offers {
 			if !rt.matches(o) {
 				continue

@@ -3,6 +3,7 @@ package upgrade
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -89,22 +90,34 @@ type Server struct {
 	mu       sync.Mutex
 	routes   []route
 	upgrades string // the registered protocols, for 426 responses
-	conns    map[*Conn]struct{}
-	byProto  map[string]int // connections switched or switching, per pattern
-	inuse    int            // connections switched or switching, in all
-	idle     chan struct{}  // closed when conns becomes empty during Shutdown
-	lifeOnce sync.Once
-	life     context.Context    // cancelled when the switched conns are closed
-	cancel   context.CancelFunc // cancels life
-	drain    chan struct{}      // closed when Shutdown starts
-	closing  atomic.Bool
+	// conditional is set when a route has an Available function, so
+	// that a 426 lists only the protocols available for its request.
+	conditional bool
+	conns       map[*Conn]struct{}
+	byProto     map[string]int // connections switched or switching, per pattern
+	inuse       int            // connections switched or switching, in all
+	idle        chan struct{}  // closed when conns becomes empty during Shutdown
+	lifeOnce    sync.Once
+	life        context.Context    // cancelled when the switched conns are closed
+	cancel      context.CancelFunc // cancels life
+	drain       chan struct{}      // closed when Shutdown starts
+	closing     atomic.Bool
 }
 
-// Handle registers h for the protocols matched by pattern, with the
-// default Route rules (GET and OPTIONS, the server's body bound). It is
-// HandleRoute(pattern, Route{Handler: h}).
+// Handle registers h for the protocols matched by pattern. If h has a
+// method Route() Route, as the websocket and h2c adapters have, the route
+// it returns states the protocol's own rules (its methods, body bound and
+// availability); otherwise the default Route rules apply (GET and
+// OPTIONS, the server's body bound). It is HandleRoute(pattern, route).
 func (s *Server) Handle(pattern string, h Handler) {
-	s.HandleRoute(pattern, Route{Handler: h})
+	rt := Route{Handler: h}
+	if r, ok := h.(interface{ Route() Route }); ok {
+		rt = r.Route()
+		if rt.Handler == nil {
+			rt.Handler = h
+		}
+	}
+	s.HandleRoute(pattern, rt)
 }
 
 // HandleFunc registers f for the protocols matched by pattern.
@@ -140,22 +153,54 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 		}
 	}
 	s.routes = append(s.routes, r)
-	names := make([]string, len(s.routes))
-	for i, x := range s.routes {
-		names[i] = x.name
+	s.upgrades = advertise(s.routes, nil)
+	if rt.Available != nil {
+		s.conditional = true
+	}
+}
+
+// advertise lists the routes, in the server's order of preference, as an
+// Upgrade field value: "name" or "name/version" ("name/*" is listed as
+// "name"). With r non-nil, routes unavailable for r are left out.
+func advertise(routes []route, r *http.Request) string {
+	var b strings.Builder
+	for i := range routes {
+		x := &routes[i]
+		if r != nil && !x.available(r) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(x.name)
 		if x.version != "" {
-			names[i] += "/" + x.version
+			b.WriteString("/")
+			b.WriteString(x.version)
 		}
 	}
-	s.upgrades = strings.Join(names, ", ")
+	return b.String()
 }
 
 // Protocols returns the registered protocols in the server's order of
-// preference, as advertised in a 426 response's Upgrade field.
+// preference, as advertised in a 426 response's Upgrade field (where
+// those unavailable for the request at hand are left out: see
+// Route.Available).
 func (s *Server) Protocols() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.upgrades
+}
+
+// advertised returns the Upgrade field value of a 426 answering r: the
+// protocols available for r.
+func (s *Server) advertised(r *http.Request) string {
+	s.mu.Lock()
+	routes, all, conditional := s.routes, s.upgrades, s.conditional
+	s.mu.Unlock()
+	if !conditional {
+		return all
+	}
+	return advertise(routes, r)
 }
 
 // ServeHTTP switches the request to a registered protocol, or answers 426
@@ -180,22 +225,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	if r.ProtoMajor != 1 {
 		// No 101 exists in HTTP/2 and later: never an Upgrade or
 		// Connection field on the response either (RFC 9113 §8.2.2).
-		if next != nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		http.Error(w, "upgrade: this endpoint requires an HTTP/1.1 protocol upgrade", http.StatusHTTPVersionNotSupported)
+		s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires an HTTP/1.1 protocol upgrade")
 		return
 	}
-	vals := r.Header["Upgrade"]
-	if r.ProtoMinor == 0 || len(vals) == 0 || !HasConnectionOption(r.Header, "upgrade") {
-		// HTTP/1.0: MUST ignore Upgrade. Without the Connection option
-		// the Upgrade field is not meant for us: a plain request.
-		s.plain(w, r, next)
+	if !isUpgradeRequest(r) {
+		s.decline(w, r, next, http.StatusUpgradeRequired, "")
 		return
 	}
 	var arr [4]Protocol
-	offers, err := AppendProtocols(arr[:0], vals, s.Limits)
+	offers, err := AppendProtocols(arr[:0], r.Header["Upgrade"], s.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, ErrHeaderTooLarge) {
@@ -204,72 +242,52 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.refuse(w, r, code, err.Error())
 		return
 	}
-	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
+	if len(r.TransferEncoding) > 0 {
+		// net/http removes a Content-Length sent beside
+		// Transfer-Encoding, so this may be the request-smuggling form
+		// that RFC 9112 §6.1 says to answer and then close the
+		// connection after: never hand such a connection to another
+		// protocol.
 		if next != nil {
+			w.Header()["Connection"] = []string{"close"}
 			next.ServeHTTP(w, r)
 			return
 		}
-		s.refuse(w, r, http.StatusForbidden, "upgrade refused")
+		s.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
+		return
+	}
+	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
+		s.decline(w, r, next, http.StatusForbidden, "upgrade refused")
 		return
 	}
 	if s.closing.Load() {
-		if next != nil {
-			next.ServeHTTP(w, r)
-			return
+		if next == nil {
+			w.Header().Set("Retry-After", "1")
 		}
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		s.decline(w, r, next, http.StatusServiceUnavailable, "server shutting down")
 		return
 	}
 	s.mu.Lock()
 	routes := s.routes
 	s.mu.Unlock()
-	if !anyMatch(routes, offers) {
+	if !anyMatch(r, routes, offers) {
 		// Nothing offered is registered (a speculative "Upgrade: h2c",
 		// say): an ordinary request, not an error.
-		s.plain(w, r, next)
+		s.decline(w, r, next, http.StatusUpgradeRequired, "")
 		return
 	}
 	if !canHijack(w) {
-		if next != nil {
-			next.ServeHTTP(w, r)
-			return
+		if next == nil {
+			s.logf(r, "switching protocols", errNoHijack)
 		}
-		s.logf(r, "switching protocols", errNoHijack)
-		http.Error(w, "upgrade: cannot switch protocols on this connection", http.StatusInternalServerError)
+		s.decline(w, r, next, http.StatusInternalServerError, "upgrade: could not switch protocols on this connection")
 		return
 	}
 
 	var d decision
 	s.negotiate(r, routes, offers, &d)
-	switch {
-	case d.failed:
-		http.Error(w, "upgrade: internal error", http.StatusInternalServerError)
-		return
-	case d.reject != nil:
-		s.writeReject(w, r, d.reject)
-		return
-	case d.route == nil && d.full:
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "too many upgraded connections, retry later")
-		return
-	case d.route == nil:
-		if next != nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if d.methodRefused {
-			if allow := allowedMethods(routes, offers); allow != "" {
-				w.Header().Set("Allow", allow)
-			}
-			s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
-			return
-		}
-		if d.bodyRefused {
-			s.refuse(w, r, http.StatusBadRequest, "the offered protocol does not accept a request body")
-			return
-		}
-		s.requireUpgrade(w, r)
+	if d.route == nil {
+		s.refuseOffers(w, r, next, routes, offers, &d)
 		return
 	}
 	c := s.switchProtocols(w, r, d.route, d.offer, d.extra)
@@ -281,22 +299,58 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	}
 }
 
-// plain handles a request that is not an upgrade request.
-func (s *Server) plain(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	if next != nil {
-		next.ServeHTTP(w, r)
-		return
-	}
-	s.requireUpgrade(w, r)
+// isUpgradeRequest reports whether r asks for an upgrade: HTTP/1.1 or
+// later, with an Upgrade field and the "upgrade" option in Connection. An
+// HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8), and without the
+// Connection option the Upgrade field is not meant for this hop.
+func isUpgradeRequest(r *http.Request) bool {
+	return r.ProtoAtLeast(1, 1) && len(r.Header["Upgrade"]) > 0 && HasConnectionOption(r.Header, "upgrade")
 }
 
-// requireUpgrade answers 426 Upgrade Required with the registered
-// protocols (RFC 9110 §15.5.22).
+// decline answers a request the Server does not switch: Middleware passes
+// it on to next, unchanged; the endpoint answers it with code, or with
+// 426 and the available protocols.
+func (s *Server) decline(w http.ResponseWriter, r *http.Request, next http.Handler, code int, msg string) {
+	switch {
+	case next != nil:
+		next.ServeHTTP(w, r)
+	case code == http.StatusUpgradeRequired:
+		s.requireUpgrade(w, r)
+	default:
+		s.refuse(w, r, code, msg)
+	}
+}
+
+// refuseOffers answers a request whose offers negotiation did not accept.
+func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol, d *decision) {
+	switch {
+	case d.failed:
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
+	case d.reject != nil:
+		s.writeReject(w, r, d.reject)
+	case d.full:
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "too many upgraded connections, retry later")
+	case next != nil:
+		next.ServeHTTP(w, r)
+	case d.methodRefused:
+		if allow := allowedMethods(r, routes, offers); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
+	case d.bodyRefused:
+		s.refuse(w, r, http.StatusBadRequest, "the offered protocol does not accept a request body")
+	default:
+		s.requireUpgrade(w, r)
+	}
+}
+
+// requireUpgrade answers 426 Upgrade Required with the protocols
+// available for r (RFC 9110 §15.5.22).
 func (s *Server) requireUpgrade(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Upgrade", s.Protocols())
-	h.Set("Connection", "Upgrade")
-	s.refuse(w, r, http.StatusUpgradeRequired, "this endpoint requires a protocol upgrade to one of: "+s.Protocols())
+	list := s.advertised(r)
+	w.Header().Set("Upgrade", list)
+	s.refuse(w, r, http.StatusUpgradeRequired, "this endpoint requires a protocol upgrade to one of: "+list)
 }
 
 // writeReject answers a request with the status an Accepter rejected it
@@ -304,7 +358,7 @@ func (s *Server) requireUpgrade(w http.ResponseWriter, r *http.Request) {
 func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectError) {
 	if st := e.status(); st < 400 || st > 599 {
 		s.logf(r, "rejecting", errors.New("upgrade: RejectError.Status "+strconv.Itoa(st)+" is not a 4xx or 5xx status"))
-		http.Error(w, "upgrade: internal error", http.StatusInternalServerError)
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
 		return
 	}
 	h := w.Header()
@@ -313,28 +367,51 @@ func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectEr
 			h.Add(k, v)
 		}
 	}
-	if e.status() == http.StatusUpgradeRequired {
-		if h.Get("Upgrade") == "" {
-			h.Set("Upgrade", s.Protocols())
-		}
-		h.Set("Connection", "Upgrade")
+	if e.status() == http.StatusUpgradeRequired && h.Get("Upgrade") == "" {
+		h.Set("Upgrade", s.advertised(r))
 	}
 	s.refuse(w, r, e.status(), e.message())
 }
 
-// refuse writes a short text/plain error response. Upgrade and Connection
-// are removed on HTTP/2, where they are not allowed.
+// refuse writes a short text/plain error response.
+//
+// On HTTP/2, where they are not allowed, Upgrade and Connection are
+// removed. On HTTP/1.x, a response carrying Upgrade carries the "upgrade"
+// connection option (RFC 9110 §7.8), and the connection is closed after
+// refusing a request that carried an Upgrade field: the bytes a client
+// sends behind a refused upgrade must never be read as a next request
+// (a proxy that assumed the switch would pass them on unchecked). It is
+// closed too where net/http would close it anyway (HTTP/1.0,
+// "Connection: close", a request body), so that the upgrade option is
+// never dropped from the response.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	h := w.Header()
 	if r.ProtoMajor != 1 {
 		h.Del("Upgrade")
 		h.Del("Connection")
+	} else {
+		var opts []string
+		if len(r.Header["Upgrade"]) > 0 || r.Close || !r.ProtoAtLeast(1, 1) || hasBody(r) {
+			// net/http closes the connection after the response when
+			// the first Connection line is exactly "close", and keeps
+			// any line then; "Upgrade, close" on one line would keep
+			// the connection open.
+			opts = append(opts, "close")
+		}
+		if len(h["Upgrade"]) > 0 {
+			opts = append(opts, "Upgrade")
+		}
+		if opts != nil {
+			h["Connection"] = opts
+		} else {
+			delete(h, "Connection")
+		}
 	}
 	h.Del("Content-Length")
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_, _ = w.Write([]byte(msg + "\n"))
+	_, _ = io.WriteString(w, msg+"\n")
 }
 
 func (s *Server) maxRequestBody() int64 {

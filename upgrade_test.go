@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -100,10 +101,12 @@ func (c *rawConn) head() string {
 	}
 }
 
-// response reads one whole response, body included.
+// response reads one whole response, body included. Its Header keeps the
+// Connection field as sent (http.ReadResponse drops it when it carries
+// "close").
 func (c *rawConn) response(method string) *http.Response {
 	c.t.Helper()
-	resp, err := http.ReadResponse(c.br, &http.Request{Method: method})
+	resp, err := wiretest.ReadResponse(c.br, method)
 	require.NoError(c.t, err)
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(c.t, err)
@@ -351,7 +354,7 @@ func TestRejectAnswersStatus(t *testing.T) {
 	resp = c.response("GET")
 	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
 	assert.Equal(t, "forbidden, old, ok", resp.Header.Get("Upgrade"), "every 426 lists what would be accepted")
-	assert.Equal(t, "Upgrade", resp.Header.Get("Connection"))
+	assert.Equal(t, []string{"close", "Upgrade"}, resp.Header["Connection"])
 	assert.Equal(t, "13", resp.Header.Get("X-Version"))
 
 	// Any other error is the server's fault.
@@ -375,14 +378,24 @@ func TestRequired426AndPipelinedRequest(t *testing.T) {
 	addr := serve(t, &s, &s)
 	c := dialRaw(t, addr)
 	c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + upgradeReq("GET", "nope") + upgradeReq("GET", "echo/1") + "after")
-	for i := 0; i < 2; i++ {
-		resp := c.response("GET")
-		assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
-		assert.Equal(t, []string{"echo/1, websocket, h2c"}, resp.Header["Upgrade"])
-		assert.Equal(t, "Upgrade", resp.Header.Get("Connection"))
-		assert.Contains(t, bodyString(t, resp), "echo/1, websocket, h2c")
-	}
-	// The connection is still usable: the third request switches.
+	// A plain request: 426, and the connection stays open.
+	resp := c.response("GET")
+	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
+	assert.Equal(t, []string{"echo/1, websocket, h2c"}, resp.Header["Upgrade"])
+	assert.Equal(t, []string{"Upgrade"}, resp.Header["Connection"])
+	assert.Contains(t, bodyString(t, resp), "echo/1, websocket, h2c")
+	// A refused upgrade request: 426, and the connection is closed after
+	// it, so the next request (or raw bytes) behind it is never read.
+	resp = c.response("GET")
+	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
+	assert.Equal(t, []string{"echo/1, websocket, h2c"}, resp.Header["Upgrade"])
+	assert.Equal(t, []string{"close", "Upgrade"}, resp.Header["Connection"])
+	rest, err := io.ReadAll(c.br)
+	require.NoError(t, err)
+	assert.Empty(t, string(rest), "nothing after a refused upgrade is answered")
+
+	c = dialRaw(t, addr)
+	c.write(upgradeReq("GET", "echo/1") + "after")
 	head := c.head()
 	assert.True(t, strings.HasPrefix(head, "HTTP/1.1 101"), head)
 	assert.Equal(t, "after", string(c.readN(5)))
@@ -570,24 +583,24 @@ func TestRequestBodyBeforeSwitch(t *testing.T) {
 		assert.Equal(t, "hello", <-got)
 		assert.Equal(t, "stream", string(c.readN(6)), "the new protocol starts right after the body")
 	})
-	t.Run("chunked", func(t *testing.T) {
+	t.Run("chunked is never switched", func(t *testing.T) {
 		c := dialRaw(t, addr)
 		c.write(upgradeReq("POST", "up", "Transfer-Encoding: chunked") + "3\r\nhel\r\n2;ext=1\r\nlo\r\n0\r\nTrailer: x\r\n\r\n" + "stream")
-		assert.True(t, strings.HasPrefix(c.head(), "HTTP/1.1 101 "))
-		assert.Equal(t, "hello", <-got)
-		assert.Equal(t, "stream", string(c.readN(6)))
+		resp := c.response("POST")
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		assert.Equal(t, []string{"close"}, resp.Header["Connection"])
+		assert.Contains(t, bodyString(t, resp), "Content-Length")
+		rest, err := io.ReadAll(c.br)
+		require.NoError(t, err)
+		assert.Empty(t, string(rest), "the connection is closed after the answer")
+		assert.Empty(t, got, "the handler never ran")
 	})
 	t.Run("too large", func(t *testing.T) {
 		c := dialRaw(t, addr)
 		c.write(upgradeReq("POST", "up", "Content-Length: 17") + strings.Repeat("x", 17))
 		resp := c.response("POST")
 		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
-	})
-	t.Run("too large chunked", func(t *testing.T) {
-		c := dialRaw(t, addr)
-		c.write(upgradeReq("POST", "up", "Transfer-Encoding: chunked") + "20\r\n" + strings.Repeat("x", 32) + "\r\n0\r\n\r\n")
-		resp := c.response("POST")
-		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+		assert.Equal(t, []string{"close"}, resp.Header["Connection"])
 	})
 	t.Run("protocol takes no body", func(t *testing.T) {
 		c := dialRaw(t, addr)
@@ -603,6 +616,41 @@ func TestRequestBodyBeforeSwitch(t *testing.T) {
 		resp := c.response("POST")
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	})
+}
+
+// TestContentLengthWithTransferEncoding: a request carrying both
+// Content-Length and Transfer-Encoding (RFC 9112 §6.1: possibly request
+// smuggling; the connection must be closed after the answer) is never
+// switched. net/http drops the Content-Length, so every upgrade request
+// framed by Transfer-Encoding is treated so: the endpoint answers 400,
+// Middleware serves it as a plain request; both close the connection, and
+// the bytes behind the request are never read as a next request.
+func TestContentLengthWithTransferEncoding(t *testing.T) {
+	ran := make(chan string, 1)
+	s := Server{}
+	s.HandleRoute("up", Route{Handler: bodyRecorder(ran), Methods: []string{"POST"}})
+	ep := serve(t, &s, &s)
+	mw := serve(t, &s, s.Middleware(plainHandler))
+	smuggled := upgradeReq("POST", "up", "Content-Length: 4", "Transfer-Encoding: chunked") +
+		"3\r\nabc\r\n0\r\n\r\n" + "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, tc := range []struct {
+		name string
+		addr string
+		code int
+	}{{"endpoint", ep, http.StatusBadRequest}, {"middleware", mw, http.StatusOK}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, tc.addr)
+			c.write(smuggled)
+			resp := c.response("POST")
+			assert.Equal(t, tc.code, resp.StatusCode)
+			assert.Equal(t, []string{"close"}, resp.Header["Connection"])
+			assert.Empty(t, resp.Header["Upgrade"])
+			rest, err := io.ReadAll(c.br)
+			require.NoError(t, err)
+			assert.Empty(t, string(rest), "the request behind it is never answered")
+		})
+	}
+	assert.Empty(t, ran, "never switched")
 }
 
 func TestExpectContinue(t *testing.T) {

@@ -32,11 +32,9 @@
 package h2c
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -101,10 +99,16 @@ type Handler struct {
 }
 
 // Route returns h's registration: any method except CONNECT (an upgrade
-// request may carry a body), bounded by h.MaxBody.
+// request may carry a body), bounded by h.MaxBody, and available only on
+// connections without TLS (RFC 7540 §3.2-3.3: over TLS, HTTP/2 is "h2",
+// negotiated by ALPN), so a 426 sent over TLS does not list h2c.
+// upgrade.Server.Handle uses it.
 func (h *Handler) Route() upgrade.Route {
-	return upgrade.Route{Handler: h, Methods: []string{"*"}, MaxBody: h.MaxBody}
+	return upgrade.Route{Handler: h, Methods: []string{"*"}, MaxBody: h.MaxBody, Available: cleartext}
 }
+
+// cleartext reports whether r came over a connection without TLS.
+func cleartext(r *http.Request) bool { return r.TLS == nil }
 
 // AcceptUpgrade decides whether r is an h2c upgrade request h switches,
 // as described on Handler. It adds no field to the 101 response.
@@ -173,8 +177,7 @@ func decodeSettings(vs []string) ([]byte, error) {
 // The HTTP/2 server reads from c itself, not from c.Conn, so a client
 // preface that arrived with the upgrade request is not lost. The upgrade
 // request is handed to the Handler as an HTTP/2 request: its body is the
-// one read before the switch (a chunked body becomes one of known
-// ContentLength), Proto is "HTTP/2.0", and the connection
+// one read before the switch, Proto is "HTTP/2.0", and the connection
 // fields (Connection, the options it lists, Upgrade, HTTP2-Settings,
 // Keep-Alive, Proxy-Connection) are removed.
 //
@@ -287,13 +290,8 @@ func h2Request(r *http.Request, ctx context.Context) *http.Request {
 		delete(r2.Header, k)
 	}
 	r2.Close = false
-	// HTTP/2 has no chunked coding: a chunked body (already read, and
-	// bounded, before the switch) becomes one of known length.
-	if r2.ContentLength < 0 && r2.Body != nil && r2.Body != http.NoBody {
-		if b, err := io.ReadAll(r2.Body); err == nil {
-			r2.Body, r2.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
-		}
-	}
+	// The upgrade.Server never switches a request framed by
+	// Transfer-Encoding, so the body has a known length already.
 	r2.TransferEncoding = nil
 	return r2
 }

@@ -234,15 +234,22 @@ func TestUpgradeWithBody(t *testing.T) {
 	assert.Equal(t, `POST /path HTTP/2.0 body="the request body" upgrade="" settings="" connection=""`, st.body)
 }
 
-func TestUpgradeWithChunkedBody(t *testing.T) {
-	addr, _ := h2cServer(t, &Handler{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// TestChunkedUpgradeNotSwitched: an upgrade request whose body is framed
+// by Transfer-Encoding is never switched (net/http hides a Content-Length
+// sent beside it: the request-smuggling form of RFC 9112 §6.1); the
+// middleware serves it as a plain request and closes the connection.
+func TestChunkedUpgradeNotSwitched(t *testing.T) {
+	plain := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%d %q %v", r.ContentLength, b, r.TransferEncoding)
-	})}, nil)
-	resp, body, br, nc := send(t, addr, upgradeRequest("POST", "", "Transfer-Encoding: chunked")+"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode, body)
-	st := readResponse(t, startH2(t, br, nc, false), 1)
-	assert.Equal(t, `5 "abcde" []`, st.body)
+		fmt.Fprintf(w, "plain %s %q", r.Proto, b)
+	})
+	addr, _ := h2cServer(t, &Handler{Handler: describe}, plain)
+	resp, body, br, _ := send(t, addr, upgradeRequest("POST", "", "Transfer-Encoding: chunked")+"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	assert.Equal(t, `plain HTTP/1.1 "abcde"`, body)
+	assert.True(t, resp.Close, "the connection is closed after the answer")
+	_, err := br.ReadByte()
+	assert.ErrorIs(t, err, io.EOF)
 }
 
 // TestPrefaceWithRequest sends the client preface in the same write as
@@ -392,4 +399,49 @@ func TestAcceptUpgradeDecisions(t *testing.T) {
 	var re *upgrade.RejectError
 	require.ErrorAs(t, h.AcceptUpgrade(r, http.Header{}), &re)
 	assert.Equal(t, http.StatusBadRequest, re.Status)
+}
+
+// TestNotAdvertisedOverTLS: h2c exists only over cleartext (RFC 7540
+// §3.2-3.3), so a 426 answered over TLS does not list it — the list names
+// what the client could switch to (RFC 9110 §15.5.22) — and an h2c offer
+// over TLS is not switched; over cleartext the same endpoint lists it.
+func TestNotAdvertisedOverTLS(t *testing.T) {
+	s := &upgrade.Server{}
+	s.HandleFunc("echo/1", func(c *upgrade.Conn) {})
+	s.Handle(Protocol, &Handler{Handler: describe})
+	plain := httptest.NewServer(s)
+	secure := httptest.NewTLSServer(s)
+	t.Cleanup(func() { _ = s.Close(); plain.Close(); secure.Close() })
+
+	ask := func(t *testing.T, nc net.Conn, raw string) *http.Response {
+		t.Cleanup(func() { nc.Close() })
+		require.NoError(t, nc.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err := io.WriteString(nc, raw)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		require.NoError(t, err)
+		return resp
+	}
+	dialTLS := func(t *testing.T) net.Conn {
+		nc, err := tls.Dial("tcp", secure.Listener.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		require.NoError(t, err)
+		return nc
+	}
+	dialPlain := func(t *testing.T) net.Conn {
+		nc, err := net.Dial("tcp", plain.Listener.Addr().String())
+		require.NoError(t, err)
+		return nc
+	}
+
+	resp := ask(t, dialTLS(t), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
+	assert.Equal(t, []string{"echo/1"}, resp.Header["Upgrade"], "over TLS")
+
+	resp = ask(t, dialTLS(t), upgradeRequest("GET", ""))
+	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode, "h2c is not switched over TLS")
+	assert.Equal(t, []string{"echo/1"}, resp.Header["Upgrade"])
+
+	resp = ask(t, dialPlain(t), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
+	assert.Equal(t, []string{"echo/1, h2c"}, resp.Header["Upgrade"], "over cleartext")
 }

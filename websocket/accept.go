@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -78,14 +79,23 @@ type Handler struct {
 	InsecureSkipOriginCheck bool
 }
 
-// Route returns the registration for h that leaves every method check to
-// h: any method reaches AcceptUpgrade, which answers a method other than
-// GET with 405 Method Not Allowed and "Allow: GET", and a request body
-// with 400 Bad Request.
+// methods lists the request methods an opening handshake can use: GET
+// only (RFC 6455 §4.1). Route states it to the upgrade.Server, which
+// refuses other methods with 405 and an Allow field built from it, and
+// AcceptUpgrade applies the same list, so the two always agree.
+var methods = []string{http.MethodGet}
+
+// Route returns h's registration: GET only (RFC 6455 §4.1) and no request
+// body. Server.Handle uses it, so these two are the same:
 //
+//	s.Handle("websocket", h)
 //	s.HandleRoute("websocket", h.Route())
+//
+// A request with another method is answered 405 Method Not Allowed with
+// "Allow: GET" (or goes on to another offered protocol), one with a body
+// 400 Bad Request.
 func (h *Handler) Route() upgrade.Route {
-	return upgrade.Route{Handler: h, Methods: []string{"*"}, MaxBody: -1}
+	return upgrade.Route{Handler: h, Methods: methods, MaxBody: -1}
 }
 
 // AcceptUpgrade checks r as an RFC 6455 §4.2.1 opening handshake and, if
@@ -96,7 +106,7 @@ func (h *Handler) Route() upgrade.Route {
 // request that offers websocket and breaks its rules is a client error.
 // The Upgrade and Connection fields were checked by the upgrade.Server.
 func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
-	if r.Method != http.MethodGet {
+	if !slices.Contains(methods, r.Method) {
 		return rejectMethod(r.Method)
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
@@ -346,7 +356,7 @@ func rejectMethod(m string) error {
 	return &upgrade.RejectError{
 		Status:  http.StatusMethodNotAllowed,
 		Message: "websocket: method " + m + " not allowed: the opening handshake is a GET request (RFC 6455 §4.1)",
-		Header:  http.Header{"Allow": {http.MethodGet}},
+		Header:  http.Header{"Allow": {strings.Join(methods, ", ")}},
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -96,7 +97,7 @@ func exchange(t testing.TB, addr, raw string) (*http.Response, string, *bufio.Re
 	_, err = io.WriteString(nc, raw)
 	require.NoError(t, err)
 	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	resp, err := wiretest.ReadResponse(br, http.MethodGet)
 	require.NoError(t, err)
 	var body string
 	if resp.StatusCode != http.StatusSwitchingProtocols {
@@ -223,24 +224,32 @@ func TestServerRejectsVersion(t *testing.T) {
 	}
 }
 
+// TestServerRejectsMethod: whether registered with Handle or with its
+// Route, a websocket Handler takes GET only, and the 405 that refuses
+// another method names exactly the methods that would work.
 func TestServerRejectsMethod(t *testing.T) {
-	t.Run("Route", func(t *testing.T) {
-		addr := wsServer(t, &Handler{}, true)
-		for _, m := range []string{"POST", "PUT", "OPTIONS"} {
-			resp, body, _, _ := exchange(t, addr, request(m, "Content-Length: 0"))
-			rejected(t, resp, body, http.StatusMethodNotAllowed, "method "+m)
-			assert.Equal(t, "GET", resp.Header.Get("Allow"))
-		}
-	})
-	t.Run("Handle", func(t *testing.T) {
-		// Registered with Handle: the upgrade.Server refuses the method
-		// before the Handler sees the request; OPTIONS reaches it.
-		addr := wsServer(t, &Handler{}, false)
-		resp, body, _, _ := exchange(t, addr, request("POST", "Content-Length: 0"))
-		rejected(t, resp, body, http.StatusMethodNotAllowed, "POST")
-		resp, body, _, _ = exchange(t, addr, request("OPTIONS"))
+	for name, route := range map[string]bool{"Handle": false, "Route": true} {
+		t.Run(name, func(t *testing.T) {
+			addr := wsServer(t, &Handler{}, route)
+			for _, m := range []string{"POST", "PUT", "OPTIONS"} {
+				resp, body, _, _ := exchange(t, addr, request(m))
+				rejected(t, resp, body, http.StatusMethodNotAllowed, "method "+m)
+				assert.Equal(t, []string{"GET"}, resp.Header["Allow"], m)
+			}
+			resp, body, _, _ := exchange(t, addr, request("GET"))
+			assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode, body)
+		})
+	}
+	t.Run("wider Route", func(t *testing.T) {
+		// A Route that lets other methods through still meets the
+		// Handler's own check, which names the same list.
+		s := &upgrade.Server{}
+		s.HandleRoute("websocket", upgrade.Route{Handler: &Handler{Serve: func(*upgrade.Conn) {}}, Methods: []string{"*"}})
+		ts := httptest.NewServer(s)
+		t.Cleanup(func() { _ = s.Close(); ts.Close() })
+		resp, body, _, _ := exchange(t, ts.Listener.Addr().String(), request("OPTIONS"))
 		rejected(t, resp, body, http.StatusMethodNotAllowed, "method OPTIONS")
-		assert.Equal(t, "GET", resp.Header.Get("Allow"))
+		assert.Equal(t, []string{"GET"}, resp.Header["Allow"])
 	})
 }
 

@@ -24,11 +24,7 @@
 //	var s upgrade.Server
 //	s.Handle("websocket", &websocket.Handler{Serve: serve})
 //
-// or, to have non-GET requests answered by the Handler itself with 405 and
-// an Allow field rather than by the upgrade.Server's method check:
-//
-//	h := &websocket.Handler{Serve: serve}
-//	s.HandleRoute("websocket", h.Route())
+// Handle takes the Handler's Route: GET only, no request body.
 package websocket
 
 import (
