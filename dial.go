@@ -923,33 +923,71 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 
 // readHeader reads a header block up to and including its empty line.
 // Field names must be tokens directly followed by ":" (RFC 9112 §5.1),
-// values free of control bytes other than HTAB; obsolete line folding is
-// refused. Lines must end in LF (CRLF or bare LF); a block that ends
+// values free of control bytes other than HTAB. Obsolete line folding is
+// unfolded as RFC 9112 §5.2 requires of a user agent: a line starting with
+// SP or HTAB continues the previous field's value, joined to it by one SP,
+// the OWS around the fold trimmed; such a line before the first field is
+// malformed. Lines must end in LF (CRLF or bare LF); a block that ends
 // without its empty line is io.ErrUnexpectedEOF.
 func readHeader(br *bufio.Reader) (http.Header, error) {
 	h := make(http.Header, 4)
+	// The field being read is kept until the next line shows whether it
+	// is folded, so that a value folded many times is built in one
+	// buffer rather than copied at every fold.
+	var (
+		key   string // "" before the first field
+		arr   [128]byte
+		value = arr[:0]
+	)
 	for {
 		line, err := readLine(br)
 		if err != nil {
 			return nil, fmt.Errorf("reading the 101 response header: %w", err)
 		}
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if key == "" {
+				return nil, invalidSwitch("line folding before the first header field")
+			}
+			cont := trimOWSBytes(line)
+			if !httpguts.ValidHeaderFieldValue(string(cont)) {
+				return nil, invalidSwitch("invalid value in folded header line " + quoteElement(string(line)))
+			}
+			if len(cont) > 0 {
+				if len(value) > 0 {
+					value = append(value, ' ')
+				}
+				value = append(value, cont...)
+			}
+			continue
+		}
+		if key != "" {
+			h[key] = append(h[key], string(value))
+		}
 		if len(line) == 0 {
 			return h, nil
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, invalidSwitch("obsolete line folding in header")
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !httpguts.ValidHeaderFieldName(string(line[:colon])) {
 			return nil, invalidSwitch("malformed header line " + quoteElement(string(line)))
 		}
-		value := trimOWS(string(line[colon+1:]))
-		if !httpguts.ValidHeaderFieldValue(value) {
+		v := trimOWSBytes(line[colon+1:])
+		if !httpguts.ValidHeaderFieldValue(string(v)) {
 			return nil, invalidSwitch("invalid value in header line " + quoteElement(string(line)))
 		}
-		key := internKey(line[:colon])
-		h[key] = append(h[key], value)
+		key = internKey(line[:colon])
+		value = append(value[:0], v...)
 	}
+}
+
+// trimOWSBytes returns b without leading and trailing SP and HTAB.
+func trimOWSBytes(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // readLine returns the next line from br without its CRLF or LF. The

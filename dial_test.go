@@ -1035,3 +1035,59 @@ func TestDialErrorsRedactPasswords(t *testing.T) {
 		assert.NotContains(t, err.Error(), "hunter2")
 	}
 }
+
+// TestDialObsFold: a 101 whose fields are folded (obs-fold) is unfolded as
+// RFC 9112 §5.2 requires of a user agent: each fold becomes one SP, the
+// OWS around it trimmed. A continuation line before any field is still
+// malformed.
+func TestDialObsFold(t *testing.T) {
+	const status = "HTTP/1.1 101 Switching Protocols\r\n"
+	for _, tt := range []struct {
+		name, head string
+		want       http.Header
+	}{
+		{"folded Connection", "Upgrade: echo/1\r\nConnection: keep-alive,\r\n Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"keep-alive, Upgrade"}}},
+		{"value on the continuation line", "Upgrade:\r\n\techo/1\r\nConnection: Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"Upgrade"}}},
+		{"folded Upgrade list", "Upgrade: echo/1,\r\n websocket\r\nConnection: Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1, websocket"}, "Connection": {"Upgrade"}}},
+		{"several folds, OWS trimmed", "Upgrade: echo/1\r\nConnection: Upgrade\r\nX-Long: a \r\n \t b\t\r\n   c  \r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"Upgrade"}, "X-Long": {"a b c"}}},
+		{"blank continuation", "X-E: a\r\n \r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n",
+			http.Header{"X-E": {"a"}, "Upgrade": {"echo/1"}, "Connection": {"Upgrade"}}},
+		{"fold of a repeated field", "Connection: keep-alive\r\nUpgrade: echo/1\r\nConnection:\r\n Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"keep-alive", "Upgrade"}}},
+		{"bare LF", "Upgrade: echo/1\nConnection:\n Upgrade\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"Upgrade"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := startFake(t, respond(status+tt.head+"\r\ntail"))
+			c, err := (&Dialer{Proxy: noProxy}).Dial(context.Background(), fs.url("http")+"/", echo1, websocket)
+			require.NoError(t, err)
+			defer c.Close()
+			assert.Equal(t, echo1, c.Protocol)
+			assert.Equal(t, tt.want, c.Response.Header)
+			got := make([]byte, 4)
+			_, err = io.ReadFull(c, got)
+			require.NoError(t, err)
+			assert.Equal(t, "tail", string(got), "the bytes after the header block")
+		})
+	}
+
+	for _, tt := range []struct{ name, head, want string }{
+		{"continuation before any field", " Upgrade: echo/1\r\nConnection: Upgrade\r\n", "before the first header field"},
+		{"tab continuation before any field", "\tx\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n", "before the first header field"},
+		{"control byte in a continuation", "Upgrade: echo/1\r\nConnection: Upgrade\r\nX: a\r\n b\x01\r\n", "invalid value"},
+		{"fold makes Upgrade malformed", "Upgrade: echo/1\r\n Connection: Upgrade\r\n", "Upgrade"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := startFake(t, respond(status+tt.head+"\r\n"))
+			c, err := (&Dialer{Proxy: noProxy}).Dial(context.Background(), fs.url("http")+"/", echo1)
+			require.ErrorIs(t, err, ErrInvalidSwitch)
+			require.Nil(t, c)
+			assert.ErrorContains(t, err, tt.want)
+			fs.waitClosed()
+		})
+	}
+}
