@@ -219,8 +219,9 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // Dial has returned they no longer affect the connection. When the
 // context ends the handshake, the error wraps context.Cause(ctx) (such as
 // context.Canceled or context.DeadlineExceeded); past HandshakeTimeout it
-// wraps context.DeadlineExceeded. Offers, the method and header fields
-// are checked before anything is dialed. On every failure the connection
+// wraps context.DeadlineExceeded. The URL (which must have a non-empty
+// host), offers, the method and header fields are checked before
+// anything is dialed. On every failure the connection
 // is closed.
 func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error) {
 	if ctx == nil {
@@ -325,8 +326,11 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 	default:
 		return nil, t, fmt.Errorf("unsupported URL scheme %q (want http, https, ws or wss)", u.Scheme)
 	}
-	if u.Host == "" {
-		return nil, t, errors.New("URL has no host")
+	if u.Hostname() == "" {
+		// "http://:8080/" would dial the local host and send "Host:
+		// :8080": RFC 9110 §4.2.1 forbids an http URI with an empty
+		// host.
+		return nil, t, errors.New("URL has an empty host")
 	}
 	if len(offers) == 0 {
 		return nil, t, errors.New("no protocol offered")

@@ -417,6 +417,10 @@ func TestDialInvalidInputSendsNothing(t *testing.T) {
 		{name: "Prepare adds a bad header", d: Dialer{Prepare: func(r *http.Request) error { r.Header["X"] = []string{"\x00"}; return nil }}},
 		{name: "ftp scheme", url: "ftp://HOST/"},
 		{name: "no host", url: "http:///x"},
+		{name: "empty host with port", url: "http://:PORT/"},
+		{name: "empty host, ws", url: "ws://:0"},
+		{name: "empty host with userinfo", url: "http://u:p@:PORT/"},
+		{name: "empty brackets", url: "http://[]:PORT/"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -426,6 +430,8 @@ func TestDialInvalidInputSendsNothing(t *testing.T) {
 				u = fs.url("ws") + "/"
 			}
 			u = strings.ReplaceAll(u, "HOST", fs.ln.Addr().String())
+			_, port, _ := net.SplitHostPort(fs.ln.Addr().String())
+			u = strings.ReplaceAll(u, "PORT", port)
 			offers := tt.offers
 			if offers == nil && tt.name != "no offers" {
 				offers = []Protocol{echo1}

@@ -101,7 +101,7 @@ func parseDial(args []string, stderr io.Writer) (*dialConfig, error) {
 }
 
 // checkURL checks that raw is an absolute http, https, ws or wss URL
-// with a host.
+// with a non-empty host.
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -112,8 +112,10 @@ func checkURL(raw string) error {
 	default:
 		return fmt.Errorf("invalid URL %q: scheme must be http, https, ws or wss", raw)
 	}
-	if u.Host == "" {
-		return fmt.Errorf("invalid URL %q: no host", raw)
+	if u.Hostname() == "" {
+		// "http://:8080/" would reach the local host with "Host: :8080";
+		// an http URI must name a host (RFC 9110 §4.2.1).
+		return fmt.Errorf("invalid URL %q: empty host", raw)
 	}
 	return nil
 }
