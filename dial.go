@@ -218,7 +218,8 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // after its header block are the new protocol's, and the Conn's first reads
 // return those that arrived with it. Any other final status yields a
 // *ResponseError carrying the status, header, a body excerpt and the
-// server's advertised Upgrade list.
+// server's advertised Upgrade list. Folded header lines (obs-fold) are
+// unfolded, each fold replaced by one SP (RFC 9112 §5.2).
 //
 // The returned Conn's Protocol is the offer the server chose (the first
 // protocol of the 101's Upgrade field), as the caller spelled it; the 101
@@ -230,9 +231,8 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // context ends the handshake, the error wraps context.Cause(ctx) (such as
 // context.Canceled or context.DeadlineExceeded); past HandshakeTimeout it
 // wraps context.DeadlineExceeded. The URL (which must have a non-empty
-// host), offers, the method and header fields are checked before
-// anything is dialed. On every failure the connection
-// is closed.
+// host), offers, the method and header fields, Host included, are checked
+// before anything is dialed. On every failure the connection is closed.
 func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error) {
 	if ctx == nil {
 		panic("upgrade: nil Context")
