@@ -190,8 +190,9 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	fail := func(err error) int {
-		// The library's errors start with "upgrade: "; say it once.
-		fmt.Fprintf(stderr, "upgrade dial: %s\n", oneLine(strings.TrimPrefix(err.Error(), "upgrade: ")))
+		// The library's errors start with "upgrade: "; say it once. They
+		// may quote the server's bytes.
+		fmt.Fprintf(stderr, "upgrade dial: %s\n", printable(strings.TrimPrefix(err.Error(), "upgrade: ")))
 		return exitFailure
 	}
 
@@ -326,14 +327,14 @@ func dialWebSocket(c *upgrade.Conn, stdin io.Reader, stdout, stderr io.Writer) i
 	var ce *wsframe.CloseError
 	if errors.As(err, &ce) {
 		if ce.Code != wsframe.CloseNormalClosure && ce.Code != wsframe.CloseNoStatusReceived {
-			fmt.Fprintf(stderr, "upgrade dial: server closed the WebSocket with %d %s\n", ce.Code, oneLine(ce.Reason))
+			fmt.Fprintf(stderr, "upgrade dial: server closed the WebSocket with %d %s\n", ce.Code, printable(ce.Reason))
 		}
 		return exitOK
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 		err = errors.New("connection closed without a WebSocket close frame")
 	}
-	fmt.Fprintf(stderr, "upgrade dial: websocket: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(stderr, "upgrade dial: websocket: %s\n", printable(err.Error()))
 	return exitFailure
 }
 
@@ -386,9 +387,4 @@ func trimEOL(b []byte) []byte {
 		}
 	}
 	return b
-}
-
-// oneLine replaces line breaks in s, so that an error message is one line.
-func oneLine(s string) string {
-	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
 }

@@ -69,8 +69,15 @@
 //
 // Any other outcome (another final status, an invalid 101, a timeout)
 // prints one line on stderr, naming the status and the protocols the
-// server advertises, and exits 1. Usage errors exit 2 before anything is
-// sent.
+// server advertises, and exits 1. Usage errors, a URL with an empty host
+// among them, exit 2 before anything is sent.
+//
+// Text that comes from the server and is printed as a diagnostic (status
+// lines, header fields, Upgrade lists, WebSocket close reasons, the h2c
+// response head) has its control characters made visible, as \x1b,
+// \u009b or \u202e: a server cannot send escape sequences to the
+// terminal that way. The data itself (echo/1 bytes, WebSocket messages,
+// the h2c body) is copied to stdout as it is, like any netcat does.
 package main
 
 import (
