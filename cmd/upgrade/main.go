@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace DURATION]
+//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
 //	upgrade help
 //
@@ -42,10 +42,21 @@
 // server's.
 //
 // On SIGINT or SIGTERM the server stops accepting connections and
-// upgrades, asks the upgraded connections to finish (echo/1 stops reading
-// and closes, websocket sends a 1001 close frame, h2c sends GOAWAY), closes
-// those still open after -grace (default 5s), and exits 0. A second signal
-// ends the process at once.
+// upgrades, asks the upgraded connections that can say goodbye to finish
+// (websocket sends a 1001 close frame and completes the close handshake,
+// h2c sends GOAWAY and finishes its streams), lets them all keep working
+// meanwhile (echo/1, which has no goodbye, goes on echoing), closes those
+// still open after -grace (default 5s), and exits 0. A second signal ends
+// the process at once.
+//
+// The log records the start, the shutdown and errors. With -v it also
+// records exactly one line per switched connection, when it ends:
+//
+//	level=INFO msg="connection closed" protocol=echo/1 remote=127.0.0.1:50312 proto=HTTP/1.1 duration=2.5s how="client half-closed" echoed=42
+//
+// proto is the HTTP version of the request that was switched. Without -v
+// nothing is written per connection (what a client does wrong on its own
+// connection, such as a WebSocket protocol error, is part of that line).
 //
 // # upgrade dial
 //
@@ -98,7 +109,7 @@ upgraded connections.
 
 Usage:
 
-  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace DURATION]
+  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
   upgrade help
 
@@ -113,6 +124,7 @@ stderr. SIGINT/SIGTERM: graceful shutdown within -grace, exit 0.
                     (default client)
   -grace D          how long upgraded connections get to finish on shutdown
                     (default 5s)
+  -v                log one line per switched connection, when it ends
 
 dial asks URL (http, https, ws, wss; proxies from the environment) to switch
 to one of the protocols, prints "switched to PROTOCOL" on stderr, then copies
@@ -120,7 +132,8 @@ stdin to the connection and the connection to stdout. websocket: one text
 message per stdin line, one line per message received, close handshake at
 stdin EOF. h2c: prints the HTTP/2 response to the request (stream 1).
 Exit status: 0 switched and done, 1 refused or failed (one line on stderr
-naming the status and the server's Upgrade list), 2 usage error.
+naming the status and the server's Upgrade list), 2 usage error. Control
+characters in what the server says are printed escaped (\x1b).
 
   -H 'Name: value'  extra request header field (repeatable)
   -X METHOD         request method (default GET)

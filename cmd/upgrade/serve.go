@@ -21,9 +21,10 @@ import (
 
 // serveConfig is the parsed command line of upgrade serve.
 type serveConfig struct {
-	addr   string
-	policy upgrade.Policy
-	grace  time.Duration
+	addr    string
+	policy  upgrade.Policy
+	grace   time.Duration
+	verbose bool // one log line per switched connection
 }
 
 // parseServe parses the flags of upgrade serve. It returns flag.ErrHelp
@@ -36,6 +37,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
 	policy := fs.String("policy", "client", "client or server: whose preference picks among offers")
 	fs.DurationVar(&cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
+	fs.BoolVar(&cfg.verbose, "v", false, "log one line per switched connection, when it ends")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -84,7 +86,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if cfg.policy == upgrade.ServerOrder {
 		policy = "server"
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", policy, "grace", cfg.grace)
+	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", policy,
+		"grace", cfg.grace, "verbose", cfg.verbose)
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 
 	select {
@@ -107,6 +110,7 @@ type demoServer struct {
 	upgrade *upgrade.Server
 	demo    *demoHandler
 	log     *slog.Logger
+	verbose bool
 }
 
 // newDemoServer builds the server: echo/1, websocket and h2c registered in
@@ -119,18 +123,23 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	s := &demoServer{http: hs, upgrade: us, log: log}
+	s := &demoServer{http: hs, upgrade: us, log: log, verbose: cfg.verbose}
 
 	// Any method may switch to echo/1: curl, for one, sends its data as
 	// a POST without Content-Length, so the bytes after the request are
 	// the first bytes of the echo/1 stream.
-	us.HandleRoute("echo/1", upgrade.Route{Handler: upgrade.HandlerFunc(s.serveEcho), Methods: []string{"*"}})
+	us.HandleRoute("echo/1", upgrade.Route{Handler: upgrade.HandlerFunc(s.logged(s.serveEcho)), Methods: []string{"*"}})
 	// GET and OPTIONS only (the default): a POST offering websocket and
 	// h2c goes on to h2c instead of being refused by the WebSocket
 	// handshake.
-	us.Handle("websocket", &websocket.Handler{Serve: s.serveWebSocket, Subprotocols: []string{"echo"}})
+	us.Handle("websocket", &websocket.Handler{Serve: s.logged(s.serveWebSocket), Subprotocols: []string{"echo"}})
 	h2 := &h2c.Handler{Server: hs}
-	us.HandleRoute(h2c.Protocol, h2.Route())
+	h2Route := h2.Route()
+	h2Route.Handler = accepter{Accepter: h2, serve: s.logged(func(c *upgrade.Conn) connEnd {
+		h2.ServeUpgrade(c)
+		return connEnd{}
+	})}
+	us.HandleRoute(h2c.Protocol, h2Route)
 
 	s.demo = newDemoHandler(us, cfg.policy)
 	mux := http.NewServeMux()
@@ -150,6 +159,54 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	hs.RegisterOnShutdown(s.demo.shutdown)
 	return s
 }
+
+// connEnd is how a switched connection ended, for the -v log line.
+type connEnd struct {
+	how   string // e.g. "client half-closed"; "" for nothing to say
+	err   error  // the error that ended it, if any
+	warn  bool   // the client broke the protocol: log at WARN
+	attrs []any  // protocol-specific key-value pairs
+}
+
+// logged returns serve as a protocol handler that, with -v, logs exactly
+// one line when the connection ends: the protocol, the remote address,
+// the HTTP version of the request that was switched (proto=HTTP/1.1),
+// how long the connection lasted and how it ended. Without -v it logs
+// nothing: a log write per connection is a cost every upgrade pays.
+func (s *demoServer) logged(serve func(c *upgrade.Conn) connEnd) func(c *upgrade.Conn) {
+	if !s.verbose {
+		return func(c *upgrade.Conn) { serve(c) }
+	}
+	return func(c *upgrade.Conn) {
+		start := time.Now()
+		end := serve(c)
+		args := make([]any, 0, 12+len(end.attrs))
+		args = append(args, "protocol", c.Protocol.String(), "remote", c.RemoteAddr().String(),
+			"proto", c.Request.Proto, "duration", time.Since(start).Round(time.Millisecond))
+		if end.how != "" {
+			args = append(args, "how", end.how)
+		}
+		args = append(args, end.attrs...)
+		if end.err != nil {
+			args = append(args, "err", end.err)
+		}
+		level := slog.LevelInfo
+		if end.warn {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "connection closed", args...)
+	}
+}
+
+// accepter is a protocol handler made of an Accepter and a serve
+// function: it keeps the pre-101 step of the handler it wraps.
+type accepter struct {
+	upgrade.Accepter
+	serve func(c *upgrade.Conn)
+}
+
+// ServeUpgrade serves c with a's serve function.
+func (a accepter) ServeUpgrade(c *upgrade.Conn) { a.serve(c) }
 
 // shutdown stops the server: no new connections or upgrades, upgraded
 // connections asked to finish and closed after grace.
