@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-v]
+//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
 //	upgrade help
 //
@@ -36,6 +36,11 @@
 // writes "echo: MESSAGE" into <div id="result">, holding the page's load
 // event open until then, for headless browsers), POST / answers with the
 // request body, and /protocols lists the protocols as JSON.
+//
+// -read-timeout (default 30s; 0: none) bounds reading a plain request,
+// body included: a POST / whose body dribbles in is answered 408 and its
+// connection closed. Switched connections are not bound by it: they may
+// stay idle as long as their protocol allows.
 //
 // With -policy client (the default) the client's order of preference
 // decides between several acceptable offers; with -policy server, the
@@ -109,7 +114,7 @@ upgraded connections.
 
 Usage:
 
-  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-v]
+  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
   upgrade help
 
@@ -124,6 +129,8 @@ stderr. SIGINT/SIGTERM: graceful shutdown within -grace, exit 0.
                     (default client)
   -grace D          how long upgraded connections get to finish on shutdown
                     (default 5s)
+  -read-timeout D   bound on reading a plain request, body included; not
+                    on switched connections (default 30s; 0: none)
   -v                log one line per switched connection, when it ends
 
 dial asks URL (http, https, ws, wss; proxies from the environment) to switch

@@ -21,11 +21,20 @@ import (
 
 // serveConfig is the parsed command line of upgrade serve.
 type serveConfig struct {
-	addr    string
-	policy  upgrade.Policy
-	grace   time.Duration
-	verbose bool // one log line per switched connection
+	addr        string
+	policy      upgrade.Policy
+	grace       time.Duration
+	readTimeout time.Duration // http.Server.ReadTimeout; 0: none
+	verbose     bool          // one log line per switched connection
 }
+
+// defaultReadTimeout bounds reading a plain request, body included: a
+// client cannot dribble a request body forever. Hijacking clears the
+// deadline it sets, so switched connections are not affected.
+const defaultReadTimeout = 30 * time.Second
+
+// readHeaderTimeout bounds reading a request's header block.
+const readHeaderTimeout = 10 * time.Second
 
 // parseServe parses the flags of upgrade serve. It returns flag.ErrHelp
 // for -h.
@@ -37,6 +46,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
 	policy := fs.String("policy", "client", "client or server: whose preference picks among offers")
 	fs.DurationVar(&cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
+	fs.DurationVar(&cfg.readTimeout, "read-timeout", defaultReadTimeout, "bound on reading a plain request, body included (0: none)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log one line per switched connection, when it ends")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -54,6 +64,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	}
 	if cfg.grace < 0 {
 		return cfg, fmt.Errorf("invalid -grace %v: must not be negative", cfg.grace)
+	}
+	if cfg.readTimeout < 0 {
+		return cfg, fmt.Errorf("invalid -read-timeout %v: must not be negative", cfg.readTimeout)
 	}
 	return cfg, nil
 }
@@ -87,7 +100,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		policy = "server"
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", policy,
-		"grace", cfg.grace, "verbose", cfg.verbose)
+		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "verbose", cfg.verbose)
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 
 	select {
@@ -119,9 +132,16 @@ type demoServer struct {
 func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	us := &upgrade.Server{Policy: cfg.policy, ErrorLog: log}
 	hs := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: readHeaderTimeout,
+		// Bounds a plain request's body too (POST /); Hijack clears the
+		// deadline, so a switched connection may idle longer. h2c
+		// streams take it as their own read timeout.
+		ReadTimeout: cfg.readTimeout,
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.readTimeout > 0 && cfg.readTimeout < hs.ReadHeaderTimeout {
+		hs.ReadHeaderTimeout = cfg.readTimeout
 	}
 	s := &demoServer{http: hs, upgrade: us, log: log, verbose: cfg.verbose}
 

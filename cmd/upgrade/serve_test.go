@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +40,7 @@ func TestServeUsageError(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "-policy", "random"},
 		{"serve", "-grace", "-1s"},
+		{"serve", "-read-timeout", "-1s"},
 		{"serve", "extra"},
 		{"serve", "-nosuchflag"},
 		{"nosuchcommand"},
@@ -451,4 +453,69 @@ func TestServeLogging(t *testing.T) {
 			assert.Regexp(t, `protocol=h2c remote=127\.0\.0\.1:\d+ proto=HTTP/1\.1 duration=\S+$`, lines[2])
 		})
 	}
+}
+
+// TestReadTimeout: a plain request whose body dribbles in is cut off by
+// -read-timeout (408, and the connection closed), while a switched
+// connection idle for longer than that keeps working: Hijack clears the
+// deadline net/http set.
+func TestReadTimeout(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	s := startServer(t, "-read-timeout", timeout.String())
+
+	t.Run("dribbled POST body", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+		require.NoError(t, err)
+		stop := make(chan struct{})
+		dribbled := make(chan struct{})
+		go func() {
+			defer close(dribbled)
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}()
+		defer func() {
+			close(stop)
+			<-dribbled
+		}()
+
+		start := time.Now()
+		require.NoError(t, c.SetReadDeadline(start.Add(5*time.Second)))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, "no answer while the body dribbles in")
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode, string(body))
+		assert.GreaterOrEqual(t, time.Since(start), timeout)
+		assert.True(t, resp.Close, "Connection: close")
+		_, err = br.ReadByte()
+		var ne net.Error
+		if errors.As(err, &ne) {
+			assert.False(t, ne.Timeout(), "the connection was not closed")
+		} else {
+			assert.ErrorIs(t, err, io.EOF, "the connection is closed")
+		}
+	})
+
+	t.Run("idle switched connection", func(t *testing.T) {
+		c, br := switchEcho(t, s.addr)
+		time.Sleep(2 * timeout) // idle past the read timeout
+		_, err := io.WriteString(c, "still here")
+		require.NoError(t, err)
+		got := make([]byte, len("still here"))
+		_, err = io.ReadFull(br, got)
+		require.NoError(t, err)
+		assert.Equal(t, "still here", string(got))
+	})
 }
