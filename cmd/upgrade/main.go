@@ -35,7 +35,9 @@
 // the visitor types (with ?auto=MESSAGE it sends MESSAGE by itself and
 // writes "echo: MESSAGE" into <div id="result">, holding the page's load
 // event open until then, for headless browsers), POST / answers with the
-// request body, and /protocols lists the protocols as JSON.
+// request body, and /protocols lists the protocols as JSON. OPTIONS * can
+// be switched to echo/1 or h2c like any request (RFC 9110 §7.8); when it
+// is not, it is answered 200 with the Upgrade list.
 //
 // -read-timeout (default 30s; 0: none) bounds reading a plain request,
 // body included: a POST / whose body dribbles in is answered 408 and its

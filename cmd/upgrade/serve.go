@@ -138,7 +138,10 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 		// streams take it as their own read timeout.
 		ReadTimeout: cfg.readTimeout,
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// OPTIONS * is the server's to answer, and can be switched
+		// (RFC 9110 §7.8): net/http must not answer it by itself.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if cfg.readTimeout > 0 && cfg.readTimeout < hs.ReadHeaderTimeout {
 		hs.ReadHeaderTimeout = cfg.readTimeout
@@ -165,7 +168,7 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	mux := http.NewServeMux()
 	mux.Handle("/required", us)
 	mux.Handle("/", us.Middleware(s.demo))
-	hs.Handler = mux
+	hs.Handler = asterisk(us.Middleware(http.HandlerFunc(s.serveOptions)), mux)
 	// Requests arriving over h2c have already upgraded: they go to the
 	// demo handler directly, /required included (through the endpoint
 	// they would get 505, which is for HTTP/2 requests that never
@@ -175,9 +178,41 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	h2mux.HandleFunc("/required", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "upgraded: this request arrived over %s\n", r.Proto)
 	})
-	h2.Handler = h2mux
+	h2.Handler = asterisk(http.HandlerFunc(s.serveOptions), h2mux)
 	hs.RegisterOnShutdown(s.demo.shutdown)
 	return s
+}
+
+// asterisk returns a handler that sends requests whose target is "*"
+// (asterisk-form, RFC 9112 §3.2.4) to options if their method is OPTIONS
+// and answers others with 400 Bad Request, and every other request to
+// next. http.ServeMux answers every "*" request with 400 by itself.
+func asterisk(options, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.RequestURI != "*":
+			next.ServeHTTP(w, r)
+		case r.Method == http.MethodOptions:
+			options.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Connection", "close")
+			http.Error(w, "the * request target is for OPTIONS only", http.StatusBadRequest)
+		}
+	})
+}
+
+// serveOptions answers an OPTIONS * request that was not switched: 200
+// with no content, like net/http's own answer, advertising the protocols
+// the server can switch to (RFC 9110 §7.8 allows Upgrade in any
+// response) when the request is HTTP/1.1.
+func (s *demoServer) serveOptions(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	if r.ProtoMajor == 1 && r.ProtoMinor >= 1 {
+		h.Set("Upgrade", s.upgrade.Protocols())
+		h.Set("Connection", "Upgrade")
+	}
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
 }
 
 // connEnd is how a switched connection ended, for the -v log line.

@@ -16,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/go-upgrade/upgrade/internal/wsframe"
 	"github.com/go-upgrade/upgrade/websocket"
@@ -517,5 +519,73 @@ func TestReadTimeout(t *testing.T) {
 		_, err = io.ReadFull(br, got)
 		require.NoError(t, err)
 		assert.Equal(t, "still here", string(got))
+	})
+}
+
+// TestOptionsAsterisk: OPTIONS * can be switched (RFC 9110 §7.8), to
+// echo/1 or h2c; a plain one is answered 200 advertising the protocols;
+// another method with the * target is a 400.
+func TestOptionsAsterisk(t *testing.T) {
+	s := startServer(t)
+
+	t.Run("echo/1", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nearly")
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		status, h := readResponseHead(t, br)
+		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+		assert.Equal(t, "echo/1", h.Get("Upgrade"))
+		_, err = io.WriteString(c, " and late")
+		require.NoError(t, err)
+		got := make([]byte, len("early and late"))
+		_, err = io.ReadFull(br, got)
+		require.NoError(t, err)
+		assert.Equal(t, "early and late", string(got))
+	})
+
+	t.Run("h2c", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\n\r\n")
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		status, _ := readResponseHead(t, br)
+		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+		_, err = io.WriteString(c, http2.ClientPreface)
+		require.NoError(t, err)
+		fr := http2.NewFramer(c, br)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		require.NoError(t, fr.WriteSettings())
+		for {
+			f, err := fr.ReadFrame()
+			require.NoError(t, err)
+			if mh, ok := f.(*http2.MetaHeadersFrame); ok && mh.StreamID == 1 {
+				assert.Equal(t, "200", mh.PseudoValue("status"), "the OPTIONS * request, answered on stream 1")
+				break
+			}
+		}
+	})
+
+	t.Run("plain", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "echo/1, websocket, h2c", resp.Header.Get("Upgrade"))
+		assert.Equal(t, "Upgrade", resp.Header.Get("Connection"))
+		assert.Zero(t, resp.ContentLength)
+	})
+
+	t.Run("GET *", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "GET * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	})
 }
