@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"strconv"
@@ -74,7 +75,8 @@ type Dialer struct {
 
 	// TLSClientConfig configures TLS for https and wss URLs. Nil means the
 	// zero config. The Dialer uses a clone with NextProtos set to
-	// ["http/1.1"], and ServerName set to the URL's host if empty.
+	// ["http/1.1"], and ServerName set to the URL's host if empty
+	// (without brackets or an IPv6 zone).
 	TLSClientConfig *tls.Config
 
 	// Proxy returns the proxy for a request, or nil for none. Nil means
@@ -114,7 +116,14 @@ type Dialer struct {
 	// Content-Length, Transfer-Encoding and Expect are not allowed: the
 	// Dialer sets the first three and never sends the last. Names and
 	// values are checked (no CR, LF or other control bytes) before
-	// anything is dialed.
+	// anything is dialed, and a Host must be a valid authority, host[:port]
+	// (an internationalized name is converted to its ASCII form; an IPv6
+	// address is bracketed and has no zone).
+	//
+	// The URL's host is sent without the zone of a scoped IPv6 address
+	// ("http://[fe80::1%25eth0]:8080/" dials fe80::1 on eth0 and sends
+	// "Host: [fe80::1]:8080"): a zone means something only on this host
+	// (RFC 6874 §4).
 	Header http.Header
 
 	// Body is the request body, sent with a Content-Length in the same
@@ -124,7 +133,8 @@ type Dialer struct {
 
 	// Prepare, if non-nil, is called with each request before it is
 	// checked and sent. It may add, change or remove fields in req.Header
-	// and set req.Host (changing other fields is not supported). An error
+	// and set req.Host, which is checked as a Host field in Header is
+	// (changing other fields is not supported). An error
 	// aborts the dial before anything is dialed. A protocol adapter uses
 	// it to add per-connection fields such as Sec-WebSocket-Key.
 	Prepare func(req *http.Request) error
@@ -208,7 +218,8 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // after its header block are the new protocol's, and the Conn's first reads
 // return those that arrived with it. Any other final status yields a
 // *ResponseError carrying the status, header, a body excerpt and the
-// server's advertised Upgrade list.
+// server's advertised Upgrade list. Folded header lines (obs-fold) are
+// unfolded, each fold replaced by one SP (RFC 9112 §5.2).
 //
 // The returned Conn's Protocol is the offer the server chose (the first
 // protocol of the 101's Upgrade field), as the caller spelled it; the 101
@@ -219,9 +230,9 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // Dial has returned they no longer affect the connection. When the
 // context ends the handshake, the error wraps context.Cause(ctx) (such as
 // context.Canceled or context.DeadlineExceeded); past HandshakeTimeout it
-// wraps context.DeadlineExceeded. Offers, the method and header fields
-// are checked before anything is dialed. On every failure the connection
-// is closed.
+// wraps context.DeadlineExceeded. The URL (which must have a non-empty
+// host), offers, the method and header fields, Host included, are checked
+// before anything is dialed. On every failure the connection is closed.
 func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error) {
 	if ctx == nil {
 		panic("upgrade: nil Context")
@@ -299,8 +310,9 @@ func (d *Dialer) maxHeaderBytes() int64 {
 
 // dialTarget is where a request goes.
 type dialTarget struct {
-	addr       string // host:port to connect to (or to CONNECT to)
-	serverName string // host without port, for TLS
+	addr       string // host:port to connect to, with any IPv6 zone
+	authority  string // host:port without zone, for CONNECT
+	serverName string // host without port, brackets or zone, for TLS
 	secure     bool   // https or wss
 	target     string // request-target, origin-form
 }
@@ -325,8 +337,11 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 	default:
 		return nil, t, fmt.Errorf("unsupported URL scheme %q (want http, https, ws or wss)", u.Scheme)
 	}
-	if u.Host == "" {
-		return nil, t, errors.New("URL has no host")
+	if u.Hostname() == "" {
+		// "http://:8080/" would dial the local host and send "Host:
+		// :8080": RFC 9110 §4.2.1 forbids an http URI with an empty
+		// host.
+		return nil, t, errors.New("URL has an empty host")
 	}
 	if len(offers) == 0 {
 		return nil, t, errors.New("no protocol offered")
@@ -336,7 +351,16 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 	if err != nil {
 		return nil, t, fmt.Errorf("invalid host %q: %w", u.Host, err)
 	}
-	t.serverName = strings.TrimSuffix(strings.TrimPrefix(hostOnly(host), "["), "]")
+	// The zone of a scoped IPv6 address ("[fe80::1%25eth0]") names an
+	// interface of this host: it is used to dial, and never sent, neither
+	// in Host nor in a CONNECT request nor as the TLS server name
+	// (RFC 6874 §4).
+	hostname := strings.TrimSuffix(strings.TrimPrefix(hostOnly(host), "["), "]")
+	t.serverName = hostname
+	if strings.HasPrefix(host, "[") {
+		t.serverName, _, _ = strings.Cut(hostname, "%")
+		host = removeZone(host)
+	}
 	port := u.Port()
 	if port == "" {
 		port = "80"
@@ -344,7 +368,8 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 			port = "443"
 		}
 	}
-	t.addr = net.JoinHostPort(t.serverName, port)
+	t.addr = net.JoinHostPort(hostname, port)
+	t.authority = net.JoinHostPort(t.serverName, port)
 	t.target = u.RequestURI()
 
 	method := d.Method
@@ -383,6 +408,78 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 		}
 	}
 	return req, t, nil
+}
+
+// removeZone removes the zone from a bracketed IPv6 host[:port]:
+// "[fe80::1%eth0]:8080" becomes "[fe80::1]:8080".
+func removeZone(hostport string) string {
+	end := strings.LastIndexByte(hostport, ']')
+	if !strings.HasPrefix(hostport, "[") || end < 0 {
+		return hostport
+	}
+	if i := strings.IndexByte(hostport[:end], '%'); i >= 0 {
+		return hostport[:i] + hostport[end:]
+	}
+	return hostport
+}
+
+// checkAuthority returns "" if hostport can be sent as the Host field of
+// an http or https request, or what is wrong with it. It must be
+// uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2) with a non-empty
+// host: a reg-name or IPv4 address (unreserved characters, sub-delims and
+// percent-encodings), or a bracketed IPv6 address without a zone (a zone
+// is never sent, RFC 6874 §4). The port, if any, is a decimal number up
+// to 65535, or empty as the grammar allows.
+func checkAuthority(hostport string) string {
+	host, port, hasPort := hostport, "", false
+	if strings.HasPrefix(hostport, "[") {
+		end := strings.IndexByte(hostport, ']')
+		if end < 0 {
+			return "missing ] after IPv6 address"
+		}
+		host = hostport[1:end]
+		switch rest := hostport[end+1:]; {
+		case rest == "":
+		case rest[0] == ':':
+			port, hasPort = rest[1:], true
+		default:
+			return "unexpected " + quoteElement(rest) + " after IPv6 address"
+		}
+		if strings.IndexByte(host, '%') >= 0 {
+			return "IPv6 zone identifier (it is meaningful only on this host and never sent, RFC 6874 §4)"
+		}
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+			return quoteElement(host) + " is not an IPv6 address"
+		}
+	} else {
+		if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
+			host, port, hasPort = hostport[:i], hostport[i+1:], true
+		}
+		if host == "" {
+			return "empty host"
+		}
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			switch {
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			case strings.IndexByte("-._~!$&'()*+,;=", c) >= 0:
+			case c == '%' && i+2 < len(host) && isHex(host[i+1]) && isHex(host[i+2]):
+				i += 2
+			default:
+				return "invalid byte " + quoteElement(host[i:i+1]) + " in host"
+			}
+		}
+	}
+	if hasPort && port != "" {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return "invalid port " + quoteElement(port)
+		}
+	}
+	return ""
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // hostOnly strips the port from a host[:port] string, keeping IPv6
@@ -466,8 +563,13 @@ func (d *Dialer) appendRequest(b []byte, req *http.Request, target string, offer
 		}
 		keys = append(keys, k)
 	}
-	if host == "" || !httpguts.ValidHostHeader(host) {
-		return b, fmt.Errorf("invalid Host %q", host)
+	// A Host given in Header or by Prepare is checked like the URL's,
+	// after the same IDNA conversion.
+	if h, err := httpguts.PunycodeHostPort(host); err == nil {
+		host = h
+	}
+	if r := checkAuthority(host); r != "" {
+		return b, fmt.Errorf("invalid Host %s: %s", quoteElement(host), r)
 	}
 	req.Host = host
 	sortStrings(keys)
@@ -639,7 +741,7 @@ func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Re
 			}
 			conn, lr.r = pc, pc
 		}
-		if err := connectTunnel(conn, br, t.addr, proxyURL); err != nil {
+		if err := connectTunnel(conn, br, t.authority, proxyURL); err != nil {
 			return nil, err
 		}
 		if t.secure && br.Buffered() > 0 {
@@ -923,33 +1025,71 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 
 // readHeader reads a header block up to and including its empty line.
 // Field names must be tokens directly followed by ":" (RFC 9112 §5.1),
-// values free of control bytes other than HTAB; obsolete line folding is
-// refused. Lines must end in LF (CRLF or bare LF); a block that ends
+// values free of control bytes other than HTAB. Obsolete line folding is
+// unfolded as RFC 9112 §5.2 requires of a user agent: a line starting with
+// SP or HTAB continues the previous field's value, joined to it by one SP,
+// the OWS around the fold trimmed; such a line before the first field is
+// malformed. Lines must end in LF (CRLF or bare LF); a block that ends
 // without its empty line is io.ErrUnexpectedEOF.
 func readHeader(br *bufio.Reader) (http.Header, error) {
 	h := make(http.Header, 4)
+	// The field being read is kept until the next line shows whether it
+	// is folded, so that a value folded many times is built in one
+	// buffer rather than copied at every fold.
+	var (
+		key   string // "" before the first field
+		arr   [128]byte
+		value = arr[:0]
+	)
 	for {
 		line, err := readLine(br)
 		if err != nil {
 			return nil, fmt.Errorf("reading the 101 response header: %w", err)
 		}
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if key == "" {
+				return nil, invalidSwitch("line folding before the first header field")
+			}
+			cont := trimOWSBytes(line)
+			if !httpguts.ValidHeaderFieldValue(string(cont)) {
+				return nil, invalidSwitch("invalid value in folded header line " + quoteElement(string(line)))
+			}
+			if len(cont) > 0 {
+				if len(value) > 0 {
+					value = append(value, ' ')
+				}
+				value = append(value, cont...)
+			}
+			continue
+		}
+		if key != "" {
+			h[key] = append(h[key], string(value))
+		}
 		if len(line) == 0 {
 			return h, nil
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, invalidSwitch("obsolete line folding in header")
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !httpguts.ValidHeaderFieldName(string(line[:colon])) {
 			return nil, invalidSwitch("malformed header line " + quoteElement(string(line)))
 		}
-		value := trimOWS(string(line[colon+1:]))
-		if !httpguts.ValidHeaderFieldValue(value) {
+		v := trimOWSBytes(line[colon+1:])
+		if !httpguts.ValidHeaderFieldValue(string(v)) {
 			return nil, invalidSwitch("invalid value in header line " + quoteElement(string(line)))
 		}
-		key := internKey(line[:colon])
-		h[key] = append(h[key], value)
+		key = internKey(line[:colon])
+		value = append(value[:0], v...)
 	}
+}
+
+// trimOWSBytes returns b without leading and trailing SP and HTAB.
+func trimOWSBytes(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // readLine returns the next line from br without its CRLF or LF. The

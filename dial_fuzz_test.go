@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // scriptConn is an in-memory net.Conn: it swallows writes and reads a
@@ -32,8 +34,9 @@ func (c *scriptConn) SetWriteDeadline(t time.Time) error { return nil }
 // must never panic, must close the connection on every error, and must
 // return a Conn only for a valid 101: HTTP/1.1 (or a later 1.x), an
 // Upgrade field whose protocols were all offered, the Conn's Protocol the
-// offer naming its first, Connection carrying "upgrade", and the Conn
-// yielding exactly the bytes after the 101's header block.
+// offer naming its first, Connection carrying "upgrade", every field value
+// valid and trimmed (folded lines unfolded), and the Conn yielding exactly
+// the bytes after the 101's header block.
 func FuzzDialResponse(f *testing.F) {
 	for _, s := range []string{
 		switch101,
@@ -51,6 +54,13 @@ func FuzzDialResponse(f *testing.F) {
 		"HTTP/1.1 200 OK\r\n\r\nbody until close",
 		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\nConn",
 		"HTTP/1.1  101 x\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n\r\n",
+		// obs-fold: unfolded with one SP per fold (RFC 9112 §5.2).
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\nConnection: keep-alive,\r\n Upgrade\r\n\r\nafter",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade:\r\n\t echo/1 ,\r\n  \r\n websocket\t\r\nConnection: Upgrade\r\n\r\n",
+		"HTTP/1.1 101\nX-A: a\n b\n\tc\nUpgrade: foo/2\nConnection:\n upgrade\n\n",
+		"HTTP/1.1 101 Switching Protocols\r\n Upgrade: echo/1\r\nConnection: Upgrade\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\nX: a\r\n \x01\r\n\r\n",
+		"HTTP/1.1 426 Upgrade Required\r\nUpgrade: echo/2,\r\n websocket\r\nContent-Length: 0\r\n\r\n",
 		"",
 	} {
 		f.Add([]byte(s))
@@ -80,6 +90,13 @@ func FuzzDialResponse(f *testing.F) {
 		resp := c.Response
 		if resp.StatusCode != http.StatusSwitchingProtocols || resp.ProtoMajor != 1 || resp.ProtoMinor < 1 {
 			t.Fatalf("Conn for %s %s", resp.Proto, resp.Status)
+		}
+		for k, vs := range resp.Header {
+			for _, v := range vs {
+				if !httpguts.ValidHeaderFieldValue(v) || v != trimOWS(v) {
+					t.Fatalf("Conn for a 101 whose %s field is %q: invalid or untrimmed", k, v)
+				}
+			}
 		}
 		if !HasConnectionOption(resp.Header, "upgrade") {
 			t.Fatalf("Conn for a 101 whose Connection is %q", resp.Header["Connection"])

@@ -4,13 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -342,6 +347,24 @@ func TestDialRequestBytes(t *testing.T) {
 			want:   "PUT /x HTTP/1.1\r\nHost: example.com:8080\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\nContent-Length: 0\r\n\r\n",
 		},
 		{
+			name:   "Host override: IPv6 literal",
+			d:      Dialer{Header: http.Header{"Host": {"[::1]:8080"}}},
+			offers: []Protocol{echo1},
+			want:   "GET / HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n",
+		},
+		{
+			name:   "Host override: internationalized name",
+			d:      Dialer{Header: http.Header{"Host": {"bücher.example"}}},
+			offers: []Protocol{echo1},
+			want:   "GET / HTTP/1.1\r\nHost: xn--bcher-kva.example\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n",
+		},
+		{
+			name:   "Prepare sets req.Host: sub-delims and an escape",
+			d:      Dialer{Prepare: func(r *http.Request) error { r.Host = "a-b_c~d!e%41.example:65535"; return nil }},
+			offers: []Protocol{echo1},
+			want:   "GET / HTTP/1.1\r\nHost: a-b_c~d!e%41.example:65535\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n",
+		},
+		{
 			name: "Prepare adds a header; h2c-style Connection option",
 			d: Dialer{
 				Header: http.Header{"Connection": {"HTTP2-Settings"}, "Http2-Settings": {"AAMAAABkAAQAAP__"}},
@@ -410,6 +433,27 @@ func TestDialInvalidInputSendsNothing(t *testing.T) {
 		{name: "Transfer-Encoding header", d: Dialer{Header: http.Header{"Transfer-Encoding": {"chunked"}}}},
 		{name: "two Host values", d: Dialer{Header: http.Header{"Host": {"a", "b"}}}},
 		{name: "Host with CRLF", d: Dialer{Header: http.Header{"Host": {"a\r\nb"}}}},
+		{name: "Host with a space", d: Dialer{Header: http.Header{"Host": {"a b"}}}},
+		{name: "Host with a tab", d: Dialer{Header: http.Header{"Host": {"a\tb"}}}},
+		{name: "Host with DEL", d: Dialer{Header: http.Header{"Host": {"a\x7fb"}}}},
+		{name: "empty Host", d: Dialer{Header: http.Header{"Host": {""}}}},
+		{name: "Host with only a port", d: Dialer{Header: http.Header{"Host": {":80"}}}},
+		{name: "Host with an IPv6 zone", d: Dialer{Header: http.Header{"Host": {"[fe80::1%eth0]:80"}}}},
+		{name: "Host with an encoded IPv6 zone", d: Dialer{Header: http.Header{"Host": {"[fe80::1%25eth0]"}}}},
+		{name: "Host with unbracketed IPv6", d: Dialer{Header: http.Header{"Host": {"fe80::1"}}}},
+		{name: "Host with a bracketed name", d: Dialer{Header: http.Header{"Host": {"[example.com]"}}}},
+		{name: "Host with bracketed IPv4", d: Dialer{Header: http.Header{"Host": {"[127.0.0.1]:80"}}}},
+		{name: "Host with junk after ]", d: Dialer{Header: http.Header{"Host": {"[::1]x"}}}},
+		{name: "Host without ]", d: Dialer{Header: http.Header{"Host": {"[::1"}}}},
+		{name: "Host with a named port", d: Dialer{Header: http.Header{"Host": {"example.com:http"}}}},
+		{name: "Host with a port over 65535", d: Dialer{Header: http.Header{"Host": {"example.com:65536"}}}},
+		{name: "Host with a signed port", d: Dialer{Header: http.Header{"Host": {"example.com:+80"}}}},
+		{name: "Host with userinfo", d: Dialer{Header: http.Header{"Host": {"user@example.com"}}}},
+		{name: "Host with a path", d: Dialer{Header: http.Header{"Host": {"example.com/x"}}}},
+		{name: "Host with a bad escape", d: Dialer{Header: http.Header{"Host": {"a%zzb"}}}},
+		{name: "Prepare sets a Host with a zone", d: Dialer{Prepare: func(r *http.Request) error { r.Host = "[fe80::1%eth0]:8080"; return nil }}},
+		{name: "Prepare sets a Host with a space", d: Dialer{Prepare: func(r *http.Request) error { r.Host = "a b"; return nil }}},
+		{name: "Prepare sets an empty Host", d: Dialer{Prepare: func(r *http.Request) error { r.Host = ""; return nil }}},
 		{name: "bad Connection option", d: Dialer{Header: http.Header{"Connection": {"a b"}}}},
 		{name: "bad method", d: Dialer{Method: "GE T"}},
 		{name: "CONNECT", d: Dialer{Method: "CONNECT"}},
@@ -417,6 +461,10 @@ func TestDialInvalidInputSendsNothing(t *testing.T) {
 		{name: "Prepare adds a bad header", d: Dialer{Prepare: func(r *http.Request) error { r.Header["X"] = []string{"\x00"}; return nil }}},
 		{name: "ftp scheme", url: "ftp://HOST/"},
 		{name: "no host", url: "http:///x"},
+		{name: "empty host with port", url: "http://:PORT/"},
+		{name: "empty host, ws", url: "ws://:0"},
+		{name: "empty host with userinfo", url: "http://u:p@:PORT/"},
+		{name: "empty brackets", url: "http://[]:PORT/"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -426,6 +474,8 @@ func TestDialInvalidInputSendsNothing(t *testing.T) {
 				u = fs.url("ws") + "/"
 			}
 			u = strings.ReplaceAll(u, "HOST", fs.ln.Addr().String())
+			_, port, _ := net.SplitHostPort(fs.ln.Addr().String())
+			u = strings.ReplaceAll(u, "PORT", port)
 			offers := tt.offers
 			if offers == nil && tt.name != "no offers" {
 				offers = []Protocol{echo1}
@@ -952,6 +1002,7 @@ func TestDialPunycodeAndIPv6Hosts(t *testing.T) {
 		{"http://bücher.example/", "xn--bcher-kva.example", "xn--bcher-kva.example:80"},
 		{"wss://[::1]:8443/", "[::1]:8443", "[::1]:8443"},
 		{"ws://[::1]/", "[::1]", "[::1]:80"},
+		{"wss://[fe80::1%25en0]/", "[fe80::1]", "[fe80::1%en0]:443"},
 	} {
 		var d Dialer
 		req, target, err := d.newRequest(context.Background(), tt.in, []Protocol{echo1})
@@ -1034,4 +1085,175 @@ func TestDialErrorsRedactPasswords(t *testing.T) {
 		require.Error(t, err, u)
 		assert.NotContains(t, err.Error(), "hunter2")
 	}
+}
+
+// TestDialObsFold: a 101 whose fields are folded (obs-fold) is unfolded as
+// RFC 9112 §5.2 requires of a user agent: each fold becomes one SP, the
+// OWS around it trimmed. A continuation line before any field is still
+// malformed.
+func TestDialObsFold(t *testing.T) {
+	const status = "HTTP/1.1 101 Switching Protocols\r\n"
+	for _, tt := range []struct {
+		name, head string
+		want       http.Header
+	}{
+		{"folded Connection", "Upgrade: echo/1\r\nConnection: keep-alive,\r\n Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"keep-alive, Upgrade"}}},
+		{"value on the continuation line", "Upgrade:\r\n\techo/1\r\nConnection: Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"Upgrade"}}},
+		{"folded Upgrade list", "Upgrade: echo/1,\r\n websocket\r\nConnection: Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1, websocket"}, "Connection": {"Upgrade"}}},
+		{"several folds, OWS trimmed", "Upgrade: echo/1\r\nConnection: Upgrade\r\nX-Long: a \r\n \t b\t\r\n   c  \r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"Upgrade"}, "X-Long": {"a b c"}}},
+		{"blank continuation", "X-E: a\r\n \r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n",
+			http.Header{"X-E": {"a"}, "Upgrade": {"echo/1"}, "Connection": {"Upgrade"}}},
+		{"fold of a repeated field", "Connection: keep-alive\r\nUpgrade: echo/1\r\nConnection:\r\n Upgrade\r\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"keep-alive", "Upgrade"}}},
+		{"bare LF", "Upgrade: echo/1\nConnection:\n Upgrade\n",
+			http.Header{"Upgrade": {"echo/1"}, "Connection": {"Upgrade"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := startFake(t, respond(status+tt.head+"\r\ntail"))
+			c, err := (&Dialer{Proxy: noProxy}).Dial(context.Background(), fs.url("http")+"/", echo1, websocket)
+			require.NoError(t, err)
+			defer c.Close()
+			assert.Equal(t, echo1, c.Protocol)
+			assert.Equal(t, tt.want, c.Response.Header)
+			got := make([]byte, 4)
+			_, err = io.ReadFull(c, got)
+			require.NoError(t, err)
+			assert.Equal(t, "tail", string(got), "the bytes after the header block")
+		})
+	}
+
+	for _, tt := range []struct{ name, head, want string }{
+		{"continuation before any field", " Upgrade: echo/1\r\nConnection: Upgrade\r\n", "before the first header field"},
+		{"tab continuation before any field", "\tx\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n", "before the first header field"},
+		{"control byte in a continuation", "Upgrade: echo/1\r\nConnection: Upgrade\r\nX: a\r\n b\x01\r\n", "invalid value"},
+		{"fold makes Upgrade malformed", "Upgrade: echo/1\r\n Connection: Upgrade\r\n", "Upgrade"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := startFake(t, respond(status+tt.head+"\r\n"))
+			c, err := (&Dialer{Proxy: noProxy}).Dial(context.Background(), fs.url("http")+"/", echo1)
+			require.ErrorIs(t, err, ErrInvalidSwitch)
+			require.Nil(t, c)
+			assert.ErrorContains(t, err, tt.want)
+			fs.waitClosed()
+		})
+	}
+}
+
+// redirectDialer returns a NetDialContext that records the address it is
+// asked for and connects to addr instead.
+func redirectDialer(addr string, asked chan<- string) func(ctx context.Context, network, a string) (net.Conn, error) {
+	return func(ctx context.Context, network, a string) (net.Conn, error) {
+		asked <- a
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// TestDialIPv6Zone: the zone of a scoped IPv6 address is used to dial and
+// never sent (RFC 6874 §4): not in Host, not in a proxy's CONNECT, not as
+// the TLS server name.
+func TestDialIPv6Zone(t *testing.T) {
+	const zoned = "[fe80::1%25eth0]:8080"
+
+	t.Run("direct", func(t *testing.T) {
+		fs := startFake(t, respond(switch101))
+		asked := make(chan string, 1)
+		d := Dialer{Proxy: noProxy, NetDialContext: redirectDialer(fs.ln.Addr().String(), asked)}
+		c, err := d.Dial(context.Background(), "http://"+zoned+"/path", echo1)
+		require.NoError(t, err)
+		defer c.Close()
+		assert.Equal(t, "[fe80::1%eth0]:8080", <-asked, "the zone-scoped address is dialed")
+		req := string(fs.request())
+		assert.True(t, strings.HasPrefix(req, "GET /path HTTP/1.1\r\nHost: [fe80::1]:8080\r\n"), req)
+		assert.NotContains(t, req, "%")
+		assert.NotContains(t, req, "eth0")
+		assert.Equal(t, "[fe80::1]:8080", c.Request.Host)
+	})
+
+	t.Run("through a proxy", func(t *testing.T) {
+		// A raw CONNECT proxy: it records the CONNECT request, opens the
+		// "tunnel" and records the request that comes through it.
+		var fs *fakeServer
+		fs = newFakeServer(t, func(c net.Conn, _ []byte) {
+			if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+				return
+			}
+			req, err := readRawRequest(c)
+			if err != nil {
+				return
+			}
+			fs.reqs <- req
+			if _, err := io.WriteString(c, switch101); err != nil {
+				return
+			}
+			fs.drain(c)
+		})
+		asked := make(chan string, 1)
+		d := Dialer{
+			Proxy:          http.ProxyURL(&url.URL{Scheme: "http", Host: fs.ln.Addr().String()}),
+			NetDialContext: redirectDialer(fs.ln.Addr().String(), asked),
+		}
+		c, err := d.Dial(context.Background(), "ws://"+zoned+"/", echo1)
+		require.NoError(t, err)
+		defer c.Close()
+		assert.Equal(t, fs.ln.Addr().String(), <-asked, "the proxy is dialed")
+		assert.Equal(t, "CONNECT [fe80::1]:8080 HTTP/1.1\r\nHost: [fe80::1]:8080\r\n\r\n", string(fs.request()))
+		tunneled := string(fs.request())
+		assert.True(t, strings.HasPrefix(tunneled, "GET / HTTP/1.1\r\nHost: [fe80::1]:8080\r\n"), tunneled)
+		assert.NotContains(t, tunneled, "%")
+	})
+
+	t.Run("TLS server name", func(t *testing.T) {
+		// A certificate for fe80::1 only: verification passes only if the
+		// server name is the address without its zone.
+		cert := selfSignedIP(t, net.ParseIP("fe80::1"))
+		s := echoServer("echo/1")
+		ts := httptest.NewUnstartedServer(s)
+		ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		ts.StartTLS()
+		defer ts.Close()
+		defer s.Close()
+		pool := x509.NewCertPool()
+		pool.AddCert(cert.Leaf)
+
+		asked := make(chan string, 1)
+		d := Dialer{
+			Proxy:           noProxy,
+			NetDialContext:  redirectDialer(ts.Listener.Addr().String(), asked),
+			TLSClientConfig: &tls.Config{RootCAs: pool},
+		}
+		c, err := d.Dial(context.Background(), "wss://[fe80::1%25eth0]:8443/", echo1)
+		require.NoError(t, err)
+		defer c.Close()
+		assert.Equal(t, "[fe80::1%eth0]:8443", <-asked)
+		assert.Equal(t, "[fe80::1]:8443", c.Request.Host)
+		roundTrip(t, c, "scoped")
+	})
+}
+
+// selfSignedIP returns a self-signed certificate for ip, with its Leaf set.
+func selfSignedIP(t *testing.T, ip net.IP) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "upgrade test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{ip},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }

@@ -5,9 +5,12 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -126,10 +129,22 @@ func (d *demoHandler) servePage(w http.ResponseWriter, r *http.Request) {
 	_ = pageTemplate.Execute(w, data)
 }
 
+// serveEchoBody answers with the request body. The body is bounded in
+// size (maxPostBody: 413) and in time (the server's ReadTimeout: 408).
 func (d *demoHandler) serveEchoBody(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPostBody))
-	if err != nil {
-		http.Error(w, "request body too large or unreadable", http.StatusRequestEntityTooLarge)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		http.Error(w, "request body larger than "+strconv.Itoa(maxPostBody)+" bytes", http.StatusRequestEntityTooLarge)
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request body not received in time", http.StatusRequestTimeout)
+		return
+	case err != nil:
+		w.Header().Set("Connection", "close")
+		http.Error(w, "could not read the request body", http.StatusBadRequest)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -101,7 +101,7 @@ func parseDial(args []string, stderr io.Writer) (*dialConfig, error) {
 }
 
 // checkURL checks that raw is an absolute http, https, ws or wss URL
-// with a host.
+// with a non-empty host.
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -112,8 +112,10 @@ func checkURL(raw string) error {
 	default:
 		return fmt.Errorf("invalid URL %q: scheme must be http, https, ws or wss", raw)
 	}
-	if u.Host == "" {
-		return fmt.Errorf("invalid URL %q: no host", raw)
+	if u.Hostname() == "" {
+		// "http://:8080/" would reach the local host with "Host: :8080";
+		// an http URI must name a host (RFC 9110 §4.2.1).
+		return fmt.Errorf("invalid URL %q: empty host", raw)
 	}
 	return nil
 }
@@ -188,8 +190,9 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	fail := func(err error) int {
-		// The library's errors start with "upgrade: "; say it once.
-		fmt.Fprintf(stderr, "upgrade dial: %s\n", oneLine(strings.TrimPrefix(err.Error(), "upgrade: ")))
+		// The library's errors start with "upgrade: "; say it once. They
+		// may quote the server's bytes.
+		fmt.Fprintf(stderr, "upgrade dial: %s\n", printable(strings.TrimPrefix(err.Error(), "upgrade: ")))
 		return exitFailure
 	}
 
@@ -324,14 +327,14 @@ func dialWebSocket(c *upgrade.Conn, stdin io.Reader, stdout, stderr io.Writer) i
 	var ce *wsframe.CloseError
 	if errors.As(err, &ce) {
 		if ce.Code != wsframe.CloseNormalClosure && ce.Code != wsframe.CloseNoStatusReceived {
-			fmt.Fprintf(stderr, "upgrade dial: server closed the WebSocket with %d %s\n", ce.Code, oneLine(ce.Reason))
+			fmt.Fprintf(stderr, "upgrade dial: server closed the WebSocket with %d %s\n", ce.Code, printable(ce.Reason))
 		}
 		return exitOK
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 		err = errors.New("connection closed without a WebSocket close frame")
 	}
-	fmt.Fprintf(stderr, "upgrade dial: websocket: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(stderr, "upgrade dial: websocket: %s\n", printable(err.Error()))
 	return exitFailure
 }
 
@@ -384,9 +387,4 @@ func trimEOL(b []byte) []byte {
 		}
 	}
 	return b
-}
-
-// oneLine replaces line breaks in s, so that an error message is one line.
-func oneLine(s string) string {
-	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
 }

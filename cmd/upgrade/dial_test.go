@@ -2,14 +2,22 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/go-upgrade/upgrade/websocket"
 )
 
 func TestDialEcho(t *testing.T) {
@@ -70,10 +78,14 @@ func TestDialRefused(t *testing.T) {
 	assert.Contains(t, r.stderr, "200 OK")
 }
 
-// TestDialUsageErrors: exit 2, and nothing reaches the server.
+// TestDialUsageErrors: exit 2, and nothing reaches the server. A URL with
+// an empty host is one (RFC 9110 §4.2.1).
 func TestDialUsageErrors(t *testing.T) {
 	f := startFake(t, nil)
 	url := "http://" + f.addr() + "/"
+	// An empty host with the fake's port would reach it if dialed.
+	_, port, err := net.SplitHostPort(f.addr())
+	require.NoError(t, err)
 	for _, args := range [][]string{
 		{url, "bad proto"},
 		{url, "echo/"},
@@ -82,6 +94,9 @@ func TestDialUsageErrors(t *testing.T) {
 		{url, "échо"},
 		{"ftp://" + f.addr() + "/", "echo/1"},
 		{"http:///nohost", "echo/1"},
+		{"http://:" + port + "/", "echo/1"},
+		{"ws://:" + port, "websocket"},
+		{"http://user@:" + port + "/x", "echo/1"},
 		{"http://[::1", "echo/1"},
 		{"-H", "NoColon", url, "echo/1"},
 		{"-H", "Bad Name: x", url, "echo/1"},
@@ -102,8 +117,7 @@ func TestDialUsageErrors(t *testing.T) {
 		assert.Empty(t, r.stdout, "%q", args)
 		assert.NotEmpty(t, r.stderr, "%q", args)
 	}
-	time.Sleep(100 * time.Millisecond)
-	assert.Zero(t, f.acceptedConns(), "a usage error sends nothing")
+	f.assertNothingConnected(t)
 }
 
 // TestDialInvalidSwitch: responses that do not complete a switch exit 1
@@ -179,4 +193,107 @@ func TestDialWebSocketBadAccept(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(r.stderr, "\n"), r.stderr)
 	assert.Contains(t, r.stderr, "Sec-WebSocket-Accept")
 	assert.NotContains(t, r.stderr, "switched to")
+}
+
+// evil is text a hostile server sends to take over the user's terminal:
+// clear the screen, set the window title, colour, an 8-bit CSI as UTF-8
+// (U+009B) and a right-to-left override that reorders what follows.
+const evil = "\x1b[2J\x1b]0;pwned\x07\x1b[31m\u009b1m\u202e"
+
+// assertTerminalSafe fails if s holds anything a terminal would act on
+// rather than print: control bytes other than TAB and the line ends, DEL,
+// C1 controls, invalid UTF-8 or invisible formatting characters.
+func assertTerminalSafe(t *testing.T, name, s string) {
+	t.Helper()
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			assert.Failf(t, "invalid UTF-8", "%s: byte %d of %q", name, i, s)
+		case r < 0x20 && r != '\t' && r != '\n', r == 0x7f, 0x80 <= r && r <= 0x9f, unicode.Is(unicode.Cf, r):
+			assert.Failf(t, "control character", "%s: %U at byte %d of %q", name, r, i, s)
+		}
+	}
+}
+
+// TestDialTerminalSafety: nothing the server sends reaches the terminal as
+// an escape sequence. Status lines, header fields, Upgrade lists, close
+// reasons and the h2c response head are printed with their control
+// characters made visible.
+func TestDialTerminalSafety(t *testing.T) {
+	for _, tc := range []struct {
+		name, response string
+		offers         string
+		want           string // in stderr
+	}{
+		{"status line of a refusal", "HTTP/1.1 426 Upgrade " + evil + "Required\r\nUpgrade: echo/2\r\nContent-Length: 0\r\n\r\n", "echo/1", `\x1b[2J`},
+		{"raw 8-bit CSI in a status line", "HTTP/1.1 403 a\x9b1mb\r\nContent-Length: 0\r\n\r\n", "echo/1", `\x9b1m`},
+		{"header field of a refusal", "HTTP/1.1 400 Bad Request\r\nX-Evil: " + evil + "\r\nContent-Length: 0\r\n\r\n", "echo/1", `\x1b[2J`},
+		{"header field of a 101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\nX-Evil: " + evil + "\r\n\r\n", "echo/1", `\x1b[2J`},
+		{"Upgrade list of a 101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1, " + evil + "\r\nConnection: Upgrade\r\n\r\n", "echo/1", `\x1b[2J`},
+		{"reason of a 101", "HTTP/1.1 101 " + evil + "\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n\r\n", "echo/1", "reason phrase"},
+		{"Sec-WebSocket-Accept", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \u009b1m\u202e\r\n\r\n", "websocket", `\u009b1m\u202e`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFake(t, func(c net.Conn, br *bufio.Reader) {
+				_, _ = io.WriteString(c, tc.response)
+				_, _ = io.Copy(io.Discard, br)
+			})
+			r := runDialCmd(t, strings.NewReader(""), "-timeout", "5s", "http://"+f.addr()+"/", tc.offers)
+			assert.Equal(t, 1, r.code, r.stderr)
+			assert.Equal(t, 1, strings.Count(r.stderr, "\n"), r.stderr)
+			assert.Contains(t, r.stderr, tc.want)
+			assertTerminalSafe(t, "stderr", r.stderr)
+		})
+	}
+
+	t.Run("WebSocket close reason", func(t *testing.T) {
+		fake := make(chan *fakeServer, 1) // f, handed to the handler's goroutine
+		f := startFake(t, func(c net.Conn, br *bufio.Reader) {
+			f := <-fake
+			fake <- f
+			m := regexp.MustCompile(`(?m)^Sec-Websocket-Key: (\S+)\r$`).FindStringSubmatch(f.lastRequest())
+			if m == nil {
+				return
+			}
+			reason := []byte(evil)
+			frame := append([]byte{0x88, byte(2 + len(reason)), 0x03, 0xe9}, reason...) // close, 1001
+			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Accept: "+websocket.AcceptKey(m[1])+"\r\n\r\n"+string(frame))
+			_, _ = io.Copy(io.Discard, br)
+		})
+		fake <- f
+		r := runDialCmd(t, strings.NewReader(""), "-timeout", "5s", "ws://"+f.addr()+"/", "websocket")
+		assert.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stderr, "server closed the WebSocket with 1001 ")
+		assert.Contains(t, r.stderr, `\x1b[2J\x1b]0;pwned\a\x1b[31m\u009b1m\u202e`)
+		assertTerminalSafe(t, "stderr", r.stderr)
+	})
+
+	t.Run("h2c response head", func(t *testing.T) {
+		f := startFake(t, func(c net.Conn, br *bufio.Reader) {
+			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+			fr := http2.NewFramer(c, br)
+			var block bytes.Buffer
+			enc := hpack.NewEncoder(&block)
+			_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			_ = enc.WriteField(hpack.HeaderField{Name: "x-evil", Value: "a\u009b1m\u202eb"})
+			if fr.WriteSettings() != nil {
+				return
+			}
+			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: false, EndHeaders: true}) != nil {
+				return
+			}
+			if fr.WriteData(1, true, []byte("body \x1b[2J stays raw")) != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, br)
+		})
+		r := runDialCmd(t, strings.NewReader(""), "-timeout", "5s", "http://"+f.addr()+"/", "h2c")
+		require.Equal(t, 0, r.code, r.stderr)
+		head, body, ok := strings.Cut(r.stdout, "\n\n")
+		require.True(t, ok, r.stdout)
+		assert.Equal(t, ":status: 200\nx-evil: a\\u009b1m\\u202eb", head)
+		assertTerminalSafe(t, "the response head", head)
+		assert.Equal(t, "body \x1b[2J stays raw", body, "the body is data: copied as it is")
+	})
 }

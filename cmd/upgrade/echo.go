@@ -1,10 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"io"
-	"time"
+	"net"
+	"sync/atomic"
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wsframe"
@@ -14,58 +14,85 @@ import (
 // serveEcho serves echo/1: every byte read is written back, until the
 // client half-closes or closes. At the client's EOF everything read has
 // been written, so the write side is closed (FIN) and the connection
-// closed. When the server shuts down, reading stops at once, what was
-// read is written back, and the connection is closed the same way.
-func (s *demoServer) serveEcho(c *upgrade.Conn) {
-	log := s.log.With("protocol", c.Protocol.String(), "remote", c.RemoteAddr().String())
-	log.Info("switched")
-	stop := context.AfterFunc(c.Context(), func() {
-		// Interrupt the pending Read; the copy loop then ends.
-		_ = c.SetReadDeadline(time.Now())
-	})
-	defer stop()
-
+// closed.
+//
+// echo/1 has no way to say goodbye, so a shutdown does not interrupt it:
+// it keeps echoing during the grace period, and ends when the server
+// closes the connection at the end of it.
+func (s *demoServer) serveEcho(c *upgrade.Conn) connEnd {
 	buf := make([]byte, 32<<10)
 	// Read from c, not c.Conn: c returns the bytes that arrived with the
 	// request first.
 	n, err := io.CopyBuffer(c, c, buf)
+	end := connEnd{attrs: []any{"echoed", n}}
 	switch {
 	case err == nil:
-		log.Info("client half-closed", "echoed", n)
-	case c.Context().Err() != nil:
-		log.Info("closing on shutdown", "echoed", n)
+		end.how = "client half-closed"
+		_ = c.CloseWrite()
+	case isClosed(c.Draining()) && errors.Is(err, net.ErrClosed):
+		end.how = "closed at the end of the shutdown grace period"
 	default:
-		log.Info("connection ended", "echoed", n, "err", err)
+		end.how, end.err = "connection failed", err
 	}
-	_ = c.CloseWrite()
+	return end
 }
 
 // serveWebSocket serves the websocket protocol: every text and binary
 // message is echoed, pings are answered and the close handshake
-// completed (wsframe.Echo). On shutdown it sends a close frame with
-// 1001 Going Away and finishes the handshake.
-func (s *demoServer) serveWebSocket(c *upgrade.Conn) {
-	log := s.log.With("protocol", c.Protocol.String(), "remote", c.RemoteAddr().String(), "subprotocol", websocket.Subprotocol(c))
-	log.Info("switched")
+// completed (wsframe.Echo).
+//
+// When the server starts shutting down (c.Draining), it sends a close
+// frame with 1001 Going Away and keeps reading until the client's close
+// frame completes the handshake; messages the client sent before it saw
+// the close frame are dropped, since no data may follow a close frame
+// (RFC 6455 §5.5.1). A client that does not answer is closed at the end
+// of the grace period.
+func (s *demoServer) serveWebSocket(c *upgrade.Conn) connEnd {
 	// The upgrade.Conn, not its net.Conn: it holds any frame bytes that
 	// arrived with the handshake.
 	ws := wsframe.NewConn(c, false)
-	stop := context.AfterFunc(c.Context(), func() {
-		_ = ws.Close(wsframe.CloseGoingAway, "server shutting down")
-	})
+	var goingAway atomic.Bool
+	served := make(chan struct{})
+	defer close(served)
+	go func() {
+		select {
+		case <-c.Draining():
+			goingAway.Store(true)
+			_ = ws.WriteClose(wsframe.CloseGoingAway, "server shutting down")
+		case <-served:
+		}
+	}()
 	err := wsframe.Echo(ws)
-	if stop() {
-		// Not shutting down: complete (or, after an error, end) the
-		// closing handshake ourselves.
-		_ = ws.Close(wsframe.CloseNormalClosure, "")
+	// Complete (or, after an error, end) the closing handshake; nothing is
+	// sent if a close frame already was.
+	_ = ws.Close(wsframe.CloseNormalClosure, "")
+
+	var end connEnd
+	if p := websocket.Subprotocol(c); p != "" {
+		end.attrs = []any{"subprotocol", p}
 	}
 	var pe *wsframe.ProtocolError
 	switch {
+	case err == nil && goingAway.Load():
+		end.how = "closed on shutdown (1001)"
 	case err == nil:
-		log.Info("closed")
+		end.how = "closed by the client"
 	case errors.As(err, &pe):
-		log.Warn("protocol error", "err", err)
+		end.how, end.err, end.warn = "protocol error", err, true
+	case isClosed(c.Draining()) && errors.Is(err, net.ErrClosed):
+		end.how = "closed at the end of the shutdown grace period"
 	default:
-		log.Info("connection ended", "err", err)
+		end.how, end.err = "connection failed", err
+	}
+	return end
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }

@@ -144,13 +144,15 @@ func h2cExchange(c *upgrade.Conn, w io.Writer, deadline time.Time) error {
 }
 
 // writeHeaderBlock writes a response's header fields, pseudo-fields
-// first as HTTP/2 orders them, then an empty line.
+// first as HTTP/2 orders them, then an empty line. Names and values pass
+// through printable: HPACK lets a value carry C1 controls and
+// bidirectional overrides as UTF-8.
 func writeHeaderBlock(w io.Writer, fields []hpack.HeaderField) error {
 	var b strings.Builder
 	for _, f := range fields {
-		b.WriteString(f.Name)
+		b.WriteString(printable(f.Name))
 		b.WriteString(": ")
-		b.WriteString(f.Value)
+		b.WriteString(printable(f.Value))
 		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')

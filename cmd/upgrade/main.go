@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace DURATION]
+//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
 //	upgrade help
 //
@@ -35,17 +35,35 @@
 // the visitor types (with ?auto=MESSAGE it sends MESSAGE by itself and
 // writes "echo: MESSAGE" into <div id="result">, holding the page's load
 // event open until then, for headless browsers), POST / answers with the
-// request body, and /protocols lists the protocols as JSON.
+// request body, and /protocols lists the protocols as JSON. OPTIONS * can
+// be switched to echo/1 or h2c like any request (RFC 9110 §7.8); when it
+// is not, it is answered 200 with the Upgrade list.
+//
+// -read-timeout (default 30s; 0: none) bounds reading a plain request,
+// body included: a POST / whose body dribbles in is answered 408 and its
+// connection closed. Switched connections are not bound by it: they may
+// stay idle as long as their protocol allows.
 //
 // With -policy client (the default) the client's order of preference
 // decides between several acceptable offers; with -policy server, the
 // server's.
 //
 // On SIGINT or SIGTERM the server stops accepting connections and
-// upgrades, asks the upgraded connections to finish (echo/1 stops reading
-// and closes, websocket sends a 1001 close frame, h2c sends GOAWAY), closes
-// those still open after -grace (default 5s), and exits 0. A second signal
-// ends the process at once.
+// upgrades, asks the upgraded connections that can say goodbye to finish
+// (websocket sends a 1001 close frame and completes the close handshake,
+// h2c sends GOAWAY and finishes its streams), lets them all keep working
+// meanwhile (echo/1, which has no goodbye, goes on echoing), closes those
+// still open after -grace (default 5s), and exits 0. A second signal ends
+// the process at once.
+//
+// The log records the start, the shutdown and errors. With -v it also
+// records exactly one line per switched connection, when it ends:
+//
+//	level=INFO msg="connection closed" protocol=echo/1 remote=127.0.0.1:50312 proto=HTTP/1.1 duration=2.5s how="client half-closed" echoed=42
+//
+// proto is the HTTP version of the request that was switched. Without -v
+// nothing is written per connection (what a client does wrong on its own
+// connection, such as a WebSocket protocol error, is part of that line).
 //
 // # upgrade dial
 //
@@ -69,8 +87,15 @@
 //
 // Any other outcome (another final status, an invalid 101, a timeout)
 // prints one line on stderr, naming the status and the protocols the
-// server advertises, and exits 1. Usage errors exit 2 before anything is
-// sent.
+// server advertises, and exits 1. Usage errors, a URL with an empty host
+// among them, exit 2 before anything is sent.
+//
+// Text that comes from the server and is printed as a diagnostic (status
+// lines, header fields, Upgrade lists, WebSocket close reasons, the h2c
+// response head) has its control characters made visible, as \x1b,
+// \u009b or \u202e: a server cannot send escape sequences to the
+// terminal that way. The data itself (echo/1 bytes, WebSocket messages,
+// the h2c body) is copied to stdout as it is, like any netcat does.
 package main
 
 import (
@@ -91,7 +116,7 @@ upgraded connections.
 
 Usage:
 
-  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace DURATION]
+  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
   upgrade help
 
@@ -106,6 +131,9 @@ stderr. SIGINT/SIGTERM: graceful shutdown within -grace, exit 0.
                     (default client)
   -grace D          how long upgraded connections get to finish on shutdown
                     (default 5s)
+  -read-timeout D   bound on reading a plain request, body included; not
+                    on switched connections (default 30s; 0: none)
+  -v                log one line per switched connection, when it ends
 
 dial asks URL (http, https, ws, wss; proxies from the environment) to switch
 to one of the protocols, prints "switched to PROTOCOL" on stderr, then copies
@@ -113,7 +141,8 @@ stdin to the connection and the connection to stdout. websocket: one text
 message per stdin line, one line per message received, close handshake at
 stdin EOF. h2c: prints the HTTP/2 response to the request (stream 1).
 Exit status: 0 switched and done, 1 refused or failed (one line on stderr
-naming the status and the server's Upgrade list), 2 usage error.
+naming the status and the server's Upgrade list), 2 usage error. Control
+characters in what the server says are printed escaped (\x1b).
 
   -H 'Name: value'  extra request header field (repeatable)
   -X METHOD         request method (default GET)

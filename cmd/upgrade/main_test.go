@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -193,7 +194,8 @@ func readResponseHead(t *testing.T, br *bufio.Reader) (status string, h http.Hea
 type fakeServer struct {
 	ln       net.Listener
 	mu       sync.Mutex
-	accepted int
+	accepted []string // remote addresses, in the order accepted
+	arrived  chan struct{}
 	requests []string
 	wg       sync.WaitGroup
 }
@@ -204,7 +206,7 @@ func startFake(t *testing.T, handle func(c net.Conn, br *bufio.Reader)) *fakeSer
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	f := &fakeServer{ln: ln}
+	f := &fakeServer{ln: ln, arrived: make(chan struct{}, 1)}
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -214,8 +216,12 @@ func startFake(t *testing.T, handle func(c net.Conn, br *bufio.Reader)) *fakeSer
 				return
 			}
 			f.mu.Lock()
-			f.accepted++
+			f.accepted = append(f.accepted, c.RemoteAddr().String())
 			f.mu.Unlock()
+			select {
+			case f.arrived <- struct{}{}:
+			default:
+			}
 			f.wg.Add(1)
 			go func() {
 				defer f.wg.Done()
@@ -251,10 +257,33 @@ func startFake(t *testing.T, handle func(c net.Conn, br *bufio.Reader)) *fakeSer
 
 func (f *fakeServer) addr() string { return f.ln.Addr().String() }
 
-func (f *fakeServer) acceptedConns() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.accepted
+// assertNothingConnected checks that no connection reached f before this
+// call. It connects a sentinel and waits until f has accepted it: the
+// listener hands connections over in the order they were established, so
+// any earlier connection would have been accepted before the sentinel.
+func (f *fakeServer) assertNothingConnected(t *testing.T) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", f.addr(), testTimeout)
+	require.NoError(t, err)
+	defer c.Close()
+	sentinel := c.LocalAddr().String()
+	deadline := time.After(testTimeout)
+	for {
+		f.mu.Lock()
+		accepted := append([]string(nil), f.accepted...)
+		f.mu.Unlock()
+		for i, a := range accepted {
+			if a == sentinel {
+				assert.Zero(t, i, "connections reached the server before the sentinel: %q", accepted[:i])
+				return
+			}
+		}
+		select {
+		case <-f.arrived:
+		case <-deadline:
+			t.Fatal("the sentinel connection was not accepted")
+		}
+	}
 }
 
 func (f *fakeServer) lastRequest() string {

@@ -21,10 +21,20 @@ import (
 
 // serveConfig is the parsed command line of upgrade serve.
 type serveConfig struct {
-	addr   string
-	policy upgrade.Policy
-	grace  time.Duration
+	addr        string
+	policy      upgrade.Policy
+	grace       time.Duration
+	readTimeout time.Duration // http.Server.ReadTimeout; 0: none
+	verbose     bool          // one log line per switched connection
 }
+
+// defaultReadTimeout bounds reading a plain request, body included: a
+// client cannot dribble a request body forever. Hijacking clears the
+// deadline it sets, so switched connections are not affected.
+const defaultReadTimeout = 30 * time.Second
+
+// readHeaderTimeout bounds reading a request's header block.
+const readHeaderTimeout = 10 * time.Second
 
 // parseServe parses the flags of upgrade serve. It returns flag.ErrHelp
 // for -h.
@@ -36,6 +46,8 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
 	policy := fs.String("policy", "client", "client or server: whose preference picks among offers")
 	fs.DurationVar(&cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
+	fs.DurationVar(&cfg.readTimeout, "read-timeout", defaultReadTimeout, "bound on reading a plain request, body included (0: none)")
+	fs.BoolVar(&cfg.verbose, "v", false, "log one line per switched connection, when it ends")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -52,6 +64,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	}
 	if cfg.grace < 0 {
 		return cfg, fmt.Errorf("invalid -grace %v: must not be negative", cfg.grace)
+	}
+	if cfg.readTimeout < 0 {
+		return cfg, fmt.Errorf("invalid -read-timeout %v: must not be negative", cfg.readTimeout)
 	}
 	return cfg, nil
 }
@@ -84,7 +99,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if cfg.policy == upgrade.ServerOrder {
 		policy = "server"
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", policy, "grace", cfg.grace)
+	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", policy,
+		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "verbose", cfg.verbose)
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 
 	select {
@@ -107,6 +123,7 @@ type demoServer struct {
 	upgrade *upgrade.Server
 	demo    *demoHandler
 	log     *slog.Logger
+	verbose bool
 }
 
 // newDemoServer builds the server: echo/1, websocket and h2c registered in
@@ -115,28 +132,43 @@ type demoServer struct {
 func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	us := &upgrade.Server{Policy: cfg.policy, ErrorLog: log}
 	hs := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: readHeaderTimeout,
+		// Bounds a plain request's body too (POST /); Hijack clears the
+		// deadline, so a switched connection may idle longer. h2c
+		// streams take it as their own read timeout.
+		ReadTimeout: cfg.readTimeout,
+		IdleTimeout: 2 * time.Minute,
+		// OPTIONS * is the server's to answer, and can be switched
+		// (RFC 9110 §7.8): net/http must not answer it by itself.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	s := &demoServer{http: hs, upgrade: us, log: log}
+	if cfg.readTimeout > 0 && cfg.readTimeout < hs.ReadHeaderTimeout {
+		hs.ReadHeaderTimeout = cfg.readTimeout
+	}
+	s := &demoServer{http: hs, upgrade: us, log: log, verbose: cfg.verbose}
 
 	// Any method may switch to echo/1: curl, for one, sends its data as
 	// a POST without Content-Length, so the bytes after the request are
 	// the first bytes of the echo/1 stream.
-	us.HandleRoute("echo/1", upgrade.Route{Handler: upgrade.HandlerFunc(s.serveEcho), Methods: []string{"*"}})
+	us.HandleRoute("echo/1", upgrade.Route{Handler: upgrade.HandlerFunc(s.logged(s.serveEcho)), Methods: []string{"*"}})
 	// GET and OPTIONS only (the default): a POST offering websocket and
 	// h2c goes on to h2c instead of being refused by the WebSocket
 	// handshake.
-	us.Handle("websocket", &websocket.Handler{Serve: s.serveWebSocket, Subprotocols: []string{"echo"}})
+	us.Handle("websocket", &websocket.Handler{Serve: s.logged(s.serveWebSocket), Subprotocols: []string{"echo"}})
 	h2 := &h2c.Handler{Server: hs}
-	us.HandleRoute(h2c.Protocol, h2.Route())
+	h2Route := h2.Route()
+	h2Route.Handler = accepter{Accepter: h2, serve: s.logged(func(c *upgrade.Conn) connEnd {
+		h2.ServeUpgrade(c)
+		return connEnd{}
+	})}
+	us.HandleRoute(h2c.Protocol, h2Route)
 
 	s.demo = newDemoHandler(us, cfg.policy)
 	mux := http.NewServeMux()
 	mux.Handle("/required", us)
 	mux.Handle("/", us.Middleware(s.demo))
-	hs.Handler = mux
+	hs.Handler = asterisk(us.Middleware(http.HandlerFunc(s.serveOptions)), mux)
 	// Requests arriving over h2c have already upgraded: they go to the
 	// demo handler directly, /required included (through the endpoint
 	// they would get 505, which is for HTTP/2 requests that never
@@ -146,10 +178,90 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	h2mux.HandleFunc("/required", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "upgraded: this request arrived over %s\n", r.Proto)
 	})
-	h2.Handler = h2mux
+	h2.Handler = asterisk(http.HandlerFunc(s.serveOptions), h2mux)
 	hs.RegisterOnShutdown(s.demo.shutdown)
 	return s
 }
+
+// asterisk returns a handler that sends requests whose target is "*"
+// (asterisk-form, RFC 9112 §3.2.4) to options if their method is OPTIONS
+// and answers others with 400 Bad Request, and every other request to
+// next. http.ServeMux answers every "*" request with 400 by itself.
+func asterisk(options, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.RequestURI != "*":
+			next.ServeHTTP(w, r)
+		case r.Method == http.MethodOptions:
+			options.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Connection", "close")
+			http.Error(w, "the * request target is for OPTIONS only", http.StatusBadRequest)
+		}
+	})
+}
+
+// serveOptions answers an OPTIONS * request that was not switched: 200
+// with no content, like net/http's own answer, advertising the protocols
+// the server can switch to (RFC 9110 §7.8 allows Upgrade in any
+// response) when the request is HTTP/1.1.
+func (s *demoServer) serveOptions(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	if r.ProtoMajor == 1 && r.ProtoMinor >= 1 {
+		h.Set("Upgrade", s.upgrade.Protocols())
+		h.Set("Connection", "Upgrade")
+	}
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
+}
+
+// connEnd is how a switched connection ended, for the -v log line.
+type connEnd struct {
+	how   string // e.g. "client half-closed"; "" for nothing to say
+	err   error  // the error that ended it, if any
+	warn  bool   // the client broke the protocol: log at WARN
+	attrs []any  // protocol-specific key-value pairs
+}
+
+// logged returns serve as a protocol handler that, with -v, logs exactly
+// one line when the connection ends: the protocol, the remote address,
+// the HTTP version of the request that was switched (proto=HTTP/1.1),
+// how long the connection lasted and how it ended. Without -v it logs
+// nothing: a log write per connection is a cost every upgrade pays.
+func (s *demoServer) logged(serve func(c *upgrade.Conn) connEnd) func(c *upgrade.Conn) {
+	if !s.verbose {
+		return func(c *upgrade.Conn) { serve(c) }
+	}
+	return func(c *upgrade.Conn) {
+		start := time.Now()
+		end := serve(c)
+		args := make([]any, 0, 12+len(end.attrs))
+		args = append(args, "protocol", c.Protocol.String(), "remote", c.RemoteAddr().String(),
+			"proto", c.Request.Proto, "duration", time.Since(start).Round(time.Millisecond))
+		if end.how != "" {
+			args = append(args, "how", end.how)
+		}
+		args = append(args, end.attrs...)
+		if end.err != nil {
+			args = append(args, "err", end.err)
+		}
+		level := slog.LevelInfo
+		if end.warn {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "connection closed", args...)
+	}
+}
+
+// accepter is a protocol handler made of an Accepter and a serve
+// function: it keeps the pre-101 step of the handler it wraps.
+type accepter struct {
+	upgrade.Accepter
+	serve func(c *upgrade.Conn)
+}
+
+// ServeUpgrade serves c with a's serve function.
+func (a accepter) ServeUpgrade(c *upgrade.Conn) { a.serve(c) }
 
 // shutdown stops the server: no new connections or upgrades, upgraded
 // connections asked to finish and closed after grace.

@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/go-upgrade/upgrade/internal/wsframe"
 	"github.com/go-upgrade/upgrade/websocket"
@@ -37,6 +42,7 @@ func TestServeUsageError(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "-policy", "random"},
 		{"serve", "-grace", "-1s"},
+		{"serve", "-read-timeout", "-1s"},
 		{"serve", "extra"},
 		{"serve", "-nosuchflag"},
 		{"nosuchcommand"},
@@ -255,12 +261,11 @@ func TestH2CRaw(t *testing.T) {
 	assert.Equal(t, byte(0x4), frame[3], "the server's first frame is SETTINGS")
 }
 
-// TestSIGTERMEcho sends SIGTERM while an echo/1 connection is open: the
-// server stops, the connection is closed within the grace period, and the
-// exit status is 0.
-func TestSIGTERMEcho(t *testing.T) {
-	s := startServer(t, "-grace", "300ms")
-	c := rawConn(t, s.addr)
+// switchEcho opens a connection to addr switched to echo/1 and checks
+// that it echoes.
+func switchEcho(t *testing.T, addr string) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	c := rawConn(t, addr)
 	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nping")
 	require.NoError(t, err)
 	br := bufio.NewReader(c)
@@ -270,17 +275,63 @@ func TestSIGTERMEcho(t *testing.T) {
 	_, err = io.ReadFull(br, got)
 	require.NoError(t, err)
 	require.Equal(t, "ping", string(got))
+	return c, br
+}
+
+// openWebSocket opens a connection to addr switched to websocket and
+// returns it with the reader holding what followed the 101.
+func openWebSocket(t *testing.T, addr string) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	c := rawConn(t, addr)
+	key := websocket.NewKey()
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+addr+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "+key+"\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	status, h := readResponseHead(t, br)
+	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	require.Equal(t, websocket.AcceptKey(key), h.Get("Sec-WebSocket-Accept"))
+	return c, br
+}
+
+// TestSIGTERMEcho sends SIGTERM while an echo/1 connection is open. echo/1
+// has no way to say goodbye, so it keeps echoing during the grace period,
+// bytes written after the signal included; the connection is closed when
+// the grace period ends, and the exit status is 0. A WebSocket opened
+// beside it witnesses that the shutdown has begun: it gets its 1001.
+func TestSIGTERMEcho(t *testing.T) {
+	const grace = time.Second
+	s := startServer(t, "-grace", grace.String())
+	c, br := switchEcho(t, s.addr)
+	wc, wbr := openWebSocket(t, s.addr)
+	ws := wsframe.NewConn(readWriter{wbr, wc}, true)
 
 	start := time.Now()
 	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	_, _, err := ws.ReadMessage()
+	var ce *wsframe.CloseError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, wsframe.CloseGoingAway, ce.Code, "the shutdown has begun")
+
+	for _, msg := range []string{"written after SIGTERM", "and more"} {
+		_, err := io.WriteString(c, msg)
+		require.NoError(t, err)
+		got := make([]byte, len(msg))
+		_, err = io.ReadFull(br, got)
+		require.NoError(t, err, "echoed during the grace period")
+		assert.Equal(t, msg, string(got))
+	}
+
 	rest, err := io.ReadAll(br) // ends when the server closes the connection
+	elapsed := time.Since(start)
 	assert.Empty(t, rest)
 	if err != nil {
 		var ne net.Error
 		require.ErrorAs(t, err, &ne, "the connection ends with EOF or a reset")
 		require.False(t, ne.Timeout(), "the connection was not closed")
 	}
-	assert.Less(t, time.Since(start), 2*time.Second, "closed within the grace period")
+	assert.GreaterOrEqual(t, elapsed, grace, "closed before the grace period ended")
+	assert.Less(t, elapsed, grace+2*time.Second, "not closed when the grace period ended")
 	assert.Equal(t, 0, s.wait(t, 5*time.Second))
 	assert.Contains(t, s.stderr.String(), "shutting down")
 
@@ -318,4 +369,223 @@ func TestSIGTERMWebSocket(t *testing.T) {
 	assert.Equal(t, wsframe.CloseGoingAway, ce.Code)
 	assert.Equal(t, 0, s.wait(t, 5*time.Second))
 	assert.Less(t, time.Since(start), 2*time.Second, "the server did not need the whole grace period")
+}
+
+// TestSIGTERMWebSocketLateMessage: a message the client sends after the
+// server's 1001 close frame, before it has read it, is not echoed (no data
+// may follow a close frame, RFC 6455 §5.5.1), and the close handshake
+// still completes: the client's close frame ends the connection, long
+// before the grace period would.
+func TestSIGTERMWebSocketLateMessage(t *testing.T) {
+	s := startServer(t, "-grace", "10s")
+	c, br := openWebSocket(t, s.addr)
+	ws := wsframe.NewConn(readWriter{br, c}, true)
+	require.NoError(t, ws.WriteMessage(wsframe.OpText, []byte("hello")))
+	_, p, err := ws.ReadMessage()
+	require.NoError(t, err)
+	require.Equal(t, "hello", string(p))
+
+	start := time.Now()
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	// Read the server's close frame by hand, without answering it yet.
+	want := append([]byte{0x88, byte(2 + len("server shutting down")), 0x03, 0xe9}, "server shutting down"...)
+	got := make([]byte, len(want))
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "a close frame with 1001 Going Away")
+
+	require.NoError(t, ws.WriteMessage(wsframe.OpText, []byte("late")))
+	require.NoError(t, ws.WriteClose(wsframe.CloseGoingAway, ""))
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err, "the server closes the connection after the handshake")
+	assert.Empty(t, rest, "nothing follows the server's close frame")
+	assert.Equal(t, 0, s.wait(t, 5*time.Second))
+	assert.Less(t, time.Since(start), 5*time.Second, "the handshake ended the connection, not the grace period")
+}
+
+// TestServeLogging: without -v, switched connections write nothing to
+// the log, only the start and the shutdown do; with -v, each writes
+// exactly one line when it ends, naming the protocol, the remote address
+// and the HTTP version of the request that switched.
+func TestServeLogging(t *testing.T) {
+	connLine := regexp.MustCompile(`(?m)^.* msg="connection closed" .*$`)
+	for _, verbose := range []bool{false, true} {
+		t.Run(fmt.Sprintf("-v=%v", verbose), func(t *testing.T) {
+			args := []string{"-grace", "5s"}
+			if verbose {
+				args = append(args, "-v")
+			}
+			s := startServer(t, args...)
+
+			ec, ebr := switchEcho(t, s.addr)
+			require.NoError(t, ec.CloseWrite())
+			rest, err := io.ReadAll(ebr)
+			require.NoError(t, err)
+			require.Empty(t, rest)
+
+			wc, wbr := openWebSocket(t, s.addr)
+			require.NoError(t, wsframe.NewConn(readWriter{wbr, wc}, true).Close(wsframe.CloseNormalClosure, ""))
+
+			r := runDialCmd(t, strings.NewReader(""), "http://"+s.addr+"/", "h2c")
+			require.Equal(t, 0, r.code, r.stderr)
+
+			if verbose {
+				// The lines are written when the handlers return.
+				require.Eventually(t, func() bool {
+					return len(connLine.FindAllString(s.stderr.String(), -1)) >= 3
+				}, testTimeout, 10*time.Millisecond, "one line per connection")
+			}
+			require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+			require.Equal(t, 0, s.wait(t, 10*time.Second))
+			logs := s.stderr.String()
+			lines := connLine.FindAllString(logs, -1)
+			if !verbose {
+				assert.Empty(t, lines, logs)
+				assert.NotContains(t, logs, "remote=", "nothing logged per connection")
+				for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
+					assert.Regexp(t, `msg=(serving|"shutting down"|stopped)( |$)`, l)
+				}
+				return
+			}
+			require.Len(t, lines, 3, logs)
+			assert.Regexp(t, `protocol=echo/1 remote=`+regexp.QuoteMeta(ec.LocalAddr().String())+
+				` proto=HTTP/1.1 duration=\S+ how="client half-closed" echoed=4$`, lines[0])
+			assert.Regexp(t, `protocol=websocket remote=`+regexp.QuoteMeta(wc.LocalAddr().String())+
+				` proto=HTTP/1.1 duration=\S+ how="closed by the client"$`, lines[1])
+			assert.Regexp(t, `protocol=h2c remote=127\.0\.0\.1:\d+ proto=HTTP/1\.1 duration=\S+$`, lines[2])
+		})
+	}
+}
+
+// TestReadTimeout: a plain request whose body dribbles in is cut off by
+// -read-timeout (408, and the connection closed), while a switched
+// connection idle for longer than that keeps working: Hijack clears the
+// deadline net/http set.
+func TestReadTimeout(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	s := startServer(t, "-read-timeout", timeout.String())
+
+	t.Run("dribbled POST body", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+		require.NoError(t, err)
+		stop := make(chan struct{})
+		dribbled := make(chan struct{})
+		go func() {
+			defer close(dribbled)
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}()
+		defer func() {
+			close(stop)
+			<-dribbled
+		}()
+
+		start := time.Now()
+		require.NoError(t, c.SetReadDeadline(start.Add(5*time.Second)))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, "no answer while the body dribbles in")
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode, string(body))
+		assert.GreaterOrEqual(t, time.Since(start), timeout)
+		assert.True(t, resp.Close, "Connection: close")
+		_, err = br.ReadByte()
+		var ne net.Error
+		if errors.As(err, &ne) {
+			assert.False(t, ne.Timeout(), "the connection was not closed")
+		} else {
+			assert.ErrorIs(t, err, io.EOF, "the connection is closed")
+		}
+	})
+
+	t.Run("idle switched connection", func(t *testing.T) {
+		c, br := switchEcho(t, s.addr)
+		time.Sleep(2 * timeout) // idle past the read timeout
+		_, err := io.WriteString(c, "still here")
+		require.NoError(t, err)
+		got := make([]byte, len("still here"))
+		_, err = io.ReadFull(br, got)
+		require.NoError(t, err)
+		assert.Equal(t, "still here", string(got))
+	})
+}
+
+// TestOptionsAsterisk: OPTIONS * can be switched (RFC 9110 §7.8), to
+// echo/1 or h2c; a plain one is answered 200 advertising the protocols;
+// another method with the * target is a 400.
+func TestOptionsAsterisk(t *testing.T) {
+	s := startServer(t)
+
+	t.Run("echo/1", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nearly")
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		status, h := readResponseHead(t, br)
+		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+		assert.Equal(t, "echo/1", h.Get("Upgrade"))
+		_, err = io.WriteString(c, " and late")
+		require.NoError(t, err)
+		got := make([]byte, len("early and late"))
+		_, err = io.ReadFull(br, got)
+		require.NoError(t, err)
+		assert.Equal(t, "early and late", string(got))
+	})
+
+	t.Run("h2c", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\n\r\n")
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		status, _ := readResponseHead(t, br)
+		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+		_, err = io.WriteString(c, http2.ClientPreface)
+		require.NoError(t, err)
+		fr := http2.NewFramer(c, br)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		require.NoError(t, fr.WriteSettings())
+		for {
+			f, err := fr.ReadFrame()
+			require.NoError(t, err)
+			if mh, ok := f.(*http2.MetaHeadersFrame); ok && mh.StreamID == 1 {
+				assert.Equal(t, "200", mh.PseudoValue("status"), "the OPTIONS * request, answered on stream 1")
+				break
+			}
+		}
+	})
+
+	t.Run("plain", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "echo/1, websocket, h2c", resp.Header.Get("Upgrade"))
+		assert.Equal(t, "Upgrade", resp.Header.Get("Connection"))
+		assert.Zero(t, resp.ContentLength)
+	})
+
+	t.Run("GET *", func(t *testing.T) {
+		c := rawConn(t, s.addr)
+		_, err := io.WriteString(c, "GET * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	})
 }

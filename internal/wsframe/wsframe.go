@@ -652,6 +652,12 @@ func closePayload(code int, reason string) ([]byte, error) {
 // completes the closing handshake (ReadMessage returns a *CloseError) and the
 // error that ended the loop otherwise. Echo does not close the underlying
 // connection; callers typically call c.Close afterwards.
+//
+// Another goroutine may start the closing handshake with WriteClose while
+// Echo runs (a server shutting down, say). No data frame may follow a close
+// frame (RFC 6455, section 5.5.1), so the messages the peer sent before it
+// saw ours are read and dropped, not echoed, and Echo returns nil once the
+// peer's close frame completes the handshake.
 func Echo(c *Conn) error {
 	for {
 		op, p, err := c.ReadMessage()
@@ -662,7 +668,7 @@ func Echo(c *Conn) error {
 			}
 			return err
 		}
-		if err := c.WriteMessage(op, p); err != nil {
+		if err := c.WriteMessage(op, p); err != nil && !errors.Is(err, ErrCloseSent) {
 			return err
 		}
 	}

@@ -715,6 +715,22 @@ func TestEchoErrors(t *testing.T) {
 	}
 }
 
+// TestEchoAfterWriteClose: once a close frame has been sent (a server
+// going away), Echo drops the messages still arriving, sends nothing more,
+// and returns nil when the peer's close frame completes the handshake.
+func TestEchoAfterWriteClose(t *testing.T) {
+	c, rw := newTestConn(false,
+		cf(fin|byte(OpText), "sent before the client saw our close"),
+		cf(fin|byte(OpBinary), "\x00\x01"),
+		cf(fin|byte(OpClose), wireClose(CloseGoingAway, "")))
+	require.NoError(t, c.WriteClose(CloseGoingAway, "shutting down"))
+	require.NoError(t, Echo(c))
+	frames := parseFrames(t, rw.out.Bytes())
+	require.Len(t, frames, 1, "nothing follows the close frame")
+	assert.Equal(t, fin|byte(OpClose), frames[0].b0)
+	assert.Equal(t, wireClose(CloseGoingAway, "shutting down"), string(frames[0].payload))
+}
+
 func TestEchoWithClientConn(t *testing.T) {
 	client, server := tcpPair(t)
 	done := make(chan error, 1)
