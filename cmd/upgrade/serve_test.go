@@ -95,17 +95,21 @@ func TestEchoRawSocket(t *testing.T) {
 
 func TestRequired426(t *testing.T) {
 	s := startServer(t)
-	for _, req := range []string{
-		"GET /required HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\n",
-		"GET /required HTTP/1.1\r\nHost: x\r\n\r\n",
+	for _, tc := range []struct {
+		req        string
+		connection []string
+	}{
+		// A refused upgrade request closes the connection.
+		{"GET /required HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\n", []string{"close", "Upgrade"}},
+		{"GET /required HTTP/1.1\r\nHost: x\r\n\r\n", []string{"Upgrade"}},
 	} {
 		c := rawConn(t, s.addr)
-		_, err := io.WriteString(c, req)
+		_, err := io.WriteString(c, tc.req)
 		require.NoError(t, err)
 		status, h := readResponseHead(t, bufio.NewReader(c))
-		assert.Equal(t, "HTTP/1.1 426 Upgrade Required", status, "%q", req)
+		assert.Equal(t, "HTTP/1.1 426 Upgrade Required", status, "%q", tc.req)
 		assert.Equal(t, "echo/1, websocket, h2c", h.Get("Upgrade"))
-		assert.Equal(t, "Upgrade", h.Get("Connection"))
+		assert.Equal(t, tc.connection, h.Values("Connection"))
 	}
 }
 
