@@ -748,7 +748,7 @@ func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Re
 			// Bytes the server sent through the tunnel right after the
 			// CONNECT response belong to the TLS stream.
 			ahead, _ := br.Peek(br.Buffered())
-			conn = &Conn{Conn: conn, rbuf: append([]byte(nil), ahead...)}
+			conn = &Conn{nc: conn, rbuf: append([]byte(nil), ahead...)}
 		}
 	}
 	if t.secure {
@@ -784,7 +784,7 @@ func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Re
 	if err := raw.SetDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("clearing the handshake deadline: %w", err)
 	}
-	c = &Conn{Conn: conn, Protocol: proto, Request: req, Response: resp}
+	c = &Conn{nc: conn, Protocol: proto, Request: req, Response: resp}
 	if n := br.Buffered(); n > 0 {
 		ahead, _ := br.Peek(n)
 		c.rbuf = append([]byte(nil), ahead...)

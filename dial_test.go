@@ -762,7 +762,7 @@ func TestDialTLS(t *testing.T) {
 			c, err := d.Dial(context.Background(), scheme+"://"+ts.Listener.Addr().String()+"/", echo1)
 			require.NoError(t, err)
 			defer c.Close()
-			tc, ok := c.Conn.(*tls.Conn)
+			tc, ok := c.NetConn().(*tls.Conn)
 			require.True(t, ok)
 			assert.Contains(t, []string{"", "http/1.1"}, tc.ConnectionState().NegotiatedProtocol)
 			assert.Equal(t, []string{"h2", "http/1.1"}, d.TLSClientConfig.NextProtos, "caller's config modified")

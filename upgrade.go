@@ -551,7 +551,7 @@ func (s *Server) forget(c *Conn) {
 func (s *Server) run(c *Conn) {
 	defer s.untrack(c)
 	defer c.finish()
-	defer c.Conn.Close()
+	defer c.nc.Close()
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
 			buf := make([]byte, 16<<10)
@@ -626,7 +626,7 @@ func (s *Server) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		c.Conn.Close()
+		c.nc.Close()
 	}
 }
 

@@ -750,7 +750,8 @@ func TestConnReadAheadAndCloseWrite(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	c := &Conn{Conn: a, rbuf: []byte("abc")}
+	c := &Conn{nc: a, rbuf: []byte("abc")}
+	assert.Equal(t, a, c.NetConn())
 	assert.Equal(t, 3, c.Buffered())
 	buf := make([]byte, 2)
 	n, err := c.Read(buf)

@@ -174,7 +174,7 @@ func decodeSettings(vs []string) ([]byte, error) {
 // golang.org/x/net/http2, answering the upgrade request on stream 1, until
 // the client or the server ends it.
 //
-// The HTTP/2 server reads from c itself, not from c.Conn, so a client
+// The HTTP/2 server reads from c itself, not from c.NetConn(), so a client
 // preface that arrived with the upgrade request is not lost. The upgrade
 // request is handed to the Handler as an HTTP/2 request: its body is the
 // one read before the switch, Proto is "HTTP/2.0", and the connection

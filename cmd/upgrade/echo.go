@@ -21,7 +21,7 @@ import (
 // closes the connection at the end of it.
 func (s *demoServer) serveEcho(c *upgrade.Conn) connEnd {
 	buf := make([]byte, 32<<10)
-	// Read from c, not c.Conn: c returns the bytes that arrived with the
+	// Read from c, not c.NetConn(): c returns the bytes that arrived with the
 	// request first.
 	n, err := io.CopyBuffer(c, c, buf)
 	end := connEnd{attrs: []any{"echoed", n}}

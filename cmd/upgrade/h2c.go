@@ -54,7 +54,7 @@ func h2cExchange(c *upgrade.Conn, w io.Writer, deadline time.Time) error {
 		}
 	}
 	bw := bufio.NewWriter(c)
-	// Read from c, not c.Conn: the server's SETTINGS may have arrived
+	// Read from c, not c.NetConn(): the server's SETTINGS may have arrived
 	// with the 101.
 	fr := http2.NewFramer(bw, c)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)

@@ -37,7 +37,7 @@ func main() {
 // the close frame) or the connection ends.
 func echo(c *upgrade.Conn) {
 	for {
-		// c, not c.Conn: Read returns the bytes that arrived with the
+		// c, not c.NetConn(): Read returns the bytes that arrived with the
 		// handshake first.
 		msg, op, err := wsutil.ReadClientData(c)
 		if err != nil {

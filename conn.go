@@ -1,0 +1,175 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Conn is a connection that has switched protocols. It is a net.Conn whose
+// Read returns, before anything read from the network, the bytes that
+// arrived behind the HTTP exchange (pipelined after the request on the
+// server, after the 101 response on the client): not one byte is lost.
+//
+// A Conn must not be read from by more than one goroutine at a time, like
+// most net.Conn implementations; Write and Close are as safe as those of
+// the underlying connection.
+type Conn struct {
+	// Protocol is the protocol switched to: on the server, the registered
+	// spelling of the name with the client's version, as named in the 101;
+	// on the client, the offer the 101 selected (its first Upgrade
+	// element), as the caller spelled it.
+	Protocol Protocol
+
+	// Request is the request that was switched. On the server its Body, if
+	// the request had one, holds the whole body, read before the switch;
+	// its Context is cancelled once the switch is complete (use Context).
+	Request *http.Request
+
+	// Response is, on the client, the 101 response; nil on the server.
+	Response *http.Response
+
+	nc   net.Conn // the underlying connection
+	rbuf []byte   // read-ahead bytes not yet returned by Read
+
+	ctx      context.Context // set by the client side; nil on the server until Context
+	ctxOnce  sync.Once
+	cancel   context.CancelFunc // server: cancels ctx when the handler returns
+	life     context.Context    // server: cancelled when the Server closes its connections
+	draining <-chan struct{}    // server: closed when the Server starts shutting down
+	route    *route             // server: the route switched to
+}
+
+// Read reads first the bytes that had been read ahead before the switch,
+// then from the underlying connection.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(c.rbuf) > 0 {
+		n := copy(p, c.rbuf)
+		c.rbuf = c.rbuf[n:]
+		if len(c.rbuf) == 0 {
+			c.rbuf = nil
+		}
+		return n, nil
+	}
+	return c.nc.Read(p)
+}
+
+// Write writes to the underlying connection.
+func (c *Conn) Write(p []byte) (int, error) { return c.nc.Write(p) }
+
+// Close closes the underlying connection.
+func (c *Conn) Close() error { return c.nc.Close() }
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// RemoteAddr returns the remote network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines of the underlying
+// connection, as net.Conn's SetDeadline does.
+func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline of the underlying connection.
+// Read returns read-ahead bytes whatever the deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the underlying connection.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+
+// NetConn returns the underlying connection: the *net.TCPConn or
+// *tls.Conn the switch happened on. It is for what a Conn does not offer
+// itself, such as socket options or the TLS connection state.
+//
+// Reading from it directly skips the read-ahead bytes that Read returns
+// first, and loses them: read from c, or from NetConn only once Buffered
+// returns 0. Closing it closes c.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// Buffered returns the number of read-ahead bytes that Read will return
+// before it reads from the network.
+func (c *Conn) Buffered() int { return len(c.rbuf) }
+
+// CloseWrite shuts down the writing side of the connection (a TCP
+// half-close, or a TLS close_notify), if the underlying connection supports
+// it. It returns an error wrapping errors.ErrUnsupported otherwise.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return &net.OpError{Op: "close", Net: "upgrade", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.ErrUnsupported}
+}
+
+// Context returns the connection's context. On the server it carries the
+// values of the request's context and is cancelled when the connection is
+// being closed: by Server.Close, when Server.Shutdown's grace period ends,
+// or when the handler returns. It is not cancelled when a graceful
+// shutdown starts (see Draining), so a handler that passes it to the
+// calls it blocks in keeps serving until its connection is really closed.
+// On the client it is the context given to Dial, without its cancellation
+// or deadline.
+func (c *Conn) Context() context.Context {
+	c.ctxOnce.Do(func() {
+		if c.ctx != nil {
+			return
+		}
+		life := c.life
+		if life == nil {
+			life = context.Background()
+		}
+		var values context.Context = context.Background()
+		if c.Request != nil {
+			values = context.WithoutCancel(c.Request.Context())
+		}
+		// A child of the lifetime context itself, so that cancelling it
+		// cancels this one (and contexts derived from it) at once.
+		lifetime, cancel := context.WithCancel(life)
+		c.ctx, c.cancel = &connContext{Context: lifetime, values: values}, cancel
+	})
+	return c.ctx
+}
+
+// Draining returns a channel that is closed when the Server that switched
+// c starts a graceful Shutdown: the moment for a protocol that can say
+// goodbye to do so (a WebSocket close frame with 1001 Going Away, an
+// HTTP/2 GOAWAY) and for the handler to finish and return. A handler
+// that ignores it keeps working until Shutdown's grace period ends; then
+// the connection is closed and Context is cancelled. On the client, and
+// for a Server that never shuts down, the channel is never closed.
+func (c *Conn) Draining() <-chan struct{} { return c.draining }
+
+// finish marks c's handler as returned: Context, if it was ever asked
+// for, is cancelled, and a later call returns a cancelled context.
+func (c *Conn) finish() {
+	c.ctxOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		c.ctx = ctx
+	})
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+// connContext takes its lifetime from one context and its values from
+// another.
+type connContext struct {
+	context.Context                 // lifetime: Deadline, Done, Err
+	values          context.Context // Value
+}
+
+// Value returns the value for key from the values context. The lifetime
+// context is asked first: it holds no values of its own, but it answers
+// the context package's own lookup of the cancelCtx behind a context, so
+// contexts derived from a connContext are cancelled along with it,
+// synchronously and without a goroutine.
+func (c *connContext) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.values.Value(key)
+}
+
