@@ -172,4 +172,3 @@ func (c *connContext) Value(key any) any {
 	}
 	return c.values.Value(key)
 }
-

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -443,13 +444,13 @@ func checkAuthority(hostport string) string {
 		case rest[0] == ':':
 			port, hasPort = rest[1:], true
 		default:
-			return "unexpected " + quoteElement(rest) + " after IPv6 address"
+			return "unexpected " + httplist.Quote(rest) + " after IPv6 address"
 		}
 		if strings.IndexByte(host, '%') >= 0 {
 			return "IPv6 zone identifier (it is meaningful only on this host and never sent, RFC 6874 §4)"
 		}
 		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
-			return quoteElement(host) + " is not an IPv6 address"
+			return httplist.Quote(host) + " is not an IPv6 address"
 		}
 	} else {
 		if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
@@ -466,13 +467,13 @@ func checkAuthority(hostport string) string {
 			case c == '%' && i+2 < len(host) && isHex(host[i+1]) && isHex(host[i+2]):
 				i += 2
 			default:
-				return "invalid byte " + quoteElement(host[i:i+1]) + " in host"
+				return "invalid byte " + httplist.Quote(host[i:i+1]) + " in host"
 			}
 		}
 	}
 	if hasPort && port != "" {
 		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return "invalid port " + quoteElement(port)
+			return "invalid port " + httplist.Quote(port)
 		}
 	}
 	return ""
@@ -548,15 +549,14 @@ func (d *Dialer) appendRequest(b []byte, req *http.Request, target string, offer
 			delete(h, k)
 			continue
 		case "Connection":
-			for _, v := range vs {
-				for _, o := range strings.Split(v, ",") {
-					if o = trimOWS(o); o != "" && !ascii.EqualFold(o, "upgrade") {
-						if !httpguts.ValidHeaderFieldName(o) {
-							return b, fmt.Errorf("invalid Connection option %q", o)
-						}
-						conn = append(conn, o)
-					}
+			for o := range httplist.Elements(vs) {
+				if ascii.EqualFold(o, "upgrade") {
+					continue
 				}
+				if !httplist.IsToken(o) {
+					return b, fmt.Errorf("invalid Connection option %s", httplist.Quote(o))
+				}
+				conn = append(conn, o)
 			}
 			delete(h, k)
 			continue
@@ -569,7 +569,7 @@ func (d *Dialer) appendRequest(b []byte, req *http.Request, target string, offer
 		host = h
 	}
 	if r := checkAuthority(host); r != "" {
-		return b, fmt.Errorf("invalid Host %s: %s", quoteElement(host), r)
+		return b, fmt.Errorf("invalid Host %s: %s", httplist.Quote(host), r)
 	}
 	req.Host = host
 	sortStrings(keys)
@@ -621,10 +621,10 @@ func checkOffer(p Protocol) string {
 	if p.Name == "" {
 		return "empty protocol name"
 	}
-	if r := checkToken(p.Name); r != "" {
+	if r := httplist.CheckToken(p.Name); r != "" {
 		return r + " in protocol name"
 	}
-	if r := checkToken(p.Version); r != "" {
+	if r := httplist.CheckToken(p.Version); r != "" {
 		return r + " in protocol version"
 	}
 	return ""
@@ -1052,7 +1052,7 @@ func readHeader(br *bufio.Reader) (http.Header, error) {
 			}
 			cont := trimOWSBytes(line)
 			if !httpguts.ValidHeaderFieldValue(string(cont)) {
-				return nil, invalidSwitch("invalid value in folded header line " + quoteElement(string(line)))
+				return nil, invalidSwitch("invalid value in folded header line " + httplist.Quote(string(line)))
 			}
 			if len(cont) > 0 {
 				if len(value) > 0 {
@@ -1070,11 +1070,11 @@ func readHeader(br *bufio.Reader) (http.Header, error) {
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !httpguts.ValidHeaderFieldName(string(line[:colon])) {
-			return nil, invalidSwitch("malformed header line " + quoteElement(string(line)))
+			return nil, invalidSwitch("malformed header line " + httplist.Quote(string(line)))
 		}
 		v := trimOWSBytes(line[colon+1:])
 		if !httpguts.ValidHeaderFieldValue(string(v)) {
-			return nil, invalidSwitch("invalid value in header line " + quoteElement(string(line)))
+			return nil, invalidSwitch("invalid value in header line " + httplist.Quote(string(line)))
 		}
 		key = internKey(line[:colon])
 		value = append(value[:0], v...)
@@ -1161,12 +1161,7 @@ func parseAdvertised(values []string) []Protocol {
 	for _, v := range values {
 		for len(v) > 0 && len(out) < maxAdvertised {
 			var elem string
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				elem, v = v[:i], v[i+1:]
-			} else {
-				elem, v = v, ""
-			}
-			if elem = trimOWS(elem); elem == "" {
+			if elem, v = httplist.Cut(v); elem == "" {
 				continue
 			}
 			if p, reason := parseElement(elem); reason == "" {

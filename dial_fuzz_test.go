@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/httplist"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -93,7 +94,7 @@ func FuzzDialResponse(f *testing.F) {
 		}
 		for k, vs := range resp.Header {
 			for _, v := range vs {
-				if !httpguts.ValidHeaderFieldValue(v) || v != trimOWS(v) {
+				if !httpguts.ValidHeaderFieldValue(v) || v != httplist.TrimOWS(v) {
 					t.Fatalf("Conn for a 101 whose %s field is %q: invalid or untrimmed", k, v)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-upgrade/upgrade/internal/httplist"
 	"github.com/stretchr/testify/require"
 )
 
@@ -40,8 +41,8 @@ func FuzzParseProtocols(f *testing.F) {
 		parts := make([]string, len(got))
 		for i, p := range got {
 			require.NotEmpty(t, p.Name)
-			require.Empty(t, checkToken(p.Name), "name %q", p.Name)
-			require.Empty(t, checkToken(p.Version), "version %q", p.Version)
+			require.Empty(t, httplist.CheckToken(p.Name), "name %q", p.Name)
+			require.Empty(t, httplist.CheckToken(p.Version), "version %q", p.Version)
 			require.NotContains(t, p.Version, "/")
 			parts[i] = p.String()
 		}

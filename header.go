@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-upgrade/upgrade/internal/httplist"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -96,41 +97,13 @@ func (e *HeaderError) Error() string {
 		s = "upgrade: " + e.Field + " header too large"
 	}
 	if e.Element != "" {
-		s += ": element " + quoteElement(e.Element)
+		s += ": element " + httplist.Quote(e.Element)
 	}
 	return s + ": " + e.Reason
 }
 
 // Unwrap returns the underlying cause.
 func (e *HeaderError) Unwrap() error { return e.Err }
-
-const maxElementInError = 64
-
-func quoteElement(s string) string {
-	if len(s) > maxElementInError {
-		s = s[:maxElementInError] + "..."
-	}
-	// %q-like quoting without fmt: escape only what would be unreadable.
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < 0x20 || c >= 0x7f:
-			const hex = "0123456789abcdef"
-			b.WriteString(`\x`)
-			b.WriteByte(hex[c>>4])
-			b.WriteByte(hex[c&0xf])
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
 
 // ParseProtocols parses every Upgrade header line in values, in order, into
 // the list of offered protocols in the client's order of preference, using
@@ -166,13 +139,7 @@ func AppendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, e
 		}
 		for len(v) > 0 {
 			var elem string
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				elem, v = v[:i], v[i+1:]
-			} else {
-				elem, v = v, ""
-			}
-			elem = trimOWS(elem)
-			if elem == "" {
+			if elem, v = httplist.Cut(v); elem == "" {
 				continue
 			}
 			p, reason := parseElement(elem)
@@ -216,51 +183,16 @@ func parseElement(e string) (Protocol, string) {
 			return Protocol{}, "empty protocol version after \"/\""
 		}
 	}
-	if r := checkToken(name); r != "" {
+	if r := httplist.CheckToken(name); r != "" {
 		return Protocol{}, r + " in protocol name"
 	}
-	if r := checkToken(version); r != "" {
+	if r := httplist.CheckToken(version); r != "" {
 		if strings.IndexByte(version, '/') >= 0 {
 			return Protocol{}, "more than one \"/\""
 		}
 		return Protocol{}, r + " in protocol version"
 	}
 	return Protocol{Name: name, Version: version}, ""
-}
-
-// checkToken returns "" if s (possibly empty) consists of RFC 9110 tchar
-// only, or a description of the first offending byte.
-func checkToken(s string) string {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if httpguts.IsTokenRune(rune(c)) {
-			continue
-		}
-		switch {
-		case c == ' ' || c == '\t':
-			return "whitespace"
-		case c == '"':
-			return "quoted string"
-		case c < 0x20 || c == 0x7f:
-			return "control byte"
-		case c >= 0x80:
-			return "non-ASCII byte"
-		default:
-			return "separator " + string(rune(c))
-		}
-	}
-	return ""
-}
-
-// trimOWS removes leading and trailing SP and HTAB (RFC 9110 §5.6.3 OWS).
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // HasConnectionOption reports whether the Connection header lines in h

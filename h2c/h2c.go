@@ -37,9 +37,9 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 
 	"github.com/go-upgrade/upgrade"
 	"golang.org/x/net/http2"
@@ -153,10 +153,10 @@ func decodeSettings(vs []string) ([]byte, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(vs[0])
 	if err != nil {
-		return nil, errors.New("h2c: HTTP2-Settings " + quote(vs[0]) + " is not base64url without padding: " + err.Error())
+		return nil, errors.New("h2c: HTTP2-Settings " + httplist.Quote(vs[0]) + " is not base64url without padding: " + err.Error())
 	}
 	if len(b)%6 != 0 {
-		return nil, errors.New("h2c: HTTP2-Settings " + quote(vs[0]) + " decodes to " + strconv.Itoa(len(b)) + " bytes, not a whole number of 6-byte settings")
+		return nil, errors.New("h2c: HTTP2-Settings " + httplist.Quote(vs[0]) + " decodes to " + strconv.Itoa(len(b)) + " bytes, not a whole number of 6-byte settings")
 	}
 	for i := 0; i < len(b); i += 6 {
 		s := http2.Setting{
@@ -164,7 +164,7 @@ func decodeSettings(vs []string) ([]byte, error) {
 			Val: uint32(b[i+2])<<24 | uint32(b[i+3])<<16 | uint32(b[i+4])<<8 | uint32(b[i+5]),
 		}
 		if err := s.Valid(); err != nil {
-			return nil, errors.New("h2c: HTTP2-Settings " + quote(vs[0]) + ": setting " + s.String() + ": " + err.Error())
+			return nil, errors.New("h2c: HTTP2-Settings " + httplist.Quote(vs[0]) + ": setting " + s.String() + ": " + err.Error())
 		}
 	}
 	return b, nil
@@ -279,12 +279,8 @@ func (h *Handler) baseConfig() *http.Server {
 func h2Request(r *http.Request, ctx context.Context) *http.Request {
 	r2 := r.Clone(ctx)
 	r2.Proto, r2.ProtoMajor, r2.ProtoMinor = "HTTP/2.0", 2, 0
-	for _, v := range r2.Header["Connection"] {
-		for _, opt := range strings.Split(v, ",") {
-			if opt = strings.TrimSpace(opt); opt != "" {
-				r2.Header.Del(opt)
-			}
-		}
+	for opt := range httplist.Elements(r2.Header["Connection"]) {
+		r2.Header.Del(opt)
 	}
 	for _, k := range []string{"Connection", "Upgrade", settingsField, "Keep-Alive", "Proxy-Connection"} {
 		delete(r2.Header, k)
@@ -294,14 +290,4 @@ func h2Request(r *http.Request, ctx context.Context) *http.Request {
 	// Transfer-Encoding, so the body has a known length already.
 	r2.TransferEncoding = nil
 	return r2
-}
-
-// quote quotes a header value for an error message, shortened to a
-// readable length.
-func quote(s string) string {
-	const max = 64
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return strconv.Quote(s)
 }

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 
 	"github.com/go-upgrade/upgrade"
 )
@@ -124,7 +125,7 @@ func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 		return reject(http.StatusBadRequest, "websocket: Sec-WebSocket-Key sent more than once")
 	}
 	if why := checkKey(keys[0]); why != "" {
-		return reject(http.StatusBadRequest, "websocket: invalid Sec-WebSocket-Key "+quote(keys[0])+": "+why)
+		return reject(http.StatusBadRequest, "websocket: invalid Sec-WebSocket-Key "+httplist.Quote(keys[0])+": "+why)
 	}
 	if err := h.checkOrigin(r); err != nil {
 		return err
@@ -206,46 +207,30 @@ func (h *Handler) selectSubprotocol(r *http.Request) (string, error) {
 	if len(offered) == 0 {
 		return "", nil
 	}
-	var bad string
-	forEachElement(offered, func(e string) bool {
-		if !isToken(e) {
-			bad = e
-			return false
+	for e := range httplist.Elements(offered) {
+		if !httplist.IsToken(e) {
+			return "", errors.New("websocket: malformed Sec-WebSocket-Protocol: element " + httplist.Quote(e) + " is not a token")
 		}
-		return true
-	})
-	if bad != "" {
-		return "", errors.New("websocket: malformed Sec-WebSocket-Protocol: element " + quote(bad) + " is not a token")
 	}
 	if len(h.Subprotocols) == 0 {
 		return "", nil
 	}
-	var chosen string
 	if h.PreferClientOrder {
-		forEachElement(offered, func(e string) bool {
-			for _, p := range h.Subprotocols {
-				if p == e {
-					chosen = p
-					return false
-				}
+		for e := range httplist.Elements(offered) {
+			if slices.Contains(h.Subprotocols, e) {
+				return e, nil
 			}
-			return true
-		})
-		return chosen, nil
+		}
+		return "", nil
 	}
 	for _, p := range h.Subprotocols {
 		if p == "" {
 			continue
 		}
-		forEachElement(offered, func(e string) bool {
+		for e := range httplist.Elements(offered) {
 			if e == p {
-				chosen = p
-				return false
+				return p, nil
 			}
-			return true
-		})
-		if chosen != "" {
-			return chosen, nil
 		}
 	}
 	return "", nil
@@ -274,7 +259,7 @@ func (h *Handler) acceptExtensions(r *http.Request) (string, error) {
 	}
 	for _, a := range accepted {
 		if !offered(offers, a.Name) {
-			return "", errors.New("websocket: AcceptExtensions accepted extension " + quote(a.Name) + ", which the client did not offer")
+			return "", errors.New("websocket: AcceptExtensions accepted extension " + httplist.Quote(a.Name) + ", which the client did not offer")
 		}
 	}
 	return v, nil
@@ -300,7 +285,7 @@ func (h *Handler) checkOrigin(r *http.Request) error {
 		if h.CheckOrigin(r) {
 			return nil
 		}
-		return reject(http.StatusForbidden, "websocket: origin "+quote(r.Header.Get("Origin"))+" not allowed")
+		return reject(http.StatusForbidden, "websocket: origin "+httplist.Quote(r.Header.Get("Origin"))+" not allowed")
 	}
 	origins := r.Header["Origin"]
 	switch len(origins) {
@@ -313,7 +298,7 @@ func (h *Handler) checkOrigin(r *http.Request) error {
 	origin := origins[0]
 	host, ok := originHost(origin)
 	if !ok {
-		return reject(http.StatusForbidden, "websocket: origin "+quote(origin)+" not allowed: not a scheme://host origin")
+		return reject(http.StatusForbidden, "websocket: origin "+httplist.Quote(origin)+" not allowed: not a scheme://host origin")
 	}
 	if ascii.EqualFold(host, r.Host) {
 		return nil
@@ -323,14 +308,14 @@ func (h *Handler) checkOrigin(r *http.Request) error {
 		for _, p := range h.OriginPatterns {
 			ok, err := path.Match(strings.ToLower(p), lhost)
 			if err != nil {
-				return errors.New("websocket: bad origin pattern " + quote(p) + ": " + err.Error())
+				return errors.New("websocket: bad origin pattern " + httplist.Quote(p) + ": " + err.Error())
 			}
 			if ok {
 				return nil
 			}
 		}
 	}
-	return reject(http.StatusForbidden, "websocket: origin "+quote(origin)+" not allowed for host "+quote(r.Host))
+	return reject(http.StatusForbidden, "websocket: origin "+httplist.Quote(origin)+" not allowed for host "+httplist.Quote(r.Host))
 }
 
 // originHost returns the host[:port] of a serialized origin
@@ -364,7 +349,7 @@ func rejectMethod(m string) error {
 func rejectVersion(v []string) error {
 	return &upgrade.RejectError{
 		Status:  http.StatusUpgradeRequired,
-		Message: "websocket: unsupported Sec-WebSocket-Version " + quote(strings.Join(v, ", ")) + ": this server speaks version " + Version,
+		Message: "websocket: unsupported Sec-WebSocket-Version " + httplist.Quote(strings.Join(v, ", ")) + ": this server speaks version " + Version,
 		Header:  http.Header{"Sec-Websocket-Version": {Version}},
 	}
 }

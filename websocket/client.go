@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 
 	"github.com/go-upgrade/upgrade"
 )
@@ -67,20 +68,20 @@ func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
 	h["Sec-Websocket-Version"] = []string{Version}
 	if len(opts.Subprotocols) > 0 {
 		for _, p := range opts.Subprotocols {
-			if !isToken(p) {
-				return nil, errors.New("websocket: invalid subprotocol " + quote(p) + ": not a token")
+			if !httplist.IsToken(p) {
+				return nil, errors.New("websocket: invalid subprotocol " + httplist.Quote(p) + ": not a token")
 			}
 		}
 		h["Sec-Websocket-Protocol"] = []string{strings.Join(opts.Subprotocols, ", ")}
 	}
 	if len(opts.Extensions) > 0 {
 		for _, e := range opts.Extensions {
-			if !isToken(e.Name) {
-				return nil, errors.New("websocket: invalid extension name " + quote(e.Name) + ": not a token")
+			if !httplist.IsToken(e.Name) {
+				return nil, errors.New("websocket: invalid extension name " + httplist.Quote(e.Name) + ": not a token")
 			}
 			for _, p := range e.Params {
-				if !isToken(p.Name) || (p.Value != "" && !isToken(p.Value)) {
-					return nil, errors.New("websocket: invalid parameter " + quote(p.Name+"="+p.Value) + " of extension " + quote(e.Name))
+				if !httplist.IsToken(p.Name) || (p.Value != "" && !httplist.IsToken(p.Value)) {
+					return nil, errors.New("websocket: invalid parameter " + httplist.Quote(p.Name+"="+p.Value) + " of extension " + httplist.Quote(e.Name))
 				}
 			}
 		}
@@ -110,13 +111,13 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	}
 	offers, err := upgrade.ParseProtocols(resp.Header["Upgrade"])
 	if err != nil {
-		return fail("malformed Upgrade "+quote(strings.Join(resp.Header["Upgrade"], ", ")), err)
+		return fail("malformed Upgrade "+httplist.Quote(strings.Join(resp.Header["Upgrade"], ", ")), err)
 	}
 	if len(offers) != 1 || !ascii.EqualFold(offers[0].Name, "websocket") || offers[0].Version != "" {
-		return fail("Upgrade "+quote(strings.Join(resp.Header["Upgrade"], ", "))+", want \"websocket\"", nil)
+		return fail("Upgrade "+httplist.Quote(strings.Join(resp.Header["Upgrade"], ", "))+", want \"websocket\"", nil)
 	}
 	if !upgrade.HasConnectionOption(resp.Header, "upgrade") {
-		return fail("Connection "+quote(strings.Join(resp.Header["Connection"], ", "))+" lacks the \"upgrade\" option", nil)
+		return fail("Connection "+httplist.Quote(strings.Join(resp.Header["Connection"], ", "))+" lacks the \"upgrade\" option", nil)
 	}
 	switch accepts := resp.Header["Sec-Websocket-Accept"]; {
 	case len(accepts) == 0:
@@ -127,7 +128,7 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 		var want [acceptLen]byte
 		computeAccept(&want, key)
 		if accepts[0] != string(want[:]) {
-			return fail("Sec-WebSocket-Accept "+quote(accepts[0])+" does not match the key (want "+quote(string(want[:]))+")", nil)
+			return fail("Sec-WebSocket-Accept "+httplist.Quote(accepts[0])+" does not match the key (want "+httplist.Quote(string(want[:]))+")", nil)
 		}
 	}
 	if err := checkSubprotocol(resp.Header["Sec-Websocket-Protocol"], opts.Subprotocols); err != "" {
@@ -136,11 +137,11 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	if vs := resp.Header["Sec-Websocket-Extensions"]; len(vs) > 0 {
 		exts, err := ParseExtensions(vs)
 		if err != nil {
-			return fail("malformed Sec-WebSocket-Extensions "+quote(strings.Join(vs, ", ")), err)
+			return fail("malformed Sec-WebSocket-Extensions "+httplist.Quote(strings.Join(vs, ", ")), err)
 		}
 		for _, e := range exts {
 			if !offered(opts.Extensions, e.Name) {
-				return fail("Sec-WebSocket-Extensions names "+quote(e.Name)+", which was not offered", nil)
+				return fail("Sec-WebSocket-Extensions names "+httplist.Quote(e.Name)+", which was not offered", nil)
 			}
 		}
 	}
@@ -167,7 +168,7 @@ func checkSubprotocol(vs, offers []string) string {
 		}
 	}
 	if strings.IndexByte(v, ',') >= 0 {
-		return "Sec-WebSocket-Protocol " + quote(v) + " is a list, want one subprotocol"
+		return "Sec-WebSocket-Protocol " + httplist.Quote(v) + " is a list, want one subprotocol"
 	}
-	return "Sec-WebSocket-Protocol " + quote(v) + " was not offered"
+	return "Sec-WebSocket-Protocol " + httplist.Quote(v) + " was not offered"
 }

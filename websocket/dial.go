@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 )
 
 // DialOptions configures a client opening handshake. The zero value
@@ -61,7 +62,7 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 		d = *opts.Dialer
 	}
 	if d.Method != "" && d.Method != http.MethodGet {
-		return nil, nil, errors.New("websocket: DialOptions.Dialer.Method is " + quote(d.Method) + "; the opening handshake is a GET")
+		return nil, nil, errors.New("websocket: DialOptions.Dialer.Method is " + httplist.Quote(d.Method) + "; the opening handshake is a GET")
 	}
 	if len(d.Body) > 0 {
 		return nil, nil, errors.New("websocket: DialOptions.Dialer.Body is set; the opening handshake has no body")

@@ -3,6 +3,8 @@ package websocket
 import (
 	"errors"
 	"strings"
+
+	"github.com/go-upgrade/upgrade/internal/httplist"
 )
 
 // An Extension is one element of a Sec-WebSocket-Extensions header field
@@ -29,7 +31,7 @@ func (e Extension) String() string {
 		b.WriteString(p.Name)
 		if p.Value != "" {
 			b.WriteByte('=')
-			if isToken(p.Value) {
+			if httplist.IsToken(p.Value) {
 				b.WriteString(p.Value)
 			} else {
 				b.WriteByte('"')
@@ -87,7 +89,7 @@ func ParseExtensions(values []string) ([]Extension, error) {
 			}
 			if p.peek() != ',' {
 				return nil, &HeaderError{Field: "Sec-WebSocket-Extensions", Value: v,
-					Err: errors.New("unexpected " + quote(string(p.peek())) + " after extension " + quote(e.Name))}
+					Err: errors.New("unexpected " + httplist.Quote(string(p.peek())) + " after extension " + httplist.Quote(e.Name))}
 			}
 			p.i++
 		}
@@ -112,7 +114,7 @@ func (p *extParser) skipOWS() {
 
 func (p *extParser) token() string {
 	start := p.i
-	for !p.eof() && isToken(p.s[p.i:p.i+1]) {
+	for !p.eof() && httplist.IsToken(p.s[p.i:p.i+1]) {
 		p.i++
 	}
 	return p.s[start:p.i]
@@ -133,7 +135,7 @@ func (p *extParser) extension() (Extension, error) {
 		p.skipOWS()
 		name := p.token()
 		if name == "" {
-			return e, errors.New("missing parameter name in extension " + quote(e.Name))
+			return e, errors.New("missing parameter name in extension " + httplist.Quote(e.Name))
 		}
 		param := ExtensionParam{Name: name}
 		p.skipOWS()
@@ -142,7 +144,7 @@ func (p *extParser) extension() (Extension, error) {
 			p.skipOWS()
 			v, err := p.value()
 			if err != nil {
-				return e, errors.New("parameter " + quote(name) + " of extension " + quote(e.Name) + ": " + err.Error())
+				return e, errors.New("parameter " + httplist.Quote(name) + " of extension " + httplist.Quote(e.Name) + ": " + err.Error())
 			}
 			param.Value = v
 		}
@@ -170,8 +172,8 @@ func (p *extParser) value() (string, error) {
 		switch c {
 		case '"':
 			v := b.String()
-			if !isToken(v) {
-				return "", errors.New("quoted value " + quote(v) + " is not a token")
+			if !httplist.IsToken(v) {
+				return "", errors.New("quoted value " + httplist.Quote(v) + " is not a token")
 			}
 			return v, nil
 		case '\\':
@@ -196,7 +198,7 @@ type HeaderError struct {
 
 // Error names the field, the value and the problem.
 func (e *HeaderError) Error() string {
-	return "websocket: malformed " + e.Field + " " + quote(e.Value) + ": " + e.Err.Error()
+	return "websocket: malformed " + e.Field + " " + httplist.Quote(e.Value) + ": " + e.Err.Error()
 }
 
 // Unwrap returns the underlying cause.

@@ -31,9 +31,6 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"strconv"
-	"strings"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // Version is the only WebSocket protocol version this package speaks, as
@@ -100,62 +97,4 @@ func checkKey(key string) string {
 		return "decodes to " + strconv.Itoa(n) + " bytes, want 16"
 	}
 	return ""
-}
-
-// forEachElement calls f with every non-empty element of the
-// comma-separated lists in values, trimmed of SP and HTAB (RFC 9110 §5.6.1).
-// It stops and returns false when f does.
-func forEachElement(values []string, f func(elem string) bool) bool {
-	for _, v := range values {
-		for v != "" {
-			var e string
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				e, v = v[:i], v[i+1:]
-			} else {
-				e, v = v, ""
-			}
-			e = trimOWS(e)
-			if e == "" {
-				continue
-			}
-			if !f(e) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// trimOWS removes leading and trailing SP and HTAB.
-func trimOWS(s string) string {
-	for s != "" && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// isToken reports whether s is a non-empty RFC 9110 token.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
-// quote quotes a header value for an error message, shortened to a
-// readable length.
-func quote(s string) string {
-	const max = 64
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return strconv.Quote(s)
 }

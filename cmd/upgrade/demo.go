@@ -10,12 +10,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 )
 
 //go:embed page.html
@@ -84,11 +85,7 @@ func newDemoHandler(us *upgrade.Server, policy upgrade.Policy) *demoHandler {
 	if policy == upgrade.ServerOrder {
 		d.policy = "server"
 	}
-	for _, p := range strings.Split(us.Protocols(), ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			d.protocols = append(d.protocols, p)
-		}
-	}
+	d.protocols = slices.Collect(httplist.Elements([]string{us.Protocols()}))
 	d.mux = http.NewServeMux()
 	d.mux.HandleFunc("GET /{$}", d.servePage)
 	d.mux.HandleFunc("POST /{$}", d.serveEchoBody)

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wsframe"
@@ -78,7 +79,7 @@ func parseDial(args []string, stderr io.Writer) (*dialConfig, error) {
 	if cfg.timeout < 0 {
 		return nil, fmt.Errorf("invalid -timeout %v: must not be negative", cfg.timeout)
 	}
-	if !isToken(cfg.method) || cfg.method == http.MethodConnect {
+	if !httplist.IsToken(cfg.method) || cfg.method == http.MethodConnect {
 		return nil, fmt.Errorf("invalid method %q", cfg.method)
 	}
 	if err := checkURL(fs.Arg(0)); err != nil {
@@ -125,7 +126,7 @@ func checkURL(raw string) error {
 // subprotocols are offered in the handshake and checked in the 101.
 func (cfg *dialConfig) addHeader(field string) error {
 	name, value, ok := strings.Cut(field, ":")
-	if !ok || !isToken(name) {
+	if !ok || !httplist.IsToken(name) {
 		return fmt.Errorf("invalid header %q: want 'Name: value'", field)
 	}
 	value = strings.Trim(value, " \t")
@@ -142,13 +143,11 @@ func (cfg *dialConfig) addHeader(field string) error {
 	if cfg.offersProtocol("websocket") {
 		switch key {
 		case "Sec-Websocket-Protocol":
-			for _, p := range strings.Split(value, ",") {
-				if p = strings.Trim(p, " \t"); p != "" {
-					if !isToken(p) {
-						return fmt.Errorf("invalid header %q: subprotocol %q is not a token", field, p)
-					}
-					cfg.subprotocols = append(cfg.subprotocols, p)
+			for p := range httplist.Elements([]string{value}) {
+				if !httplist.IsToken(p) {
+					return fmt.Errorf("invalid header %q: subprotocol %q is not a token", field, p)
 				}
+				cfg.subprotocols = append(cfg.subprotocols, p)
 			}
 			return nil
 		case "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions":
@@ -160,23 +159,6 @@ func (cfg *dialConfig) addHeader(field string) error {
 	}
 	cfg.header.Add(key, value)
 	return nil
-}
-
-// isToken reports whether s is a non-empty RFC 9110 token.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // runDial runs upgrade dial.

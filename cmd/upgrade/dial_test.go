@@ -231,7 +231,7 @@ func TestDialTerminalSafety(t *testing.T) {
 		{"header field of a 101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\nX-Evil: " + evil + "\r\n\r\n", "echo/1", `\x1b[2J`},
 		{"Upgrade list of a 101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1, " + evil + "\r\nConnection: Upgrade\r\n\r\n", "echo/1", `\x1b[2J`},
 		{"reason of a 101", "HTTP/1.1 101 " + evil + "\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n\r\n", "echo/1", "reason phrase"},
-		{"Sec-WebSocket-Accept", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \u009b1m\u202e\r\n\r\n", "websocket", `\u009b1m\u202e`},
+		{"Sec-WebSocket-Accept", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \u009b1m\u202e\r\n\r\n", "websocket", `\xc2\x9b1m\xe2\x80\xae`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startFake(t, func(c net.Conn, br *bufio.Reader) {

@@ -1,0 +1,122 @@
+// Package httplist splits and checks the comma-separated lists that HTTP
+// header fields carry (RFC 9110 §5.6.1), and the tokens in them
+// (RFC 9110 §5.6.2): the one home of these helpers for the upgrade
+// module's packages.
+package httplist
+
+import (
+	"iter"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Cut returns the first element of the list v, with the OWS around it
+// trimmed (possibly empty), and the rest of v after the element's comma.
+// A loop over a list, without allocating:
+//
+//	for v != "" {
+//		var elem string
+//		elem, v = httplist.Cut(v)
+//		if elem == "" {
+//			continue // RFC 9110 §5.6.1: empty elements are ignored
+//		}
+//		...
+//	}
+func Cut(v string) (elem, rest string) {
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		return TrimOWS(v[:i]), v[i+1:]
+	}
+	return TrimOWS(v), ""
+}
+
+// Elements yields the non-empty elements of the lists in values, in
+// order, each trimmed of OWS: every line of a field, as http.Header holds
+// them.
+func Elements(values []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range values {
+			for v != "" {
+				var e string
+				e, v = Cut(v)
+				if e != "" && !yield(e) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// TrimOWS removes leading and trailing SP and HTAB (RFC 9110 §5.6.3 OWS).
+func TrimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// IsToken reports whether s is a non-empty token (RFC 9110 §5.6.2).
+func IsToken(s string) bool {
+	return s != "" && CheckToken(s) == ""
+}
+
+// CheckToken returns "" if s, which may be empty, consists of tchar only,
+// or a short description of its first byte that is not one:
+// "whitespace", "quoted string", "control byte", "non-ASCII byte" or
+// "separator X".
+func CheckToken(s string) string {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if httpguts.IsTokenRune(rune(c)) {
+			continue
+		}
+		switch {
+		case c == ' ' || c == '\t':
+			return "whitespace"
+		case c == '"':
+			return "quoted string"
+		case c < 0x20 || c == 0x7f:
+			return "control byte"
+		case c >= 0x80:
+			return "non-ASCII byte"
+		default:
+			return "separator " + string(rune(c))
+		}
+	}
+	return ""
+}
+
+// maxQuoted bounds the bytes of a value Quote shows.
+const maxQuoted = 64
+
+// Quote quotes a value received from a peer for an error message: in
+// double quotes, at most 64 of its bytes (then "..."), with '"' and '\'
+// escaped and every byte below 0x20 or from 0x7f up written as \xNN, so
+// that the message is one line of printable ASCII whatever the peer sent.
+func Quote(s string) string {
+	cut := len(s) > maxQuoted
+	if cut {
+		s = s[:maxQuoted]
+	}
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(s)+5)
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c >= 0x7f:
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	if cut {
+		b = append(b, "..."...)
+	}
+	b = append(b, '"')
+	return string(b)
+}
