@@ -144,15 +144,19 @@ func (c *Conn) Draining() <-chan struct{} { return c.draining }
 // finish marks c's handler as returned: Context, if it was ever asked
 // for, is cancelled, and a later call returns a cancelled context.
 func (c *Conn) finish() {
-	c.ctxOnce.Do(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		c.ctx = ctx
-	})
+	c.ctxOnce.Do(func() { c.ctx = doneContext })
 	if c.cancel != nil {
 		c.cancel()
 	}
 }
+
+// doneContext is the Context of a Conn whose handler returned before
+// asking for it.
+var doneContext = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // connContext takes its lifetime from one context and its values from
 // another.

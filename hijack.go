@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -147,49 +148,13 @@ func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *rou
 
 func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
 	rc := http.NewResponseController(w)
-	timeout := s.handshakeTimeout()
-
-	// The body belongs to the request: read it now, bounded. Reading the
-	// body of a request with "Expect: 100-continue" makes net/http send
-	// the 100 (and flush it) before the first byte is read.
 	sendContinue := expectsContinue(r)
 	if hasBody(r) {
-		max := rt.MaxBody
-		if max == 0 {
-			max = s.maxRequestBody()
-		}
-		if max < 0 {
-			s.refuse(w, r, http.StatusBadRequest, "protocol "+rt.spelled+" does not accept a request body")
+		if !s.readRequestBody(w, r, rc, rt) {
 			return nil
 		}
-		if timeout > 0 {
-			deadline := time.Now().Add(timeout)
-			_ = rc.SetReadDeadline(deadline)
-			_ = rc.SetWriteDeadline(deadline)
-		}
-		body, err := readBody(r, max)
-		if err != nil && timeout > 0 {
-			// The handshake deadline may have passed: give the answer
-			// its own short deadline so it still reaches the client.
-			_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
-		}
-		switch {
-		case err == errBodyTooLarge:
-			s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
-			return nil
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			s.warnf(r, "reading request body before switching to "+rt.spelled, err)
-			s.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
-			return nil
-		case err != nil:
-			s.warnf(r, "reading request body before switching to "+rt.spelled, err)
-			s.refuse(w, r, http.StatusBadRequest, "could not read request body")
-			return nil
-		}
-		r.Body = io.NopCloser(body)
 		sendContinue = false // net/http sent it, if it was expected
 	}
-
 	if s.closing.Load() {
 		// Shutdown began during this handshake: refuse before the 101
 		// rather than switch and drop.
@@ -197,32 +162,98 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 		return nil
 	}
+	c := s.takeOver(w, r, rc, rt, offer)
+	if c == nil {
+		return nil
+	}
+	if err := s.write101(c, sendContinue, extra); err != nil {
+		s.warnf(r, "writing the 101 response for "+rt.spelled, err)
+		c.nc.Close()
+		s.forget(c) // switchProtocols releases the slot
+		return nil
+	}
+	return c
+}
+
+// readRequestBody reads r's body, bounded by rt's limit and the handshake
+// timeout, and makes it r.Body for the protocol; the body belongs to the
+// request, not to the new protocol. Reading the body of a request with
+// "Expect: 100-continue" makes net/http send the 100 (and flush it)
+// before the first byte is read. On failure it answers the request and
+// returns false.
+func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, rt *route) bool {
+	max := rt.MaxBody
+	if max == 0 {
+		max = s.maxRequestBody()
+	}
+	if max < 0 {
+		s.refuse(w, r, http.StatusBadRequest, "protocol "+rt.spelled+" does not accept a request body")
+		return false
+	}
+	timeout := s.handshakeTimeout()
+	if timeout > 0 {
+		deadline := time.Now().Add(timeout)
+		_ = rc.SetReadDeadline(deadline)
+		_ = rc.SetWriteDeadline(deadline)
+	}
+	body, err := readBody(r, max)
+	if err != nil && timeout > 0 {
+		// The handshake deadline may have passed: give the answer its
+		// own short deadline so it still reaches the client.
+		_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
+	}
+	switch {
+	case err == errBodyTooLarge:
+		s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
+		return false
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.warnf(r, "reading request body before switching to "+rt.spelled, err)
+		s.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
+		return false
+	case err != nil:
+		s.warnf(r, "reading request body before switching to "+rt.spelled, err)
+		s.refuse(w, r, http.StatusBadRequest, "could not read request body")
+		return false
+	}
+	r.Body = io.NopCloser(body)
+	return true
+}
+
+// takeOver hijacks r's connection and starts tracking it as a Conn
+// holding the bytes the client sent behind the request. It returns nil,
+// having answered the client, if the hijack fails or Shutdown has begun.
+func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, rt *route, offer Protocol) *Conn {
 	netConn, brw, err := rc.Hijack()
 	if err != nil {
 		s.logf(r, "hijacking the connection", err)
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: could not switch protocols")
 		return nil
 	}
-
 	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt}
 	if !s.track(c) {
-		// Shutdown began since the check above. The connection is ours
-		// now: refuse on the wire rather than switch and drop.
+		// Shutdown began since the check before the hijack. The
+		// connection is ours now: refuse on the wire rather than switch
+		// and drop.
 		_ = netConn.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = io.WriteString(netConn, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 		netConn.Close()
 		return nil
 	}
-	// From here on the Conn is tracked: Shutdown waits for it, and
-	// Close closes it.
-
-	// Bytes the client sent behind the request are the new protocol's.
-	// Copy them out so net/http's 4 KiB read buffer is not kept alive.
+	// From here on the Conn is tracked: Shutdown waits for it, and Close
+	// closes it. Bytes the client sent behind the request are the new
+	// protocol's: copy them out so net/http's 4 KiB read buffer is not
+	// kept alive.
 	if n := brw.Reader.Buffered(); n > 0 {
 		ahead, _ := brw.Reader.Peek(n)
 		c.rbuf = append([]byte(nil), ahead...)
 	}
+	return c
+}
 
+// write101 writes the 101 response switching c, preceded by a 100
+// Continue if the client expects one and net/http has not sent it, in one
+// write bounded by the handshake timeout.
+func (s *Server) write101(c *Conn, sendContinue bool, extra http.Header) error {
 	bp := bufPool.Get().(*[]byte)
 	b := (*bp)[:0]
 	if sendContinue {
@@ -233,22 +264,17 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
 	b = appendHeader(b, extra)
 	b = append(b, "\r\n"...)
+	timeout := s.handshakeTimeout()
 	if timeout > 0 {
-		_ = netConn.SetWriteDeadline(time.Now().Add(timeout))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
 	}
-	_, err = netConn.Write(b)
+	_, err := c.nc.Write(b)
 	*bp = b
 	bufPool.Put(bp)
 	if err == nil && timeout > 0 {
-		err = netConn.SetWriteDeadline(time.Time{})
+		err = c.nc.SetWriteDeadline(time.Time{})
 	}
-	if err != nil {
-		s.warnf(r, "writing the 101 response for "+rt.spelled, err)
-		netConn.Close()
-		s.forget(c) // switchProtocols releases the slot
-		return nil
-	}
-	return c
+	return err
 }
 
 // appendHeader appends h in wire form, sorted by field name so the output
@@ -262,7 +288,7 @@ func appendHeader(b []byte, h http.Header) []byte {
 	for k := range h {
 		keys = append(keys, k)
 	}
-	sortStrings(keys)
+	slices.Sort(keys)
 	return appendFields(b, h, keys)
 }
 
@@ -278,16 +304,6 @@ func appendFields(b []byte, h http.Header, keys []string) []byte {
 		}
 	}
 	return b
-}
-
-// sortStrings sorts a handful of strings in place (insertion sort, which
-// does not allocate).
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // bodyReader serves the request body read before the switch.

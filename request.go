@@ -1,0 +1,386 @@
+package upgrade
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
+	"golang.org/x/net/http/httpguts"
+)
+
+// dialTarget is where a request goes.
+type dialTarget struct {
+	addr       string // host:port to connect to, with any IPv6 zone
+	authority  string // host:port without zone, for CONNECT
+	serverName string // host without port, brackets or zone, for TLS
+	secure     bool   // https or wss
+	target     string // request-target, origin-form
+}
+
+// newRequest parses rawURL and builds the request to send, calling
+// Prepare. Nothing is validated against the wire format yet.
+func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protocol) (*http.Request, dialTarget, error) {
+	u, t, host, err := parseTarget(rawURL)
+	if err != nil {
+		return nil, t, err
+	}
+	if len(offers) == 0 {
+		return nil, t, errors.New("no protocol offered")
+	}
+	method := d.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	h := make(http.Header, len(d.Header)+3)
+	for k, vs := range d.Header {
+		h[k] = append([]string(nil), vs...)
+	}
+	if u.User != nil && len(h["Authorization"]) == 0 {
+		pw, _ := u.User.Password()
+		h["Authorization"] = []string{basicAuth(u.User.Username(), pw)}
+	}
+	req := &http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Host:          host,
+		ContentLength: int64(len(d.Body)),
+	}
+	if len(d.Body) > 0 {
+		body := d.Body
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	if ctx != context.Background() {
+		req = req.WithContext(ctx)
+	}
+	if d.Prepare != nil {
+		if err := d.Prepare(req); err != nil {
+			return nil, t, fmt.Errorf("preparing the request: %w", err)
+		}
+	}
+	return req, t, nil
+}
+
+// parseTarget parses rawURL (http, https, ws or wss; ws and wss become
+// http and https) into the URL to request, where it goes, and the Host to
+// send.
+func parseTarget(rawURL string) (*url.URL, dialTarget, string, error) {
+	var t dialTarget
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold a password
+		}
+		return nil, t, "", fmt.Errorf("invalid URL: %w", err)
+	}
+	switch u.Scheme {
+	case "http", "ws":
+		u.Scheme = "http"
+	case "https", "wss":
+		u.Scheme, t.secure = "https", true
+	default:
+		return nil, t, "", fmt.Errorf("unsupported URL scheme %q (want http, https, ws or wss)", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		// "http://:8080/" would dial the local host and send "Host:
+		// :8080": RFC 9110 §4.2.1 forbids an http URI with an empty
+		// host.
+		return nil, t, "", errors.New("URL has an empty host")
+	}
+	u.Fragment, u.RawFragment = "", ""
+	host, err := httpguts.PunycodeHostPort(u.Host)
+	if err != nil {
+		return nil, t, "", fmt.Errorf("invalid host %q: %w", u.Host, err)
+	}
+	// The zone of a scoped IPv6 address ("[fe80::1%25eth0]") names an
+	// interface of this host: it is used to dial, and never sent, neither
+	// in Host nor in a CONNECT request nor as the TLS server name
+	// (RFC 6874 §4).
+	hostname := strings.TrimSuffix(strings.TrimPrefix(hostOnly(host), "["), "]")
+	t.serverName = hostname
+	if strings.HasPrefix(host, "[") {
+		t.serverName, _, _ = strings.Cut(hostname, "%")
+		host = removeZone(host)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if t.secure {
+			port = "443"
+		}
+	}
+	t.addr = net.JoinHostPort(hostname, port)
+	t.authority = net.JoinHostPort(t.serverName, port)
+	t.target = u.RequestURI()
+	return u, t, host, nil
+}
+
+// removeZone removes the zone from a bracketed IPv6 host[:port]:
+// "[fe80::1%eth0]:8080" becomes "[fe80::1]:8080".
+func removeZone(hostport string) string {
+	end := strings.LastIndexByte(hostport, ']')
+	if !strings.HasPrefix(hostport, "[") || end < 0 {
+		return hostport
+	}
+	if i := strings.IndexByte(hostport[:end], '%'); i >= 0 {
+		return hostport[:i] + hostport[end:]
+	}
+	return hostport
+}
+
+// checkAuthority returns "" if hostport can be sent as the Host field of
+// an http or https request, or what is wrong with it. It must be
+// uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2) with a non-empty
+// host: a reg-name or IPv4 address (unreserved characters, sub-delims and
+// percent-encodings), or a bracketed IPv6 address without a zone (a zone
+// is never sent, RFC 6874 §4). The port, if any, is a decimal number up
+// to 65535, or empty as the grammar allows.
+func checkAuthority(hostport string) string {
+	host, port, hasPort := hostport, "", false
+	if strings.HasPrefix(hostport, "[") {
+		end := strings.IndexByte(hostport, ']')
+		if end < 0 {
+			return "missing ] after IPv6 address"
+		}
+		host = hostport[1:end]
+		switch rest := hostport[end+1:]; {
+		case rest == "":
+		case rest[0] == ':':
+			port, hasPort = rest[1:], true
+		default:
+			return "unexpected " + httplist.Quote(rest) + " after IPv6 address"
+		}
+		if strings.IndexByte(host, '%') >= 0 {
+			return "IPv6 zone identifier (it is meaningful only on this host and never sent, RFC 6874 §4)"
+		}
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+			return httplist.Quote(host) + " is not an IPv6 address"
+		}
+	} else {
+		if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
+			host, port, hasPort = hostport[:i], hostport[i+1:], true
+		}
+		if host == "" {
+			return "empty host"
+		}
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			switch {
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			case strings.IndexByte("-._~!$&'()*+,;=", c) >= 0:
+			case c == '%' && i+2 < len(host) && isHex(host[i+1]) && isHex(host[i+2]):
+				i += 2
+			default:
+				return "invalid byte " + httplist.Quote(host[i:i+1]) + " in host"
+			}
+		}
+	}
+	if hasPort && port != "" {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return "invalid port " + httplist.Quote(port)
+		}
+	}
+	return ""
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// hostOnly strips the port from a host[:port] string, keeping IPv6
+// brackets.
+func hostOnly(hostport string) string {
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.Contains(hostport[i:], "]") {
+		return hostport[:i]
+	}
+	return hostport
+}
+
+func basicAuth(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
+}
+
+// redactURL returns rawURL with any password replaced, for errors.
+func redactURL(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil {
+		return u.Redacted()
+	}
+	return "(invalid URL)"
+}
+
+// appendRequest validates req and offers and appends the request's wire
+// form to b: request line, Host, Connection, Upgrade, the other header
+// fields sorted, Content-Length, the empty line and the body. It records
+// the Connection and Upgrade fields sent in req.Header.
+func (d *Dialer) appendRequest(b []byte, req *http.Request, target string, offers []Protocol) ([]byte, error) {
+	if err := checkRequestLine(req.Method, target, offers); err != nil {
+		return b, err
+	}
+	f, err := checkFields(req)
+	if err != nil {
+		return b, err
+	}
+	req.Host = f.host
+
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, target...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, f.host...)
+	b = append(b, "\r\nConnection: "...)
+	start := len(b)
+	b = append(b, "Upgrade"...)
+	for _, o := range f.options {
+		b = append(b, ", "...)
+		b = append(b, o...)
+	}
+	connValue := "Upgrade"
+	if len(f.options) > 0 {
+		connValue = string(b[start:])
+	}
+	b = append(b, "\r\nUpgrade: "...)
+	start = len(b)
+	for i, p := range offers {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = p.appendTo(b)
+	}
+	upValue := string(b[start:])
+	b = append(b, "\r\n"...)
+	b = appendFields(b, req.Header, f.keys)
+	n := len(d.Body)
+	if n > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+		// RFC 9110 §8.6: a user agent SHOULD send Content-Length when the
+		// method defines a meaning for content, even when it is zero.
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	b = append(b, d.Body...)
+
+	req.Header["Connection"] = []string{connValue}
+	req.Header["Upgrade"] = []string{upValue}
+	return b, nil
+}
+
+// checkRequestLine checks that the method is a token other than CONNECT,
+// the request-target has no space or control byte, and every offer can be
+// sent in an Upgrade field.
+func checkRequestLine(method, target string, offers []Protocol) error {
+	if !httplist.IsToken(method) {
+		return fmt.Errorf("invalid method %s", httplist.Quote(method))
+	}
+	if method == http.MethodConnect {
+		return errors.New("method CONNECT cannot carry an upgrade")
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("invalid request target %s", httplist.Quote(target))
+		}
+	}
+	for _, p := range offers {
+		if r := checkOffer(p); r != "" {
+			return fmt.Errorf("invalid offer %s: %s", httplist.Quote(p.String()), r)
+		}
+	}
+	return nil
+}
+
+// requestFields is what checkFields makes of a request's header.
+type requestFields struct {
+	host    string   // the Host to send
+	options []string // Connection options to send after "Upgrade"
+	keys    []string // the other fields to send, sorted
+}
+
+// checkFields validates req's header fields and takes out of req.Header
+// those the Dialer writes itself: Host (which replaces req.Host) and
+// Connection (whose options other than "upgrade" are kept). Fields the
+// Dialer sets or never sends are refused.
+func checkFields(req *http.Request) (requestFields, error) {
+	f := requestFields{host: req.Host, keys: make([]string, 0, len(req.Header))}
+	hostField := false
+	for k, vs := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return f, fmt.Errorf("invalid header field name %s", httplist.Quote(k))
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return f, fmt.Errorf("invalid value for header field %s: %s", k, httplist.Quote(v))
+			}
+		}
+		switch textproto.CanonicalMIMEHeaderKey(k) {
+		case "Upgrade", "Content-Length", "Transfer-Encoding", "Expect":
+			return f, fmt.Errorf("header field %s is set by the Dialer or not allowed", k)
+		case "Host":
+			if hostField || len(vs) != 1 {
+				return f, errors.New("more than one Host header field")
+			}
+			f.host, hostField = vs[0], true
+			delete(req.Header, k)
+			continue
+		case "Connection":
+			for o := range httplist.Elements(vs) {
+				if ascii.EqualFold(o, "upgrade") {
+					continue
+				}
+				if !httplist.IsToken(o) {
+					return f, fmt.Errorf("invalid Connection option %s", httplist.Quote(o))
+				}
+				f.options = append(f.options, o)
+			}
+			delete(req.Header, k)
+			continue
+		}
+		f.keys = append(f.keys, k)
+	}
+	// A Host given in Header or by Prepare is checked like the URL's,
+	// after the same IDNA conversion.
+	if h, err := httpguts.PunycodeHostPort(f.host); err == nil {
+		f.host = h
+	}
+	if r := checkAuthority(f.host); r != "" {
+		return f, fmt.Errorf("invalid Host %s: %s", httplist.Quote(f.host), r)
+	}
+	slices.Sort(f.keys)
+	return f, nil
+}
+
+// checkOffer returns "" if p can be sent in an Upgrade field, or what is
+// wrong with it.
+func checkOffer(p Protocol) string {
+	if p.Name == "" {
+		return "empty protocol name"
+	}
+	if r := httplist.CheckToken(p.Name); r != "" {
+		return r + " in protocol name"
+	}
+	if r := httplist.CheckToken(p.Version); r != "" {
+		return r + " in protocol version"
+	}
+	return ""
+}
+
+// dialBufPool recycles the buffers requests are assembled in.
+var dialBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
