@@ -164,8 +164,10 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	wb := dialBufPool.Get().(*[]byte)
 	wire, err := d.appendRequest((*wb)[:0], req, t.target, offers)
 	defer func() {
-		*wb = wire[:0]
-		dialBufPool.Put(wb)
+		if cap(wire) <= maxPooledRequest {
+			*wb = wire[:0]
+			dialBufPool.Put(wb)
+		}
 	}()
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)

@@ -382,5 +382,11 @@ func checkOffer(p Protocol) string {
 	return ""
 }
 
-// dialBufPool recycles the buffers requests are assembled in.
+// dialBufPool recycles the buffers requests are assembled in; those that
+// grew past maxPooledRequest (for a large body) are left to the garbage
+// collector rather than kept for every later request.
 var dialBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooledRequest bounds the capacity of a request buffer put back in
+// dialBufPool.
+const maxPooledRequest = 16 << 10
