@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/httplist"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -45,15 +47,15 @@ func canHijack(w http.ResponseWriter) bool {
 func checkSwitchHeader(h http.Header) error {
 	for k, vs := range h {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return errors.New("upgrade: invalid 101 header field name " + strconv.Quote(k))
+			return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
 		}
 		switch http.CanonicalHeaderKey(k) {
 		case "Upgrade", "Connection", "Content-Length", "Transfer-Encoding":
-			return errors.New("upgrade: 101 header field " + k + " is set by the server or not allowed")
+			return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
 		}
 		for _, v := range vs {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return errors.New("upgrade: invalid value for 101 header field " + k + ": " + strconv.Quote(v))
+				return fmt.Errorf("upgrade: invalid value for 101 header field %s: %s", k, httplist.Quote(v))
 			}
 		}
 	}
@@ -167,7 +169,7 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 		return nil
 	}
 	if err := s.write101(c, sendContinue, extra); err != nil {
-		s.warnf(r, "writing the 101 response for "+rt.spelled, err)
+		s.logPeerError(r, "writing the 101 response for "+rt.spelled, err)
 		c.nc.Close()
 		s.forget(c) // switchProtocols releases the slot
 		return nil
@@ -207,11 +209,11 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rc *htt
 		s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
 		return false
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.warnf(r, "reading request body before switching to "+rt.spelled, err)
+		s.logPeerError(r, "reading request body before switching to "+rt.spelled, err)
 		s.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
 		return false
 	case err != nil:
-		s.warnf(r, "reading request body before switching to "+rt.spelled, err)
+		s.logPeerError(r, "reading request body before switching to "+rt.spelled, err)
 		s.refuse(w, r, http.StatusBadRequest, "could not read request body")
 		return false
 	}
@@ -225,7 +227,7 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rc *htt
 func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, rt *route, offer Protocol) *Conn {
 	netConn, brw, err := rc.Hijack()
 	if err != nil {
-		s.logf(r, "hijacking the connection", err)
+		s.logError(r, "hijacking the connection", err)
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: could not switch protocols")
 		return nil
 	}

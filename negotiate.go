@@ -104,7 +104,7 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 	for j, o := range offers {
 		for i := range routes {
 			rt := &routes[i]
-			if !rt.matches(o) || anyMatches(rt, offers[:j]) || !rt.available(r) {
+			if !rt.matches(o) || rt.matchesAny(offers[:j]) || !rt.available(r) {
 				continue // an earlier offer already tried this route
 			}
 			if s.usable(r, rt, body, d) && s.ask(r, rt, o, d) {
@@ -128,8 +128,8 @@ func (s *Server) usable(r *http.Request, rt *route, body bool, d *decision) bool
 	return true
 }
 
-// anyMatches reports whether rt matches one of offers.
-func anyMatches(rt *route, offers []Protocol) bool {
+// matchesAny reports whether rt matches one of offers.
+func (rt *route) matchesAny(offers []Protocol) bool {
 	for _, o := range offers {
 		if rt.matches(o) {
 			return true
@@ -138,11 +138,11 @@ func anyMatches(rt *route, offers []Protocol) bool {
 	return false
 }
 
-// anyMatch reports whether some route available for r matches some
-// offer.
-func anyMatch(r *http.Request, routes []route, offers []Protocol) bool {
+// someRouteMatches reports whether a route available for r matches one
+// of the offers.
+func someRouteMatches(r *http.Request, routes []route, offers []Protocol) bool {
 	for i := range routes {
-		if anyMatches(&routes[i], offers) && routes[i].available(r) {
+		if routes[i].matchesAny(offers) && routes[i].available(r) {
 			return true
 		}
 	}
@@ -166,7 +166,7 @@ func (s *Server) ask(r *http.Request, rt *route, o Protocol, d *decision) bool {
 	switch {
 	case err == nil:
 		if err := checkSwitchHeader(h); err != nil {
-			s.logf(r, "accepting "+rt.spelled, err)
+			s.logError(r, "accepting "+rt.spelled, err)
 			d.failed = true
 			recycleHeader(h)
 			s.release(rt)
@@ -185,7 +185,7 @@ func (s *Server) ask(r *http.Request, rt *route, o Protocol, d *decision) bool {
 		if errors.As(err, &re) {
 			d.reject = re
 		} else {
-			s.logf(r, "accepting "+rt.spelled, err)
+			s.logError(r, "accepting "+rt.spelled, err)
 			d.failed = true
 		}
 		return true

@@ -3,10 +3,10 @@ package upgrade
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,7 +269,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	s.mu.Lock()
 	routes := s.routes
 	s.mu.Unlock()
-	if !anyMatch(r, routes, offers) {
+	if !someRouteMatches(r, routes, offers) {
 		// Nothing offered is registered (a speculative "Upgrade: h2c",
 		// say): an ordinary request, not an error.
 		s.decline(w, r, next, http.StatusUpgradeRequired, "")
@@ -277,7 +277,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	}
 	if !canHijack(w) {
 		if next == nil {
-			s.logf(r, "switching protocols", errNoHijack)
+			s.logError(r, "switching protocols", errNoHijack)
 		}
 		s.decline(w, r, next, http.StatusInternalServerError, "upgrade: could not switch protocols on this connection")
 		return
@@ -356,7 +356,7 @@ func (s *Server) requireUpgrade(w http.ResponseWriter, r *http.Request) {
 // with.
 func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectError) {
 	if st := e.status(); st < 400 || st > 599 {
-		s.logf(r, "rejecting", errors.New("upgrade: RejectError.Status "+strconv.Itoa(st)+" is not a 4xx or 5xx status"))
+		s.logError(r, "rejecting", fmt.Errorf("upgrade: RejectError.Status %d is not a 4xx or 5xx status", st))
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
 		return
 	}
@@ -437,13 +437,14 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// logf logs a failure on the server's side: a broken Accepter or
+// logError logs a failure on the server's side: a broken Accepter or
 // ResponseWriter.
-func (s *Server) logf(r *http.Request, what string, err error) {
+func (s *Server) logError(r *http.Request, what string, err error) {
 	s.logger().Error("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }
 
-// warnf logs a failure the peer caused, such as hanging up mid-handshake.
-func (s *Server) warnf(r *http.Request, what string, err error) {
+// logPeerError logs a failure the peer caused, such as hanging up
+// mid-handshake.
+func (s *Server) logPeerError(r *http.Request, what string, err error) {
 	s.logger().Warn("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }

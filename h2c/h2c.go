@@ -34,9 +34,8 @@ package h2c
 import (
 	"context"
 	"encoding/base64"
-	"errors"
+	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
@@ -149,14 +148,14 @@ func offersH2C(upgradeLines []string) bool {
 // malformed, not merely padded.
 func decodeSettings(vs []string) ([]byte, error) {
 	if len(vs) != 1 {
-		return nil, errors.New("h2c: HTTP2-Settings sent " + strconv.Itoa(len(vs)) + " times, want exactly once")
+		return nil, fmt.Errorf("h2c: HTTP2-Settings sent %d times, want exactly once", len(vs))
 	}
 	b, err := base64.RawURLEncoding.DecodeString(vs[0])
 	if err != nil {
-		return nil, errors.New("h2c: HTTP2-Settings " + httplist.Quote(vs[0]) + " is not base64url without padding: " + err.Error())
+		return nil, fmt.Errorf("h2c: HTTP2-Settings %s is not base64url without padding: %w", httplist.Quote(vs[0]), err)
 	}
 	if len(b)%6 != 0 {
-		return nil, errors.New("h2c: HTTP2-Settings " + httplist.Quote(vs[0]) + " decodes to " + strconv.Itoa(len(b)) + " bytes, not a whole number of 6-byte settings")
+		return nil, fmt.Errorf("h2c: HTTP2-Settings %s decodes to %d bytes, not a whole number of 6-byte settings", httplist.Quote(vs[0]), len(b))
 	}
 	for i := 0; i < len(b); i += 6 {
 		s := http2.Setting{
@@ -164,7 +163,7 @@ func decodeSettings(vs []string) ([]byte, error) {
 			Val: uint32(b[i+2])<<24 | uint32(b[i+3])<<16 | uint32(b[i+4])<<8 | uint32(b[i+5]),
 		}
 		if err := s.Valid(); err != nil {
-			return nil, errors.New("h2c: HTTP2-Settings " + httplist.Quote(vs[0]) + ": setting " + s.String() + ": " + err.Error())
+			return nil, fmt.Errorf("h2c: HTTP2-Settings %s: setting %v: %w", httplist.Quote(vs[0]), s, err)
 		}
 	}
 	return b, nil

@@ -1,7 +1,7 @@
 package websocket
 
 import (
-	"errors"
+	"fmt"
 	"net/http"
 	"path"
 	"slices"
@@ -209,7 +209,7 @@ func (h *Handler) selectSubprotocol(r *http.Request) (string, error) {
 	}
 	for e := range httplist.Elements(offered) {
 		if !httplist.IsToken(e) {
-			return "", errors.New("websocket: malformed Sec-WebSocket-Protocol: element " + httplist.Quote(e) + " is not a token")
+			return "", fmt.Errorf("websocket: malformed Sec-WebSocket-Protocol: element %s is not a token", httplist.Quote(e))
 		}
 	}
 	if len(h.Subprotocols) == 0 {
@@ -255,11 +255,11 @@ func (h *Handler) acceptExtensions(r *http.Request) (string, error) {
 	}
 	accepted, err := ParseExtensions([]string{v})
 	if err != nil {
-		return "", errors.New("websocket: AcceptExtensions returned an invalid value: " + err.Error())
+		return "", fmt.Errorf("websocket: AcceptExtensions returned an invalid value: %w", err)
 	}
 	for _, a := range accepted {
 		if !offered(offers, a.Name) {
-			return "", errors.New("websocket: AcceptExtensions accepted extension " + httplist.Quote(a.Name) + ", which the client did not offer")
+			return "", fmt.Errorf("websocket: AcceptExtensions accepted extension %s, which the client did not offer", httplist.Quote(a.Name))
 		}
 	}
 	return v, nil
@@ -308,7 +308,7 @@ func (h *Handler) checkOrigin(r *http.Request) error {
 		for _, p := range h.OriginPatterns {
 			ok, err := path.Match(strings.ToLower(p), lhost)
 			if err != nil {
-				return errors.New("websocket: bad origin pattern " + httplist.Quote(p) + ": " + err.Error())
+				return fmt.Errorf("websocket: bad origin pattern %s: %w", httplist.Quote(p), err)
 			}
 			if ok {
 				return nil

@@ -3,7 +3,7 @@ package websocket
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -60,7 +60,7 @@ func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
 		switch http.CanonicalHeaderKey(k) {
 		case "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol",
 			"Sec-Websocket-Extensions", "Upgrade", "Connection":
-			return nil, errors.New("websocket: DialOptions.Header must not set " + k + "; it is part of the handshake")
+			return nil, fmt.Errorf("websocket: DialOptions.Header must not set %s; it is part of the handshake", k)
 		}
 		h[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
@@ -69,7 +69,7 @@ func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
 	if len(opts.Subprotocols) > 0 {
 		for _, p := range opts.Subprotocols {
 			if !httplist.IsToken(p) {
-				return nil, errors.New("websocket: invalid subprotocol " + httplist.Quote(p) + ": not a token")
+				return nil, fmt.Errorf("websocket: invalid subprotocol %s: not a token", httplist.Quote(p))
 			}
 		}
 		h["Sec-Websocket-Protocol"] = []string{strings.Join(opts.Subprotocols, ", ")}
@@ -77,11 +77,11 @@ func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
 	if len(opts.Extensions) > 0 {
 		for _, e := range opts.Extensions {
 			if !httplist.IsToken(e.Name) {
-				return nil, errors.New("websocket: invalid extension name " + httplist.Quote(e.Name) + ": not a token")
+				return nil, fmt.Errorf("websocket: invalid extension name %s: not a token", httplist.Quote(e.Name))
 			}
 			for _, p := range e.Params {
 				if !httplist.IsToken(p.Name) || (p.Value != "" && !httplist.IsToken(p.Value)) {
-					return nil, errors.New("websocket: invalid parameter " + httplist.Quote(p.Name+"="+p.Value) + " of extension " + httplist.Quote(e.Name))
+					return nil, fmt.Errorf("websocket: invalid parameter %s of extension %s", httplist.Quote(p.Name+"="+p.Value), httplist.Quote(e.Name))
 				}
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -62,7 +63,7 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 		d = *opts.Dialer
 	}
 	if d.Method != "" && d.Method != http.MethodGet {
-		return nil, nil, errors.New("websocket: DialOptions.Dialer.Method is " + httplist.Quote(d.Method) + "; the opening handshake is a GET")
+		return nil, nil, fmt.Errorf("websocket: DialOptions.Dialer.Method is %s; the opening handshake is a GET", httplist.Quote(d.Method))
 	}
 	if len(d.Body) > 0 {
 		return nil, nil, errors.New("websocket: DialOptions.Dialer.Body is set; the opening handshake has no body")
@@ -75,7 +76,7 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 	for k, vs := range d.Header {
 		ck := http.CanonicalHeaderKey(k)
 		if _, ok := h[ck]; ok {
-			return nil, nil, errors.New("websocket: header field " + k + " of DialOptions.Dialer.Header is also set by DialOptions.Header or by the handshake")
+			return nil, nil, fmt.Errorf("websocket: header field %s of DialOptions.Dialer.Header is also set by DialOptions.Header or by the handshake", k)
 		}
 		h[ck] = append([]string(nil), vs...)
 	}

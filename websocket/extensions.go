@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/httplist"
@@ -89,7 +90,7 @@ func ParseExtensions(values []string) ([]Extension, error) {
 			}
 			if p.peek() != ',' {
 				return nil, &HeaderError{Field: "Sec-WebSocket-Extensions", Value: v,
-					Err: errors.New("unexpected " + httplist.Quote(string(p.peek())) + " after extension " + httplist.Quote(e.Name))}
+					Err: fmt.Errorf("unexpected %s after extension %s", httplist.Quote(string(p.peek())), httplist.Quote(e.Name))}
 			}
 			p.i++
 		}
@@ -135,7 +136,7 @@ func (p *extParser) extension() (Extension, error) {
 		p.skipOWS()
 		name := p.token()
 		if name == "" {
-			return e, errors.New("missing parameter name in extension " + httplist.Quote(e.Name))
+			return e, fmt.Errorf("missing parameter name in extension %s", httplist.Quote(e.Name))
 		}
 		param := ExtensionParam{Name: name}
 		p.skipOWS()
@@ -144,7 +145,7 @@ func (p *extParser) extension() (Extension, error) {
 			p.skipOWS()
 			v, err := p.value()
 			if err != nil {
-				return e, errors.New("parameter " + httplist.Quote(name) + " of extension " + httplist.Quote(e.Name) + ": " + err.Error())
+				return e, fmt.Errorf("parameter %s of extension %s: %w", httplist.Quote(name), httplist.Quote(e.Name), err)
 			}
 			param.Value = v
 		}
@@ -173,7 +174,7 @@ func (p *extParser) value() (string, error) {
 		case '"':
 			v := b.String()
 			if !httplist.IsToken(v) {
-				return "", errors.New("quoted value " + httplist.Quote(v) + " is not a token")
+				return "", fmt.Errorf("quoted value %s is not a token", httplist.Quote(v))
 			}
 			return v, nil
 		case '\\':
