@@ -41,6 +41,7 @@ type Conn struct {
 	life     context.Context    // server: cancelled when the Server closes its connections
 	draining <-chan struct{}    // server: closed when the Server starts shutting down
 	route    *route             // server: the route switched to
+	key      string             // server: the key its connection slot is counted under
 }
 
 // Read reads first the bytes that had been read ahead before the switch,

@@ -157,7 +157,7 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 		}
 		sendContinue = false // net/http sent it, if it was expected
 	}
-	if s.closing.Load() {
+	if s.conns.closing.Load() {
 		// Shutdown began during this handshake: refuse before the 101
 		// rather than switch and drop.
 		w.Header().Set("Retry-After", "1")
@@ -171,7 +171,7 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, off
 	if err := s.write101(c, sendContinue, extra); err != nil {
 		s.logPeerError(r, "writing the 101 response for "+rt.spelled, err)
 		c.nc.Close()
-		s.forget(c) // switchProtocols releases the slot
+		s.conns.forget(c) // switchProtocols releases the slot
 		return nil
 	}
 	return c
@@ -231,8 +231,8 @@ func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rc *http.Respo
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: could not switch protocols")
 		return nil
 	}
-	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt}
-	if !s.track(c) {
+	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, key: rt.spelled}
+	if !s.conns.track(c) {
 		// Shutdown began since the check before the hijack. The
 		// connection is ours now: refuse on the wire rather than switch
 		// and drop.

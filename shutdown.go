@@ -9,15 +9,7 @@ import (
 
 // ActiveConns returns the number of switched connections being served (or
 // being switched), by registered pattern.
-func (s *Server) ActiveConns() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := make(map[string]int, len(s.byProto))
-	for k, v := range s.byProto {
-		m[k] = v
-	}
-	return m
-}
+func (s *Server) ActiveConns() map[string]int { return s.conns.active() }
 
 // Shutdown shuts the server's switched connections down gracefully. New
 // upgrades are refused from then on (Middleware serves them as plain
@@ -33,33 +25,14 @@ func (s *Server) ActiveConns() map[string]int {
 //
 // net/http's Server.Shutdown does not know about hijacked connections; use
 // RegisterOnShutdown to have it start this Shutdown.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.startDraining()
-	s.mu.Lock()
-	if s.inuse == 0 {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.idle == nil {
-		s.idle = make(chan struct{})
-	}
-	idle := s.idle
-	s.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		s.closeAll()
-		return ctx.Err()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.conns.shutdown(ctx) }
 
 // Close immediately closes every switched connection, cancelling their
 // Contexts, and refuses new upgrades, without waiting for handlers to
 // return.
 func (s *Server) Close() error {
-	s.startDraining()
-	s.closeAll()
+	s.conns.startDraining()
+	s.conns.closeAll()
 	return nil
 }
 
@@ -81,104 +54,6 @@ func (s *Server) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
 	})
 }
 
-// lifetime returns the context cancelled when the switched connections
-// are closed (Close, or the end of Shutdown's grace), and the channel
-// closed when Shutdown starts.
-func (s *Server) lifetime() (context.Context, chan struct{}) {
-	s.lifeOnce.Do(func() {
-		s.life, s.cancel = context.WithCancel(context.Background())
-		s.drain = make(chan struct{})
-	})
-	return s.life, s.drain
-}
-
-// startDraining refuses new upgrades from now on and closes the channel
-// Conn.Draining returns, once.
-func (s *Server) startDraining() {
-	_, drain := s.lifetime()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closing.Load() {
-		s.closing.Store(true)
-		close(drain)
-	}
-}
-
-// reserve claims a connection slot for rt before its switch; false if
-// MaxConns or rt's MaxConns is reached.
-func (s *Server) reserve(rt *route) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.MaxConns > 0 && s.inuse >= s.MaxConns {
-		return false
-	}
-	if rt.MaxConns > 0 && s.byProto[rt.spelled] >= rt.MaxConns {
-		return false
-	}
-	if s.byProto == nil {
-		s.byProto = make(map[string]int)
-	}
-	s.byProto[rt.spelled]++
-	s.inuse++
-	return true
-}
-
-// release gives back a slot claimed by reserve.
-func (s *Server) release(rt *route) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.releaseLocked(rt)
-}
-
-func (s *Server) releaseLocked(rt *route) {
-	if s.inuse <= 0 {
-		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", rt.spelled)
-		return
-	}
-	s.inuse--
-	if n := s.byProto[rt.spelled] - 1; n > 0 {
-		s.byProto[rt.spelled] = n
-	} else {
-		delete(s.byProto, rt.spelled)
-	}
-	if s.inuse == 0 && s.idle != nil {
-		close(s.idle)
-		s.idle = nil
-	}
-}
-
-// track records c, whose slot is reserved, as active; false if the server
-// is closing.
-func (s *Server) track(c *Conn) bool {
-	c.life, c.draining = s.lifetime()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	if s.conns == nil {
-		s.conns = make(map[*Conn]struct{})
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-// untrack forgets c and releases its slot, which signals Shutdown when the
-// last one goes.
-func (s *Server) untrack(c *Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, c)
-	s.releaseLocked(c.route)
-}
-
-// forget stops tracking c without releasing its slot.
-func (s *Server) forget(c *Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, c)
-}
-
 // run serves c with its route's handler, in its own goroutine.
 func (s *Server) run(c *Conn) {
 	defer s.untrack(c)
@@ -195,13 +70,22 @@ func (s *Server) run(c *Conn) {
 	c.route.Handler.ServeUpgrade(c)
 }
 
-// closeAll cancels the switched connections' Contexts and closes them.
-func (s *Server) closeAll() {
-	s.lifetime()
-	s.cancel()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.nc.Close()
+// reserve claims a connection slot for rt before its switch; false if
+// MaxConns or rt's MaxConns is reached.
+func (s *Server) reserve(rt *route) bool {
+	return s.conns.reserve(rt.spelled, rt.MaxConns, s.MaxConns)
+}
+
+// release gives back a slot claimed by reserve.
+func (s *Server) release(rt *route) {
+	if !s.conns.release(rt.spelled) {
+		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", rt.spelled)
+	}
+}
+
+// untrack forgets c and releases its slot.
+func (s *Server) untrack(c *Conn) {
+	if !s.conns.untrack(c) {
+		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", c.key)
 	}
 }

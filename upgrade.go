@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
@@ -92,15 +90,7 @@ type Server struct {
 	// conditional is set when a route has an Available function, so
 	// that a 426 lists only the protocols available for its request.
 	conditional bool
-	conns       map[*Conn]struct{}
-	byProto     map[string]int // connections switched or switching, per pattern
-	inuse       int            // connections switched or switching, in all
-	idle        chan struct{}  // closed when conns becomes empty during Shutdown
-	lifeOnce    sync.Once
-	life        context.Context    // cancelled when the switched conns are closed
-	cancel      context.CancelFunc // cancels life
-	drain       chan struct{}      // closed when Shutdown starts
-	closing     atomic.Bool
+	conns       tracker // the switched connections
 }
 
 // Handle registers h for the protocols matched by pattern. If h has a
@@ -259,7 +249,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.decline(w, r, next, http.StatusForbidden, "upgrade refused")
 		return
 	}
-	if s.closing.Load() {
+	if s.conns.closing.Load() {
 		if next == nil {
 			w.Header().Set("Retry-After", "1")
 		}
