@@ -99,33 +99,34 @@ func (h *Handler) Route() upgrade.Route {
 	return upgrade.Route{Handler: h, Methods: methods, MaxBody: -1}
 }
 
-// AcceptUpgrade checks r as an RFC 6455 §4.2.1 opening handshake and, if
-// it is one that h accepts, adds Sec-WebSocket-Accept (and, when
-// negotiated, Sec-WebSocket-Protocol and Sec-WebSocket-Extensions) to the
-// 101 header hdr and returns nil. Otherwise it returns a
+// AcceptUpgrade checks r as an RFC 6455 §4.2.1 opening handshake (or, for
+// an HTTP/2 extended CONNECT, as RFC 8441 §5 has it: no key) and, if it is
+// one that h accepts, adds Sec-WebSocket-Accept (HTTP/1.1 only) and, when
+// negotiated, Sec-WebSocket-Protocol and Sec-WebSocket-Extensions to the
+// header hdr of the 101 (or 200) and returns nil. Otherwise it returns a
 // *upgrade.RejectError; it never returns upgrade.ErrDecline, because a
 // request that offers websocket and breaks its rules is a client error.
 // The Upgrade and Connection fields were checked by the upgrade.Server.
 func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
-	if !slices.Contains(methods, r.Method) {
+	// Over HTTP/2 (RFC 8441 §5) the request is an extended CONNECT whose
+	// stream carries the frames: no method or body to check, and no
+	// Sec-WebSocket-Key, so no Sec-WebSocket-Accept either.
+	h1 := r.ProtoMajor == 1
+	if h1 && !slices.Contains(methods, r.Method) {
 		return rejectMethod(r.Method)
 	}
-	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+	if h1 && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) {
 		return reject(http.StatusBadRequest, "websocket: the opening handshake must not have a request body")
 	}
 	if v := r.Header["Sec-Websocket-Version"]; len(v) != 1 || v[0] != Version {
 		return rejectVersion(v)
 	}
-	keys := r.Header["Sec-Websocket-Key"]
-	switch len(keys) {
-	case 0:
-		return reject(http.StatusBadRequest, "websocket: missing Sec-WebSocket-Key")
-	case 1:
-	default:
-		return reject(http.StatusBadRequest, "websocket: Sec-WebSocket-Key sent more than once")
-	}
-	if why := checkKey(keys[0]); why != "" {
-		return reject(http.StatusBadRequest, "websocket: invalid Sec-WebSocket-Key "+httplist.Quote(keys[0])+": "+why)
+	var key string
+	if h1 {
+		var err error
+		if key, err = checkKeyField(r.Header["Sec-Websocket-Key"]); err != nil {
+			return err
+		}
 	}
 	if err := h.checkOrigin(r); err != nil {
 		return err
@@ -140,12 +141,13 @@ func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 			return err
 		}
 	}
-
-	// One allocation for the value and the slice holding it.
-	v := new(acceptValue)
-	computeAccept(&v.buf, keys[0])
-	v.vals[0] = unsafe.String(&v.buf[0], acceptLen)
-	hdr["Sec-Websocket-Accept"] = v.vals[:]
+	if h1 {
+		// One allocation for the value and the slice holding it.
+		v := new(acceptValue)
+		computeAccept(&v.buf, key)
+		v.vals[0] = unsafe.String(&v.buf[0], acceptLen)
+		hdr["Sec-Websocket-Accept"] = v.vals[:]
+	}
 	if sub != "" {
 		hdr["Sec-Websocket-Protocol"] = []string{sub}
 	}
@@ -153,6 +155,22 @@ func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 		hdr["Sec-Websocket-Extensions"] = []string{ext}
 	}
 	return nil
+}
+
+// checkKeyField returns the one Sec-WebSocket-Key of an HTTP/1.1 opening
+// handshake, or the rejection of a missing, repeated or invalid one.
+func checkKeyField(keys []string) (string, error) {
+	switch len(keys) {
+	case 0:
+		return "", reject(http.StatusBadRequest, "websocket: missing Sec-WebSocket-Key")
+	case 1:
+	default:
+		return "", reject(http.StatusBadRequest, "websocket: Sec-WebSocket-Key sent more than once")
+	}
+	if why := checkKey(keys[0]); why != "" {
+		return "", reject(http.StatusBadRequest, "websocket: invalid Sec-WebSocket-Key "+httplist.Quote(keys[0])+": "+why)
+	}
+	return keys[0], nil
 }
 
 // ServeUpgrade calls h.Serve with the switched connection, making the

@@ -1,7 +1,7 @@
 // Package websocket implements the WebSocket opening handshake (RFC 6455
-// §4) as a protocol for the upgrade package: a server-side Handler that
-// plugs into an upgrade.Server next to other protocols, and a client-side
-// Dial. It does no framing: after the switch the connection is a plain
+// §4, and RFC 8441 §5 over HTTP/2) as a protocol for the upgrade package: a
+// server-side Handler that plugs into an upgrade.Server next to other
+// protocols, and a client-side Dial. It does no framing: after the switch the connection is a plain
 // net.Conn (an *upgrade.Conn, which still returns any bytes read ahead
 // during the handshake) that any WebSocket framing library working on a
 // net.Conn can take over.
@@ -18,6 +18,13 @@
 //   - an Origin the origin policy refuses: 403 Forbidden;
 //   - a malformed Sec-WebSocket-Protocol, or a malformed
 //     Sec-WebSocket-Extensions when extensions are negotiated: 400.
+//
+// Over HTTP/2, an extended CONNECT with :protocol websocket (RFC 8441 §5)
+// carries no Sec-WebSocket-Key and is answered 200 without
+// Sec-WebSocket-Accept; the version, Origin, subprotocol and extension
+// rules are the same, except that a wrong version is answered 400 with
+// "Sec-WebSocket-Version: 13" (HTTP/2 has no 426), and the Serve function
+// is the same too.
 //
 // Register it for the "websocket" token:
 //
