@@ -14,6 +14,14 @@ import (
 // arrived behind the HTTP exchange (pipelined after the request on the
 // server, after the 101 response on the client): not one byte is lost.
 //
+// A Conn is either a whole HTTP/1.1 connection switched by an Upgrade, or
+// one HTTP/2 stream switched by an extended CONNECT (RFC 8441); the
+// protocol's code is the same for both. Request.ProtoMajor tells which: 1
+// or 2. On an HTTP/2 stream, Read returns the stream's DATA and io.EOF at
+// the peer's END_STREAM, Write sends DATA, and deadlines work as on a
+// net.Conn, except that a write deadline that passes resets the stream;
+// see CloseWrite for how the stream ends.
+//
 // A Conn must not be read from by more than one goroutine at a time, like
 // most net.Conn implementations; Write and Close are as safe as those of
 // the underlying connection.
@@ -82,8 +90,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 
 // NetConn returns the underlying connection: the *net.TCPConn or
-// *tls.Conn the switch happened on. It is for what a Conn does not offer
-// itself, such as socket options or the TLS connection state.
+// *tls.Conn an HTTP/1.1 switch happened on, or, for an HTTP/2 stream, the
+// stream itself (the TCP connection it shares with other streams is not
+// exposed). It is for what a Conn does not offer itself, such as socket
+// options or the TLS connection state.
 //
 // Reading from it directly skips the read-ahead bytes that Read returns
 // first, and loses them: read from c, or from NetConn only once Buffered
@@ -97,6 +107,14 @@ func (c *Conn) Buffered() int { return len(c.rbuf) }
 // CloseWrite shuts down the writing side of the connection (a TCP
 // half-close, or a TLS close_notify), if the underlying connection supports
 // it. It returns an error wrapping errors.ErrUnsupported otherwise.
+//
+// On an HTTP/2 stream served by net/http, later Writes fail at once, but
+// the stream's END_STREAM goes out only when the protocol handler returns:
+// net/http's HTTP/2 server cannot end a stream's sending side while its
+// handler runs. A protocol that half-closes on HTTP/2 should therefore
+// read until the peer's EOF and return; if the peer's side is still open
+// when it returns, a RST_STREAM with NO_ERROR follows the END_STREAM
+// (RFC 9113 §8.1). On the client, CloseWrite sends END_STREAM at once.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

@@ -120,11 +120,13 @@ type Route struct {
 	// (RFC 9110 §7.8: the new protocol must be able to answer the
 	// request). An offer in a request with another method is not
 	// acceptable. Nil means GET and OPTIONS; a "*" element allows any
-	// method except CONNECT.
+	// method except CONNECT. It applies to HTTP/1.1 upgrades: an HTTP/2
+	// extended CONNECT (RFC 8441) is always a CONNECT.
 	Methods []string
 
-	// MaxBody bounds the request body read before the switch and handed
-	// to the handler as c.Request.Body. Zero means the Server's
+	// MaxBody bounds the request body read before an HTTP/1.1 switch and
+	// handed to the handler as c.Request.Body (over HTTP/2 the stream's
+	// data belongs to the protocol from the start). Zero means the Server's
 	// MaxRequestBody; a negative value means the protocol accepts no body,
 	// and a request with one is answered with 400 Bad Request. A larger
 	// body is answered with 413 Content Too Large; neither switches.

@@ -82,7 +82,7 @@ type decision struct {
 // connection goroutine within its initial size (growing it costs ~5% of a
 // handshake).
 func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d *decision) {
-	body := hasBody(r)
+	body := r.ProtoMajor == 1 && hasBody(r)
 	if s.Policy == ServerOrder {
 		for i := range routes {
 			rt := &routes[i]
@@ -115,9 +115,10 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 }
 
 // usable reports whether rt can be switched to from r's method and body,
-// noting in d why not.
+// noting in d why not. An HTTP/2 extended CONNECT is always a CONNECT,
+// and the data of its stream is the protocol's: neither is checked.
 func (s *Server) usable(r *http.Request, rt *route, body bool, d *decision) bool {
-	if !rt.allowsMethod(r.Method) {
+	if r.ProtoMajor == 1 && !rt.allowsMethod(r.Method) {
 		d.methodRefused = true
 		return false
 	}

@@ -26,7 +26,9 @@ const (
 
 // A Server negotiates protocol upgrades (RFC 9110 §7.8) for the protocols
 // registered with Handle and HandleRoute, and serves the switched
-// connections.
+// connections. The same registrations serve HTTP/2 extended CONNECT
+// streams (RFC 8441), when net/http's HTTP/2 server accepts them (see
+// ExtendedConnect).
 //
 // Used directly as an http.Handler, a Server is an endpoint that requires
 // an upgrade: a request it cannot switch is answered with 426 Upgrade
@@ -37,8 +39,16 @@ const (
 //   - An Upgrade header is considered only in an HTTP/1.1 request whose
 //     Connection header carries the "upgrade" option; in HTTP/1.0 it is
 //     ignored (RFC 9110 §7.8) and no 1xx response is ever sent.
-//   - HTTP/2 and later have no 101: the Server never switches them and never
-//     sets Upgrade or Connection on their responses.
+//   - HTTP/2 has no Upgrade and no 101 (RFC 9113 §8.6): an HTTP/2 request
+//     never switches that way, and its response never carries Upgrade or
+//     Connection. An HTTP/2 CONNECT with a :protocol pseudo-header
+//     (RFC 8441) is negotiated as a one-protocol offer instead, with the
+//     same Accepters, caps and shutdown: it is answered 200 and its
+//     stream becomes the Conn, or refused with an error status (501 for a
+//     protocol not served; a 426 rejection becomes 400), in both the
+//     endpoint and Middleware. The protocol handler runs on the request's
+//     goroutine, since the stream lives only as long as ServeHTTP runs.
+//     Route.Methods and Route.MaxBody do not apply to it.
 //   - A malformed Upgrade header is answered with 400, an oversized one with
 //     431; neither switches.
 //   - Only a protocol the client offered is switched to. Offers are
@@ -212,9 +222,13 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 // serve is the common flow of ServeHTTP (next == nil) and Middleware.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if r.ProtoMajor != 1 {
+		if isExtendedConnect(r) {
+			s.serveStream(w, r)
+			return
+		}
 		// No 101 exists in HTTP/2 and later: never an Upgrade or
 		// Connection field on the response either (RFC 9113 §8.2.2).
-		s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires an HTTP/1.1 protocol upgrade")
+		s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires a protocol switch: an HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT")
 		return
 	}
 	if !isUpgradeRequest(r) {
@@ -356,10 +370,18 @@ func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectEr
 			h.Add(k, v)
 		}
 	}
-	if e.status() == http.StatusUpgradeRequired && h.Get("Upgrade") == "" {
-		h.Set("Upgrade", s.advertised(r))
+	status := e.status()
+	if status == http.StatusUpgradeRequired {
+		if r.ProtoMajor != 1 {
+			// A 426 must list protocols in Upgrade (RFC 9110 §15.5.22),
+			// which HTTP/2 does not have: answer 400, keeping the
+			// rejection's other fields (Sec-WebSocket-Version, say).
+			status = http.StatusBadRequest
+		} else if h.Get("Upgrade") == "" {
+			h.Set("Upgrade", s.advertised(r))
+		}
 	}
-	s.refuse(w, r, e.status(), e.message())
+	s.refuse(w, r, status, e.message())
 }
 
 // refuse writes a short text/plain error response.

@@ -98,16 +98,18 @@ type Handler struct {
 }
 
 // Route returns h's registration: any method except CONNECT (an upgrade
-// request may carry a body), bounded by h.MaxBody, and available only on
-// connections without TLS (RFC 7540 §3.2-3.3: over TLS, HTTP/2 is "h2",
-// negotiated by ALPN), so a 426 sent over TLS does not list h2c.
+// request may carry a body), bounded by h.MaxBody, and available only for
+// HTTP/1.1 requests on connections without TLS (RFC 7540 §3.2-3.3: over
+// TLS, HTTP/2 is "h2", negotiated by ALPN; a connection speaking HTTP/2
+// already has no use for it), so a 426 sent over TLS does not list h2c.
 // upgrade.Server.Handle uses it.
 func (h *Handler) Route() upgrade.Route {
-	return upgrade.Route{Handler: h, Methods: []string{"*"}, MaxBody: h.MaxBody, Available: cleartext}
+	return upgrade.Route{Handler: h, Methods: []string{"*"}, MaxBody: h.MaxBody, Available: cleartextHTTP1}
 }
 
-// cleartext reports whether r came over a connection without TLS.
-func cleartext(r *http.Request) bool { return r.TLS == nil }
+// cleartextHTTP1 reports whether r is an HTTP/1 request that came over a
+// connection without TLS.
+func cleartextHTTP1(r *http.Request) bool { return r.ProtoMajor == 1 && r.TLS == nil }
 
 // AcceptUpgrade decides whether r is an h2c upgrade request h switches,
 // as described on Handler. It adds no field to the 101 response.

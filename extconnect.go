@@ -1,0 +1,105 @@
+package upgrade
+
+import (
+	"net/http"
+	"time"
+)
+
+// isExtendedConnect reports whether r is an RFC 8441 extended CONNECT: an
+// HTTP/2 CONNECT carrying the :protocol pseudo-header, which net/http
+// passes on in the Header (only when ExtendedConnect is on).
+func isExtendedConnect(r *http.Request) bool {
+	return r.ProtoMajor == 2 && r.Method == http.MethodConnect && len(r.Header[":protocol"]) > 0
+}
+
+// serveStream switches the HTTP/2 stream of an extended CONNECT to the
+// protocol its :protocol names (RFC 8441 §4): negotiation over that one
+// offer, with the same routes, Accepters and caps as an HTTP/1.1 upgrade,
+// a 200 instead of a 101, and the protocol's handler run on the request's
+// goroutine, since the stream lives only as long as ServeHTTP does. A
+// request it does not switch gets an error status, never a 2xx: there is
+// no upgrade-optional path for an extended CONNECT.
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
+	offer, err := ParseProtocol(r.Header.Get(":protocol"))
+	if err != nil || len(r.Header[":protocol"]) != 1 {
+		s.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
+		return
+	}
+	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
+		s.refuse(w, r, http.StatusForbidden, "upgrade refused")
+		return
+	}
+	if s.conns.closing.Load() {
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+	s.mu.Lock()
+	routes := s.routes
+	s.mu.Unlock()
+	offers := [1]Protocol{offer}
+	var d decision
+	if someRouteMatches(r, routes, offers[:]) {
+		s.negotiate(r, routes, offers[:], &d)
+	}
+	switch {
+	case d.failed:
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
+	case d.reject != nil:
+		s.writeReject(w, r, d.reject)
+	case d.full:
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "too many upgraded connections, retry later")
+	case d.route == nil:
+		s.refuse(w, r, http.StatusNotImplemented, "protocol "+offer.String()+" is not served here; this endpoint serves: "+s.advertised(r))
+	default:
+		c := s.switchStream(w, r, d.route, d.offer, d.extra)
+		if d.extra != nil {
+			recycleHeader(d.extra)
+		}
+		if c != nil {
+			s.run(c)
+		}
+	}
+}
+
+// switchStream answers 200 to the extended CONNECT r, for a negotiated
+// route whose slot is reserved, and returns the stream as a tracked Conn.
+// On failure it returns nil, having released the slot.
+func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
+	c := &Conn{Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, key: rt.spelled}
+	if !s.conns.track(c) {
+		s.release(rt)
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		return nil
+	}
+	sc := newStreamConn(w, r)
+	c.nc = sc
+	r.Body = http.NoBody // the stream's data is the protocol's, read through c
+	h := w.Header()
+	for k, vs := range extra {
+		h[k] = append([]string(nil), vs...)
+	}
+	timeout := s.handshakeTimeout()
+	if timeout > 0 {
+		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	w.WriteHeader(http.StatusOK)
+	err := sc.rc.Flush()
+	// The stream now lives as long as the protocol: clear the handshake
+	// deadline and any per-request timeouts of the http.Server.
+	if err == nil {
+		err = sc.rc.SetWriteDeadline(time.Time{})
+	}
+	if err == nil {
+		err = sc.rc.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		s.logPeerError(r, "answering the extended CONNECT for "+rt.spelled, err)
+		sc.Close()
+		s.untrack(c)
+		return nil
+	}
+	return c
+}
