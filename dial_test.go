@@ -560,15 +560,20 @@ func TestDialHandshakeBounds(t *testing.T) {
 	}
 }
 
+// TestDialContextCancel: cancelling Dial's context in the middle of the
+// handshake (the server has sent part of its 101, then stalls) ends Dial
+// at once with context.Canceled and closes the connection; a context
+// cancelled before the call dials nothing.
 func TestDialContextCancel(t *testing.T) {
 	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var fs *fakeServer
 	fs = newFakeServer(t, func(c net.Conn, _ []byte) {
 		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\n") // then stall
+		cancel()
 		fs.drain(c)
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
 	c, err := (&Dialer{Proxy: noProxy, HandshakeTimeout: -1}).Dial(ctx, fs.url("http"), echo1)
 	require.Nil(t, c)
@@ -583,19 +588,24 @@ func TestDialContextCancel(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
+// TestDialDeadlinesCleared: neither the handshake's deadline nor the end
+// of Dial's context reaches the Conn. The server sends its next bytes once
+// the context has ended, when the handshake's deadline (the earlier of
+// HandshakeTimeout and the context's) has passed too, and the Conn reads
+// them.
 func TestDialDeadlinesCleared(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
 	var fs *fakeServer
 	fs = newFakeServer(t, func(c net.Conn, _ []byte) {
 		_, _ = io.WriteString(c, switch101)
-		time.Sleep(300 * time.Millisecond)
+		<-ctx.Done()
 		_, _ = io.WriteString(c, "late")
 		fs.drain(c)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	c, err := (&Dialer{Proxy: noProxy, HandshakeTimeout: 100 * time.Millisecond}).Dial(ctx, fs.url("http"), echo1)
 	require.NoError(t, err)
 	defer c.Close()
-	cancel()
 	buf := make([]byte, 4)
 	_, err = io.ReadFull(c, buf)
 	require.NoError(t, err, "handshake deadline or cancel leaked into the Conn")
@@ -1080,7 +1090,7 @@ func BenchmarkDialTransport(b *testing.B) {
 }
 
 func TestDialErrorsRedactPasswords(t *testing.T) {
-	for _, u := range []string{"ftp://u:hunter2@example.com/", "http://u:hunter2@exa mple.com/", "http://u:hunter2@127.0.0.1:1/"} {
+	for _, u := range []string{"ftp://u:hunter2@example.com/", "http://u:hunter2@exa mple.com/", "http://u:hunter2@" + closedAddr(t) + "/"} {
 		_, err := (&Dialer{Proxy: noProxy, HandshakeTimeout: time.Second}).Dial(context.Background(), u, echo1)
 		require.Error(t, err, u)
 		assert.NotContains(t, err.Error(), "hunter2")
@@ -1256,4 +1266,15 @@ func selfSignedIP(t *testing.T, ip net.IP) tls.Certificate {
 	leaf, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// closedAddr returns the address of a port on 127.0.0.1 that was listened
+// on and closed: a connection to it is refused.
+func closedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
 }
