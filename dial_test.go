@@ -7,7 +7,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -34,166 +33,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
-
-// noProxy disables proxies in tests, whatever the environment says.
-func noProxy(*http.Request) (*url.URL, error) { return nil, nil }
-
-// fakeServer is a scripted raw-byte HTTP server on 127.0.0.1: it records
-// each request's exact bytes (header block and Content-Length body) and
-// hands the connection to a script.
-type fakeServer struct {
-	t        *testing.T
-	ln       net.Listener
-	script   func(c net.Conn, req []byte)
-	accepted atomic.Int32
-	reqs     chan []byte
-	closed   chan struct{} // one value per connection the client closed
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newFakeServer(t *testing.T, script func(c net.Conn, req []byte)) *fakeServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	fs := &fakeServer{t: t, ln: ln, script: script, reqs: make(chan []byte, 16), closed: make(chan struct{}, 16)}
-	fs.wg.Add(1)
-	go fs.serve()
-	t.Cleanup(fs.close)
-	return fs
-}
-
-func (fs *fakeServer) url(scheme string) string {
-	return scheme + "://" + fs.ln.Addr().String()
-}
-
-func (fs *fakeServer) serve() {
-	defer fs.wg.Done()
-	for {
-		c, err := fs.ln.Accept()
-		if err != nil {
-			return
-		}
-		fs.accepted.Add(1)
-		fs.mu.Lock()
-		fs.conns = append(fs.conns, c)
-		fs.mu.Unlock()
-		fs.wg.Add(1)
-		go func() {
-			defer fs.wg.Done()
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			req, err := readRawRequest(c)
-			if err != nil {
-				return
-			}
-			fs.reqs <- req
-			fs.script(c, req)
-		}()
-	}
-}
-
-func (fs *fakeServer) close() {
-	fs.ln.Close()
-	fs.mu.Lock()
-	for _, c := range fs.conns {
-		c.Close()
-	}
-	fs.mu.Unlock()
-	fs.wg.Wait()
-}
-
-// request returns the next recorded request.
-func (fs *fakeServer) request() []byte {
-	fs.t.Helper()
-	select {
-	case r := <-fs.reqs:
-		return r
-	case <-time.After(5 * time.Second):
-		fs.t.Fatal("fake server received no request")
-		return nil
-	}
-}
-
-// waitClosed waits until the client has closed a connection.
-func (fs *fakeServer) waitClosed() {
-	fs.t.Helper()
-	select {
-	case <-fs.closed:
-	case <-time.After(5 * time.Second):
-		fs.t.Fatal("the client did not close the connection")
-	}
-}
-
-// drain reads c until the client closes it, then reports the close.
-func (fs *fakeServer) drain(c net.Conn) {
-	_, err := io.Copy(io.Discard, c)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return
-	}
-	select {
-	case fs.closed <- struct{}{}:
-	default:
-	}
-}
-
-// readRawRequest reads one request's header block and Content-Length body,
-// byte for byte.
-func readRawRequest(c net.Conn) ([]byte, error) {
-	var buf []byte
-	b := make([]byte, 1)
-	for !bytes.HasSuffix(buf, []byte("\r\n\r\n")) {
-		if _, err := c.Read(b); err != nil {
-			return buf, err
-		}
-		buf = append(buf, b[0])
-		if len(buf) > 1<<16 {
-			return buf, errors.New("request too large")
-		}
-	}
-	if i := bytes.Index(buf, []byte("\r\nContent-Length: ")); i >= 0 {
-		rest := buf[i+len("\r\nContent-Length: "):]
-		n, err := strconv.Atoi(string(rest[:bytes.IndexByte(rest, '\r')]))
-		if err != nil {
-			return buf, err
-		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(c, body); err != nil {
-			return buf, err
-		}
-		buf = append(buf, body...)
-	}
-	return buf, nil
-}
-
-// respond returns a script that writes resp in one write, then waits for
-// the client to close.
-func respond(resp string) func(fs **fakeServer) func(net.Conn, []byte) {
-	return func(fs **fakeServer) func(net.Conn, []byte) {
-		return func(c net.Conn, _ []byte) {
-			if _, err := io.WriteString(c, resp); err != nil {
-				return
-			}
-			(*fs).drain(c)
-		}
-	}
-}
-
-// startFake starts a fake server running script(fs).
-func startFake(t *testing.T, mk func(fs **fakeServer) func(net.Conn, []byte)) *fakeServer {
-	var fs *fakeServer
-	fs = newFakeServer(t, func(c net.Conn, req []byte) { mk(&fs)(c, req) })
-	return fs
-}
-
-var (
-	echo1     = Protocol{Name: "echo", Version: "1"}
-	websocket = Protocol{Name: "websocket"}
-)
-
-const switch101 = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n\r\n"
 
 func TestDialResponses(t *testing.T) {
 	offers := []Protocol{echo1, websocket}
@@ -314,8 +153,6 @@ func TestDialResponses(t *testing.T) {
 		})
 	}
 }
-
-type ctxKey struct{}
 
 func TestDialRequestBytes(t *testing.T) {
 	tests := []struct {
@@ -560,15 +397,20 @@ func TestDialHandshakeBounds(t *testing.T) {
 	}
 }
 
+// TestDialContextCancel: cancelling Dial's context in the middle of the
+// handshake (the server has sent part of its 101, then stalls) ends Dial
+// at once with context.Canceled and closes the connection; a context
+// cancelled before the call dials nothing.
 func TestDialContextCancel(t *testing.T) {
 	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var fs *fakeServer
 	fs = newFakeServer(t, func(c net.Conn, _ []byte) {
 		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\n") // then stall
+		cancel()
 		fs.drain(c)
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
 	c, err := (&Dialer{Proxy: noProxy, HandshakeTimeout: -1}).Dial(ctx, fs.url("http"), echo1)
 	require.Nil(t, c)
@@ -583,19 +425,24 @@ func TestDialContextCancel(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
+// TestDialDeadlinesCleared: neither the handshake's deadline nor the end
+// of Dial's context reaches the Conn. The server sends its next bytes once
+// the context has ended, when the handshake's deadline (the earlier of
+// HandshakeTimeout and the context's) has passed too, and the Conn reads
+// them.
 func TestDialDeadlinesCleared(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
 	var fs *fakeServer
 	fs = newFakeServer(t, func(c net.Conn, _ []byte) {
 		_, _ = io.WriteString(c, switch101)
-		time.Sleep(300 * time.Millisecond)
+		<-ctx.Done()
 		_, _ = io.WriteString(c, "late")
 		fs.drain(c)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	c, err := (&Dialer{Proxy: noProxy, HandshakeTimeout: 100 * time.Millisecond}).Dial(ctx, fs.url("http"), echo1)
 	require.NoError(t, err)
 	defer c.Close()
-	cancel()
 	buf := make([]byte, 4)
 	_, err = io.ReadFull(c, buf)
 	require.NoError(t, err, "handshake deadline or cancel leaked into the Conn")
@@ -603,25 +450,6 @@ func TestDialDeadlinesCleared(t *testing.T) {
 	assert.NoError(t, c.Context().Err())
 	_, ok := c.Context().Deadline()
 	assert.False(t, ok)
-}
-
-// echoServer returns an upgrade.Server with one echo handler per pattern.
-func echoServer(patterns ...string) *Server {
-	s := new(Server)
-	for _, p := range patterns {
-		s.HandleFunc(p, func(c *Conn) { _, _ = io.Copy(c, c) })
-	}
-	return s
-}
-
-func roundTrip(t *testing.T, c *Conn, msg string) {
-	t.Helper()
-	_, err := io.WriteString(c, msg)
-	require.NoError(t, err)
-	buf := make([]byte, len(msg))
-	_, err = io.ReadFull(c, buf)
-	require.NoError(t, err)
-	require.Equal(t, msg, string(buf))
 }
 
 func TestDialCoreServer(t *testing.T) {
@@ -687,16 +515,11 @@ func TestDialCoreServer(t *testing.T) {
 // request's X-Key, like Sec-WebSocket-Accept.
 type keyAccepter struct{}
 
-func (keyAccepter) ServeUpgrade(c *Conn) { _, _ = io.Copy(c, c) }
+func (keyAccepter) ServeUpgrade(c *Conn) { echo(c) }
 
 func (keyAccepter) AcceptUpgrade(r *http.Request, h http.Header) error {
 	h.Set("X-Accept", acceptFor(r.Header.Get("X-Key")))
 	return nil
-}
-
-func acceptFor(key string) string {
-	sum := sha256.Sum256([]byte(key + "-guid"))
-	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 func TestDialPrepareCheck(t *testing.T) {
@@ -1080,7 +903,7 @@ func BenchmarkDialTransport(b *testing.B) {
 }
 
 func TestDialErrorsRedactPasswords(t *testing.T) {
-	for _, u := range []string{"ftp://u:hunter2@example.com/", "http://u:hunter2@exa mple.com/", "http://u:hunter2@127.0.0.1:1/"} {
+	for _, u := range []string{"ftp://u:hunter2@example.com/", "http://u:hunter2@exa mple.com/", "http://u:hunter2@" + closedAddr(t) + "/"} {
 		_, err := (&Dialer{Proxy: noProxy, HandshakeTimeout: time.Second}).Dial(context.Background(), u, echo1)
 		require.Error(t, err, u)
 		assert.NotContains(t, err.Error(), "hunter2")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"golang.org/x/net/http/httpguts"
 )
@@ -177,25 +178,6 @@ func FuzzServerHandshake(f *testing.F) {
 	})
 }
 
-// exchange sends in to addr, half-closes and returns all the server sent.
-func exchange(t *testing.T, addr string, in []byte) []byte {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := nc.Write(in); err != nil {
-		t.Fatal(err)
-	}
-	_ = nc.(*net.TCPConn).CloseWrite()
-	out, err := io.ReadAll(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestFuzzServerHandshakeOracle checks that FuzzServerHandshake's oracle
 // is not vacuous: the server of the fuzz target switches valid requests
 // (and checkExchange sees and accepts those 101s) and refuses the others.
@@ -225,7 +207,11 @@ func TestFuzzServerHandshakeOracle(t *testing.T) {
 		{"PUT / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\nContent-Length: 1\r\n\r\nz", []int{405}},
 		{"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x/1\r\nContent-Length: 4097\r\n\r\n" + strings.Repeat("b", 4097), []int{413}},
 	} {
-		out := exchange(t, addr, []byte(tc.in))
+		c := wiretest.Dial(t, addr)
+		c.Send(tc.in)
+		c.CloseWrite()
+		out := []byte(c.Rest())
+		c.Close()
 		if got := checkExchange(t, []byte(tc.in), out); !slices.Equal(got, tc.want) {
 			t.Errorf("%q: statuses %v, want %v; server sent %q", tc.in, got, tc.want, out)
 		}
@@ -295,17 +281,12 @@ func checkExchange(t *testing.T, in, out []byte) (statuses []int) {
 }
 
 // readFinal reads a response, skipping interim ones other than 101. Its
-// Header keeps the Connection field as sent (http.ReadResponse drops it
-// when it carries "close").
+// Header keeps the Connection field as sent.
 func readFinal(br *bufio.Reader, method string) (*http.Response, error) {
 	for range 8 {
-		connection := wiretest.PeekConnection(br)
-		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		resp, err := wiretest.ReadResponse(br, method)
 		if err != nil {
 			return nil, err
-		}
-		if connection != nil {
-			resp.Header["Connection"] = connection
 		}
 		if resp.StatusCode/100 != 1 || resp.StatusCode == http.StatusSwitchingProtocols {
 			return resp, nil
@@ -340,7 +321,7 @@ func checkSwitch(t *testing.T, req *http.Request, resp *http.Response, body []by
 	p := chosen[0]
 	offered := false
 	for _, o := range offers {
-		if asciiFold(o.Name) == asciiFold(p.Name) && o.Version == p.Version {
+		if ascii.EqualFold(o.Name, p.Name) && o.Version == p.Version {
 			offered = true
 		}
 	}
@@ -359,7 +340,7 @@ func checkSwitch(t *testing.T, req *http.Request, resp *http.Response, body []by
 	default:
 		t.Fatalf("101 switches to %v, which is not registered (in that spelling)", p)
 	}
-	if !contains(methods, req.Method) {
+	if !slices.Contains(methods, req.Method) {
 		t.Fatalf("101 to %v for a %s request", p, req.Method)
 	}
 	if p.Name == "websocket" {
@@ -380,25 +361,6 @@ func checkSwitch(t *testing.T, req *http.Request, resp *http.Response, body []by
 	if _, ok := resp.Header["Transfer-Encoding"]; ok {
 		t.Fatal("101 with Transfer-Encoding")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func asciiFold(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // refParseUpgrade is an independent reference parser for Upgrade fields

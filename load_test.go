@@ -85,7 +85,7 @@ func TestLoadConcurrentAndSequential(t *testing.T) {
 			_, _ = c.Write(buf)
 		}
 	})
-	srv := startServer(t, s, s, nil)
+	srv := serve(t, s, s)
 	d := Dialer{Proxy: noProxy}
 	url := "http://" + srv.addr + "/"
 	var errs atomic.Int64

@@ -10,23 +10,20 @@ import (
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/h2c"
-	"github.com/go-upgrade/upgrade/websocket"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
-// One upgrade.Server negotiates WebSocket, h2c and a custom echo/1
-// protocol on the same path; requests that ask for none of them go to an
-// ordinary handler.
+// One upgrade.Server negotiates h2c and a custom echo/1 protocol on the
+// same path; requests that ask for neither go to an ordinary handler.
+// Other adapters, such as the websocket package's Handler, are registered
+// on the same Server beside them.
 func Example() {
 	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello over %s", r.Proto)
 	})
 
 	var s upgrade.Server
-	s.Handle("websocket", &websocket.Handler{
-		Serve: func(c *upgrade.Conn) { /* hand c to a WebSocket framing library */ },
-	})
 	h2 := &h2c.Handler{Handler: hello}
 	s.HandleRoute(h2c.Protocol, h2.Route()) // opt-in: read the package doc first
 	s.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
@@ -35,15 +32,6 @@ func Example() {
 	defer srv.Close()
 	defer s.Close()
 	ctx := context.Background()
-
-	// WebSocket.
-	ws, resp, err := websocket.Dial(ctx, srv.URL+"/api", nil)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	ws.Close()
-	fmt.Println("websocket:", resp.Status)
 
 	// h2c: the upgrade request is answered over HTTP/2, on stream 1.
 	status, body, err := h2cGet(ctx, srv.URL+"/api")
@@ -75,7 +63,6 @@ func Example() {
 	plain.Body.Close()
 	fmt.Println("plain:", plain.Status, string(b))
 	// Output:
-	// websocket: 101 Switching Protocols
 	// h2c: 200 hello over HTTP/2.0
 	// echo/1: echo/1 ping
 	// plain: 200 OK hello over HTTP/1.1

@@ -1,7 +1,6 @@
 package websocket
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -9,18 +8,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
-
-// rfcKey and rfcAccept are the example of RFC 6455 §1.3.
-const (
-	rfcKey    = "dGhlIHNhbXBsZSBub25jZQ=="
-	rfcAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 )
 
 func TestAcceptKey(t *testing.T) {
@@ -61,102 +53,12 @@ func TestCheckKey(t *testing.T) {
 	}
 }
 
-// wsServer starts an upgrade.Server on a real 127.0.0.1 listener, with h
-// registered for "websocket" (through h.Route() if route is true), and
-// returns its address.
-func wsServer(t testing.TB, h *Handler, route bool) string {
-	t.Helper()
-	if h.Serve == nil {
-		h.Serve = func(c *upgrade.Conn) {
-			_, _ = io.WriteString(c, "subprotocol="+Subprotocol(c)+"\n")
-			_, _ = io.Copy(c, c)
-		}
-	}
-	s := &upgrade.Server{}
-	if route {
-		s.HandleRoute("websocket", h.Route())
-	} else {
-		s.Handle("websocket", h)
-	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(func() {
-		_ = s.Close()
-		ts.Close()
-	})
-	return ts.Listener.Addr().String()
-}
-
-// exchange sends raw on a new connection to addr and reads the response.
-// The connection is closed at the end of the test.
-func exchange(t testing.TB, addr, raw string) (*http.Response, string, *bufio.Reader, net.Conn) {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	require.NoError(t, nc.SetDeadline(time.Now().Add(5*time.Second)))
-	_, err = io.WriteString(nc, raw)
-	require.NoError(t, err)
-	br := bufio.NewReader(nc)
-	resp, err := wiretest.ReadResponse(br, http.MethodGet)
-	require.NoError(t, err)
-	var body string
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-	}
-	return resp, body, br, nc
-}
-
-// request builds a raw handshake request: the standard fields, with
-// lines replacing (by name) or adding to them; a line "-Name" removes a
-// field.
-func request(method string, lines ...string) string {
-	std := [][2]string{
-		{"Host", "example.com"},
-		{"Upgrade", "websocket"},
-		{"Connection", "Upgrade"},
-		{"Sec-WebSocket-Key", rfcKey},
-		{"Sec-WebSocket-Version", "13"},
-	}
-	var extra []string
-	for _, l := range lines {
-		if strings.HasPrefix(l, "-") {
-			for i := range std {
-				if strings.EqualFold(std[i][0], l[1:]) {
-					std[i][0] = ""
-				}
-			}
-			continue
-		}
-		name, _, _ := strings.Cut(l, ":")
-		replaced := false
-		for i := range std {
-			if strings.EqualFold(std[i][0], name) {
-				std[i] = [2]string{name, strings.TrimSpace(l[len(name)+1:])}
-				replaced = true
-			}
-		}
-		if !replaced {
-			extra = append(extra, l)
-		}
-	}
-	var b strings.Builder
-	b.WriteString(method + " /chat HTTP/1.1\r\n")
-	for _, f := range std {
-		if f[0] != "" {
-			b.WriteString(f[0] + ": " + f[1] + "\r\n")
-		}
-	}
-	for _, l := range extra {
-		b.WriteString(l + "\r\n")
-	}
-	b.WriteString("\r\n")
-	return b.String()
-}
-
+// TestServerHandshakeRFCExample: the 101 on the wire for the example of
+// RFC 6455 §1.3, and the bytes sent behind the request reach Serve.
 func TestServerHandshakeRFCExample(t *testing.T) {
-	addr := wsServer(t, &Handler{}, false)
-	resp, _, br, nc := exchange(t, addr, request("GET")+"ping")
+	c := wiretest.Dial(t, wsServer(t, &Handler{}, false))
+	c.Send(request("GET") + "ping")
+	resp := c.Response(http.MethodGet)
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 	assert.Equal(t, []string{rfcAccept}, resp.Header["Sec-Websocket-Accept"])
 	assert.Equal(t, "websocket", resp.Header.Get("Upgrade"))
@@ -164,27 +66,18 @@ func TestServerHandshakeRFCExample(t *testing.T) {
 	assert.NotContains(t, resp.Header, "Sec-Websocket-Protocol")
 	assert.NotContains(t, resp.Header, "Sec-Websocket-Extensions")
 	assert.NotContains(t, resp.Header, "Content-Length")
-	line, err := br.ReadString('\n')
+	line, err := c.BR.ReadString('\n')
 	require.NoError(t, err)
 	assert.Equal(t, "subprotocol=\n", line)
 	// Bytes sent in the same packet as the request reach Serve.
-	buf := make([]byte, 4)
-	_, err = io.ReadFull(br, buf)
-	require.NoError(t, err)
-	assert.Equal(t, "ping", string(buf))
-	_ = nc
+	assert.Equal(t, "ping", c.ReadN(4))
 }
 
-// rejected checks a response that must not switch.
-func rejected(t *testing.T, resp *http.Response, body string, status int, msg string) {
-	t.Helper()
-	require.Equal(t, status, resp.StatusCode, "body: %s", body)
-	assert.NotContains(t, resp.Header, "Sec-Websocket-Accept")
-	assert.Contains(t, body, msg)
-}
+// The refusals below, and the negotiation of subprotocols, extensions and
+// origins, depend on the request alone: they are served in process.
 
 func TestServerRejectsKey(t *testing.T) {
-	addr := wsServer(t, &Handler{}, false)
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		lines []string
 		msg   string
@@ -197,15 +90,16 @@ func TestServerRejectsKey(t *testing.T) {
 		"empty":      {[]string{"Sec-WebSocket-Key:"}, "length 0"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			resp, body, _, _ := exchange(t, addr, request("GET", tc.lines...))
-			rejected(t, resp, body, http.StatusBadRequest, tc.msg)
-			assert.Contains(t, body, "Sec-WebSocket-Key")
+			t.Parallel()
+			res := handshake(t, &Handler{}, request("GET", tc.lines...))
+			rejected(t, res, http.StatusBadRequest, tc.msg)
+			assert.Contains(t, res.Body, "Sec-WebSocket-Key")
 		})
 	}
 }
 
 func TestServerRejectsVersion(t *testing.T) {
-	addr := wsServer(t, &Handler{}, false)
+	t.Parallel()
 	for name, lines := range map[string][]string{
 		"missing":    {"-Sec-WebSocket-Version"},
 		"8":          {"Sec-WebSocket-Version: 8"},
@@ -214,12 +108,13 @@ func TestServerRejectsVersion(t *testing.T) {
 		"whitespace": {"Sec-WebSocket-Version: 1 3"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			resp, body, _, _ := exchange(t, addr, request("GET", lines...))
-			rejected(t, resp, body, http.StatusUpgradeRequired, "Sec-WebSocket-Version")
-			assert.Equal(t, []string{"13"}, resp.Header["Sec-Websocket-Version"])
+			t.Parallel()
+			res := handshake(t, &Handler{}, request("GET", lines...))
+			rejected(t, res, http.StatusUpgradeRequired, "Sec-WebSocket-Version")
+			assert.Equal(t, []string{"13"}, res.Header["Sec-Websocket-Version"])
 			// RFC 9110 §15.5.22: a 426 names what would be accepted.
-			assert.Equal(t, "websocket", resp.Header.Get("Upgrade"))
-			assert.True(t, upgrade.HasConnectionOption(resp.Header, "upgrade"))
+			assert.Equal(t, "websocket", res.Header.Get("Upgrade"))
+			assert.True(t, upgrade.HasConnectionOption(res.Header, "upgrade"))
 		})
 	}
 }
@@ -228,62 +123,64 @@ func TestServerRejectsVersion(t *testing.T) {
 // Route, a websocket Handler takes GET only, and the 405 that refuses
 // another method names exactly the methods that would work.
 func TestServerRejectsMethod(t *testing.T) {
+	t.Parallel()
 	for name, route := range map[string]bool{"Handle": false, "Route": true} {
 		t.Run(name, func(t *testing.T) {
-			addr := wsServer(t, &Handler{}, route)
+			t.Parallel()
 			for _, m := range []string{"POST", "PUT", "OPTIONS"} {
-				resp, body, _, _ := exchange(t, addr, request(m))
-				rejected(t, resp, body, http.StatusMethodNotAllowed, "method "+m)
-				assert.Equal(t, []string{"GET"}, resp.Header["Allow"], m)
+				res := inProcess(t, newServer(&Handler{}, route), request(m))
+				rejected(t, res, http.StatusMethodNotAllowed, "method "+m)
+				assert.Equal(t, []string{"GET"}, res.Header["Allow"], m)
 			}
-			resp, body, _, _ := exchange(t, addr, request("GET"))
-			assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode, body)
+			res := inProcess(t, newServer(&Handler{}, route), request("GET"))
+			assert.Equal(t, http.StatusSwitchingProtocols, res.Status, res.Body)
 		})
 	}
 	t.Run("wider Route", func(t *testing.T) {
+		t.Parallel()
 		// A Route that lets other methods through still meets the
 		// Handler's own check, which names the same list.
 		s := &upgrade.Server{}
 		s.HandleRoute("websocket", upgrade.Route{Handler: &Handler{Serve: func(*upgrade.Conn) {}}, Methods: []string{"*"}})
-		ts := httptest.NewServer(s)
-		t.Cleanup(func() { _ = s.Close(); ts.Close() })
-		resp, body, _, _ := exchange(t, ts.Listener.Addr().String(), request("OPTIONS"))
-		rejected(t, resp, body, http.StatusMethodNotAllowed, "method OPTIONS")
-		assert.Equal(t, []string{"GET"}, resp.Header["Allow"])
+		res := inProcess(t, s, request("OPTIONS"))
+		rejected(t, res, http.StatusMethodNotAllowed, "method OPTIONS")
+		assert.Equal(t, []string{"GET"}, res.Header["Allow"])
 	})
 }
 
 func TestServerRejectsBody(t *testing.T) {
+	t.Parallel()
 	for _, route := range []bool{false, true} {
-		addr := wsServer(t, &Handler{}, route)
-		resp, body, _, _ := exchange(t, addr, request("GET", "Content-Length: 5")+"hello")
-		rejected(t, resp, body, http.StatusBadRequest, "body")
-		resp, body, _, _ = exchange(t, addr, request("GET", "Transfer-Encoding: chunked")+"5\r\nhello\r\n0\r\n\r\n")
-		rejected(t, resp, body, http.StatusBadRequest, "body")
+		res := inProcess(t, newServer(&Handler{}, route), request("GET", "Content-Length: 5")+"hello")
+		rejected(t, res, http.StatusBadRequest, "body")
+		res = inProcess(t, newServer(&Handler{}, route), request("GET", "Transfer-Encoding: chunked")+"5\r\nhello\r\n0\r\n\r\n")
+		rejected(t, res, http.StatusBadRequest, "body")
 	}
 }
 
 func TestServerOrigin(t *testing.T) {
+	t.Parallel()
 	check := func(t *testing.T, h *Handler, origin string, want int) {
 		t.Helper()
-		addr := wsServer(t, h, false)
 		lines := []string{"Host: Example.COM:8080"}
 		if origin != "" {
 			lines = append(lines, "Origin: "+origin)
 		}
-		resp, body, _, _ := exchange(t, addr, request("GET", lines...))
-		require.Equal(t, want, resp.StatusCode, "origin %q: %s", origin, body)
+		res := handshake(t, h, request("GET", lines...))
+		require.Equal(t, want, res.Status, "origin %q: %s", origin, res.Body)
 		if want == http.StatusForbidden {
-			assert.Contains(t, body, "origin")
-			assert.NotContains(t, resp.Header, "Sec-Websocket-Accept")
+			assert.Contains(t, res.Body, "origin")
+			assert.NotContains(t, res.Header, "Sec-Websocket-Accept")
 		}
 	}
 	t.Run("same host", func(t *testing.T) {
+		t.Parallel()
 		check(t, &Handler{}, "https://example.com:8080", 101)
 		check(t, &Handler{}, "http://EXAMPLE.com:8080", 101)
 	})
-	t.Run("absent", func(t *testing.T) { check(t, &Handler{}, "", 101) })
+	t.Run("absent", func(t *testing.T) { t.Parallel(); check(t, &Handler{}, "", 101) })
 	t.Run("mismatch", func(t *testing.T) {
+		t.Parallel()
 		check(t, &Handler{}, "https://evil.example", 403)
 		check(t, &Handler{}, "https://example.com", 403) // port differs
 		check(t, &Handler{}, "https://example.com:8080.evil", 403)
@@ -292,6 +189,7 @@ func TestServerOrigin(t *testing.T) {
 		check(t, &Handler{}, "https://example.co\u1d0d:8080", 403)
 	})
 	t.Run("pattern", func(t *testing.T) {
+		t.Parallel()
 		h := func() *Handler { return &Handler{OriginPatterns: []string{"*.Trusted.example", "localhost:*"}} }
 		check(t, h(), "https://app.trusted.example", 101)
 		check(t, h(), "http://localhost:3000", 101)
@@ -299,12 +197,15 @@ func TestServerOrigin(t *testing.T) {
 		check(t, h(), "https://app.trusted.example.evil", 403)
 	})
 	t.Run("bad pattern", func(t *testing.T) {
+		t.Parallel()
 		check(t, &Handler{OriginPatterns: []string{"[invalid"}}, "https://other.example", 500)
 	})
 	t.Run("opt-out", func(t *testing.T) {
+		t.Parallel()
 		check(t, &Handler{InsecureSkipOriginCheck: true}, "https://evil.example", 101)
 	})
 	t.Run("CheckOrigin", func(t *testing.T) {
+		t.Parallel()
 		h := func() *Handler {
 			return &Handler{CheckOrigin: func(r *http.Request) bool { return r.Header.Get("Origin") == "https://ok.example" }}
 		}
@@ -315,6 +216,7 @@ func TestServerOrigin(t *testing.T) {
 }
 
 func TestServerSubprotocol(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		h     Handler
 		lines []string
@@ -367,24 +269,22 @@ func TestServerSubprotocol(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			h := tc.h
-			addr := wsServer(t, &h, false)
-			resp, body, br, _ := exchange(t, addr, request("GET", tc.lines...))
-			require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode, body)
-			assert.Equal(t, tc.want, resp.Header["Sec-Websocket-Protocol"])
-			line, err := br.ReadString('\n')
-			require.NoError(t, err)
+			res := handshake(t, &h, request("GET", tc.lines...))
+			require.Equal(t, http.StatusSwitchingProtocols, res.Status, res.Body)
+			assert.Equal(t, tc.want, res.Header["Sec-Websocket-Protocol"])
 			want := ""
 			if tc.want != nil {
 				want = tc.want[0]
 			}
-			assert.Equal(t, "subprotocol="+want+"\n", line, "Subprotocol(c) in Serve")
+			assert.Equal(t, "subprotocol="+want+"\n", res.After, "Subprotocol(c) in Serve")
 		})
 	}
 	t.Run("malformed", func(t *testing.T) {
-		addr := wsServer(t, &Handler{Subprotocols: []string{"chat"}}, false)
-		resp, body, _, _ := exchange(t, addr, request("GET", `Sec-WebSocket-Protocol: chat, "quoted"`))
-		rejected(t, resp, body, http.StatusBadRequest, "Sec-WebSocket-Protocol")
+		t.Parallel()
+		res := handshake(t, &Handler{Subprotocols: []string{"chat"}}, request("GET", `Sec-WebSocket-Protocol: chat, "quoted"`))
+		rejected(t, res, http.StatusBadRequest, "Sec-WebSocket-Protocol")
 	})
 }
 
@@ -397,63 +297,70 @@ func TestSelectSubprotocolAllocs(t *testing.T) {
 }
 
 func TestServerExtensions(t *testing.T) {
+	t.Parallel()
 	const offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, x-webkit-deflate-frame"
 	t.Run("none accepted by default", func(t *testing.T) {
-		addr := wsServer(t, &Handler{}, false)
-		resp, body, _, _ := exchange(t, addr, request("GET", offer))
-		require.Equal(t, 101, resp.StatusCode, body)
-		assert.NotContains(t, resp.Header, "Sec-Websocket-Extensions")
+		t.Parallel()
+		res := handshake(t, &Handler{}, request("GET", offer))
+		require.Equal(t, 101, res.Status, res.Body)
+		assert.NotContains(t, res.Header, "Sec-Websocket-Extensions")
 	})
 	t.Run("malformed ignored by default", func(t *testing.T) {
-		addr := wsServer(t, &Handler{}, false)
-		resp, body, _, _ := exchange(t, addr, request("GET", "Sec-WebSocket-Extensions: ;;"))
-		require.Equal(t, 101, resp.StatusCode, body)
+		t.Parallel()
+		res := handshake(t, &Handler{}, request("GET", "Sec-WebSocket-Extensions: ;;"))
+		require.Equal(t, 101, res.Status, res.Body)
 	})
-	var seen []Extension
-	accept := func(v string, err error) *Handler {
+	// accept returns a Handler whose AcceptExtensions records the offers
+	// it is called with in seen and answers v, err.
+	accept := func(seen *[]Extension, v string, err error) *Handler {
 		return &Handler{AcceptExtensions: func(r *http.Request, offers []Extension) (string, error) {
-			seen = offers
+			*seen = offers
 			return v, err
 		}}
 	}
 	t.Run("accepted", func(t *testing.T) {
-		addr := wsServer(t, accept("permessage-deflate", nil), false)
-		resp, body, _, _ := exchange(t, addr, request("GET", offer))
-		require.Equal(t, 101, resp.StatusCode, body)
-		assert.Equal(t, []string{"permessage-deflate"}, resp.Header["Sec-Websocket-Extensions"])
+		t.Parallel()
+		var seen []Extension
+		res := handshake(t, accept(&seen, "permessage-deflate", nil), request("GET", offer))
+		require.Equal(t, 101, res.Status, res.Body)
+		assert.Equal(t, []string{"permessage-deflate"}, res.Header["Sec-Websocket-Extensions"])
 		assert.Equal(t, []Extension{
 			{Name: "permessage-deflate", Params: []ExtensionParam{{Name: "client_max_window_bits"}}},
 			{Name: "x-webkit-deflate-frame"},
 		}, seen)
 	})
 	t.Run("declined", func(t *testing.T) {
-		addr := wsServer(t, accept("", nil), false)
-		resp, body, _, _ := exchange(t, addr, request("GET", offer))
-		require.Equal(t, 101, resp.StatusCode, body)
-		assert.NotContains(t, resp.Header, "Sec-Websocket-Extensions")
+		t.Parallel()
+		var seen []Extension
+		res := handshake(t, accept(&seen, "", nil), request("GET", offer))
+		require.Equal(t, 101, res.Status, res.Body)
+		assert.NotContains(t, res.Header, "Sec-Websocket-Extensions")
 	})
 	t.Run("unrequested answer", func(t *testing.T) {
-		addr := wsServer(t, accept("permessage-deflate, x-other", nil), false)
-		resp, body, _, _ := exchange(t, addr, request("GET", offer))
-		rejected(t, resp, body, http.StatusInternalServerError, "")
+		t.Parallel()
+		var seen []Extension
+		res := handshake(t, accept(&seen, "permessage-deflate, x-other", nil), request("GET", offer))
+		rejected(t, res, http.StatusInternalServerError, "")
 	})
 	t.Run("not called without offers", func(t *testing.T) {
-		seen = nil
-		addr := wsServer(t, accept("permessage-deflate", nil), false)
-		resp, body, _, _ := exchange(t, addr, request("GET"))
-		require.Equal(t, 101, resp.StatusCode, body)
-		assert.NotContains(t, resp.Header, "Sec-Websocket-Extensions")
+		t.Parallel()
+		var seen []Extension
+		res := handshake(t, accept(&seen, "permessage-deflate", nil), request("GET"))
+		require.Equal(t, 101, res.Status, res.Body)
+		assert.NotContains(t, res.Header, "Sec-Websocket-Extensions")
 		assert.Nil(t, seen)
 	})
 	t.Run("rejected by the func", func(t *testing.T) {
-		addr := wsServer(t, accept("", &upgrade.RejectError{Status: 400, Message: "no thanks"}), false)
-		resp, body, _, _ := exchange(t, addr, request("GET", offer))
-		rejected(t, resp, body, http.StatusBadRequest, "no thanks")
+		t.Parallel()
+		var seen []Extension
+		res := handshake(t, accept(&seen, "", &upgrade.RejectError{Status: 400, Message: "no thanks"}), request("GET", offer))
+		rejected(t, res, http.StatusBadRequest, "no thanks")
 	})
 	t.Run("malformed", func(t *testing.T) {
-		addr := wsServer(t, accept("", nil), false)
-		resp, body, _, _ := exchange(t, addr, request("GET", "Sec-WebSocket-Extensions: a; b=\"unterminated"))
-		rejected(t, resp, body, http.StatusBadRequest, "Sec-WebSocket-Extensions")
+		t.Parallel()
+		var seen []Extension
+		res := handshake(t, accept(&seen, "", nil), request("GET", "Sec-WebSocket-Extensions: a; b=\"unterminated"))
+		rejected(t, res, http.StatusBadRequest, "Sec-WebSocket-Extensions")
 	})
 }
 

@@ -1,75 +1,18 @@
 package websocket
 
 import (
-	"bufio"
-	"context"
 	"encoding/base64"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wsframe"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// fakeServer accepts one connection on 127.0.0.1, reads a request, and
-// answers with the raw response script returns for it. It then waits for
-// the client to close the connection; closed receives whether it did
-// within 5 seconds, and the request is sent on reqs.
-func fakeServer(t *testing.T, script func(r *http.Request) string) (url string, reqs <-chan *http.Request, closed <-chan bool) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	rc := make(chan *http.Request, 1)
-	cc := make(chan bool, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
-		r, err := http.ReadRequest(bufio.NewReader(nc))
-		if err != nil {
-			return
-		}
-		rc <- r
-		if _, err := io.WriteString(nc, script(r)); err != nil {
-			return
-		}
-		_, err = io.Copy(io.Discard, nc)
-		cc <- err == nil // EOF: the client closed
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
-	return "ws://" + ln.Addr().String() + "/chat", rc, cc
-}
-
-// switching returns a 101 for r with the correct accept and extra lines.
-func switching(r *http.Request, lines ...string) string {
-	s := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Accept: " + AcceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n"
-	for _, l := range lines {
-		s += l + "\r\n"
-	}
-	return s + "\r\n"
-}
-
-func dialCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func TestDialSendsHandshake(t *testing.T) {
 	url, reqs, _ := fakeServer(t, func(r *http.Request) string {

@@ -1,5 +1,8 @@
-// Package wiretest holds helpers for tests that read HTTP/1.1 responses
-// off the wire and must see them exactly as sent.
+// Package wiretest holds what the tests of the upgrade packages share to
+// exchange HTTP/1.1 bytes with a server and see the answer exactly as
+// sent: reading a response whose Connection field is kept whole
+// (ReadResponse), a raw client connection with deadlines (Dial), and an
+// exchange served in process, without a socket (Serve).
 package wiretest
 
 import (
