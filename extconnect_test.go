@@ -347,7 +347,7 @@ func TestH2ShutdownWithOpenStreams(t *testing.T) {
 // TestH2PanicContained: a protocol handler that panics on a stream ends
 // that stream; the connection and its other streams go on.
 func TestH2PanicContained(t *testing.T) {
-	lg, logs := testLogger(t)
+	lg, logs := testLogger()
 	s := &Server{ErrorLog: lg}
 	s.HandleFunc("boom/1", func(c *Conn) { panic("kaboom") })
 	s.HandleFunc("echo/1", echo)

@@ -1,6 +1,7 @@
 package h2c
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
@@ -245,4 +247,30 @@ func TestNotAdvertisedOverTLS(t *testing.T) {
 	res = inProcess(t, newServer(), nil, get)
 	assert.Equal(t, http.StatusUpgradeRequired, res.Status)
 	assert.Equal(t, []string{"echo/1, h2c"}, res.Header["Upgrade"], "over cleartext")
+}
+
+// TestNotSwitchedOverTLSOnTheWire: the same over a real TLS connection: an
+// h2c upgrade request is answered 426 listing only echo/1, and the
+// connection is closed after the refusal.
+func TestNotSwitchedOverTLSOnTheWire(t *testing.T) {
+	s := &upgrade.Server{}
+	s.HandleFunc("echo/1", func(c *upgrade.Conn) {})
+	s.Handle(Protocol, &Handler{Handler: describe})
+	ts := httptest.NewTLSServer(s)
+	t.Cleanup(func() { _ = s.Close(); ts.Close() })
+	nc, err := tls.Dial("tcp", ts.Listener.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err = io.WriteString(nc, upgradeRequest("GET", ""))
+	require.NoError(t, err)
+	br := bufio.NewReader(nc)
+	resp, err := wiretest.ReadResponse(br, http.MethodGet)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
+	assert.Equal(t, []string{"echo/1"}, resp.Header["Upgrade"])
+	assert.Equal(t, []string{"close", "Upgrade"}, resp.Header["Connection"])
+	_, err = br.ReadByte()
+	assert.ErrorIs(t, err, io.EOF, "closed after the refusal")
 }
