@@ -33,7 +33,8 @@ func httpClient(t *testing.T) *http.Client {
 
 func TestServeAddressLine(t *testing.T) {
 	s := startServer(t)
-	time.Sleep(100 * time.Millisecond) // anything else printed would show up by now
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, s.wait(t, 10*time.Second))
 	assert.Equal(t, "listening on http://"+s.addr+"\n", s.stdout.String(), "stdout holds exactly one line")
 	assert.Contains(t, s.stderr.String(), "level=INFO", "logs go to stderr, as slog text")
 }
