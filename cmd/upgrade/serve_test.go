@@ -39,34 +39,6 @@ func TestServeAddressLine(t *testing.T) {
 	assert.Contains(t, s.stderr.String(), "level=INFO", "logs go to stderr, as slog text")
 }
 
-func TestServeUsageError(t *testing.T) {
-	for _, args := range [][]string{
-		{"serve", "-policy", "random"},
-		{"serve", "-grace", "-1s"},
-		{"serve", "-read-timeout", "-1s"},
-		{"serve", "extra"},
-		{"serve", "-nosuchflag"},
-		{"nosuchcommand"},
-		{},
-	} {
-		cmd := command(t, args...)
-		out, err := cmd.CombinedOutput()
-		require.Error(t, err, "%q", args)
-		assert.Equal(t, 2, cmd.ProcessState.ExitCode(), "%q: %s", args, out)
-	}
-}
-
-func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"-h"}, {"dial", "-h"}, {"serve", "-h"}} {
-		cmd := command(t, args...)
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "%q", args)
-		assert.Contains(t, string(out), "Usage:", "%q", args)
-		assert.Contains(t, string(out), "Examples:", "%q", args)
-		assert.Contains(t, string(out), "upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]")
-	}
-}
-
 // TestEchoRawSocket switches to echo/1 with bytes pipelined behind the
 // request, echoes more, half-closes and expects the server to finish and
 // close.
