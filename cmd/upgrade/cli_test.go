@@ -5,6 +5,7 @@ import (
 	"flag"
 	"net"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -44,6 +45,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"dial", "-help"}, dialCommand.help},
 		{[]string{"dial", "--help"}, dialCommand.help},
 		{[]string{"help", "dial"}, dialCommand.help},
+		{[]string{"version", "-h"}, versionCommand.help},
+		{[]string{"help", "version"}, versionCommand.help},
 	} {
 		r := runCmd(t, tc.args...)
 		assert.Equal(t, 0, r.code, "%q: %s", tc.args, r.stderr)
@@ -56,7 +59,7 @@ func TestHelp(t *testing.T) {
 // command's help starts with its synopsis and describes every flag the
 // command defines.
 func TestHelpTexts(t *testing.T) {
-	for _, c := range []*subcommand{serveCommand, dialCommand} {
+	for _, c := range []*subcommand{serveCommand, dialCommand, versionCommand} {
 		assert.Contains(t, overview, "  "+c.synopsis+"\n", c.name)
 		assert.True(t, strings.HasPrefix(c.help, "usage: "+c.synopsis+"\n"), "%s help starts with its synopsis", c.name)
 	}
@@ -79,7 +82,7 @@ func TestUsageErrors(t *testing.T) {
 	const (
 		serveUsage = "usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v] (see upgrade serve -h)"
 		dialUsage  = "usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...] (see upgrade dial -h)"
-		topUsage   = "usage: upgrade serve|dial|help [flags] [arguments] (see upgrade -h)"
+		topUsage   = "usage: upgrade serve|dial|version|help [flags] [arguments] (see upgrade -h)"
 	)
 	for _, tc := range []struct {
 		args       []string
@@ -107,6 +110,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dial", "-X", "CONNECT", "http://127.0.0.1:1/", "echo/1"}, "upgrade dial: invalid method CONNECT: a CONNECT request cannot ask for an upgrade", dialUsage},
 		{[]string{"dial", "-X", "A B", "http://127.0.0.1:1/", "echo/1"}, `upgrade dial: invalid method "A B": not an HTTP token`, dialUsage},
 		{[]string{"dial", "-timeout", "1", "http://127.0.0.1:1/", "echo/1"}, `upgrade dial: invalid value "1" for flag -timeout: want a duration such as 500ms, 10s or 1m30s`, dialUsage},
+		{[]string{"version", "extra"}, `upgrade version: unexpected argument "extra"`, "usage: upgrade version (see upgrade version -h)"},
 		{[]string{"nosuchcommand"}, `upgrade: unknown command "nosuchcommand"`, topUsage},
 		{[]string{"-x"}, "upgrade: flag provided but not defined: -x (flags go after the command)", topUsage},
 		{[]string{"help", "nosuch"}, `upgrade: no help for unknown command "nosuch"`, topUsage},
@@ -125,6 +129,18 @@ func TestNoArguments(t *testing.T) {
 	assert.Equal(t, 2, r.code)
 	assert.Empty(t, r.stdout)
 	assert.Equal(t, overview, r.stderr)
+}
+
+// TestVersion: the module version from the build information (a build
+// from a clone has none of its own) and the Go version that built the
+// binary, which is the one running the test.
+func TestVersion(t *testing.T) {
+	r := runCmd(t, "version")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Empty(t, r.stderr)
+	m := regexp.MustCompile(`^upgrade (\(devel\)|v\d+\.\d+\.\d+\S*) (go\S+)\n$`).FindStringSubmatch(r.stdout)
+	require.NotNil(t, m, "%q", r.stdout)
+	assert.Equal(t, runtime.Version(), m[2])
 }
 
 // TestListenError: an address in use is one error line, not a log

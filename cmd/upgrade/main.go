@@ -5,7 +5,8 @@
 //
 //	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
-//	upgrade help [serve|dial]
+//	upgrade version
+//	upgrade help [serve|dial|version]
 //
 // "upgrade -h" and "upgrade help" print an overview, "upgrade serve -h"
 // (or -help, --help) and "upgrade help serve" the usage of serve, on
@@ -114,13 +115,26 @@
 // \u009b or \u202e: a server cannot send escape sequences to the
 // terminal that way. The data itself (echo/1 bytes, WebSocket messages,
 // the h2c body) is copied to stdout as it is, like any netcat does.
-
+//
+// # upgrade version
+//
+// Version prints the module version the command was built from and the Go
+// version it was built with, from the build information in the binary:
+//
+//	upgrade v1.0.0 go1.26.8
+//
+// A binary installed with "go install
+// github.com/go-upgrade/upgrade/cmd/upgrade@v1.0.0" names that version; one
+// built from a clone says what the go command recorded, "(devel)" or a
+// pseudo-version naming the commit.
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 )
 
@@ -140,7 +154,8 @@ Usage:
 
   upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
-  upgrade help [serve|dial]
+  upgrade version
+  upgrade help [serve|dial|version]
 
 Commands:
 
@@ -148,6 +163,7 @@ Commands:
             a WebSocket demo page on /, 426 Upgrade Required on /required
   dial      ask a server to switch protocols, then copy stdin to the
             connection and the connection to stdout, like netcat
+  version   print the command's version and the Go version it was built with
 
 Run "upgrade serve -h" or "upgrade dial -h" for a command's flags and
 examples.
@@ -158,10 +174,23 @@ Examples:
   echo hello | upgrade dial http://127.0.0.1:8080/ echo/1
 `
 
+// versionCommand is "upgrade version".
+var versionCommand = &subcommand{
+	name:     "version",
+	synopsis: "upgrade version",
+	help: `usage: upgrade version
+
+Version prints the module version the command was built from and the Go
+version it was built with, such as "upgrade v1.0.0 go1.26.8". A command
+built from a clone says "(devel)" or a pseudo-version naming the commit.
+`,
+}
+
 // commands are the subcommands that take flags, by name.
 var commands = map[string]*subcommand{
-	"serve": serveCommand,
-	"dial":  dialCommand,
+	"serve":   serveCommand,
+	"dial":    dialCommand,
+	"version": versionCommand,
 }
 
 func main() {
@@ -179,6 +208,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runServe(args[1:], stdout, stderr)
 	case "dial":
 		return runDial(args[1:], stdin, stdout, stderr)
+	case "version":
+		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		return runHelp(args[1:], stdout, stderr)
 	}
@@ -191,7 +222,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // topUsageError reports a bad command line that names no command.
 func topUsageError(stderr io.Writer, msg string) int {
 	fmt.Fprintf(stderr, "upgrade: %s\n", msg)
-	fmt.Fprintln(stderr, "usage: upgrade serve|dial|help [flags] [arguments] (see upgrade -h)")
+	fmt.Fprintln(stderr, "usage: upgrade serve|dial|version|help [flags] [arguments] (see upgrade -h)")
 	return exitUsage
 }
 
@@ -210,4 +241,34 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, c.help)
 	return exitOK
+}
+
+// runVersion runs "upgrade version".
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fs := versionCommand.flagSet()
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err != nil {
+		return versionCommand.parseFailed(stdout, stderr, err)
+	}
+	fmt.Fprintln(stdout, version())
+	return exitOK
+}
+
+// version returns "upgrade MODULE-VERSION GO-VERSION" from the build
+// information embedded in the binary: the version "go install ...@v1.0.0"
+// fetched, or "(devel)" or a pseudo-version for a build from a clone.
+func version() string {
+	v, goVersion := "(devel)", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goVersion = bi.GoVersion
+		}
+	}
+	return "upgrade " + v + " " + goVersion
 }
