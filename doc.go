@@ -40,7 +40,12 @@
 // Handler that implements Accepter sees the request before the 101 and may
 // accept it (adding 101 header fields), decline it (negotiation moves on to
 // the next offer) or reject it with a status. A Route states which methods
-// a protocol can be switched to from and how large a request body it takes.
+// a protocol can be switched to from, how large a request body it takes,
+// and, with Available, on which connections it can be switched to at all:
+// h2c is unavailable over TLS, so it is neither switched to nor listed in
+// a 426 there. Handle uses a handler's own Route when it has a Route
+// method, as the websocket and h2c handlers do: WebSocket allows GET only,
+// so another method offering only websocket gets 405 with "Allow: GET".
 //
 // The rules the Server enforces:
 //
@@ -57,14 +62,45 @@
 //     101, exactly once. A request body is read (bounded) before the switch
 //     and handed to the protocol as c.Request.Body; the bytes after the
 //     request belong to the new protocol and reach it intact, even those
-//     net/http had already read.
-//   - Every 426 lists the registered protocols in the server's order of
-//     preference and carries "Connection: Upgrade".
+//     net/http had already read. Memory for the body follows the bytes
+//     received, not the length declared.
+//   - An upgrade request framed by Transfer-Encoding is never switched:
+//     net/http drops a Content-Length sent beside it, so it cannot be told
+//     from the request-smuggling form of RFC 9112 §6.1. The endpoint answers
+//     400, Middleware serves it as a plain request; both close the
+//     connection after the response.
+//   - Having refused a request that carried an Upgrade field, whatever the
+//     status (400, 403, 405, 408, 413, 426, 431, 500, 503 or an
+//     Accepter's own), the Server closes the connection: bytes the client sent behind the request are never read
+//     as a next request, so a proxy that looked only at the request and
+//     assumed a switch cannot smuggle requests through (WebSocket
+//     smuggling). Requests Middleware passes on to its handler keep their
+//     connection as net/http decides.
+//   - Every response carrying Upgrade carries the "upgrade" connection
+//     option; every 426 lists the protocols available for the request in
+//     the server's order of preference (RFC 9110 §15.5.22). When the
+//     connection is closed, Connection is sent as two lines, "close" and
+//     then "Upgrade": net/http closes the connection only when the first
+//     line is exactly "close".
+//   - OPTIONS * can be switched like any request (RFC 9110 §7.8), but
+//     net/http answers it by itself unless the http.Server sets
+//     DisableGeneralOptionsHandler.
 //
 // After the 101, the Handler runs in a goroutine of its own, owns the
 // connection and must return when it is done with it; the connection is
-// closed then. The Server tracks switched connections: Shutdown cancels
-// each Conn's Context and waits for the handlers, Close closes them.
+// closed then. Read the connection through the Conn: Conn.NetConn returns
+// the underlying connection (for socket options or the TLS state), and
+// reading it directly skips the bytes that arrived with the request, which
+// Conn.Read returns first (Conn.Buffered counts them).
+//
+// The Server tracks switched connections. Shutdown refuses new upgrades
+// and closes every Conn's Draining channel: the moment to say goodbye (a
+// WebSocket close frame with 1001, an HTTP/2 GOAWAY, which the h2c handler
+// sends itself) and return, while the connection keeps working. A Conn's
+// Context is cancelled only when the connection is really closed: by
+// Close, at the end of Shutdown's grace period, or when the handler
+// returns. So a handler that ignores Draining keeps serving until the
+// grace period ends.
 //
 // # Client
 //
@@ -78,7 +114,11 @@
 //
 // The request is always HTTP/1.1, also over TLS, proxies from the
 // environment are honoured through CONNECT, and a 101 is accepted only if
-// it names an offered protocol. A Dialer configures all of this.
+// it names an offered protocol. Before anything is dialed, Dial refuses a
+// URL with an empty host and checks a Host override as an authority; it
+// never sends the zone of a scoped IPv6 address. Folded header lines
+// (obs-fold) in a 101 are unfolded. A Dialer configures the method,
+// header fields, body, TLS, proxy and timeouts.
 //
 // The websocket and h2c sub-packages provide the WebSocket opening
 // handshake (RFC 6455 §4) and the h2c upgrade (RFC 7540 §3.2) as protocols

@@ -57,30 +57,79 @@ type headerFlags []string
 func (h *headerFlags) String() string     { return strings.Join(*h, "; ") }
 func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 
+// dialCommand is "upgrade dial".
+var dialCommand = &subcommand{
+	name:     "dial",
+	synopsis: "upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]",
+	help: `usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+
+Dial asks the server at URL (http, https, ws or wss; proxies from the
+environment) to switch to one of the protocols, in that order of
+preference, and prints "switched to PROTOCOL" on stderr. Then it works like
+netcat: what you type (or pipe in) goes to the server, what the server
+sends comes out on stdout. Ctrl-D (the end of stdin) half-closes the
+connection; dial exits when the server closes.
+
+  websocket   one text message per stdin line (binary if not UTF-8), one
+              line per message received, close handshake at the end of
+              stdin
+  h2c         prints the HTTP/2 response to the request (stream 1) and
+              exits
+  others      bytes both ways, the bytes that came with the 101 first
+
+Exit status: 0 switched and done, 1 refused or failed (one line on stderr
+naming the status and the protocols the server advertises), 2 usage error
+(nothing sent). Control characters in what the server says are printed
+escaped (\x1b); the data itself is copied as it is.
+
+Flags:
+
+  -H 'Name: value'  extra request header field (repeatable)
+  -X METHOD         request method (default GET)
+  -d BODY           request body, sent and read before the switch
+  -timeout D        bound on the handshake (and the h2c exchange)
+                    (default 10s; 0: none)
+
+Examples, with "upgrade serve" running in another terminal:
+
+  upgrade dial http://127.0.0.1:8080/ echo/1           # type lines; Ctrl-D ends
+  echo hello | upgrade dial http://127.0.0.1:8080/ echo/1
+  upgrade dial http://127.0.0.1:8080/ echo/1 <file >copy
+  echo hello | upgrade dial ws://127.0.0.1:8080/ websocket
+  upgrade dial -H 'Sec-WebSocket-Protocol: echo' ws://127.0.0.1:8080/ websocket
+  upgrade dial -X POST -d 'hi there' http://127.0.0.1:8080/ h2c
+  upgrade dial http://127.0.0.1:8080/required nosuch/1   # exit 1: 426
+`,
+}
+
 // parseDial parses the command line of upgrade dial. Every error is a
 // usage error; flag.ErrHelp is returned for -h.
-func parseDial(args []string, stderr io.Writer) (*dialConfig, error) {
+func parseDial(args []string) (*dialConfig, error) {
 	cfg := &dialConfig{header: make(http.Header)}
-	fs := flag.NewFlagSet("upgrade dial", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
 	var headers headerFlags
-	fs.Var(&headers, "H", "extra request header field 'Name: value' (repeatable)")
-	fs.StringVar(&cfg.method, "X", http.MethodGet, "request method")
-	body := fs.String("d", "", "request body")
-	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "bound on the handshake (0: none)")
+	var body string
+	fs := dialFlags(cfg, &headers, &body)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if fs.NArg() != 2 {
-		return nil, fmt.Errorf("want URL and PROTOCOL[,PROTOCOL...], got %d arguments", fs.NArg())
+	if n := fs.NArg(); n != 2 {
+		for _, a := range fs.Args() {
+			if len(a) > 1 && a[0] == '-' {
+				return nil, fmt.Errorf("flag %s after the arguments: flags go before URL", a)
+			}
+		}
+		noun := "arguments"
+		if n == 1 {
+			noun = "argument"
+		}
+		return nil, fmt.Errorf("want URL and PROTOCOL[,PROTOCOL...], got %d %s", n, noun)
 	}
-	cfg.body = []byte(*body)
-	if cfg.timeout < 0 {
-		return nil, fmt.Errorf("invalid -timeout %v: must not be negative", cfg.timeout)
-	}
-	if !httplist.IsToken(cfg.method) || cfg.method == http.MethodConnect {
-		return nil, fmt.Errorf("invalid method %q", cfg.method)
+	cfg.body = []byte(body)
+	switch {
+	case !httplist.IsToken(cfg.method):
+		return nil, fmt.Errorf("invalid method %q: not an HTTP token", cfg.method)
+	case cfg.method == http.MethodConnect:
+		return nil, errors.New("invalid method CONNECT: a CONNECT request cannot ask for an upgrade")
 	}
 	if err := checkURL(fs.Arg(0)); err != nil {
 		return nil, err
@@ -89,6 +138,10 @@ func parseDial(args []string, stderr io.Writer) (*dialConfig, error) {
 	for _, s := range strings.Split(fs.Arg(1), ",") {
 		p, err := upgrade.ParseProtocol(strings.TrimSpace(s))
 		if err != nil {
+			var he *upgrade.HeaderError
+			if errors.As(err, &he) {
+				return nil, fmt.Errorf("invalid protocol %q: %s; want NAME or NAME/VERSION", s, he.Reason)
+			}
 			return nil, fmt.Errorf("invalid protocol %q: %v", s, err)
 		}
 		cfg.offers = append(cfg.offers, p)
@@ -101,15 +154,33 @@ func parseDial(args []string, stderr io.Writer) (*dialConfig, error) {
 	return cfg, nil
 }
 
+// dialFlags returns the flag set of upgrade dial, which fills cfg,
+// headers (-H) and body (-d).
+func dialFlags(cfg *dialConfig, headers *headerFlags, body *string) *flag.FlagSet {
+	fs := dialCommand.flagSet()
+	fs.Var(headers, "H", "extra request header field 'Name: value' (repeatable)")
+	fs.StringVar(&cfg.method, "X", http.MethodGet, "request method")
+	fs.StringVar(body, "d", "", "request body")
+	durationVar(fs, &cfg.timeout, "timeout", 10*time.Second, "bound on the handshake (0: none)")
+	return fs
+}
+
 // checkURL checks that raw is an absolute http, https, ws or wss URL
 // with a non-empty host.
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("invalid URL: %v", err)
+		// A *url.Error repeats the URL after "parse"; say it once.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("invalid URL %q: %v", raw, err)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "http", "https", "ws", "wss":
+	case "":
+		return fmt.Errorf("invalid URL %q: want an absolute URL such as http://127.0.0.1:8080/", raw)
 	default:
 		return fmt.Errorf("invalid URL %q: scheme must be http, https, ws or wss", raw)
 	}
@@ -163,13 +234,9 @@ func (cfg *dialConfig) addHeader(field string) error {
 
 // runDial runs upgrade dial.
 func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, err := parseDial(args, stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
-	case err != nil:
-		fmt.Fprintf(stderr, "upgrade dial: %v\n", err)
-		return exitUsage
+	cfg, err := parseDial(args)
+	if err != nil {
+		return dialCommand.parseFailed(stdout, stderr, err)
 	}
 	fail := func(err error) int {
 		// The library's errors start with "upgrade: "; say it once. They
@@ -195,8 +262,7 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		wsKey = websocket.NewKey()
 		h, err := websocket.ClientHeader(wsKey, wsOpts)
 		if err != nil {
-			fmt.Fprintf(stderr, "upgrade dial: %v\n", err)
-			return exitUsage
+			return dialCommand.parseFailed(stdout, stderr, err)
 		}
 		for k, vs := range h {
 			d.Header[k] = vs

@@ -115,7 +115,11 @@ func TestDialUsageErrors(t *testing.T) {
 		r := runDialCmd(t, strings.NewReader("data"), args...)
 		assert.Equal(t, 2, r.code, "%q: %s", args, r.stderr)
 		assert.Empty(t, r.stdout, "%q", args)
-		assert.NotEmpty(t, r.stderr, "%q", args)
+		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+		if assert.Len(t, lines, 2, "%q: an error line and the synopsis: %s", args, r.stderr) {
+			assert.True(t, strings.HasPrefix(lines[0], "upgrade dial: "), "%q: %s", args, lines[0])
+			assert.True(t, strings.HasPrefix(lines[1], "usage: upgrade dial "), "%q: %s", args, lines[1])
+		}
 	}
 	f.assertNothingConnected(t)
 }

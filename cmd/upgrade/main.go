@@ -5,7 +5,20 @@
 //
 //	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
-//	upgrade help
+//	upgrade version
+//	upgrade help [serve|dial|version]
+//
+// "upgrade -h" and "upgrade help" print an overview, "upgrade serve -h"
+// (or -help, --help) and "upgrade help serve" the usage of serve, on
+// stdout, and exit 0. A bad flag or argument prints one line naming what
+// is wrong and one line with the command's synopsis on stderr, and exits
+// 2:
+//
+//	upgrade serve: flag provided but not defined: -x
+//	usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v] (see upgrade serve -h)
+//
+// Every error the command reports is one line, "upgrade SUBCOMMAND:
+// what went wrong", on stderr.
 //
 // # upgrade serve
 //
@@ -14,7 +27,9 @@
 //
 //	listening on http://HOST:PORT
 //
-// Logs go to stderr. The server offers, in its order of preference:
+// Logs go to stderr. If it cannot listen, it prints one error line, such
+// as "upgrade serve: cannot listen on 127.0.0.1:8080: address already in
+// use", and exits 1. The server offers, in its order of preference:
 //
 //   - echo/1: after the 101, every byte received is sent back, until the
 //     client half-closes (the server then finishes writing and closes) or
@@ -30,14 +45,18 @@
 //
 // The path /required requires an upgrade: a request it cannot switch is
 // answered 426 Upgrade Required with "Upgrade: echo/1, websocket, h2c".
-// Every other path serves a request it cannot switch normally: / is a
+// Having refused a request that asked for an upgrade, it closes the
+// connection. Every other path serves a request it cannot switch
+// normally: / is a
 // demo page whose script opens a WebSocket to the server and echoes what
 // the visitor types (with ?auto=MESSAGE it sends MESSAGE by itself and
 // writes "echo: MESSAGE" into <div id="result">, holding the page's load
 // event open until then, for headless browsers), POST / answers with the
 // request body, and /protocols lists the protocols as JSON. OPTIONS * can
-// be switched to echo/1 or h2c like any request (RFC 9110 §7.8); when it
-// is not, it is answered 200 with the Upgrade list.
+// be switched to echo/1 or h2c like any request (RFC 9110 §7.8; the
+// server sets http.Server.DisableGeneralOptionsHandler, without which
+// net/http answers OPTIONS * itself); when it is not, it is answered 200
+// with the Upgrade list.
 //
 // -read-timeout (default 30s; 0: none) bounds reading a plain request,
 // body included: a POST / whose body dribbles in is answered 408 and its
@@ -96,70 +115,83 @@
 // \u009b or \u202e: a server cannot send escape sequences to the
 // terminal that way. The data itself (echo/1 bytes, WebSocket messages,
 // the h2c body) is copied to stdout as it is, like any netcat does.
+//
+// # upgrade version
+//
+// Version prints the module version the command was built from and the Go
+// version it was built with, from the build information in the binary:
+//
+//	upgrade v1.0.0 go1.26.8
+//
+// A binary installed with "go install
+// github.com/go-upgrade/upgrade/cmd/upgrade@v1.0.0" names that version; one
+// built from a clone says what the go command recorded, "(devel)" or a
+// pseudo-version naming the commit.
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
 )
 
 // Exit codes.
 const (
 	exitOK      = 0 // success
-	exitFailure = 1 // the server refused, the exchange failed
+	exitFailure = 1 // the server refused, the exchange failed, the server could not start
 	exitUsage   = 2 // bad command line; nothing was sent
 )
 
-const usageText = `upgrade is a demo server for HTTP/1.1 protocol upgrades and a netcat for
-upgraded connections.
+// overview is the text of "upgrade -h" and "upgrade help".
+const overview = `upgrade is a demo server for HTTP/1.1 protocol upgrades (Upgrade,
+101 Switching Protocols, 426 Upgrade Required) and a netcat for upgraded
+connections.
 
 Usage:
 
   upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
-  upgrade help
+  upgrade version
+  upgrade help [serve|dial|version]
 
-serve offers echo/1, websocket and h2c (in that order of preference) on
-every path; /required answers 426 Upgrade Required when it cannot switch,
-other paths serve the request normally (/ is a WebSocket demo page). It
-prints "listening on http://HOST:PORT" on stdout when ready; logs go to
-stderr. SIGINT/SIGTERM: graceful shutdown within -grace, exit 0.
+Commands:
 
-  -addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0: any)
-  -policy P         whose preference picks among offers: client or server
-                    (default client)
-  -grace D          how long upgraded connections get to finish on shutdown
-                    (default 5s)
-  -read-timeout D   bound on reading a plain request, body included; not
-                    on switched connections (default 30s; 0: none)
-  -v                log one line per switched connection, when it ends
+  serve     run the demo server: echo/1, websocket and h2c on every path,
+            a WebSocket demo page on /, 426 Upgrade Required on /required
+  dial      ask a server to switch protocols, then copy stdin to the
+            connection and the connection to stdout, like netcat
+  version   print the command's version and the Go version it was built with
 
-dial asks URL (http, https, ws, wss; proxies from the environment) to switch
-to one of the protocols, prints "switched to PROTOCOL" on stderr, then copies
-stdin to the connection and the connection to stdout. websocket: one text
-message per stdin line, one line per message received, close handshake at
-stdin EOF. h2c: prints the HTTP/2 response to the request (stream 1).
-Exit status: 0 switched and done, 1 refused or failed (one line on stderr
-naming the status and the server's Upgrade list), 2 usage error. Control
-characters in what the server says are printed escaped (\x1b).
-
-  -H 'Name: value'  extra request header field (repeatable)
-  -X METHOD         request method (default GET)
-  -d BODY           request body, sent and read before the switch
-  -timeout D        bound on the handshake (and the h2c exchange)
-                    (default 10s; 0: none)
+Run "upgrade serve -h" or "upgrade dial -h" for a command's flags and
+examples.
 
 Examples:
 
-  upgrade serve -addr 127.0.0.1:0
-  upgrade dial http://127.0.0.1:8080/ echo/1 <file >copy
-  echo hello | upgrade dial ws://127.0.0.1:8080/ websocket
-  upgrade dial -H 'Sec-WebSocket-Protocol: echo' ws://127.0.0.1:8080/ websocket
-  upgrade dial -X POST -d 'hi there' http://127.0.0.1:8080/ h2c
-  upgrade dial http://127.0.0.1:8080/required nosuch/1     # exit 1: 426
-  curl --http2 http://127.0.0.1:8080/
+  upgrade serve                                        # then open http://127.0.0.1:8080/
+  echo hello | upgrade dial http://127.0.0.1:8080/ echo/1
 `
+
+// versionCommand is "upgrade version".
+var versionCommand = &subcommand{
+	name:     "version",
+	synopsis: "upgrade version",
+	help: `usage: upgrade version
+
+Version prints the module version the command was built from and the Go
+version it was built with, such as "upgrade v1.0.0 go1.26.8". A command
+built from a clone says "(devel)" or a pseudo-version naming the commit.
+`,
+}
+
+// commands are the subcommands that take flags, by name.
+var commands = map[string]*subcommand{
+	"serve":   serveCommand,
+	"dial":    dialCommand,
+	"version": versionCommand,
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -168,7 +200,7 @@ func main() {
 // run executes the command line args and returns the exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usageText)
+		fmt.Fprint(stderr, overview)
 		return exitUsage
 	}
 	switch args[0] {
@@ -176,10 +208,67 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runServe(args[1:], stdout, stderr)
 	case "dial":
 		return runDial(args[1:], stdin, stdout, stderr)
+	case "version":
+		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usageText)
-		return exitOK
+		return runHelp(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "upgrade: unknown command %q\n\n%s", args[0], usageText)
+	if strings.HasPrefix(args[0], "-") {
+		return topUsageError(stderr, fmt.Sprintf("flag provided but not defined: %s (flags go after the command)", args[0]))
+	}
+	return topUsageError(stderr, fmt.Sprintf("unknown command %q", args[0]))
+}
+
+// topUsageError reports a bad command line that names no command.
+func topUsageError(stderr io.Writer, msg string) int {
+	fmt.Fprintf(stderr, "upgrade: %s\n", msg)
+	fmt.Fprintln(stderr, "usage: upgrade serve|dial|version|help [flags] [arguments] (see upgrade -h)")
 	return exitUsage
+}
+
+// runHelp runs "upgrade help [COMMAND]".
+func runHelp(args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(stdout, overview)
+		return exitOK
+	case len(args) > 1:
+		return topUsageError(stderr, fmt.Sprintf("help takes at most one command, got %d arguments", len(args)))
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		return topUsageError(stderr, fmt.Sprintf("no help for unknown command %q", args[0]))
+	}
+	fmt.Fprint(stdout, c.help)
+	return exitOK
+}
+
+// runVersion runs "upgrade version".
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fs := versionCommand.flagSet()
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err != nil {
+		return versionCommand.parseFailed(stdout, stderr, err)
+	}
+	fmt.Fprintln(stdout, version())
+	return exitOK
+}
+
+// version returns "upgrade MODULE-VERSION GO-VERSION" from the build
+// information embedded in the binary: the version "go install ...@v1.0.0"
+// fetched, or "(devel)" or a pseudo-version for a build from a clone.
+func version() string {
+	v, goVersion := "(devel)", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goVersion = bi.GoVersion
+		}
+	}
+	return "upgrade " + v + " " + goVersion
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -36,50 +37,93 @@ const defaultReadTimeout = 30 * time.Second
 // readHeaderTimeout bounds reading a request's header block.
 const readHeaderTimeout = 10 * time.Second
 
-// parseServe parses the flags of upgrade serve. It returns flag.ErrHelp
-// for -h.
-func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
-	cfg := serveConfig{}
-	fs := flag.NewFlagSet("upgrade serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
-	policy := fs.String("policy", "client", "client or server: whose preference picks among offers")
-	fs.DurationVar(&cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
-	fs.DurationVar(&cfg.readTimeout, "read-timeout", defaultReadTimeout, "bound on reading a plain request, body included (0: none)")
-	fs.BoolVar(&cfg.verbose, "v", false, "log one line per switched connection, when it ends")
+// serveCommand is "upgrade serve".
+var serveCommand = &subcommand{
+	name:     "serve",
+	synopsis: "upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]",
+	help: `usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
+
+Serve runs a demo server. It offers echo/1, websocket and h2c, in that
+order of preference, on every path: /required answers 426 Upgrade Required
+when it cannot switch, every other path serves the request normally (/ is
+a WebSocket echo page for a browser, /protocols lists the protocols). When
+ready it prints "listening on http://HOST:PORT" on stdout; logs go to
+stderr. SIGINT (Ctrl-C) or SIGTERM: graceful shutdown within -grace, exit
+0.
+
+Flags:
+
+  -addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0:
+                    any free port)
+  -policy P         whose preference picks among acceptable offers: client
+                    or server (default client)
+  -grace D          how long upgraded connections get to finish on
+                    shutdown (default 5s)
+  -read-timeout D   bound on reading a plain request, body included; not
+                    on switched connections (default 30s; 0: none)
+  -v                log one line per switched connection, when it ends;
+                    otherwise only the start, the shutdown and errors
+
+Examples:
+
+  upgrade serve                        # then open http://127.0.0.1:8080/
+  upgrade serve -addr 127.0.0.1:0 -v   # any free port; log every connection
+  curl -v --http2 http://127.0.0.1:8080/
+  curl -v http://127.0.0.1:8080/required
+`,
+}
+
+// parseServe parses the command line of upgrade serve. It returns
+// flag.ErrHelp for -h.
+func parseServe(args []string) (serveConfig, error) {
+	var cfg serveConfig
+	fs := serveFlags(&cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q: serve takes flags only", fs.Arg(0))
 	}
-	switch *policy {
-	case "client":
-		cfg.policy = upgrade.ClientOrder
-	case "server":
-		cfg.policy = upgrade.ServerOrder
-	default:
-		return cfg, fmt.Errorf("invalid -policy %q: want client or server", *policy)
-	}
-	if cfg.grace < 0 {
-		return cfg, fmt.Errorf("invalid -grace %v: must not be negative", cfg.grace)
-	}
-	if cfg.readTimeout < 0 {
-		return cfg, fmt.Errorf("invalid -read-timeout %v: must not be negative", cfg.readTimeout)
+	if _, _, err := net.SplitHostPort(cfg.addr); err != nil {
+		return cfg, fmt.Errorf("invalid -addr %q: want HOST:PORT, such as 127.0.0.1:8080 or :8080", cfg.addr)
 	}
 	return cfg, nil
 }
 
+// serveFlags returns the flag set of upgrade serve, which fills cfg.
+func serveFlags(cfg *serveConfig) *flag.FlagSet {
+	fs := serveCommand.flagSet()
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
+	cfg.policy = upgrade.ClientOrder
+	fs.Var((*policyValue)(&cfg.policy), "policy", "client or server: whose preference picks among offers")
+	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
+	durationVar(fs, &cfg.readTimeout, "read-timeout", defaultReadTimeout, "bound on reading a plain request, body included (0: none)")
+	fs.BoolVar(&cfg.verbose, "v", false, "log one line per switched connection, when it ends")
+	return fs
+}
+
+// policyValue is the flag.Value of -policy.
+type policyValue upgrade.Policy
+
+func (p *policyValue) String() string { return upgrade.Policy(*p).String() }
+
+func (p *policyValue) Set(s string) error {
+	switch s {
+	case "client":
+		*p = policyValue(upgrade.ClientOrder)
+	case "server":
+		*p = policyValue(upgrade.ServerOrder)
+	default:
+		return errors.New("want client or server")
+	}
+	return nil
+}
+
 // runServe runs upgrade serve until SIGINT or SIGTERM.
 func runServe(args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseServe(args, stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
-	case err != nil:
-		fmt.Fprintf(stderr, "upgrade serve: %v\n", err)
-		return exitUsage
+	cfg, err := parseServe(args)
+	if err != nil {
+		return serveCommand.parseFailed(stdout, stderr, err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
@@ -88,24 +132,20 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		log.Error("listen", "addr", cfg.addr, "err", err)
+		fmt.Fprintf(stderr, "upgrade serve: cannot listen on %s: %v\n", cfg.addr, listenReason(err))
 		return exitFailure
 	}
 	s := newDemoServer(cfg, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(ln) }()
 
-	policy := "client"
-	if cfg.policy == upgrade.ServerOrder {
-		policy = "server"
-	}
-	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", policy,
+	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", cfg.policy.String(),
 		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "verbose", cfg.verbose)
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 
 	select {
 	case err := <-serveErr:
-		log.Error("serve", "err", err)
+		fmt.Fprintf(stderr, "upgrade serve: %v\n", err)
 		return exitFailure
 	case <-ctx.Done():
 	}
@@ -115,6 +155,22 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	s.shutdown(cfg.grace)
 	log.Info("stopped")
 	return exitOK
+}
+
+// listenReason returns what is wrong in err, an error from net.Listen,
+// without the "listen tcp ADDR:" and "bind:" prefixes that say again what
+// was being done: "address already in use", "permission denied",
+// "lookup nosuch.example: no such host".
+func listenReason(err error) error {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		err = opErr.Err
+	}
+	var sysErr *os.SyscallError
+	if errors.As(err, &sysErr) && sysErr.Err != nil {
+		err = sysErr.Err
+	}
+	return err
 }
 
 // demoServer is the HTTP server of upgrade serve with its upgrade.Server.

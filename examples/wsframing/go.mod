@@ -6,13 +6,11 @@ replace github.com/go-upgrade/upgrade => ../..
 
 require (
 	github.com/go-upgrade/upgrade v0.0.0-00010101000000-000000000000
-	github.com/gobwas/ws v1.4.0
+	github.com/gobwas/ws v1.5.0
 )
 
 require (
 	github.com/gobwas/httphead v0.1.0 // indirect
-	github.com/gobwas/pool v0.2.1 // indirect
 	golang.org/x/net v0.62.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )
