@@ -5,6 +5,7 @@
 //
 //	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+//	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
 //	upgrade help
 //
 // # upgrade serve
@@ -96,6 +97,26 @@
 // \u009b or \u202e: a server cannot send escape sequences to the
 // terminal that way. The data itself (echo/1 bytes, WebSocket messages,
 // the h2c body) is copied to stdout as it is, like any netcat does.
+//
+// # upgrade proxy
+//
+// Proxy listens on -addr (default 127.0.0.1:8080) and forwards everything
+// to the backend -to (an http or https URL; its path is joined with each
+// request's), keeping the client's Host: upgrade requests through
+// upgrade.Proxy, which relays the switched connections without losing a
+// byte, every other request through httputil.ReverseProxy. -allow lists
+// the protocols that may be forwarded (patterns: name, name/version,
+// name/*); the default is every protocol but h2c, and an upgrade offering
+// nothing allowed is proxied as a plain request without its upgrade. With
+// -tls it serves HTTPS with an ephemeral self-signed certificate for
+// 127.0.0.1, ::1 and localhost. Once ready it prints exactly one line on
+// stdout:
+//
+//	listening on http://HOST:PORT    (https:// with -tls)
+//
+// On SIGINT or SIGTERM it stops accepting, lets proxied connections relay
+// until they end or -grace (default 5s) passes, closes the rest and exits
+// 0. With -v it logs one line per proxied connection when it ends.
 package main
 
 import (
@@ -118,6 +139,7 @@ Usage:
 
   upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+  upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
   upgrade help
 
 serve offers echo/1, websocket and h2c (in that order of preference) on
@@ -150,6 +172,19 @@ characters in what the server says are printed escaped (\x1b).
   -timeout D        bound on the handshake (and the h2c exchange)
                     (default 10s; 0: none)
 
+proxy forwards every request to the backend URL, keeping the client's Host:
+upgrades through upgrade.Proxy (bytes relayed both ways unchanged), plain
+requests through httputil.ReverseProxy. It prints "listening on
+http://HOST:PORT" (https with -tls) when ready. SIGINT/SIGTERM: proxied
+connections relay until they end or -grace passes, exit 0.
+
+  -to URL           the backend, http:// or https:// (required)
+  -allow P,...      protocols that may be forwarded: name, name/version or
+                    name/* (default: all but h2c)
+  -tls              serve HTTPS with an ephemeral self-signed certificate
+  -addr, -grace     as for serve
+  -v                log one line per proxied connection, when it ends
+
 Examples:
 
   upgrade serve -addr 127.0.0.1:0
@@ -159,6 +194,7 @@ Examples:
   upgrade dial -X POST -d 'hi there' http://127.0.0.1:8080/ h2c
   upgrade dial http://127.0.0.1:8080/required nosuch/1     # exit 1: 426
   curl --http2 http://127.0.0.1:8080/
+  upgrade proxy -addr 127.0.0.1:9090 -to http://127.0.0.1:8080 -allow websocket,echo/1
 `
 
 func main() {
@@ -176,6 +212,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runServe(args[1:], stdout, stderr)
 	case "dial":
 		return runDial(args[1:], stdin, stdout, stderr)
+	case "proxy":
+		return runProxy(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
