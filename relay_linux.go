@@ -19,8 +19,9 @@ import (
 // burst holds no pipe: a plain io.Copy between the two would park in
 // splice holding a pipe (two descriptors) per direction, six descriptors
 // for an idle pair instead of two. The wait is a poll for readability
-// (MSG_PEEK of one byte); bytes queued while a burst was relayed are
-// found with FIONREAD and relayed at once, without a poll.
+// for readability that counts the queued bytes without reading them
+// (MSG_PEEK|MSG_TRUNC); bytes queued while a burst was relayed are found
+// that way and relayed at once, without waiting.
 func copyConn(dst, src net.Conn, moved func()) (int64, error) {
 	d, ok1 := dst.(*net.TCPConn)
 	s, ok2 := src.(*net.TCPConn)
@@ -42,13 +43,15 @@ func copyConn(dst, src net.Conn, moved func()) (int64, error) {
 	// closure per call.
 	ready := func(fd uintptr) bool {
 		for {
-			if n := queued(fd); n > 0 {
-				avail = n
-				return true
+			// MSG_PEEK|MSG_TRUNC on TCP counts the queued bytes
+			// without copying them (EOF: 0; nothing yet: EAGAIN).
+			n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, 0, maxBurst,
+				syscall.MSG_PEEK|syscall.MSG_TRUNC|syscall.MSG_DONTWAIT, 0, 0)
+			if errno == syscall.EFAULT {
+				// A kernel that copies despite MSG_TRUNC: count with
+				// FIONREAD, then look for EOF with a one-byte peek.
+				n, errno = peekQueued(fd)
 			}
-			var b [1]byte
-			n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 			switch {
 			case errno == syscall.EINTR:
 				continue
@@ -61,7 +64,8 @@ func copyConn(dst, src net.Conn, moved func()) (int64, error) {
 				eof = true
 				return true
 			}
-			// A byte arrived between FIONREAD and the poll: count again.
+			avail = int(n)
+			return true
 		}
 	}
 	var total int64
@@ -85,13 +89,19 @@ func copyConn(dst, src net.Conn, moved func()) (int64, error) {
 	}
 }
 
-// queued returns the bytes waiting in the socket's receive queue
-// (FIONREAD), or 0 if it cannot tell.
-func queued(fd uintptr) int {
-	var n int32
-	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
-	if errno != 0 {
-		return 0
+// maxBurst bounds the bytes one burst relays.
+const maxBurst = 4 << 20
+
+// peekQueued returns the bytes queued on the socket (FIONREAD), or, when
+// there are none, the result of a one-byte MSG_PEEK: 0 at EOF, EAGAIN
+// while nothing has arrived.
+func peekQueued(fd uintptr) (uintptr, syscall.Errno) {
+	var q int32
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&q))); errno == 0 && q > 0 {
+		return uintptr(q), 0
 	}
-	return int(n)
+	var b [1]byte
+	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return n, errno
 }
