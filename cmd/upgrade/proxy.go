@@ -58,7 +58,7 @@ func parseProxy(args []string, stderr io.Writer) (proxyConfig, error) {
 		return cfg, fmt.Errorf("invalid -to: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return cfg, fmt.Errorf("invalid -to %q: want http://HOST[:PORT][/PATH] or https://...", *to)
+		return cfg, fmt.Errorf("invalid -to %q: want an http or https URL with a host", *to)
 	}
 	cfg.to = u
 	if *allow != "" {
