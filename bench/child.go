@@ -28,7 +28,11 @@ func MaybeRunChild() {
 	if name == "" {
 		return
 	}
-	if err := RunChild(name, os.Stdin, os.Stdout); err != nil {
+	run := RunChild
+	if strings.HasPrefix(name, "proxy") {
+		run = runProxyChild
+	}
+	if err := run(name, os.Stdin, os.Stdout); err != nil {
 		log.Fatal(err)
 	}
 	os.Exit(0)

@@ -31,13 +31,16 @@ type Child struct {
 // StartChild starts the current executable as the server process for
 // implementation name. The process is killed if the parent dies
 // (Pdeathsig), when its stdin closes, and by Close.
-func StartChild(name string) (*Child, error) {
+func StartChild(name string) (*Child, error) { return startChildEnv(name, nil) }
+
+// startChildEnv is StartChild with extra environment variables.
+func startChildEnv(name string, env []string) (*Child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), ChildEnv+"="+name)
+	cmd.Env = append(append(os.Environ(), env...), ChildEnv+"="+name)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()

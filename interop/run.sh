@@ -171,7 +171,7 @@ else
 fi
 
 have_peer python3 || { echo "FAIL setup: python3 not found (needed to pick free ports)"; echo "0 passed, 1 failed"; exit 1; }
-read -r p_nginx p_nginx_naive p_haproxy p_tinyproxy < <("$py" "$peers/freeport.py" 4 | tr '\n' ' ')
+read -r p_nginx p_nginx_naive p_haproxy p_tinyproxy p_nginx_proxy < <("$py" "$peers/freeport.py" 5 | tr '\n' ' ')
 
 # ---- upgrade serve ---------------------------------------------------------
 
@@ -190,6 +190,30 @@ if [ -z "$addr" ]; then
 fi
 port=${addr##*:}
 pass serve
+
+# ---- upgrade proxy in front of upgrade serve --------------------------------
+
+# start_proxy NAME TARGET-URL [ARGS...]: start `upgrade proxy` to TARGET-URL,
+# wait for its address line; sets proxy_addr (empty on failure).
+start_proxy() {
+	local name=$1 to=$2
+	shift 2
+	proxy_addr=
+	start "$name" "$bin" proxy -addr 127.0.0.1:0 -to "$to" -v "$@"
+	wait_line "$tmp/$name.out" 10 || return 1
+	proxy_addr=$(sed -n '1s#^listening on http://\([^/ ]*\)$#\1#p' "$tmp/$name.out")
+	[ -n "$proxy_addr" ]
+}
+proxy_ok=false
+if start_proxy proxy "http://$addr"; then
+	proxy_ok=true
+	paddr=$proxy_addr
+	proxy_pid=$pid_proxy
+	pass proxy
+else
+	fail proxy "no 'listening on http://HOST:PORT' line within 10s" "$tmp/proxy.err"
+	paddr=127.0.0.1:1
+fi
 
 # ---- proxies (each started only when installed) -----------------------------
 
@@ -231,6 +255,20 @@ http {
             # \$http_host keeps the port (\$host drops it): a WebSocket
             # server that compares Origin with Host needs the port.
             proxy_set_header Host \$http_host;
+            proxy_read_timeout 60s;
+        }
+    }
+
+    # In front of upgrade proxy (which forwards to upgrade serve).
+    server {
+        listen 127.0.0.1:$p_nginx_proxy;
+        location / {
+            proxy_pass http://$paddr;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_read_timeout 60s;
         }
     }
@@ -319,6 +357,7 @@ EOF
 fi
 
 ngx=127.0.0.1:$p_nginx
+ngx_proxy=127.0.0.1:$p_nginx_proxy
 ngx_naive=127.0.0.1:$p_nginx_naive
 hap=127.0.0.1:$p_haproxy
 
@@ -558,6 +597,59 @@ c_nginx_naive_required() {
 	[ "$code" = 426 ] || because "/required through naive nginx: status $code, want 426 (backend saw no Upgrade)" || return 1
 }
 
+# A Node ws client through upgrade proxy to a Node ws server: the proxy
+# forwards the key, the subprotocol offer and every frame untouched.
+c_proxy_ws_node_server() {
+	local sp sport rc srv_rc
+	rm -f "$tmp/wssrv.out" "$tmp/wssrv.err"
+	timeout 25 node "$peers/ws-server.js" --count 1 --timeout 20000 >"$tmp/wssrv.out" 2>"$tmp/wssrv.err" &
+	sp=$!
+	started_pids+=("$sp")
+	wait_line "$tmp/wssrv.out" 10 || { cat "$tmp/wssrv.err"; because "node ws server printed no port"; return 1; }
+	sport=$(head -n 1 "$tmp/wssrv.out")
+	start_proxy proxyws "http://127.0.0.1:$sport" || { cat "$tmp/proxyws.err"; because "upgrade proxy to the ws server did not start"; return 1; }
+	timeout 20 node "$peers/ws-client.js" "ws://$proxy_addr/" --protocol echo --timeout 15000 2>"$tmp/err"
+	rc=$?
+	wait "$sp"
+	srv_rc=$?
+	forget_pid "$sp"
+	kill -TERM "$pid_proxyws" 2>/dev/null
+	echo "--- client stderr"; cat "$tmp/err"
+	echo "--- server stderr"; cat "$tmp/wssrv.err"
+	echo "--- proxy stderr"; cat "$tmp/proxyws.err"
+	[ "$rc" = 0 ] || because "$(tail -n 1 "$tmp/err")" || return 1
+	[ "$srv_rc" = 0 ] || because "node ws server exit $srv_rc: $(tail -n 1 "$tmp/wssrv.err")" || return 1
+	grep -q 'proxied connection closed" protocol=websocket' "$tmp/proxyws.err" || because "no -v line for the proxied pair" || return 1
+}
+
+# h2c is not forwarded by default: curl's speculative Upgrade: h2c through
+# the proxy gets a plain HTTP/1.1 200 from upgrade serve, never a 101.
+c_proxy_h2c_refused() {
+	local out
+	out=$(timeout 15 curl -sS -v --http2 --max-time 10 -o /dev/null -w 'http_version=%{http_version}\n' "http://$paddr/" 2>&1)
+	echo "$out"
+	! grep -q '^< HTTP/1.1 101' <<<"$out" || because "the proxy forwarded an h2c upgrade" || return 1
+	grep -q '^< HTTP/1.1 200' <<<"$out" || because "no plain 200: $(grep -m1 '^< HTTP' <<<"$out")" || return 1
+}
+
+c_proxy_sigterm() {
+	local i rc
+	kill -TERM "$proxy_pid" 2>/dev/null || because "proxy process already gone" || return 1
+	for i in $(seq 150); do
+		kill -0 "$proxy_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$proxy_pid" 2>/dev/null; then
+		because "still running 15s after SIGTERM"
+		return 1
+	fi
+	wait "$proxy_pid"
+	rc=$?
+	forget_pid "$proxy_pid"
+	tail -n 5 "$tmp/proxy.err"
+	[ "$rc" = 0 ] || because "exit status $rc after SIGTERM, want 0" || return 1
+}
+
 c_sigterm() {
 	local i rc
 	kill -TERM "$serve_pid" 2>/dev/null || because "serve process already gone" || return 1
@@ -603,6 +695,15 @@ run_via haproxy-h2c "$haproxy_ok" "haproxy curl" c_curl_h2c "$hap"
 run_check dial-echo1 "" c_dial_echo1
 run_check dial-refused "" c_dial_refused
 run_via dial-via-tinyproxy "$tinyproxy_ok" "tinyproxy" c_dial_proxy
+run_via proxy-node-ws "$proxy_ok" "ws" c_node_ws "ws://$paddr/"
+run_via proxy-node-http-echo1 "$proxy_ok" "node" c_node_http_upgrade "http://$paddr/"
+run_via proxy-python-websockets "$proxy_ok" "websockets" c_py_ws "ws://$paddr/"
+run_via proxy-chromium "$proxy_ok" "chromium" c_chromium "$paddr"
+run_via proxy-h2c-refused "$proxy_ok" "curl" c_proxy_h2c_refused
+run_check proxy-ws-node-server "ws" c_proxy_ws_node_server
+run_via nginx-proxy-node-ws "$nginx_ok" "nginx ws" c_node_ws "ws://$ngx_proxy/"
+run_via nginx-proxy-chromium "$nginx_ok" "nginx chromium" c_chromium "$ngx_proxy"
+run_via proxy-sigterm "$proxy_ok" "" c_proxy_sigterm
 run_check serve-sigterm "" c_sigterm
 
 echo "checks took $(($(date +%s) - t0))s" >&2

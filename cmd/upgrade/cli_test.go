@@ -45,6 +45,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"dial", "-help"}, dialCommand.help},
 		{[]string{"dial", "--help"}, dialCommand.help},
 		{[]string{"help", "dial"}, dialCommand.help},
+		{[]string{"proxy", "-h"}, proxyCommand.help},
+		{[]string{"help", "proxy"}, proxyCommand.help},
 		{[]string{"version", "-h"}, versionCommand.help},
 		{[]string{"help", "version"}, versionCommand.help},
 	} {
@@ -59,18 +61,19 @@ func TestHelp(t *testing.T) {
 // command's help starts with its synopsis and describes every flag the
 // command defines.
 func TestHelpTexts(t *testing.T) {
-	for _, c := range []*subcommand{serveCommand, dialCommand, versionCommand} {
+	for _, c := range []*subcommand{serveCommand, dialCommand, proxyCommand, versionCommand} {
 		assert.Contains(t, overview, "  "+c.synopsis+"\n", c.name)
 		assert.True(t, strings.HasPrefix(c.help, "usage: "+c.synopsis+"\n"), "%s help starts with its synopsis", c.name)
 	}
 	flagSets := map[*subcommand]*flag.FlagSet{
 		serveCommand: serveFlags(new(serveConfig)),
 		dialCommand:  dialFlags(&dialConfig{}, new(headerFlags), new(string)),
+		proxyCommand: proxyFlags(new(proxyConfig), new(string), new(string)),
 	}
 	for c, fs := range flagSets {
 		fs.VisitAll(func(f *flag.Flag) {
 			assert.Regexp(t, `(?m)^  -`+regexp.QuoteMeta(f.Name)+` `, c.help, "%s help describes -%s", c.name, f.Name)
-			assert.Contains(t, c.synopsis, "[-"+f.Name, "%s synopsis names -%s", c.name, f.Name)
+			assert.Regexp(t, `(^| )\[?-`+regexp.QuoteMeta(f.Name)+`\b`, c.synopsis, "%s synopsis names -%s", c.name, f.Name)
 		})
 	}
 }
@@ -82,7 +85,7 @@ func TestUsageErrors(t *testing.T) {
 	const (
 		serveUsage = "usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v] (see upgrade serve -h)"
 		dialUsage  = "usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...] (see upgrade dial -h)"
-		topUsage   = "usage: upgrade serve|dial|version|help [flags] [arguments] (see upgrade -h)"
+		topUsage   = "usage: upgrade serve|dial|proxy|version|help [flags] [arguments] (see upgrade -h)"
 	)
 	for _, tc := range []struct {
 		args       []string

@@ -5,8 +5,9 @@
 //
 //	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+//	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
 //	upgrade version
-//	upgrade help [serve|dial|version]
+//	upgrade help [serve|dial|proxy|version]
 //
 // "upgrade -h" and "upgrade help" print an overview, "upgrade serve -h"
 // (or -help, --help) and "upgrade help serve" the usage of serve, on
@@ -116,6 +117,26 @@
 // terminal that way. The data itself (echo/1 bytes, WebSocket messages,
 // the h2c body) is copied to stdout as it is, like any netcat does.
 //
+// # upgrade proxy
+//
+// Proxy listens on -addr (default 127.0.0.1:8080) and forwards everything
+// to the backend -to (an http or https URL; its path is joined with each
+// request's), keeping the client's Host: upgrade requests through
+// upgrade.Proxy, which relays the switched connections without losing a
+// byte, every other request through httputil.ReverseProxy. -allow lists
+// the protocols that may be forwarded (patterns: name, name/version,
+// name/*); the default is every protocol but h2c, and an upgrade offering
+// nothing allowed is proxied as a plain request without its upgrade. With
+// -tls it serves HTTPS with an ephemeral self-signed certificate for
+// 127.0.0.1, ::1 and localhost. Once ready it prints exactly one line on
+// stdout:
+//
+//	listening on http://HOST:PORT    (https:// with -tls)
+//
+// On SIGINT or SIGTERM it stops accepting, lets proxied connections relay
+// until they end or -grace (default 5s) passes, closes the rest and exits
+// 0. With -v it logs one line per proxied connection when it ends.
+//
 // # upgrade version
 //
 // Version prints the module version the command was built from and the Go
@@ -154,8 +175,9 @@ Usage:
 
   upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+  upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
   upgrade version
-  upgrade help [serve|dial|version]
+  upgrade help [serve|dial|proxy|version]
 
 Commands:
 
@@ -163,15 +185,17 @@ Commands:
             a WebSocket demo page on /, 426 Upgrade Required on /required
   dial      ask a server to switch protocols, then copy stdin to the
             connection and the connection to stdout, like netcat
+  proxy     forward requests to a backend, switched connections included
   version   print the command's version and the Go version it was built with
 
-Run "upgrade serve -h" or "upgrade dial -h" for a command's flags and
-examples.
+Run "upgrade COMMAND -h" (or "upgrade help COMMAND") for a command's flags
+and examples.
 
 Examples:
 
   upgrade serve                                        # then open http://127.0.0.1:8080/
   echo hello | upgrade dial http://127.0.0.1:8080/ echo/1
+  upgrade proxy -addr 127.0.0.1:9090 -to http://127.0.0.1:8080   # forward to serve
 `
 
 // versionCommand is "upgrade version".
@@ -190,6 +214,7 @@ built from a clone says "(devel)" or a pseudo-version naming the commit.
 var commands = map[string]*subcommand{
 	"serve":   serveCommand,
 	"dial":    dialCommand,
+	"proxy":   proxyCommand,
 	"version": versionCommand,
 }
 
@@ -210,6 +235,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runDial(args[1:], stdin, stdout, stderr)
 	case "version":
 		return runVersion(args[1:], stdout, stderr)
+	case "proxy":
+		return runProxy(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		return runHelp(args[1:], stdout, stderr)
 	}
@@ -222,7 +249,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // topUsageError reports a bad command line that names no command.
 func topUsageError(stderr io.Writer, msg string) int {
 	fmt.Fprintf(stderr, "upgrade: %s\n", msg)
-	fmt.Fprintln(stderr, "usage: upgrade serve|dial|version|help [flags] [arguments] (see upgrade -h)")
+	fmt.Fprintln(stderr, "usage: upgrade serve|dial|proxy|version|help [flags] [arguments] (see upgrade -h)")
 	return exitUsage
 }
 

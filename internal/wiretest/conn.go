@@ -53,10 +53,16 @@ func (c *Conn) Send(s string) {
 
 // ReadHead reads one response header block, raw, up to and including
 // the empty line that ends it; on error it returns what it read so far.
-func (c *Conn) ReadHead() (string, error) {
+func (c *Conn) ReadHead() (string, error) { return ReadHead(c.BR) }
+
+// ReadHead reads one response header block from br, raw, up to and
+// including the empty line that ends it; on error it returns what it read
+// so far. It is Conn.ReadHead for code that cannot fail a test, such as a
+// goroutine of many clients.
+func ReadHead(br *bufio.Reader) (string, error) {
 	var b strings.Builder
 	for {
-		line, err := c.BR.ReadString('\n')
+		line, err := br.ReadString('\n')
 		b.WriteString(line)
 		if err != nil {
 			return b.String(), err

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-upgrade/upgrade"
+)
+
+// proxyConfig is the parsed command line of upgrade proxy.
+type proxyConfig struct {
+	addr    string
+	to      *url.URL
+	allow   []string // nil: every protocol but h2c
+	tls     bool
+	grace   time.Duration
+	verbose bool
+}
+
+// proxyCommand is "upgrade proxy".
+var proxyCommand = &subcommand{
+	name:     "proxy",
+	synopsis: "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]",
+	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
+
+Proxy forwards every request to the backend URL, keeping the client's
+Host: upgrade requests through upgrade.Proxy, which relays the switched
+connection both ways without changing or losing a byte, plain requests
+through httputil.ReverseProxy. An upgrade offering nothing -allow allows
+is proxied as a plain request, without its Upgrade field. When ready it
+prints "listening on http://HOST:PORT" (https with -tls) on stdout; logs
+go to stderr. SIGINT (Ctrl-C) or SIGTERM: proxied connections relay until
+they end or -grace passes, then exit 0.
+
+Flags:
+
+  -to URL           the backend, an http:// or https:// URL (required);
+                    its path is joined with each request's
+  -addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0:
+                    any free port)
+  -allow P,...      protocols that may be forwarded: name, name/version or
+                    name/* (default: every protocol but h2c, which would
+                    let requests past the proxy on one HTTP/2 connection)
+  -tls              serve HTTPS with an ephemeral self-signed certificate
+                    for 127.0.0.1, ::1 and localhost
+  -grace D          how long proxied connections get to finish on
+                    shutdown (default 5s)
+  -v                log one line per proxied connection, when it ends
+
+Examples:
+
+  upgrade serve -addr 127.0.0.1:8080 &
+  upgrade proxy -addr 127.0.0.1:9090 -to http://127.0.0.1:8080
+  echo hi | upgrade dial http://127.0.0.1:9090/ echo/1
+  upgrade proxy -to http://127.0.0.1:8080 -allow websocket,echo/1 -v
+`,
+}
+
+// parseProxy parses the command line of upgrade proxy. It returns
+// flag.ErrHelp for -h.
+func parseProxy(args []string) (proxyConfig, error) {
+	cfg := proxyConfig{}
+	to, allow := new(string), new(string)
+	fs := proxyFlags(&cfg, to, allow)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q: proxy takes flags only", fs.Arg(0))
+	}
+	if _, _, err := net.SplitHostPort(cfg.addr); err != nil {
+		return cfg, fmt.Errorf("invalid -addr %q: want HOST:PORT, such as 127.0.0.1:8080 or :8080", cfg.addr)
+	}
+	if *to == "" {
+		return cfg, errors.New("-to URL is required")
+	}
+	u, err := url.Parse(*to)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return cfg, fmt.Errorf("invalid -to %q: want an http or https URL with a host", *to)
+	}
+	cfg.to = u
+	if *allow != "" {
+		for _, p := range strings.Split(*allow, ",") {
+			p = strings.TrimSpace(p)
+			if _, err := upgrade.ParseProtocol(p); err != nil {
+				return cfg, fmt.Errorf("invalid -allow element %q: want name, name/version or name/*", p)
+			}
+			cfg.allow = append(cfg.allow, p)
+		}
+	}
+	return cfg, nil
+}
+
+// proxyFlags returns the flag set of upgrade proxy, which fills cfg, to
+// and allow.
+func proxyFlags(cfg *proxyConfig, to, allow *string) *flag.FlagSet {
+	fs := proxyCommand.flagSet()
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(to, "to", "", "the backend's URL (http or https)")
+	fs.StringVar(allow, "allow", "", "protocols that may be forwarded, comma-separated patterns (default: all but h2c)")
+	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
+	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long proxied connections get to finish on shutdown")
+	fs.BoolVar(&cfg.verbose, "v", false, "log one line per proxied connection, when it ends")
+	return fs
+}
+
+// runProxy runs upgrade proxy until SIGINT or SIGTERM.
+func runProxy(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseProxy(args)
+	if err != nil {
+		return proxyCommand.parseFailed(stdout, stderr, err)
+	}
+	level := slog.LevelInfo
+	if cfg.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "upgrade proxy: cannot listen on %s: %v\n", cfg.addr, listenReason(err))
+		return exitFailure
+	}
+	scheme := "http"
+	if cfg.tls {
+		cert, err := selfSignedCert()
+		if err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "upgrade proxy: making a TLS certificate: %v\n", err)
+			return exitFailure
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+		scheme = "https"
+	}
+	up, hs := newProxyServer(cfg, log)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+
+	allow := "all but h2c"
+	if cfg.allow != nil {
+		allow = strings.Join(cfg.allow, ",")
+	}
+	log.Info("proxying", "addr", ln.Addr().String(), "to", cfg.to.Redacted(), "allow", allow, "tls", cfg.tls,
+		"grace", cfg.grace, "verbose", cfg.verbose)
+	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
+
+	select {
+	case err := <-serveErr:
+		log.Error("serve", "err", err)
+		return exitFailure
+	case <-ctx.Done():
+	}
+	stop()
+	log.Info("shutting down", "grace", cfg.grace)
+	shutdownProxy(hs, up, cfg.grace, log)
+	log.Info("stopped")
+	return exitOK
+}
+
+// newProxyServer builds the proxy: upgrades through upgrade.Proxy, every
+// other request through httputil.ReverseProxy, both to cfg.to, both
+// keeping the client's Host and adding X-Forwarded-For.
+func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Server) {
+	up := upgrade.NewProxy(cfg.to)
+	up.Allow = cfg.allow
+	up.ErrorLog = log
+	plain := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(cfg.to)
+			pr.Out.Host = pr.In.Host
+			// Append to the client's X-Forwarded-For, as upgrade.Proxy
+			// does, so both kinds of request say the same.
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			pr.SetXForwarded()
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	hs := &http.Server{
+		Handler:           up.Middleware(plain),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return up, hs
+}
+
+// shutdownProxy stops the proxy: no new connections or upgrades, proxied
+// pairs relaying until they end or grace passes, then closed.
+func shutdownProxy(hs *http.Server, up *upgrade.Proxy, grace time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := up.Shutdown(ctx); err != nil {
+			log.Warn("proxied connections still open after the grace period were closed", "active", up.ActiveConns())
+		}
+	})
+	if err := hs.Shutdown(ctx); err != nil {
+		log.Warn("HTTP connections still open after the grace period are being closed", "err", err)
+		_ = hs.Close()
+	}
+	wg.Wait()
+}

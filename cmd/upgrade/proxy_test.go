@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var proxyListeningLine = regexp.MustCompile(`^listening on (https?)://(127\.0\.0\.1:[0-9]+)$`)
+
+// startProxyCmd starts `upgrade proxy -addr 127.0.0.1:0 -to http://BACKEND
+// args...`, waits for its address line (whose scheme it returns too), and
+// kills it at the end of the test.
+func startProxyCmd(t *testing.T, backend string, args ...string) (*server, string) {
+	t.Helper()
+	s := &server{stdout: newSyncBuffer(), stderr: newSyncBuffer(), exited: make(chan struct{})}
+	s.cmd = exec.Command(binPath, append([]string{"proxy", "-addr", "127.0.0.1:0", "-to", "http://" + backend}, args...)...)
+	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
+	require.NoError(t, s.cmd.Start())
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+		if t.Failed() {
+			t.Logf("proxy stderr:\n%s", s.stderr)
+		}
+	})
+	var scheme string
+	select {
+	case line := <-s.stdout.firstLine:
+		m := proxyListeningLine.FindStringSubmatch(line)
+		require.NotNil(t, m, "first stdout line %q", line)
+		scheme, s.addr = m[1], m[2]
+	case <-s.exited:
+		t.Fatalf("proxy exited before listening: %v\n%s", s.err, s.stderr)
+	case <-time.After(testTimeout):
+		t.Fatal("no address line from proxy")
+	}
+	return s, scheme
+}
+
+func TestProxyAddressLine(t *testing.T) {
+	back := startServer(t)
+	p, scheme := startProxyCmd(t, back.addr)
+	assert.Equal(t, "http", scheme)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, p.wait(t, 10*time.Second))
+	assert.Equal(t, "listening on http://"+p.addr+"\n", p.stdout.String(), "stdout holds exactly one line")
+}
+
+func TestProxyUsageError(t *testing.T) {
+	for _, args := range [][]string{
+		{"proxy"},
+		{"proxy", "-to", "ftp://127.0.0.1:1"},
+		{"proxy", "-to", "http://"},
+		{"proxy", "-to", "http://127.0.0.1:1", "-allow", "web socket"},
+		{"proxy", "-to", "http://127.0.0.1:1", "-grace", "-1s"},
+		{"proxy", "-to", "http://127.0.0.1:1", "extra"},
+	} {
+		r := runCmd(t, args...)
+		assert.Equal(t, 2, r.code, "%q: %s", args, r.stderr)
+		assert.Empty(t, r.stdout, "%q", args)
+		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+		require.Len(t, lines, 2, "%q: one error line and the synopsis: %q", args, r.stderr)
+		assert.True(t, strings.HasPrefix(lines[0], "upgrade proxy: "), "%q: %q", args, lines[0])
+		assert.Equal(t, "usage: "+proxyCommand.synopsis+" (see upgrade proxy -h)", lines[1])
+	}
+	out, err := command(t, "proxy", "-h").CombinedOutput()
+	require.NoError(t, err)
+	assert.Contains(t, string(out), "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]")
+}
+
+// TestProxyEchoAndPlain: through `upgrade proxy` in front of `upgrade
+// serve`, echo/1 keeps the bytes pipelined behind the request, a
+// WebSocket handshake completes, and plain requests are proxied as
+// ordinary HTTP.
+func TestProxyEchoAndPlain(t *testing.T) {
+	back := startServer(t)
+	p, _ := startProxyCmd(t, back.addr, "-v")
+	c, br := switchEcho(t, p.addr) // "ping" sent behind the request, echoed
+	_, err := io.WriteString(c, "more")
+	require.NoError(t, err)
+	got := make([]byte, 4)
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	assert.Equal(t, "more", string(got))
+	require.NoError(t, c.CloseWrite())
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err)
+	assert.Empty(t, rest)
+
+	openWebSocket(t, p.addr)
+
+	resp, err := httpClient(t).Get("http://" + p.addr + "/protocols")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), "echo/1")
+
+	require.Eventually(t, func() bool {
+		return strings.Contains(p.stderr.String(), `msg="upgrade: proxied connection closed" protocol=echo/1`)
+	}, testTimeout, 10*time.Millisecond, "-v logs the pair when it ends")
+}
+
+// TestProxyH2CNotForwarded: by default an h2c offer reaches the backend
+// as a plain request, so it is answered normally, never with a 101; with
+// -allow h2c it is switched.
+func TestProxyH2CNotForwarded(t *testing.T) {
+	back := startServer(t)
+	p, _ := startProxyCmd(t, back.addr)
+	req := "GET /protocols HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+	c := rawConn(t, p.addr)
+	_, err := io.WriteString(c, req)
+	require.NoError(t, err)
+	status, _ := readResponseHead(t, bufio.NewReader(c))
+	assert.Equal(t, "HTTP/1.1 200 OK", status)
+
+	p2, _ := startProxyCmd(t, back.addr, "-allow", "h2c,echo/*")
+	c = rawConn(t, p2.addr)
+	_, err = io.WriteString(c, req)
+	require.NoError(t, err)
+	status, h := readResponseHead(t, bufio.NewReader(c))
+	assert.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	assert.Equal(t, "h2c", h.Get("Upgrade"))
+}
+
+// TestProxyTLS: with -tls the proxy serves HTTPS and switches over it.
+func TestProxyTLS(t *testing.T) {
+	back := startServer(t)
+	p, scheme := startProxyCmd(t, back.addr, "-tls")
+	require.Equal(t, "https", scheme)
+	raw := rawConn(t, p.addr)
+	c := tls.Client(raw, &tls.Config{ServerName: "127.0.0.1", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, c.Handshake())
+	assert.Equal(t, "127.0.0.1", c.ConnectionState().PeerCertificates[0].IPAddresses[0].String())
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nover tls")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	status, _ := readResponseHead(t, br)
+	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	got := make([]byte, len("over tls"))
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	assert.Equal(t, "over tls", string(got))
+}
+
+// TestProxySIGTERM: proxied pairs keep relaying after SIGTERM, are closed
+// when the grace period ends, and the proxy exits 0.
+func TestProxySIGTERM(t *testing.T) {
+	back := startServer(t, "-grace", "30s")
+	const grace = time.Second
+	p, _ := startProxyCmd(t, back.addr, "-grace", grace.String())
+	c, br := switchEcho(t, p.addr)
+	start := time.Now()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	_, err := io.WriteString(c, "after")
+	require.NoError(t, err)
+	got := make([]byte, 5)
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err, "relayed during the grace period")
+	assert.Equal(t, "after", string(got))
+	_, err = io.ReadAll(br)
+	if err != nil {
+		var ne net.Error
+		require.ErrorAs(t, err, &ne)
+		require.False(t, ne.Timeout(), "the pair was not closed")
+	}
+	assert.GreaterOrEqual(t, time.Since(start), grace)
+	assert.Equal(t, 0, p.wait(t, 5*time.Second))
+}

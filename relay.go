@@ -1,0 +1,194 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// A pair is a client connection and a backend connection a Proxy relays
+// between once both have switched.
+type pair struct {
+	p        *Proxy
+	client   *Conn // tracked: Close and Shutdown's end close it
+	backend  *Conn
+	endpoint string // the backend's host, for the log
+	start    time.Time
+
+	// last is when a byte last moved, as time since start: written by
+	// each direction after every burst, read by the idle timer.
+	last atomic.Int64
+
+	mu    sync.Mutex
+	timer *time.Timer // the idle timer; nil without IdleTimeout
+	ended bool        // the relay is over: the timer must not rearm
+
+	closeOnce sync.Once
+	why       error // what closed the pair early, set in closeOnce
+}
+
+func newPair(p *Proxy, client, backend *Conn, endpoint string) *pair {
+	return &pair{p: p, client: client, backend: backend, endpoint: endpoint, start: time.Now()}
+}
+
+// errIdle ends a pair that moved no byte for the proxy's IdleTimeout.
+var errIdle = errors.New("idle timeout")
+
+// relay copies bytes both ways until both directions are done, then
+// closes both connections and releases the pair's slot. It runs in its
+// own goroutine and starts one more for the client-to-backend direction.
+func (p *Proxy) relay(pr *pair) {
+	defer p.conns.untrack(pr.client)
+	if p.IdleTimeout > 0 {
+		pr.mu.Lock()
+		pr.timer = time.AfterFunc(p.IdleTimeout, pr.checkIdle)
+		pr.mu.Unlock()
+	}
+	var up int64
+	var upErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		up, upErr = pr.copy(pr.backend, pr.client)
+	}()
+	down, downErr := pr.copy(pr.client, pr.backend)
+	<-done
+
+	pr.mu.Lock()
+	pr.ended = true
+	if pr.timer != nil {
+		pr.timer.Stop()
+	}
+	pr.mu.Unlock()
+	pr.close(nil, false)
+
+	if log := p.logger(); log.Enabled(context.Background(), slog.LevelDebug) {
+		how := "both sides closed"
+		switch {
+		case pr.why != nil:
+			how = pr.why.Error()
+		case upErr != nil:
+			how = "client: " + upErr.Error()
+		case downErr != nil:
+			how = "backend: " + downErr.Error()
+		}
+		log.Debug("upgrade: proxied connection closed", "protocol", pr.client.Protocol.String(),
+			"remote", pr.client.RemoteAddr().String(), "backend", pr.endpoint,
+			"duration", time.Since(pr.start).Round(time.Millisecond), "sent", up, "received", down, "how", how)
+	}
+}
+
+// copy relays src to dst: first the bytes src read ahead during the
+// handshake, then the connection. At EOF it half-closes dst; on an error
+// it closes both connections. It returns the bytes copied.
+func (pr *pair) copy(dst, src *Conn) (int64, error) {
+	var n int64
+	if len(src.rbuf) > 0 {
+		m, err := dst.nc.Write(src.rbuf)
+		n += int64(m)
+		src.rbuf = nil
+		pr.touch()
+		if err != nil {
+			pr.close(err, isReset(err))
+			return n, err
+		}
+	}
+	m, err := copyConn(dst.nc, src.nc, pr.touch)
+	n += m
+	if err != nil {
+		pr.close(err, isReset(err))
+		return n, err
+	}
+	if err := dst.CloseWrite(); err != nil {
+		// A side that cannot half-close cannot be told the other is
+		// done sending: end the pair.
+		pr.close(err, false)
+		return n, err
+	}
+	return n, nil
+}
+
+// touch records that bytes moved now.
+func (pr *pair) touch() {
+	pr.last.Store(int64(time.Since(pr.start)))
+}
+
+// checkIdle runs on the idle timer: it closes the pair if no byte moved
+// for IdleTimeout, and rearms the timer for the rest of the period
+// otherwise. Moving bytes costs only a clock read and a store: the timer
+// fires once per period whatever the traffic.
+func (pr *pair) checkIdle() {
+	idle := pr.p.IdleTimeout
+	quiet := time.Since(pr.start) - time.Duration(pr.last.Load())
+	if quiet >= idle {
+		pr.close(errIdle, false)
+		return
+	}
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if !pr.ended {
+		pr.timer.Reset(idle - quiet)
+	}
+}
+
+// close closes both connections once, recording why when the pair ends
+// early. With reset, each side is reset (SO_LINGER 0) rather than closed
+// gracefully: a reset on one side is passed on to the other.
+func (pr *pair) close(why error, reset bool) {
+	pr.closeOnce.Do(func() {
+		pr.why = why
+		if reset {
+			for _, c := range [...]net.Conn{pr.client.nc, pr.backend.nc} {
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+			}
+		}
+		pr.client.nc.Close()
+		pr.backend.nc.Close()
+	})
+}
+
+// isReset reports whether err is a connection reset by the peer (or a
+// write to a peer that has reset it).
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// copyBufferSize is the buffer of a relay that cannot splice (TLS on
+// either side, or not Linux).
+const copyBufferSize = 32 << 10
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// copyBuffered copies src to dst through a buffer until src's EOF (a nil
+// error) or an error, calling moved after every write.
+func copyBuffered(dst, src net.Conn, moved func()) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			moved()
+			if werr != nil {
+				return n, werr
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return n, nil
+		case rerr != nil:
+			return n, rerr
+		}
+	}
+}
