@@ -145,8 +145,11 @@ func (pr *pair) close(why error, reset bool) {
 		pr.why = why
 		if reset {
 			for _, c := range [...]net.Conn{pr.client.nc, pr.backend.nc} {
-				if tc, ok := c.(*net.TCPConn); ok {
-					_ = tc.SetLinger(0)
+				switch c := c.(type) {
+				case *net.TCPConn:
+					_ = c.SetLinger(0)
+				case *streamConn:
+					c.reset()
 				}
 			}
 		}

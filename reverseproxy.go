@@ -56,11 +56,23 @@ import (
 // Every refused upgrade request is answered with "Connection: close":
 // the bytes a client sends behind it must never be read as a request.
 //
+// An HTTP/2 extended CONNECT (RFC 8441; see ExtendedConnect) is forwarded
+// the same way, as an HTTP/1.1 GET offering its :protocol, and the
+// backend's 101 is relayed as a 200 on the client's stream, which is then
+// relayed for as long as ServeHTTP runs. A WebSocket is bridged: RFC 8441
+// has no Sec-WebSocket-Key, so the proxy sends the backend a fresh one,
+// checks its Sec-WebSocket-Accept (502 if wrong) and keeps it from the
+// client. A refusal is relayed without Upgrade and Connection fields,
+// which HTTP/2 lacks (a 426 as 400). net/http's HTTP/2 server sends a
+// stream's END_STREAM only when its handler returns, so the backend's
+// half-close reaches an HTTP/2 client when the client has ended its own
+// side too; a reset on either side is passed on as a reset.
+//
 // An HTTP/1.0 request, a request whose Connection field lacks the
-// "upgrade" option, and an HTTP/2 request are not upgrades; Proxy as an
-// endpoint (ServeHTTP) answers them 400 Bad Request, Middleware passes
-// them on. A Proxy has no 426 of its own to give: only the backend knows
-// which protocols it speaks.
+// "upgrade" option, and any other HTTP/2 request are not upgrades; Proxy
+// as an endpoint (ServeHTTP) answers them 400 Bad Request, Middleware
+// passes them on. A Proxy has no 426 of its own to give: only the backend
+// knows which protocols it speaks.
 //
 // The relayed pairs are tracked: Shutdown and Close end them, ActiveConns
 // counts them, MaxConns caps them.
@@ -263,10 +275,11 @@ func (p *Proxy) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
 
 // serve is the common flow of ServeHTTP (next == nil) and Middleware.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if isExtendedConnect(r) {
+		p.serveStream(w, r)
+		return
+	}
 	if r.ProtoMajor != 1 || !isUpgradeRequest(r) {
-		// HTTP/2 extended CONNECT (RFC 8441) will be bridged here, with
-		// its own clientSide; until then an HTTP/2 request is a plain
-		// one.
 		if next != nil {
 			next.ServeHTTP(w, r)
 			return
@@ -318,6 +331,44 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	p.forward(w, r, &clientSide{offers: offers, accept: p.accept11})
+}
+
+// serveStream forwards an HTTP/2 extended CONNECT (RFC 8441) to the
+// backend as an HTTP/1.1 upgrade offering its :protocol, and relays the
+// stream and the backend connection for as long as both last: the stream
+// lives only as long as ServeHTTP does. A WebSocket is bridged: the
+// backend gets the Sec-WebSocket-Key RFC 8441 does without, and its
+// Sec-WebSocket-Accept is checked and not relayed. Refusals never pass
+// the request on to Middleware's next handler: an extended CONNECT is
+// not a plain request.
+func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
+	offer, err := ParseProtocol(r.Header.Get(":protocol"))
+	if err != nil || len(r.Header[":protocol"]) != 1 {
+		p.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
+		return
+	}
+	if p.conns.closing.Load() {
+		w.Header().Set("Retry-After", "1")
+		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
+		return
+	}
+	allow, err := p.allowed()
+	if err != nil {
+		p.logger().Error("upgrade: proxy misconfigured", "err", err)
+		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		return
+	}
+	offers := filterOffers([]Protocol{offer}, allow)
+	if len(offers) == 0 {
+		p.refuse(w, r, http.StatusForbidden, "upgrade: protocol "+offer.String()+" may not be forwarded")
+		return
+	}
+	p.forward(w, r, &clientSide{
+		offers:          offers,
+		stream:          true,
+		bridgeWebSocket: offer.Version == "" && ascii.EqualFold(offer.Name, "websocket"),
+		accept:          p.acceptStream,
+	})
 }
 
 // defaultDisallowed is the protocol a nil Allow keeps out.
@@ -387,10 +438,15 @@ func withoutUpgrade(r *http.Request) *http.Request {
 // clientSide is the client's half of a proxied switch: what the client
 // offered and how it is switched once the backend agrees. An HTTP/1.1
 // client is switched with a hijack and a 101 (accept11); an HTTP/2
-// client (RFC 8441 extended CONNECT) will be switched with a 200 on its
-// stream, and, for a WebSocket, bridged by bridgeWebSocket.
+// client (RFC 8441 extended CONNECT) with a 200 on its stream
+// (acceptStream), and, for a WebSocket, bridged by bridgeWebSocket.
 type clientSide struct {
 	offers []Protocol // allowed offers, in the client's order
+
+	// stream is set for an HTTP/2 client: its request has no body to
+	// forward, and its stream lives only as long as ServeHTTP runs, so
+	// the pair is relayed on the request's goroutine.
+	stream bool
 
 	// bridgeWebSocket is set for an RFC 8441 WebSocket, which carries no
 	// Sec-WebSocket-Key: the proxy supplies one to the HTTP/1.1 backend,
@@ -415,9 +471,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
 		return
 	}
-	body, ok := p.readBody(w, r)
-	if !ok {
-		return
+	var body []byte
+	if !cs.stream {
+		var ok bool
+		if body, ok = p.readBody(w, r); !ok {
+			return
+		}
 	}
 	if !p.conns.reserve(pendingKey, 0, p.MaxConns) {
 		w.Header().Set("Retry-After", "1")
@@ -432,6 +491,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	}()
 
 	pr := newProxyRequest(r, cs.offers)
+	if cs.stream {
+		// RFC 8441 §5: the HTTP/1.1 form of an extended CONNECT is a
+		// GET (for a WebSocket, the opening handshake of RFC 6455).
+		pr.Out.Method = http.MethodGet
+	}
 	p.Rewrite(pr)
 	if pr.Out.URL == nil {
 		p.logger().Error("upgrade: Proxy.Rewrite set no URL", "path", r.URL.Path)
@@ -474,6 +538,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	// The requests and the 101 have been used: keep none of them for
 	// the life of the pair.
 	cc.Request, bc.Request, bc.Response = nil, nil, nil
+	if cs.stream {
+		p.relay(newPair(p, cc, bc, backend))
+		return
+	}
 	go p.relay(newPair(p, cc, bc, backend))
 }
 
@@ -580,6 +648,7 @@ func newProxyRequest(r *http.Request, offers []Protocol) *ProxyRequest {
 	settings := h["Http2-Settings"]
 	removeHopByHop(h)
 	delete(h, "Upgrade")
+	delete(h, ":protocol") // an HTTP/2 pseudo-header, in the Header of an extended CONNECT
 	// The Dialer sets these from the body it sends, and never sends
 	// Expect: the proxy has answered it already.
 	delete(h, "Content-Length")
@@ -760,10 +829,14 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 // backendFailed answers a request whose backend did not switch: a
 // backend's refusal is relayed, anything else goes to ErrorHandler.
 func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error) {
-	w.Header()["Connection"] = []string{"close"}
+	if r.ProtoMajor == 1 {
+		// On HTTP/2, net/http would take "close" as a reason to shut
+		// down the whole connection, every other stream with it.
+		w.Header()["Connection"] = []string{"close"}
+	}
 	var re *ResponseError
 	if errors.As(err, &re) && !re.Proxy {
-		p.relayRefusal(w, re)
+		p.relayRefusal(w, r, re)
 		return
 	}
 	if p.ErrorHandler != nil {
@@ -782,7 +855,7 @@ func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error)
 // status, end-to-end fields (and its Upgrade list, with the "upgrade"
 // option RFC 9110 §7.8 requires beside it) and body excerpt. The client's
 // connection is closed after it.
-func (p *Proxy) relayRefusal(w http.ResponseWriter, re *ResponseError) {
+func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, re *ResponseError) {
 	h := w.Header()
 	src := re.Header.Clone()
 	upgrade := src["Upgrade"]
@@ -792,14 +865,53 @@ func (p *Proxy) relayRefusal(w http.ResponseWriter, re *ResponseError) {
 	for k, vs := range src {
 		h[k] = vs
 	}
-	h["Connection"] = []string{"close"}
-	if len(upgrade) > 0 {
+	status := re.StatusCode
+	switch {
+	case r.ProtoMajor != 1:
+		// HTTP/2 has neither Upgrade nor Connection fields, and a 426
+		// must list protocols in Upgrade (RFC 9110 §15.5.22): an HTTP/2
+		// client gets 400 instead, as the Server answers it.
+		if status == http.StatusUpgradeRequired {
+			status = http.StatusBadRequest
+		}
+	case len(upgrade) > 0:
 		h["Upgrade"] = upgrade
 		h["Connection"] = []string{"close", "Upgrade"}
+	default:
+		h["Connection"] = []string{"close"}
 	}
 	h["Content-Length"] = []string{strconv.Itoa(len(re.Body))}
-	w.WriteHeader(re.StatusCode)
+	w.WriteHeader(status)
 	_, _ = w.Write(re.Body)
+}
+
+// acceptStream switches an HTTP/2 client's stream (RFC 8441): a 200 with
+// the end-to-end fields h of the backend's 101, flushed within the
+// handshake timeout, after which the stream is the client's Conn.
+func (p *Proxy) acceptStream(w http.ResponseWriter, r *http.Request, _ string, h http.Header) (*Conn, error) {
+	sc := newStreamConn(w, r)
+	r.Body = http.NoBody // the stream's data is relayed, read through the Conn
+	hdr := w.Header()
+	for k, vs := range h {
+		hdr[k] = vs
+	}
+	timeout := p.dialer0().handshakeTimeout()
+	if timeout > 0 {
+		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	w.WriteHeader(http.StatusOK)
+	err := sc.rc.Flush()
+	if err == nil {
+		err = sc.rc.SetWriteDeadline(time.Time{})
+	}
+	if err == nil {
+		err = sc.rc.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		sc.Close()
+		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
+	}
+	return &Conn{nc: sc, Request: r}, nil
 }
 
 // refuse answers a request the proxy does not forward with a short

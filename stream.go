@@ -1,7 +1,9 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +35,7 @@ type streamConn struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
 	body   io.ReadCloser
+	ctx    context.Context // the request's: cancelled when the peer resets the stream
 	local  net.Addr
 	remote net.Addr
 
@@ -66,6 +70,7 @@ func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
 		w:        w,
 		rc:       http.NewResponseController(w),
 		body:     r.Body,
+		ctx:      r.Context(),
 		remote:   remoteAddr(r.RemoteAddr),
 		chunks:   make(chan chunk),
 		consumed: make(chan struct{}, 1),
@@ -140,6 +145,11 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	if c.closed.Load() {
 		return 0, c.opError("read", net.ErrClosed)
 	}
+	if c.ctx.Err() != nil {
+		// net/http cancels the request's context when the peer resets
+		// the stream: report it as a TCP connection reports a reset.
+		return 0, c.opError("read", fmt.Errorf("%w: %w", syscall.ECONNRESET, c.rerr))
+	}
 	return 0, c.opError("read", c.rerr)
 }
 
@@ -194,6 +204,14 @@ func (c *streamConn) Close() error {
 		}
 	})
 	return nil
+}
+
+// reset ends the stream with RST_STREAM rather than END_STREAM, as a TCP
+// reset ends a connection: a write deadline already passed makes net/http
+// reset the stream (its only way to), and Close stops the Conn.
+func (c *streamConn) reset() {
+	_ = c.rc.SetWriteDeadline(aLongTimeAgo)
+	c.Close()
 }
 
 func (c *streamConn) LocalAddr() net.Addr  { return c.local }
