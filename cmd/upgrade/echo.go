@@ -37,9 +37,18 @@ func (s *demoServer) serveEcho(c *upgrade.Conn) connEnd {
 	return end
 }
 
+// demoSubprotocol is the WebSocket subprotocol of the demo page: echo,
+// after a first message "via HTTP/1.1" or "via HTTP/2.0" naming the HTTP
+// version the WebSocket was opened over.
+const demoSubprotocol = "demo"
+
+// viaPrefix starts the first message of the demo subprotocol.
+const viaPrefix = "via "
+
 // serveWebSocket serves the websocket protocol: every text and binary
 // message is echoed, pings are answered and the close handshake
-// completed (wsframe.Echo).
+// completed (wsframe.Echo); with the demo subprotocol, a first message
+// names the HTTP version.
 //
 // When the server starts shutting down (c.Draining), it sends a close
 // frame with 1001 Going Away and keeps reading until the client's close
@@ -51,6 +60,13 @@ func (s *demoServer) serveWebSocket(c *upgrade.Conn) connEnd {
 	// The upgrade.Conn, not its net.Conn: it holds any frame bytes that
 	// arrived with the handshake.
 	ws := wsframe.NewConn(c, false)
+	if websocket.Subprotocol(c) == demoSubprotocol {
+		// The demo page's subprotocol: say first which HTTP version
+		// carries the WebSocket, which a page cannot find out itself.
+		if err := ws.WriteMessage(wsframe.OpText, []byte(viaPrefix+c.Request.Proto)); err != nil {
+			return connEnd{how: "connection failed", err: err}
+		}
+	}
 	var goingAway atomic.Bool
 	served := make(chan struct{})
 	defer close(served)

@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
+//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
 //	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
 //	upgrade version
@@ -16,7 +16,7 @@
 // 2:
 //
 //	upgrade serve: flag provided but not defined: -x
-//	usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v] (see upgrade serve -h)
+//	usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v] (see upgrade serve -h)
 //
 // Every error the command reports is one line, "upgrade SUBCOMMAND:
 // what went wrong", on stderr.
@@ -27,6 +27,14 @@
 // port) and, once ready, prints exactly one line on stdout:
 //
 //	listening on http://HOST:PORT
+//
+// With -tls it serves HTTPS instead, with ALPN h2 and http/1.1 and an
+// ephemeral self-signed certificate for 127.0.0.1, ::1 and localhost, and
+// prints "listening on https://HOST:PORT". It speaks HTTP/2 too (by ALPN
+// over TLS, with prior knowledge over cleartext) and, with no environment
+// to set, serves echo/1 and websocket on HTTP/2 streams as RFC 8441
+// extended CONNECT: browsers that load the page over HTTP/2 open its
+// WebSocket that way.
 //
 // Logs go to stderr. If it cannot listen, it prints one error line, such
 // as "upgrade serve: cannot listen on 127.0.0.1:8080: address already in
@@ -81,7 +89,10 @@
 //
 //	level=INFO msg="connection closed" protocol=echo/1 remote=127.0.0.1:50312 proto=HTTP/1.1 duration=2.5s how="client half-closed" echoed=42
 //
-// proto is the HTTP version of the request that was switched. Without -v
+// proto is the HTTP version of the request that was switched: HTTP/1.1
+// for an Upgrade, HTTP/2.0 for an extended CONNECT stream. The demo page
+// asks for the WebSocket subprotocol "demo", whose first message ("via
+// HTTP/2.0") says the same to the page. Without -v
 // nothing is written per connection (what a client does wrong on its own
 // connection, such as a WebSocket protocol error, is part of that line).
 //
@@ -157,6 +168,11 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	// serve and proxy switch HTTP/2 streams too (RFC 8441): net/http's
+	// HTTP/2 server must advertise extended CONNECT, whatever the
+	// environment says.
+	_ "github.com/go-upgrade/upgrade/extconnect"
 )
 
 // Exit codes.
@@ -173,7 +189,7 @@ connections.
 
 Usage:
 
-  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
+  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
   upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
   upgrade version

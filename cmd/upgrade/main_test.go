@@ -87,7 +87,7 @@ type server struct {
 	err    error         // the result of Wait, after exited
 }
 
-var listeningLine = regexp.MustCompile(`^listening on http://(127\.0\.0\.1:[0-9]+)$`)
+var listeningLine = regexp.MustCompile(`^listening on https?://(127\.0\.0\.1:[0-9]+)$`)
 
 // startServer starts `upgrade serve -addr 127.0.0.1:0 args...`, waits for
 // its address line, and kills it at the end of the test.

@@ -41,7 +41,11 @@ Proxy forwards every request to the backend URL, keeping the client's
 Host: upgrade requests through upgrade.Proxy, which relays the switched
 connection both ways without changing or losing a byte, plain requests
 through httputil.ReverseProxy. An upgrade offering nothing -allow allows
-is proxied as a plain request, without its Upgrade field. When ready it
+is proxied as a plain request, without its Upgrade field. HTTP/2 clients
+(with prior knowledge over cleartext; by ALPN with -tls) may open
+WebSockets and other protocols as RFC 8441 extended CONNECT streams: each
+is forwarded as an HTTP/1.1 upgrade, a WebSocket with the key and accept
+check RFC 6455 needs. When ready it
 prints "listening on http://HOST:PORT" (https with -tls) on stdout; logs
 go to stderr. SIGINT (Ctrl-C) or SIGTERM: proxied connections relay until
 they end or -grace passes, then exit 0.
@@ -192,8 +196,16 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// HTTP/1.1 and HTTP/2 (prior knowledge over cleartext, ALPN with
+	// -tls): an HTTP/2 client's extended CONNECT streams (RFC 8441) are
+	// bridged to the backend as HTTP/1.1 upgrades.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(!cfg.tls)
 	hs := &http.Server{
 		Handler:           up.Middleware(plain),
+		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

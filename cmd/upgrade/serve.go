@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,7 @@ type serveConfig struct {
 	grace       time.Duration
 	readTimeout time.Duration // http.Server.ReadTimeout; 0: none
 	verbose     bool          // one log line per switched connection
+	tls         bool          // HTTPS with an ephemeral self-signed certificate
 }
 
 // defaultReadTimeout bounds reading a plain request, body included: a
@@ -40,16 +42,18 @@ const readHeaderTimeout = 10 * time.Second
 // serveCommand is "upgrade serve".
 var serveCommand = &subcommand{
 	name:     "serve",
-	synopsis: "upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]",
-	help: `usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-v]
+	synopsis: "upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]",
+	help: `usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
 
 Serve runs a demo server. It offers echo/1, websocket and h2c, in that
 order of preference, on every path: /required answers 426 Upgrade Required
 when it cannot switch, every other path serves the request normally (/ is
-a WebSocket echo page for a browser, /protocols lists the protocols). When
-ready it prints "listening on http://HOST:PORT" on stdout; logs go to
-stderr. SIGINT (Ctrl-C) or SIGTERM: graceful shutdown within -grace, exit
-0.
+a WebSocket echo page for a browser, /protocols lists the protocols). It
+speaks HTTP/1.1 and HTTP/2 (with prior knowledge over cleartext; by ALPN
+with -tls), and serves echo/1 and websocket over HTTP/2 too, as RFC 8441
+extended CONNECT streams. When ready it prints "listening on
+http://HOST:PORT" (https with -tls) on stdout; logs go to stderr. SIGINT
+(Ctrl-C) or SIGTERM: graceful shutdown within -grace, exit 0.
 
 Flags:
 
@@ -61,7 +65,11 @@ Flags:
                     shutdown (default 5s)
   -read-timeout D   bound on reading a plain request, body included; not
                     on switched connections (default 30s; 0: none)
-  -v                log one line per switched connection, when it ends;
+  -tls              serve HTTPS, with ALPN h2 and http/1.1, with an
+                    ephemeral self-signed certificate for 127.0.0.1, ::1
+                    and localhost
+  -v                log one line per switched connection, when it ends,
+                    with the HTTP version it came over (proto=HTTP/2.0);
                     otherwise only the start, the shutdown and errors
 
 Examples:
@@ -98,6 +106,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.Var((*policyValue)(&cfg.policy), "policy", "client or server: whose preference picks among offers")
 	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
 	durationVar(fs, &cfg.readTimeout, "read-timeout", defaultReadTimeout, "bound on reading a plain request, body included (0: none)")
+	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
 	fs.BoolVar(&cfg.verbose, "v", false, "log one line per switched connection, when it ends")
 	return fs
 }
@@ -135,13 +144,25 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "upgrade serve: cannot listen on %s: %v\n", cfg.addr, listenReason(err))
 		return exitFailure
 	}
+	scheme := "http"
+	if cfg.tls {
+		cert, err := selfSignedCert()
+		if err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "upgrade serve: making a TLS certificate: %v\n", err)
+			return exitFailure
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+		scheme = "https"
+	}
 	s := newDemoServer(cfg, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(ln) }()
 
 	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", cfg.policy.String(),
-		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "verbose", cfg.verbose)
-	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "tls", cfg.tls, "verbose", cfg.verbose,
+		"extended_connect", upgrade.ExtendedConnect())
+	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
 	select {
 	case err := <-serveErr:
@@ -199,6 +220,14 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// HTTP/1.1 and HTTP/2, the latter by ALPN over TLS and with prior
+	// knowledge over cleartext: an HTTP/2 client can then open WebSockets
+	// and echo/1 as extended CONNECT streams.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(!cfg.tls)
+	hs.Protocols = &protocols
 	if cfg.readTimeout > 0 && cfg.readTimeout < hs.ReadHeaderTimeout {
 		hs.ReadHeaderTimeout = cfg.readTimeout
 	}
@@ -211,7 +240,7 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	// GET and OPTIONS only (the default): a POST offering websocket and
 	// h2c goes on to h2c instead of being refused by the WebSocket
 	// handshake.
-	us.Handle("websocket", &websocket.Handler{Serve: s.logged(s.serveWebSocket), Subprotocols: []string{"echo"}})
+	us.Handle("websocket", &websocket.Handler{Serve: s.logged(s.serveWebSocket), Subprotocols: []string{demoSubprotocol, "echo"}})
 	h2 := &h2c.Handler{Server: hs}
 	h2Route := h2.Route()
 	h2Route.Handler = accepter{Accepter: h2, serve: s.logged(func(c *upgrade.Conn) connEnd {

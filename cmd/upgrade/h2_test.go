@@ -1,0 +1,77 @@
+package main
+
+import (
+	"crypto/tls"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-upgrade/upgrade/internal/wiretest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+)
+
+// TestServeHTTP2: with no environment set, upgrade serve advertises RFC
+// 8441 extended CONNECT on HTTP/2 (prior knowledge over cleartext; ALPN
+// h2 with -tls) and serves echo/1 and websocket on streams; the demo
+// subprotocol's first message and the -v line name HTTP/2.0.
+func TestServeHTTP2(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "prior knowledge", true: "TLS"}[secure], func(t *testing.T) {
+			args := []string{"-v", "-grace", "300ms"}
+			var tlsConf *tls.Config
+			scheme := "http"
+			if secure {
+				args = append(args, "-tls")
+				tlsConf = &tls.Config{InsecureSkipVerify: true}
+				scheme = "https"
+			}
+			s := startServer(t, args...)
+			assert.True(t, strings.HasPrefix(s.stdout.String(), "listening on "+scheme+"://"), s.stdout.String())
+			c := wiretest.DialH2(t, s.addr, tlsConf)
+			v, ok := c.Setting(http2.SettingEnableConnectProtocol)
+			require.True(t, ok && v == 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+
+			echo := c.Connect(scheme, s.addr, "/", "echo/1")
+			require.Equal(t, "200", echo.Status())
+			echo.Write([]byte("over h2"))
+			assert.Equal(t, "over h2", string(echo.Read(7)))
+			echo.CloseWrite()
+			rest, ended, _ := echo.End()
+			assert.Empty(t, rest)
+			assert.True(t, ended)
+
+			ws := c.Connect(scheme, s.addr, "/", "websocket",
+				[2]string{"sec-websocket-version", "13"}, [2]string{"sec-websocket-protocol", "demo"})
+			h := ws.Header()
+			require.Equal(t, []string{"200"}, h[":status"])
+			assert.Equal(t, []string{"demo"}, h["sec-websocket-protocol"])
+			// An unmasked text frame from the server: "via HTTP/2.0".
+			greeting := ws.Read(2 + len("via HTTP/2.0"))
+			assert.Equal(t, "via HTTP/2.0", string(greeting[2:]))
+
+			require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+			require.Equal(t, 0, s.wait(t, 10*time.Second))
+			assert.Regexp(t, `msg="connection closed" protocol=echo/1 .*proto=HTTP/2.0`, s.stderr.String())
+			assert.Contains(t, s.stderr.String(), "extended_connect=true")
+		})
+	}
+}
+
+// TestProxyHTTP2: an HTTP/2 client's extended CONNECT through upgrade
+// proxy reaches upgrade serve as an HTTP/1.1 upgrade: the WebSocket is
+// bridged (serve sees HTTP/1.1 and the client gets a 200).
+func TestProxyHTTP2(t *testing.T) {
+	back := startServer(t)
+	p, _ := startProxyCmd(t, back.addr)
+	c := wiretest.DialH2(t, p.addr, nil)
+	ws := c.Connect("http", p.addr, "/", "websocket",
+		[2]string{"sec-websocket-version", "13"}, [2]string{"sec-websocket-protocol", "demo"})
+	h := ws.Header()
+	require.Equal(t, []string{"200"}, h[":status"])
+	assert.NotContains(t, h, "sec-websocket-accept")
+	greeting := ws.Read(2 + len("via HTTP/1.1"))
+	assert.Equal(t, "via HTTP/1.1", string(greeting[2:]), "the backend leg is HTTP/1.1")
+}
