@@ -5,7 +5,7 @@
 #   bash interop/install.sh
 #
 # Debian packages: curl nghttp2-client nginx haproxy tinyproxy
-#                  python3-websockets python3-autobahn chromium
+#                  python3-websockets python3-autobahn python3-h2 chromium
 # npm (interop/package-lock.json): ws, wscat
 #
 # The harness starts its own nginx/haproxy/tinyproxy in the foreground with
@@ -13,7 +13,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-pkgs=(curl nghttp2-client nginx haproxy tinyproxy python3-websockets python3-autobahn chromium)
+pkgs=(curl nghttp2-client nginx haproxy tinyproxy python3-websockets python3-autobahn python3-h2 chromium)
 
 log() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -80,5 +80,5 @@ for c in "curl --version" "nghttp --version" "nginx -v" "haproxy -v" "tinyproxy 
 done
 # (Debian's chromium wrapper script prints a harmless shell warning on stderr)
 chromium --version 2>/dev/null | head -1 | sed 's/^/  /' >&2
-/usr/bin/python3 -c 'import websockets, autobahn; print("  python3-websockets", websockets.__version__); print("  python3-autobahn", autobahn.__version__)' >&2
+/usr/bin/python3 -c 'import websockets, autobahn, h2; print("  python3-websockets", websockets.__version__); print("  python3-autobahn", autobahn.__version__); print("  python3-h2", h2.__version__)' >&2
 (cd "$here" && node -e 'for (const m of ["ws","wscat"]) console.log("  npm " + m, require("./node_modules/" + m + "/package.json").version)') >&2

@@ -108,6 +108,7 @@ have_peer() {
 	ws) command -v node >/dev/null 2>&1 && [ -f "$here/node_modules/ws/package.json" ] ;;
 	wscat) command -v node >/dev/null 2>&1 && [ -f "$here/node_modules/wscat/bin/wscat" ] ;;
 	websockets) "$py" -c 'import websockets' >/dev/null 2>&1 ;;
+	h2) "$py" -c 'import h2' >/dev/null 2>&1 ;;
 	autobahn) (cd / && "$py" -c 'import autobahn.asyncio.websocket') >/dev/null 2>&1 ;;
 	python3) [ -x "$py" ] ;;
 	*) return 1 ;;
@@ -190,6 +191,21 @@ if [ -z "$addr" ]; then
 fi
 port=${addr##*:}
 pass serve
+
+# ---- upgrade serve -tls: HTTP/2 by ALPN, for browsers -------------------------
+
+start serve_tls "$bin" serve -addr 127.0.0.1:0 -tls -v
+serve_tls_ok=false
+if wait_line "$tmp/serve_tls.out" 10; then
+	taddr=$(sed -n '1s#^listening on https://\([^/ ]*\)/\{0,1\}$#\1#p' "$tmp/serve_tls.out")
+	[ -n "$taddr" ] && serve_tls_ok=true
+fi
+if $serve_tls_ok; then
+	pass serve-tls
+else
+	fail serve-tls "no 'listening on https://HOST:PORT' line within 10s" "$tmp/serve_tls.err"
+	taddr=127.0.0.1:1
+fi
 
 # ---- upgrade proxy in front of upgrade serve --------------------------------
 
@@ -569,6 +585,55 @@ c_chromium() {
 	grep -q "id=\"result\"[^>]*>echo: $tok<" "$tmp/dom-$chromium_n.html" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$tmp/dom-$chromium_n.html" | head -n 1))" || return 1
 }
 
+# Chromium loads the demo page from upgrade serve -tls over HTTP/2 (ALPN)
+# and, the server advertising extended CONNECT, opens the page's WebSocket
+# as an RFC 8441 stream on that connection: the page's "Carried by" says
+# HTTP/2.0, and so does the server's -v line for the WebSocket.
+c_chromium_h2() {
+	local target=$1 tok
+	tok=hello$RANDOM
+	chromium_n=$((chromium_n + 1))
+	local ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html
+	mkdir -p "$ud"
+	timeout 40 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+		--disable-quic --no-first-run --disable-component-update --disable-sync \
+		--disable-dev-shm-usage --ignore-certificate-errors --user-data-dir="$ud" --timeout=15000 \
+		--dump-dom "https://$target/?auto=$tok" >"$dom" 2>"$tmp/chromium-$chromium_n.err"
+	local rc=$?
+	{
+		echo "chromium exit $rc"
+		echo "--- dumped DOM"
+		head -c 3000 "$dom"
+		echo
+		echo "--- serve -tls log (tail)"
+		tail -n 8 "$tmp/serve_tls.err"
+	} >"$tmp/chromium-$chromium_n.diag"
+	diag=$tmp/chromium-$chromium_n.diag
+	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
+	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM" || return 1
+	grep -q 'id="via"[^>]*>HTTP/2.0<' "$dom" || because "the page says its WebSocket is carried by '$(grep -o 'id="via"[^>]*>[^<]*' "$dom" | sed 's/.*>//')', want HTTP/2.0" || return 1
+	local i
+	for i in $(seq 50); do
+		grep -q 'protocol=websocket .*proto=HTTP/2.0' "$tmp/serve_tls.err" && return 0
+		sleep 0.1
+	done
+	because "no -v line 'protocol=websocket ... proto=HTTP/2.0' in the server's log"
+}
+
+# Node's http2 client opens an extended CONNECT stream (RFC 8441) with
+# :protocol websocket (frames by hand) or echo/1, over HTTP/2 with prior
+# knowledge.
+c_node_h2() {
+	local url=$1 protocol=$2
+	timeout 20 node "$peers/h2-ws-client.js" "$url" --protocol "$protocol" --timeout 15000 2>"$tmp/err" || because "$(tail -n 1 "$tmp/err")" || return 1
+}
+
+# python3-h2 (Debian) opens an echo/1 stream with an extended CONNECT.
+c_py_h2() {
+	local target=$1
+	timeout 20 "$py" "$peers/py_h2_client.py" "$target" --timeout 15 2>"$tmp/err" || because "$(tail -n 1 "$tmp/err")" || return 1
+}
+
 # nginx without the Upgrade/Connection proxy headers: the backend never sees
 # an upgrade request and answers the plain GET, so the WebSocket client fails
 # with "Unexpected server response: 200" and the echo/1 client gets a 200.
@@ -687,6 +752,12 @@ run_via python-websockets-haproxy "$haproxy_ok" "haproxy websockets" c_py_ws "ws
 run_check dial-ws-python-server "websockets" c_dial_ws_server python
 run_check autobahn "autobahn" c_autobahn "ws://$addr/"
 run_check chromium "chromium" c_chromium "$addr"
+run_via chromium-h2 "$serve_tls_ok" "chromium" c_chromium_h2 "$taddr"
+run_check node-h2-websocket "node" c_node_h2 "http://$addr/" websocket
+run_check node-h2-echo1 "node" c_node_h2 "http://$addr/" echo/1
+run_via node-h2-websocket-tls "$serve_tls_ok" "node" c_node_h2 "https://$taddr/" websocket
+run_check python-h2-echo1 "h2" c_py_h2 "$addr"
+run_via proxy-node-h2-websocket "$proxy_ok" "node" c_node_h2 "http://$paddr/" websocket
 run_via chromium-nginx "$nginx_ok" "nginx chromium" c_chromium "$ngx"
 run_via nginx-no-upgrade-headers-ws "$nginx_ok" "nginx ws" c_nginx_naive_ws
 run_via nginx-no-upgrade-headers-echo1 "$nginx_ok" "nginx node" c_nginx_naive_echo1
@@ -712,7 +783,7 @@ if [ "${#missing_peers[@]}" -gt 0 ]; then
 		echo
 		echo "missing peers: $(printf '%s\n' "${missing_peers[@]}" | sort -u | tr '\n' ' ')"
 		echo "install them (Debian/Ubuntu, as root): bash $here/install.sh"
-		echo "  = apt-get install curl nghttp2-client nginx haproxy tinyproxy python3-websockets python3-autobahn chromium"
+		echo "  = apt-get install curl nghttp2-client nginx haproxy tinyproxy python3-websockets python3-autobahn python3-h2 chromium"
 		echo "  + (cd $here && npm ci)   # ws, wscat from package-lock.json"
 	} >&2
 fi
