@@ -15,9 +15,15 @@ import (
 	"time"
 )
 
-// streamReadBuffer is the size of the buffer a streamConn reads the
-// stream's data into.
-const streamReadBuffer = 8 << 10
+// A streamConn reads the stream's data into a small buffer of its own
+// while little arrives, and into a larger one from streamBufPool while
+// reads fill the small one: an idle stream holds only the small one.
+const (
+	streamReadSmall  = 512
+	streamReadBuffer = 8 << 10
+)
+
+var streamBufPool = sync.Pool{New: func() any { b := make([]byte, streamReadBuffer); return &b }}
 
 // errWriteClosed is reported by a Write after CloseWrite.
 var errWriteClosed = errors.New("write after CloseWrite")
@@ -88,7 +94,9 @@ func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
 // consumed it before reading into the buffer again. It ends at the body's
 // end or error, or when c is closed.
 func (c *streamConn) pump() {
-	buf := make([]byte, streamReadBuffer)
+	small := make([]byte, streamReadSmall)
+	var big *[]byte // from streamBufPool while data keeps coming
+	buf := small
 	for {
 		n, err := c.body.Read(buf)
 		if n == 0 && err == nil {
@@ -97,7 +105,7 @@ func (c *streamConn) pump() {
 		select {
 		case c.chunks <- chunk{buf[:n], err}:
 		case <-c.done:
-			return
+			return // Read may still hold buf: leave big to the collector
 		}
 		if err != nil {
 			return
@@ -106,6 +114,15 @@ func (c *streamConn) pump() {
 		case <-c.consumed:
 		case <-c.done:
 			return
+		}
+		// buf is free again: pick the next one.
+		switch {
+		case big == nil && n == len(small):
+			big = streamBufPool.Get().(*[]byte)
+			buf = *big
+		case big != nil && n < len(small):
+			streamBufPool.Put(big)
+			big, buf = nil, small
 		}
 	}
 }

@@ -120,6 +120,15 @@ func RunChild(name string, in *os.File, out *os.File) error {
 		return err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	if os.Getenv(H2Env) != "" {
+		if name != "upgrade" {
+			return fmt.Errorf("%s: %w", name, errNoH2)
+		}
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		srv.Protocols = &p
+	}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 

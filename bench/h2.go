@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	_ "github.com/go-upgrade/upgrade/extconnect" // RFC 8441 in the child's HTTP/2 server
+	"golang.org/x/net/http2"
+)
+
+// H2Env, set in a child's environment, makes its server speak HTTP/2 with
+// prior knowledge as well as HTTP/1.1, so that the same implementation can
+// be switched by an extended CONNECT (RFC 8441) stream.
+const H2Env = "UPGRADE_BENCH_H2"
+
+// StartH2Child starts a server process for implementation name that
+// speaks HTTP/2 with prior knowledge too.
+func StartH2Child(name string) (*Child, error) { return startChildEnv(name, []string{H2Env + "=1"}) }
+
+// h2Transport returns an HTTP/2 client with prior knowledge over
+// cleartext, whose connections carry up to the server's
+// MAX_CONCURRENT_STREAMS streams each.
+func h2Transport() *http2.Transport {
+	return &http2.Transport{
+		AllowHTTP:          true,
+		DisableCompression: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+}
+
+// h2Stream is one WebSocket switched by an extended CONNECT: its request
+// body's writer and its response.
+type h2Stream struct {
+	pw   *io.PipeWriter
+	resp *http.Response
+}
+
+// openH2 opens a WebSocket as an extended CONNECT stream on tr to addr
+// and reads the server's frame, checking its exact bytes.
+func openH2(tr *http2.Transport, addr string) (*h2Stream, error) {
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest(http.MethodConnect, "http://"+addr+"/chat", pr)
+	if err != nil {
+		return nil, err
+	}
+	req.Header[":protocol"] = []string{"websocket"}
+	req.Header["Sec-Websocket-Version"] = []string{"13"}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		pw.Close()
+		return nil, err
+	}
+	st := &h2Stream{pw: pw, resp: resp}
+	if resp.StatusCode != http.StatusOK {
+		st.close()
+		return nil, fmt.Errorf("extended CONNECT answered %s", resp.Status)
+	}
+	var f [3]byte
+	if _, err := io.ReadFull(resp.Body, f[:]); err != nil {
+		st.close()
+		return nil, fmt.Errorf("reading the frame: %w", err)
+	}
+	if string(f[:]) != string(Frame) {
+		st.close()
+		return nil, fmt.Errorf("frame %x, want %x", f, Frame)
+	}
+	return st, nil
+}
+
+// end half-closes the stream (END_STREAM), which ends the server's read
+// loop, and waits for the server to end its side.
+func (st *h2Stream) end() error {
+	st.pw.Close()
+	_, err := io.Copy(io.Discard, st.resp.Body)
+	st.resp.Body.Close()
+	return err
+}
+
+// close resets the stream.
+func (st *h2Stream) close() {
+	st.pw.CloseWithError(net.ErrClosed)
+	st.resp.Body.Close()
+}
+
+// RunH2Handshakes performs n WebSocket switches as extended CONNECT
+// streams at concurrency conc, on the few connections one HTTP/2 client
+// needs for them: open, read the frame, END_STREAM, read to the end.
+func RunH2Handshakes(addr string, n, conc int) error {
+	tr := h2Transport()
+	defer tr.CloseIdleConnections()
+	jobs := make(chan struct{}, n)
+	for range n {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	errs := make(chan error, conc)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for range jobs {
+				st, err := openH2(tr, addr)
+				if err == nil {
+					err = st.end()
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// H2Handshakes is Handshakes with extended CONNECT streams (the child must
+// have been started with StartH2Child).
+func (c *Child) H2Handshakes(n, conc int) (Round, error) {
+	if _, err := c.Do("begin"); err != nil {
+		return Round{}, err
+	}
+	start := time.Now()
+	if err := RunH2Handshakes(c.Addr, n, conc); err != nil {
+		return Round{}, fmt.Errorf("%s over HTTP/2: %w", c.Name, err)
+	}
+	elapsed := time.Since(start)
+	v, err := c.Do("end " + strconv.Itoa(n))
+	if err != nil {
+		return Round{}, err
+	}
+	if len(v) != 5 || v[4] < int64(n) {
+		return Round{}, fmt.Errorf("%s: server finished %v of %d handlers", c.Name, v, n)
+	}
+	fn := float64(n)
+	return Round{CPU: float64(v[0]+v[1]) / fn, Allocs: float64(v[2]) / fn, Bytes: float64(v[3]) / fn, Rate: fn / elapsed.Seconds()}, nil
+}
+
+// HoldH2Streams is HoldConns with idle WebSockets held as extended
+// CONNECT streams, many on each connection (up to the server's
+// MAX_CONCURRENT_STREAMS, 250 by default), in a fresh server process.
+func HoldH2Streams(name string, k, conc int) (Held, error) {
+	c, err := StartH2Child(name)
+	if err != nil {
+		return Held{}, err
+	}
+	defer c.Close()
+	const warm = 50
+	if err := RunH2Handshakes(c.Addr, warm, 4); err != nil {
+		return Held{}, fmt.Errorf("%s over HTTP/2: %w", name, err)
+	}
+	if _, err := c.Do("wait " + strconv.Itoa(warm)); err != nil {
+		return Held{}, err
+	}
+	base, err := c.Do("mem 0")
+	if err != nil {
+		return Held{}, err
+	}
+	tr := h2Transport()
+	defer tr.CloseIdleConnections()
+	streams := make([]*h2Stream, k)
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	next := make(chan int, k)
+	for i := range k {
+		next <- i
+	}
+	close(next)
+	for range conc {
+		wg.Go(func() {
+			for i := range next {
+				st, err := openH2(tr, c.Addr)
+				if err != nil {
+					mu.Lock()
+					firstErr = cmpErr(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				streams[i] = st
+			}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, st := range streams {
+			if st != nil {
+				st.close()
+			}
+		}
+	}()
+	if firstErr != nil {
+		return Held{}, fmt.Errorf("%s: opening %d streams: %w", name, k, firstErr)
+	}
+	m, err := c.Do("mem " + strconv.Itoa(k))
+	if err != nil {
+		return Held{}, err
+	}
+	if len(m) != 3 || len(base) != 3 {
+		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", name, base, m)
+	}
+	fk := float64(k)
+	h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
+	h.PerConn = h.Heap + h.Stack
+	return h, nil
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// errNoH2 is returned by a child asked to speak HTTP/2 for an
+// implementation that cannot switch HTTP/2 streams.
+var errNoH2 = errors.New("implementation has no HTTP/2 extended CONNECT support")
