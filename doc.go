@@ -1,6 +1,7 @@
-// Package upgrade implements HTTP/1.1 protocol upgrades: the Upgrade header
+// Package upgrade implements protocol switches: HTTP/1.1's Upgrade header
 // field, 101 Switching Protocols and 426 Upgrade Required (RFC 9110 §7.8,
-// §15.2.2, §15.5.22), on the server and on the client.
+// §15.2.2, §15.5.22), and their HTTP/2 successor, the extended CONNECT of
+// RFC 8441, on the server, on the client and in a reverse proxy.
 //
 // An HTTP/1.1 client may ask to continue a connection in another protocol
 // by listing protocols, in its order of preference, in an Upgrade field
@@ -57,7 +58,12 @@
 //   - Upgrade counts only in an HTTP/1.1 request whose Connection field
 //     carries the "upgrade" option, as a whole list element on any line. In
 //     HTTP/1.0 it is ignored. HTTP/2 has no 101, and its responses never
-//     carry Upgrade or Connection.
+//     carry Upgrade or Connection: there, a CONNECT carrying a :protocol
+//     pseudo-header (RFC 8441) is negotiated as a one-protocol offer against
+//     the same registrations and answered 200, its stream becoming the
+//     Conn. net/http accepts such requests only when ExtendedConnect is on:
+//     import github.com/go-upgrade/upgrade/extconnect from package main, or
+//     start the program with GODEBUG=http2xconnect=1.
 //   - If the client sent "Expect: 100-continue", the 100 goes out before the
 //     101, exactly once. A request body is read (bounded) before the switch
 //     and handed to the protocol as c.Request.Body; the bytes after the
@@ -120,7 +126,13 @@
 // (obs-fold) in a 101 are unfolded. A Dialer configures the method,
 // header fields, body, TLS, proxy and timeouts.
 //
+// # Reverse proxy
+//
+// A Proxy forwards upgrades to a backend and relays the switched
+// connections both ways without losing a byte; it forwards HTTP/2
+// extended CONNECT streams as HTTP/1.1 upgrades, bridging WebSockets.
+//
 // The websocket and h2c sub-packages provide the WebSocket opening
-// handshake (RFC 6455 §4) and the h2c upgrade (RFC 7540 §3.2) as protocols
-// for a Server and for Dial.
+// handshake (RFC 6455 §4; RFC 8441 §5 over HTTP/2) and the h2c upgrade
+// (RFC 7540 §3.2) as protocols for a Server and for Dial.
 package upgrade
