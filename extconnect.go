@@ -42,24 +42,16 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	if someRouteMatches(r, routes, offers[:]) {
 		s.negotiate(r, routes, offers[:], &d)
 	}
-	switch {
-	case d.failed:
-		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
-	case d.reject != nil:
-		s.writeReject(w, r, d.reject)
-	case d.full:
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "too many upgraded connections, retry later")
-	case d.route == nil:
-		s.refuse(w, r, http.StatusNotImplemented, "protocol "+offer.String()+" is not served here; this endpoint serves: "+s.advertised(r))
-	default:
-		c := s.switchStream(w, r, d.route, d.offer, d.extra)
-		if d.extra != nil {
-			recycleHeader(d.extra)
-		}
-		if c != nil {
-			s.run(c)
-		}
+	if d.route == nil {
+		s.refuseOffers(w, r, nil, routes, offers[:], &d)
+		return
+	}
+	c := s.switchStream(w, r, d.route, d.offer, d.extra)
+	if d.extra != nil {
+		recycleHeader(d.extra)
+	}
+	if c != nil {
+		s.run(c)
 	}
 }
 
@@ -74,21 +66,33 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route,
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 		return nil
 	}
-	sc := newStreamConn(w, r)
-	c.nc = sc
-	r.Body = http.NoBody // the stream's data is the protocol's, read through c
-	h := w.Header()
-	for k, vs := range extra {
-		h[k] = append([]string(nil), vs...)
+	sc, err := answerStream(w, r, extra, s.handshakeTimeout())
+	if err != nil {
+		s.logPeerError(r, "answering the extended CONNECT for "+rt.spelled, err)
+		s.untrack(c)
+		return nil
 	}
-	timeout := s.handshakeTimeout()
+	c.nc = sc
+	return c
+}
+
+// answerStream answers the extended CONNECT r with a 200 carrying the
+// fields h, flushed within timeout (zero: no bound), and returns its
+// stream as a net.Conn. The stream then lives as long as the protocol:
+// the handshake deadline and any per-request timeouts of the http.Server
+// are cleared. On failure the stream is closed.
+func answerStream(w http.ResponseWriter, r *http.Request, h http.Header, timeout time.Duration) (*streamConn, error) {
+	sc := newStreamConn(w, r)
+	r.Body = http.NoBody // the stream's data is the protocol's, read through the Conn
+	hdr := w.Header()
+	for k, vs := range h {
+		hdr[k] = append([]string(nil), vs...)
+	}
 	if timeout > 0 {
 		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))
 	}
 	w.WriteHeader(http.StatusOK)
 	err := sc.rc.Flush()
-	// The stream now lives as long as the protocol: clear the handshake
-	// deadline and any per-request timeouts of the http.Server.
 	if err == nil {
 		err = sc.rc.SetWriteDeadline(time.Time{})
 	}
@@ -96,10 +100,8 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route,
 		err = sc.rc.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
-		s.logPeerError(r, "answering the extended CONNECT for "+rt.spelled, err)
 		sc.Close()
-		s.untrack(c)
-		return nil
+		return nil, err
 	}
-	return c
+	return sc, nil
 }

@@ -262,15 +262,7 @@ func (p *Proxy) Close() error {
 // ending), as Server.RegisterOnShutdown does. hs.Shutdown does not wait
 // for it: call p.Shutdown(ctx) after it to wait.
 func (p *Proxy) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
-	hs.RegisterOnShutdown(func() {
-		ctx := context.Background()
-		if timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
-		}
-		_ = p.Shutdown(ctx)
-	})
+	registerOnShutdown(hs, timeout, p.Shutdown)
 }
 
 // serve is the common flow of ServeHTTP (next == nil) and Middleware.
@@ -308,15 +300,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		p.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
 		return
 	}
-	if p.conns.closing.Load() {
-		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
-		return
-	}
-	allow, err := p.allowed()
-	if err != nil {
-		p.logger().Error("upgrade: proxy misconfigured", "err", err)
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+	allow, ok := p.admit(w, r)
+	if !ok {
 		return
 	}
 	offers = filterOffers(offers, allow)
@@ -347,15 +332,8 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 		return
 	}
-	if p.conns.closing.Load() {
-		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
-		return
-	}
-	allow, err := p.allowed()
-	if err != nil {
-		p.logger().Error("upgrade: proxy misconfigured", "err", err)
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+	allow, ok := p.admit(w, r)
+	if !ok {
 		return
 	}
 	offers := filterOffers([]Protocol{offer}, allow)
@@ -369,6 +347,24 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		bridgeWebSocket: offer.Version == "" && ascii.EqualFold(offer.Name, "websocket"),
 		accept:          p.acceptStream,
 	})
+}
+
+// admit returns the parsed Allow patterns for an upgrade request the
+// proxy may take on now, or answers it (503 during Shutdown, 500 when
+// Allow is malformed) and returns false.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request) ([]route, bool) {
+	if p.conns.closing.Load() {
+		w.Header().Set("Retry-After", "1")
+		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
+		return nil, false
+	}
+	allow, err := p.allowed()
+	if err != nil {
+		p.logger().Error("upgrade: proxy misconfigured", "err", err)
+		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		return nil, false
+	}
+	return allow, true
 }
 
 // defaultDisallowed is the protocol a nil Allow keeps out.
@@ -889,26 +885,8 @@ func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, re *Respons
 // the end-to-end fields h of the backend's 101, flushed within the
 // handshake timeout, after which the stream is the client's Conn.
 func (p *Proxy) acceptStream(w http.ResponseWriter, r *http.Request, _ string, h http.Header) (*Conn, error) {
-	sc := newStreamConn(w, r)
-	r.Body = http.NoBody // the stream's data is relayed, read through the Conn
-	hdr := w.Header()
-	for k, vs := range h {
-		hdr[k] = vs
-	}
-	timeout := p.dialer0().handshakeTimeout()
-	if timeout > 0 {
-		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))
-	}
-	w.WriteHeader(http.StatusOK)
-	err := sc.rc.Flush()
-	if err == nil {
-		err = sc.rc.SetWriteDeadline(time.Time{})
-	}
-	if err == nil {
-		err = sc.rc.SetReadDeadline(time.Time{})
-	}
+	sc, err := answerStream(w, r, h, p.dialer0().handshakeTimeout())
 	if err != nil {
-		sc.Close()
 		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
 	}
 	return &Conn{nc: sc, Request: r}, nil

@@ -43,6 +43,12 @@ func (s *Server) Close() error {
 // hs.Shutdown to wait until the switched connections are done. Call
 // RegisterOnShutdown once, before hs serves.
 func (s *Server) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
+	registerOnShutdown(hs, timeout, s.Shutdown)
+}
+
+// registerOnShutdown makes hs.Shutdown call shutdown, bounded by timeout
+// (zero: unbounded), in the goroutine net/http runs such hooks in.
+func registerOnShutdown(hs *http.Server, timeout time.Duration, shutdown func(context.Context) error) {
 	hs.RegisterOnShutdown(func() {
 		ctx := context.Background()
 		if timeout > 0 {
@@ -50,7 +56,7 @@ func (s *Server) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		_ = s.Shutdown(ctx)
+		_ = shutdown(ctx)
 	})
 }
 

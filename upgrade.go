@@ -324,7 +324,8 @@ func (s *Server) decline(w http.ResponseWriter, r *http.Request, next http.Handl
 	}
 }
 
-// refuseOffers answers a request whose offers negotiation did not accept.
+// refuseOffers answers a request whose offers negotiation did not accept
+// (an HTTP/2 extended CONNECT's one offer among them, with next nil).
 func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol, d *decision) {
 	switch {
 	case d.failed:
@@ -343,6 +344,9 @@ func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.
 		s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
 	case d.bodyRefused:
 		s.refuse(w, r, http.StatusBadRequest, "the offered protocol does not accept a request body")
+	case r.ProtoMajor != 1:
+		// An extended CONNECT: no Upgrade field to list protocols in.
+		s.refuse(w, r, http.StatusNotImplemented, "protocol "+offers[0].String()+" is not served here; this endpoint serves: "+s.advertised(r))
 	default:
 		s.requireUpgrade(w, r)
 	}
