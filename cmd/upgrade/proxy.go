@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -137,21 +136,10 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, scheme, err := listen(cfg.addr, cfg.tls)
 	if err != nil {
-		fmt.Fprintf(stderr, "upgrade proxy: cannot listen on %s: %v\n", cfg.addr, listenReason(err))
+		fmt.Fprintf(stderr, "upgrade proxy: %v\n", err)
 		return exitFailure
-	}
-	scheme := "http"
-	if cfg.tls {
-		cert, err := selfSignedCert()
-		if err != nil {
-			ln.Close()
-			fmt.Fprintf(stderr, "upgrade proxy: making a TLS certificate: %v\n", err)
-			return exitFailure
-		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
-		scheme = "https"
 	}
 	up, hs := newProxyServer(cfg, log)
 	serveErr := make(chan error, 1)
@@ -167,7 +155,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 
 	select {
 	case err := <-serveErr:
-		log.Error("serve", "err", err)
+		fmt.Fprintf(stderr, "upgrade proxy: %v\n", err)
 		return exitFailure
 	case <-ctx.Done():
 	}

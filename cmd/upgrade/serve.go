@@ -139,21 +139,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, scheme, err := listen(cfg.addr, cfg.tls)
 	if err != nil {
-		fmt.Fprintf(stderr, "upgrade serve: cannot listen on %s: %v\n", cfg.addr, listenReason(err))
+		fmt.Fprintf(stderr, "upgrade serve: %v\n", err)
 		return exitFailure
-	}
-	scheme := "http"
-	if cfg.tls {
-		cert, err := selfSignedCert()
-		if err != nil {
-			ln.Close()
-			fmt.Fprintf(stderr, "upgrade serve: making a TLS certificate: %v\n", err)
-			return exitFailure
-		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
-		scheme = "https"
 	}
 	s := newDemoServer(cfg, log)
 	serveErr := make(chan error, 1)
@@ -176,6 +165,26 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	s.shutdown(cfg.grace)
 	log.Info("stopped")
 	return exitOK
+}
+
+// listen listens on addr, with TLS (ALPN h2 and http/1.1, an ephemeral
+// self-signed certificate) if secure, and returns the listener and the
+// URL scheme it serves.
+func listen(addr string, secure bool) (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot listen on %s: %w", addr, listenReason(err))
+	}
+	if !secure {
+		return ln, "http", nil
+	}
+	cert, err := selfSignedCert()
+	if err != nil {
+		ln.Close()
+		return nil, "", fmt.Errorf("making a TLS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	return tls.NewListener(ln, cfg), "https", nil
 }
 
 // listenReason returns what is wrong in err, an error from net.Listen,
