@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -234,7 +236,8 @@ func (d *Dialer) maxHeaderBytes() int64 {
 // reads and writes at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// http11 is the only ALPN protocol a Dialer offers.
+// http11 is the only ALPN protocol a Dialer offers for an HTTP/1.1
+// upgrade.
 var http11 = []string{"http/1.1"}
 
 // dialReaderPool recycles the bufio.Readers responses are read with.
@@ -255,14 +258,38 @@ func putDialReader(br *bufio.Reader) {
 
 // handshake runs the exchange under ctx: dial, CONNECT, TLS, request,
 // response. On failure the connection is closed.
-func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol) (c *Conn, err error) {
+func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol) (*Conn, error) {
 	proxyURL, addr, err := d.proxyFor(req, t)
 	if err != nil {
 		return nil, err
 	}
+	sc, err := d.connect(ctx, deadline, proxyURL, addr, t, http11)
+	if err != nil {
+		return nil, err
+	}
+	return d.switchHTTP1(&sc, req, wire, offers)
+}
+
+// serverConn is a connection to the server being set up within a
+// handshake's bounds: its deadline is set on raw, and a cancelled context
+// moves it to the past.
+type serverConn struct {
+	raw  net.Conn      // the TCP connection, to the server or the proxy
+	conn net.Conn      // what carries HTTP: raw, a proxy tunnel, or TLS over either
+	alpn string        // the protocol TLS negotiated; "" without TLS or ALPN
+	br   *bufio.Reader // reads conn through lr
+	lr   *limitReader
+	stop func() bool // stops the context from interrupting raw; nil if it cannot
+}
+
+// connect dials addr, the server or proxyURL, opens a tunnel through the
+// proxy, if any, and runs TLS for https and wss, offering nextProtos, all
+// under ctx and deadline, which keep bounding the connection until
+// release or close.
+func (d *Dialer) connect(ctx context.Context, deadline time.Time, proxyURL *url.URL, addr string, t dialTarget, nextProtos []string) (_ serverConn, err error) {
 	raw, err := d.dial(ctx, deadline, addr)
 	if err != nil {
-		return nil, fmt.Errorf("dialing %s: %w", addr, err)
+		return serverConn{}, fmt.Errorf("dialing %s: %w", addr, err)
 	}
 	// From here on, the deadline bounds every read and write, and a
 	// cancelled ctx interrupts them by moving it to the past: no goroutine
@@ -270,61 +297,87 @@ func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Re
 	if !deadline.IsZero() {
 		_ = raw.SetDeadline(deadline)
 	}
-	var stop func() bool
+	sc := serverConn{raw: raw, conn: raw}
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
+		sc.stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
 	}
-	lr := &limitReader{r: raw, n: d.maxHeaderBytes()}
-	br := getDialReader(lr)
+	sc.lr = &limitReader{r: raw, n: d.maxHeaderBytes()}
+	sc.br = getDialReader(sc.lr)
 	defer func() {
-		putDialReader(br)
 		if err != nil {
-			if stop != nil {
-				stop()
-			}
-			raw.Close()
+			sc.close()
 		}
 	}()
-
-	conn := raw
 	if proxyURL != nil {
-		if conn, err = d.tunnel(raw, br, lr, t, proxyURL, addr); err != nil {
-			return nil, err
+		if sc.conn, err = d.tunnel(raw, sc.br, sc.lr, t, proxyURL, addr); err != nil {
+			return serverConn{}, err
 		}
 	}
 	if t.secure {
-		tc, err := d.startTLS(conn, t)
+		tc, err := d.startTLS(sc.conn, t, nextProtos)
 		if err != nil {
-			return nil, err
+			return serverConn{}, err
 		}
-		conn, lr.r = tc, tc
-		br.Reset(lr)
+		sc.conn, sc.lr.r = tc, tc
+		sc.alpn = tc.ConnectionState().NegotiatedProtocol
+		sc.br.Reset(sc.lr)
 	}
-	lr.n = d.maxHeaderBytes()
-	c, err = d.exchange(conn, br, lr, req, wire, offers)
+	return sc, nil
+}
+
+// release ends the handshake's hold on the connection: the context no
+// longer interrupts it and its deadline is cleared. It fails if the
+// context ended just now, and has interrupted (or will) the connection.
+func (sc *serverConn) release() error {
+	putDialReader(sc.br)
+	sc.br = nil
+	if sc.stop != nil && !sc.stop() {
+		return errors.New("handshake interrupted")
+	}
+	sc.stop = nil
+	if err := sc.raw.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("clearing the handshake deadline: %w", err)
+	}
+	return nil
+}
+
+// close closes the connection and releases what the handshake held.
+func (sc *serverConn) close() {
+	if sc.stop != nil {
+		sc.stop()
+	}
+	if sc.br != nil {
+		putDialReader(sc.br)
+		sc.br = nil
+	}
+	sc.raw.Close()
+}
+
+// switchHTTP1 sends the upgrade request on sc and reads the answer: a
+// valid 101 makes the Conn. On failure sc is closed.
+func (d *Dialer) switchHTTP1(sc *serverConn, req *http.Request, wire []byte, offers []Protocol) (*Conn, error) {
+	sc.lr.n = d.maxHeaderBytes()
+	c, err := d.exchange(sc.conn, sc.br, sc.lr, req, wire, offers)
 	if err != nil {
+		sc.close()
 		return nil, err
 	}
-	if stop != nil && !stop() {
-		// ctx ended just now, and has interrupted (or will) the conn.
-		return nil, errors.New("handshake interrupted")
-	}
-	stop = nil
-	if err := raw.SetDeadline(time.Time{}); err != nil {
-		return nil, fmt.Errorf("clearing the handshake deadline: %w", err)
+	if err := sc.release(); err != nil {
+		sc.raw.Close()
+		return nil, err
 	}
 	return c, nil
 }
 
 // startTLS runs the TLS handshake with the server over conn, offering
-// HTTP/1.1 only, and checks that ALPN picked nothing else.
-func (d *Dialer) startTLS(conn net.Conn, t dialTarget) (*tls.Conn, error) {
-	tc := tls.Client(conn, d.tlsConfig(t.serverName))
+// nextProtos, and checks that ALPN picked one of them or nothing.
+func (d *Dialer) startTLS(conn net.Conn, t dialTarget, nextProtos []string) (*tls.Conn, error) {
+	tc := tls.Client(conn, d.tlsConfig(t.serverName, nextProtos))
 	if err := tc.Handshake(); err != nil {
 		return nil, fmt.Errorf("TLS handshake with %s: %w", t.addr, err)
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
-		return nil, fmt.Errorf("TLS server %s negotiated ALPN protocol %q, not http/1.1", t.addr, p)
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && !slices.Contains(nextProtos, p) {
+		return nil, fmt.Errorf("TLS server %s negotiated ALPN protocol %q, not %s", t.addr, p, strings.Join(nextProtos, " or "))
 	}
 	return tc, nil
 }
@@ -368,8 +421,8 @@ func (d *Dialer) dial(ctx context.Context, deadline time.Time, addr string) (net
 }
 
 // tlsConfig returns a clone of TLSClientConfig for a connection to
-// serverName (unless the config names one) offering HTTP/1.1 only.
-func (d *Dialer) tlsConfig(serverName string) *tls.Config {
+// serverName (unless the config names one) offering nextProtos in ALPN.
+func (d *Dialer) tlsConfig(serverName string, nextProtos []string) *tls.Config {
 	cfg := d.TLSClientConfig.Clone()
 	if cfg == nil {
 		cfg = new(tls.Config)
@@ -377,8 +430,9 @@ func (d *Dialer) tlsConfig(serverName string) *tls.Config {
 	if cfg.ServerName == "" {
 		cfg.ServerName = serverName
 	}
-	// An upgrade exists only in HTTP/1.1: never let ALPN pick h2
-	// (kubernetes#88781, gorilla/websocket#760).
-	cfg.NextProtos = http11
+	// An upgrade exists only in HTTP/1.1: never let ALPN pick h2 unless
+	// the Dialer can switch over HTTP/2 too (kubernetes#88781,
+	// gorilla/websocket#760).
+	cfg.NextProtos = nextProtos
 	return cfg
 }
