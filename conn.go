@@ -17,19 +17,34 @@ import (
 // A Conn must not be read from by more than one goroutine at a time, like
 // most net.Conn implementations; Write and Close are as safe as those of
 // the underlying connection.
+//
+// On the client, c.Request.ProtoMajor says what carries the connection: 1,
+// a connection of its own switched by an HTTP/1.1 Upgrade; 2, an HTTP/2
+// stream switched by an extended CONNECT (RFC 8441, see Dialer.HTTP2),
+// which shares its TCP connection with other streams. A stream behaves as
+// a net.Conn: CloseWrite ends the stream in the client's direction
+// (END_STREAM) while reading goes on, Close resets it (RST_STREAM), and
+// deadlines apply to the stream alone.
 type Conn struct {
 	// Protocol is the protocol switched to: on the server, the registered
 	// spelling of the name with the client's version, as named in the 101;
 	// on the client, the offer the 101 selected (its first Upgrade
-	// element), as the caller spelled it.
+	// element), or the extended CONNECT accepted, as the caller spelled
+	// it.
 	Protocol Protocol
 
 	// Request is the request that was switched. On the server its Body, if
 	// the request had one, holds the whole body, read before the switch;
 	// its Context is cancelled once the switch is complete (use Context).
+	// On the client it is the request sent: an HTTP/1.1 upgrade request
+	// (ProtoMajor 1), or an extended CONNECT (Method CONNECT, Proto
+	// "HTTP/2.0", ProtoMajor 2, the offer in Header[":protocol"]).
 	Request *http.Request
 
-	// Response is, on the client, the 101 response; nil on the server.
+	// Response is, on the client, the 101 response, or the 2xx response
+	// to the extended CONNECT (ProtoMajor 2; its TLS field holds the
+	// shared connection's TLS state); its Body is always empty. It is nil
+	// on the server.
 	Response *http.Response
 
 	nc   net.Conn // the underlying connection
@@ -88,6 +103,10 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadlin
 // Reading from it directly skips the read-ahead bytes that Read returns
 // first, and loses them: read from c, or from NetConn only once Buffered
 // returns 0. Closing it closes c.
+//
+// For an HTTP/2 stream (c.Request.ProtoMajor 2) it returns the net.Conn
+// of the stream, which c wraps: the TCP connection is shared with other
+// streams and is not exposed (c.Response.TLS holds its TLS state).
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // Buffered returns the number of read-ahead bytes that Read will return
@@ -95,8 +114,9 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Buffered() int { return len(c.rbuf) }
 
 // CloseWrite shuts down the writing side of the connection (a TCP
-// half-close, or a TLS close_notify), if the underlying connection supports
-// it. It returns an error wrapping errors.ErrUnsupported otherwise.
+// half-close, a TLS close_notify, or an HTTP/2 END_STREAM), if the
+// underlying connection supports it. It returns an error wrapping
+// errors.ErrUnsupported otherwise.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

@@ -29,10 +29,12 @@ var errHandshakeTimeout = fmt.Errorf("handshake timeout: %w", context.DeadlineEx
 // an HTTP/1.1 server (directly or through a proxy's CONNECT tunnel, over
 // TLS for https and wss), sends one request offering protocols in its
 // Upgrade field, and returns the connection once the server has answered
-// 101 Switching Protocols naming one of them.
+// 101 Switching Protocols naming one of them. With HTTP2 set, it switches
+// an HTTP/2 stream instead when the server can (RFC 8441).
 //
-// The request is always HTTP/1.1, also over TLS, where ALPN offers
-// "http/1.1" only: an upgrade cannot happen over HTTP/2. It carries one
+// The upgrade request is HTTP/1.1, also over TLS, where ALPN offers
+// "http/1.1" only unless HTTP2 is set: an upgrade cannot happen over
+// HTTP/2. It carries one
 // Host field, "Connection: Upgrade", the offers in the caller's order of
 // preference, and never an Expect field; it is written in a single write,
 // body included.
@@ -48,8 +50,8 @@ type Dialer struct {
 
 	// TLSClientConfig configures TLS for https and wss URLs. Nil means the
 	// zero config. The Dialer uses a clone with NextProtos set to
-	// ["http/1.1"], and ServerName set to the URL's host if empty
-	// (without brackets or an IPv6 zone).
+	// ["http/1.1"] (["h2", "http/1.1"] with HTTP2), and ServerName set to
+	// the URL's host if empty (without brackets or an IPv6 zone).
 	TLSClientConfig *tls.Config
 
 	// Proxy returns the proxy for a request, or nil for none. Nil means
@@ -110,14 +112,60 @@ type Dialer struct {
 	// (changing other fields is not supported). An error
 	// aborts the dial before anything is dialed. A protocol adapter uses
 	// it to add per-connection fields such as Sec-WebSocket-Key.
+	//
+	// With HTTP2 set, the Dial may send the HTTP/1.1 upgrade request or
+	// extended CONNECT requests, and Prepare is called, before anything
+	// is dialed, with each request the Dial may send: the HTTP/1.1 one,
+	// then an extended CONNECT per offer (req.ProtoMajor 2, Method
+	// CONNECT, the offer in req.Header[":protocol"], which Prepare cannot
+	// change). req.ProtoMajor tells them apart.
 	Prepare func(req *http.Request) error
 
 	// Check, if non-nil, is called with a 101 response the Dialer has
-	// found valid (resp.Request is the request sent, as Prepare left it).
-	// An error makes Dial close the connection and return the error
-	// wrapped. A protocol adapter uses it to verify its own 101 fields,
-	// such as Sec-WebSocket-Accept.
+	// found valid, or, over HTTP/2, with the 2xx response to an extended
+	// CONNECT (resp.ProtoMajor 2; its Body is empty: the stream is the
+	// Conn's). resp.Request is the request sent, as Prepare left it. An
+	// error makes Dial close the connection (or stream) and return the
+	// error wrapped; no other offer is tried. A protocol adapter uses it
+	// to verify its own response fields, such as Sec-WebSocket-Accept.
 	Check func(resp *http.Response) error
+
+	// HTTP2, if non-nil, lets the Dialer switch protocols on HTTP/2
+	// streams, with the extended CONNECT of RFC 8441, on connections the
+	// HTTP2Transport keeps and shares between Dials: over TLS (https,
+	// wss) when ALPN picks h2 (the Dialer offers h2 and http/1.1) and,
+	// with HTTP2Transport.UnencryptedHTTP2, over cleartext with prior
+	// knowledge. Nil means HTTP/1.1 only.
+	//
+	// The offers are asked for one at a time, in the caller's order, each
+	// as an extended CONNECT whose :protocol is the offer ("echo/1"); the
+	// first the server answers with a 2xx status is the switched
+	// connection. Any other final status refuses that offer only; when
+	// the server refuses them all, Dial returns the last refusal, a
+	// *ResponseError with Proto "HTTP/2.0" and no Upgrade list, and does
+	// not try HTTP/1.1: a server that enables RFC 8441 has answered (no
+	// browser retries either).
+	//
+	// The Dialer upgrades over HTTP/1.1, as without HTTP2, when the server
+	// cannot switch over HTTP/2: when TLS negotiates http/1.1 (the upgrade
+	// goes on that connection), when the server's first SETTINGS frame
+	// lacks SETTINGS_ENABLE_CONNECT_PROTOCOL, or when a cleartext server
+	// does not speak HTTP/2 (both on a new connection). In all three cases
+	// the HTTP2Transport sends that server's Dials straight to HTTP/1.1
+	// for ten minutes. A Dialer with a Body always uses HTTP/1.1: an
+	// extended CONNECT has no request body before the switch.
+	//
+	// Over HTTP/2 the method is CONNECT, whatever Method says; Header is
+	// sent without the fields HTTP/2 forbids (RFC 9113 §8.2.2: Connection
+	// and the fields it names, Keep-Alive, Proxy-Connection,
+	// Transfer-Encoding, Upgrade, TE other than "trailers"), and a Host
+	// field becomes :authority; MaxHeaderBytes is announced as
+	// SETTINGS_MAX_HEADER_LIST_SIZE, which counts each field's name and
+	// value plus 32 bytes; HandshakeTimeout and the context bound the whole
+	// chain of attempts, waits for a shared connection included. The
+	// returned Conn is a stream of a shared connection, and its
+	// Request.ProtoMajor is 2 (see Conn).
+	HTTP2 *HTTP2Transport
 }
 
 // Dial opens a connection upgraded to one of offers with a zero Dialer:
@@ -131,7 +179,7 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // and wss are http and https), asks it to switch to one of offers, given in
 // the caller's order of preference, and returns the switched connection.
 //
-// The server must answer 101 Switching Protocols in HTTP/1.1, with an
+// Over HTTP/1.1, the server must answer 101 Switching Protocols, with an
 // Upgrade field whose protocols were all offered (names compared ASCII
 // case-insensitively, versions exactly) and a Connection field carrying
 // "upgrade"; otherwise Dial fails with an error wrapping ErrInvalidSwitch.
@@ -143,10 +191,14 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // server's advertised Upgrade list. Folded header lines (obs-fold) are
 // unfolded, each fold replaced by one SP (RFC 9112 §5.2).
 //
+// With HTTP2 set, the switch may happen on an HTTP/2 stream instead: see
+// the HTTP2 field.
+//
 // The returned Conn's Protocol is the offer the server chose (the first
-// protocol of the 101's Upgrade field), as the caller spelled it; the 101
-// itself is in Response, the request sent in Request, and Context returns
-// ctx without its cancellation and deadline.
+// protocol of the 101's Upgrade field, or the :protocol of the extended
+// CONNECT it accepted), as the caller spelled it; the response itself is
+// in Response, the request sent in Request, and Context returns ctx
+// without its cancellation and deadline.
 //
 // ctx, and the Dialer's HandshakeTimeout, bound the whole handshake; once
 // Dial has returned they no longer affect the connection. When the
@@ -174,6 +226,12 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
 	}
+	var h2 *h2Attempt
+	if d.HTTP2 != nil {
+		if h2, err = d.prepareHTTP2(ctx, req, t, offers); err != nil {
+			return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
+		}
+	}
 
 	// The handshake's bound is a plain deadline on the connection, not a
 	// derived context: with a context that cannot be cancelled
@@ -186,7 +244,12 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	if hasCtxDeadline && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
 		deadline = ctxDeadline
 	}
-	c, err := d.handshake(ctx, deadline, req, t, wire, offers)
+	var c *Conn
+	if h2 != nil {
+		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, h2)
+	} else {
+		c, err = d.handshake(ctx, deadline, req, t, wire, offers)
+	}
 	if err != nil {
 		var cause error
 		switch {
