@@ -144,7 +144,10 @@ type Dialer struct {
 	// the server refuses them all, Dial returns the last refusal, a
 	// *ResponseError with Proto "HTTP/2.0" and no Upgrade list, and does
 	// not try HTTP/1.1: a server that enables RFC 8441 has answered (no
-	// browser retries either).
+	// browser retries either). The exception is 505 HTTP Version Not
+	// Supported, which refuses HTTP/2 rather than the offer: the Dial then
+	// upgrades over HTTP/1.1 on a new connection, as an upgrade.Server
+	// endpoint that does not serve extended CONNECT asks.
 	//
 	// The Dialer upgrades over HTTP/1.1, as without HTTP2, when the server
 	// cannot switch over HTTP/2: when TLS negotiates http/1.1 (the upgrade

@@ -198,8 +198,9 @@ func checkH2Fields(req *http.Request) error {
 // switch over HTTP/2: TLS negotiated http/1.1 (the upgrade then goes on
 // that connection), the server's SETTINGS lack
 // SETTINGS_ENABLE_CONNECT_PROTOCOL, or, with prior knowledge, it does not
-// speak HTTP/2. When the server refuses every offer, the last refusal is
-// the error; HTTP/1.1 is not tried then.
+// speak HTTP/2; or the server answers 505 HTTP Version Not Supported. When
+// the server refuses every offer, the last refusal is the error; HTTP/1.1
+// is not tried then.
 func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, a *h2Attempt) (*Conn, error) {
 	http1 := func() (*Conn, error) {
 		sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, http11)
@@ -229,6 +230,11 @@ func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *ht
 			return http1()
 		case err != nil:
 			return nil, err
+		case re != nil && re.StatusCode == http.StatusHTTPVersionNotSupported:
+			// The endpoint does not take this offer, or any, over
+			// HTTP/2 (an upgrade.Server without RFC 8441 says so): the
+			// answer is about the version, not the protocol.
+			return http1()
 		case re != nil:
 			refused = re
 			continue

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -124,6 +126,57 @@ func TestDialHTTP2OffersInOrder(t *testing.T) {
 	assert.Equal(t, "refuse/2", s.nextSeen(t).protocol)
 	assert.Zero(t, s.h1.Load(), "no HTTP/1.1 retry after HTTP/2 refusals")
 	assert.Equal(t, int32(1), s.accepts.Load())
+}
+
+// TestDialHTTP2VersionNotSupported: a 505 answer to an extended CONNECT
+// refuses HTTP/2, not the offer: the Dial upgrades over HTTP/1.1, without
+// asking for the other offers over HTTP/2, and later Dials to other paths
+// still use HTTP/2.
+func TestDialHTTP2VersionNotSupported(t *testing.T) {
+	s := newH2Server(t, true)
+	d := s.dialer(newTransport(t))
+	c, err := d.Dial(ctxTimeout(t), s.url+"/http1", echo1, echo2)
+	require.NoError(t, err)
+	defer c.Close()
+	assert.Equal(t, 1, c.Request.ProtoMajor)
+	assert.Equal(t, echo1, c.Protocol)
+	roundTrip(t, c, "over HTTP/1.1")
+	assert.Equal(t, "echo/1", s.nextSeen(t).protocol)
+	select {
+	case r := <-s.seen:
+		t.Fatalf("offer %s asked for over HTTP/2 after a 505", r.protocol)
+	default:
+	}
+	assert.Equal(t, int32(1), s.h1.Load())
+
+	c2, err := d.Dial(ctxTimeout(t), s.url+"/chat", echo1)
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.Equal(t, 2, c2.Request.ProtoMajor)
+	assert.Equal(t, int32(2), s.accepts.Load())
+}
+
+// TestDialHTTP2UpgradeServer: an upgrade.Server endpoint on an HTTP/2
+// server that enables extended CONNECT is reachable by a Dialer with
+// HTTP2: over HTTP/2 if the Server serves extended CONNECT, else over
+// HTTP/1.1 after its 505.
+func TestDialHTTP2UpgradeServer(t *testing.T) {
+	up := echoServer("echo/1")
+	ts := httptest.NewUnstartedServer(up)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(func() {
+		ts.Close()
+		up.Close()
+	})
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.Certificate())
+	d := Dialer{Proxy: noProxy, TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 5 * time.Second, HTTP2: newTransport(t)}
+	c, err := d.Dial(ctxTimeout(t), ts.URL, echo1)
+	require.NoError(t, err)
+	defer c.Close()
+	roundTrip(t, c, "to an upgrade.Server")
+	t.Logf("switched over HTTP/%d", c.Request.ProtoMajor)
 }
 
 // TestDialHTTP2SharesConnections: Dials share one TCP connection, one
@@ -665,3 +718,4 @@ func TestDialHTTP2NoLeak(t *testing.T) {
 	s.ts.Close()
 	goleak.VerifyNone(t, base)
 }
+

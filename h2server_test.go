@@ -127,7 +127,8 @@ func (s *h2Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.up.ServeHTTP(w, r)
 }
 
-// extended answers an extended CONNECT as its :protocol says:
+// extended answers an extended CONNECT to /http1 with 505 HTTP Version
+// Not Supported, and others as their :protocol says:
 //   - refuse/N: 403 with a body naming it;
 //   - slow: 200 once s.release is closed;
 //   - halfclose: 200, reads the stream to its end, then says how much it
@@ -140,6 +141,9 @@ func (s *h2Server) extended(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	p := r.Header.Get(":protocol")
 	switch {
+	case r.URL.Path == "/http1":
+		http.Error(w, "upgrade over HTTP/1.1", http.StatusHTTPVersionNotSupported)
+		return
 	case strings.HasPrefix(p, "refuse/"):
 		http.Error(w, "no "+p+" here", http.StatusForbidden)
 		return
