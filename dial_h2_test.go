@@ -568,13 +568,13 @@ func TestDialHTTP2HandshakeBounds(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "handshake timeout")
 
-	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
+	d.HandshakeTimeout = -1
 	c, err := d.Dial(ctx, s.url, echo1)
 	require.NoError(t, err)
 	defer c.Close()
-	cancel()
-	time.Sleep(150 * time.Millisecond) // past HandshakeTimeout
+	<-ctx.Done() // the handshake's deadline has passed
 	roundTrip(t, c, "after the handshake's bounds")
 	assert.NoError(t, c.Context().Err())
 }
@@ -719,3 +719,46 @@ func TestDialHTTP2NoLeak(t *testing.T) {
 	goleak.VerifyNone(t, base)
 }
 
+// TestExtendedConnectFields: the fields HTTP/2 forbids are dropped from
+// the Dialer's Header, and refused when Prepare adds them.
+func TestExtendedConnectFields(t *testing.T) {
+	h := http.Header{
+		"Connection":        {"keep-alive, X-Hop", "X-Other"},
+		"X-Hop":             {"a"},
+		"x-other":           {"b"},
+		"Keep-Alive":        {"timeout=5"},
+		"Proxy-Connection":  {"keep-alive"},
+		"Transfer-Encoding": {"chunked"},
+		"Upgrade":           {"websocket"},
+		"Te":                {"trailers"},
+		"X-Kept":            {"c"},
+	}
+	dropConnectionFields(h)
+	assert.Equal(t, http.Header{"Te": {"trailers"}, "X-Kept": {"c"}}, h)
+	h = http.Header{"Te": {"trailers, gzip"}}
+	dropConnectionFields(h)
+	assert.Empty(t, h)
+
+	for fields, want := range map[string]string{
+		"Connection: close":     "header field Connection cannot be sent",
+		"Upgrade: websocket":    "header field Upgrade cannot be sent",
+		"Content-Length: 0":     "header field Content-Length cannot be sent",
+		"Expect: 100-continue":  "header field Expect cannot be sent",
+		"Te: gzip":              `other than "trailers"`,
+		"Host: a b":             "invalid Host",
+		"Bad Name: v":           "invalid header field name",
+		"X-Ok: \x01":            "invalid value", // a control byte
+		"Host: example.com:443": "",
+	} {
+		k, v, _ := strings.Cut(fields, ": ")
+		req := &http.Request{Host: "127.0.0.1:1", Header: http.Header{k: {v}, ":protocol": {"echo"}}}
+		err := checkH2Fields(req)
+		if want == "" {
+			require.NoError(t, err, fields)
+			assert.Equal(t, "example.com:443", req.Host)
+			assert.NotContains(t, req.Header, "Host")
+			continue
+		}
+		assert.ErrorContains(t, err, want, fields)
+	}
+}
