@@ -15,12 +15,15 @@ import (
 // server, after the 101 response on the client): not one byte is lost.
 //
 // A Conn is either a whole HTTP/1.1 connection switched by an Upgrade, or
-// one HTTP/2 stream switched by an extended CONNECT (RFC 8441); the
-// protocol's code is the same for both. Request.ProtoMajor tells which: 1
-// or 2. On an HTTP/2 stream, Read returns the stream's DATA and io.EOF at
-// the peer's END_STREAM, Write sends DATA, and deadlines work as on a
-// net.Conn, except that a write deadline that passes resets the stream;
-// see CloseWrite for how the stream ends.
+// one HTTP/2 stream switched by an extended CONNECT (RFC 8441; see
+// ExtendedConnect for the server, Dialer.HTTP2 for the client), which
+// shares its TCP connection with other streams. The protocol's code is the
+// same for both; c.Request.ProtoMajor says which carries it, 1 or 2. On a
+// stream, Read returns the stream's DATA and io.EOF at the peer's
+// END_STREAM, Write sends DATA, Close resets the stream, and deadlines
+// apply to the stream alone, as on a net.Conn, except that on the server a
+// write deadline that passes resets the stream. See CloseWrite for how a
+// stream ends.
 //
 // A Conn must not be read from by more than one goroutine at a time, like
 // most net.Conn implementations; Write and Close are as safe as those of
@@ -29,15 +32,22 @@ type Conn struct {
 	// Protocol is the protocol switched to: on the server, the registered
 	// spelling of the name with the client's version, as named in the 101;
 	// on the client, the offer the 101 selected (its first Upgrade
-	// element), as the caller spelled it.
+	// element), or the extended CONNECT accepted, as the caller spelled
+	// it.
 	Protocol Protocol
 
 	// Request is the request that was switched. On the server its Body, if
 	// the request had one, holds the whole body, read before the switch;
 	// its Context is cancelled once the switch is complete (use Context).
+	// On the client it is the request sent: an HTTP/1.1 upgrade request
+	// (ProtoMajor 1), or an extended CONNECT (Method CONNECT, Proto
+	// "HTTP/2.0", ProtoMajor 2, the offer in Header[":protocol"]).
 	Request *http.Request
 
-	// Response is, on the client, the 101 response; nil on the server.
+	// Response is, on the client, the 101 response, or the 2xx response
+	// to the extended CONNECT (ProtoMajor 2; its TLS field holds the
+	// shared connection's TLS state); its Body is always empty. It is nil
+	// on the server.
 	Response *http.Response
 
 	nc   net.Conn // the underlying connection
@@ -98,6 +108,10 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadlin
 // Reading from it directly skips the read-ahead bytes that Read returns
 // first, and loses them: read from c, or from NetConn only once Buffered
 // returns 0. Closing it closes c.
+//
+// For an HTTP/2 stream (c.Request.ProtoMajor 2) it returns the net.Conn
+// of the stream, which c wraps: the TCP connection is shared with other
+// streams and is not exposed (c.Response.TLS holds its TLS state).
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // Buffered returns the number of read-ahead bytes that Read will return
@@ -105,8 +119,9 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Buffered() int { return len(c.rbuf) }
 
 // CloseWrite shuts down the writing side of the connection (a TCP
-// half-close, or a TLS close_notify), if the underlying connection supports
-// it. It returns an error wrapping errors.ErrUnsupported otherwise.
+// half-close, a TLS close_notify, or an HTTP/2 END_STREAM), if the
+// underlying connection supports it. It returns an error wrapping
+// errors.ErrUnsupported otherwise.
 //
 // On an HTTP/2 stream served by net/http, later Writes fail at once, but
 // the stream's END_STREAM goes out only when the protocol handler returns:

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -27,10 +29,12 @@ var errHandshakeTimeout = fmt.Errorf("handshake timeout: %w", context.DeadlineEx
 // an HTTP/1.1 server (directly or through a proxy's CONNECT tunnel, over
 // TLS for https and wss), sends one request offering protocols in its
 // Upgrade field, and returns the connection once the server has answered
-// 101 Switching Protocols naming one of them.
+// 101 Switching Protocols naming one of them. With HTTP2 set, it switches
+// an HTTP/2 stream instead when the server can (RFC 8441).
 //
-// The request is always HTTP/1.1, also over TLS, where ALPN offers
-// "http/1.1" only: an upgrade cannot happen over HTTP/2. It carries one
+// The upgrade request is HTTP/1.1, also over TLS, where ALPN offers
+// "http/1.1" only unless HTTP2 is set: an upgrade cannot happen over
+// HTTP/2. It carries one
 // Host field, "Connection: Upgrade", the offers in the caller's order of
 // preference, and never an Expect field; it is written in a single write,
 // body included.
@@ -46,8 +50,8 @@ type Dialer struct {
 
 	// TLSClientConfig configures TLS for https and wss URLs. Nil means the
 	// zero config. The Dialer uses a clone with NextProtos set to
-	// ["http/1.1"], and ServerName set to the URL's host if empty
-	// (without brackets or an IPv6 zone).
+	// ["http/1.1"] (["h2", "http/1.1"] with HTTP2), and ServerName set to
+	// the URL's host if empty (without brackets or an IPv6 zone).
 	TLSClientConfig *tls.Config
 
 	// Proxy returns the proxy for a request, or nil for none. Nil means
@@ -108,14 +112,63 @@ type Dialer struct {
 	// (changing other fields is not supported). An error
 	// aborts the dial before anything is dialed. A protocol adapter uses
 	// it to add per-connection fields such as Sec-WebSocket-Key.
+	//
+	// With HTTP2 set, the Dial may send the HTTP/1.1 upgrade request or
+	// extended CONNECT requests, and Prepare is called, before anything
+	// is dialed, with each request the Dial may send: the HTTP/1.1 one,
+	// then an extended CONNECT per offer (req.ProtoMajor 2, Method
+	// CONNECT, the offer in req.Header[":protocol"], which Prepare cannot
+	// change). req.ProtoMajor tells them apart.
 	Prepare func(req *http.Request) error
 
 	// Check, if non-nil, is called with a 101 response the Dialer has
-	// found valid (resp.Request is the request sent, as Prepare left it).
-	// An error makes Dial close the connection and return the error
-	// wrapped. A protocol adapter uses it to verify its own 101 fields,
-	// such as Sec-WebSocket-Accept.
+	// found valid, or, over HTTP/2, with the 2xx response to an extended
+	// CONNECT (resp.ProtoMajor 2; its Body is empty: the stream is the
+	// Conn's). resp.Request is the request sent, as Prepare left it. An
+	// error makes Dial close the connection (or stream) and return the
+	// error wrapped; no other offer is tried. A protocol adapter uses it
+	// to verify its own response fields, such as Sec-WebSocket-Accept.
 	Check func(resp *http.Response) error
+
+	// HTTP2, if non-nil, lets the Dialer switch protocols on HTTP/2
+	// streams, with the extended CONNECT of RFC 8441, on connections the
+	// HTTP2Transport keeps and shares between Dials: over TLS (https,
+	// wss) when ALPN picks h2 (the Dialer offers h2 and http/1.1) and,
+	// with HTTP2Transport.UnencryptedHTTP2, over cleartext with prior
+	// knowledge. Nil means HTTP/1.1 only.
+	//
+	// The offers are asked for one at a time, in the caller's order, each
+	// as an extended CONNECT whose :protocol is the offer ("echo/1"); the
+	// first the server answers with a 2xx status is the switched
+	// connection. Any other final status refuses that offer only; when
+	// the server refuses them all, Dial returns the last refusal, a
+	// *ResponseError with Proto "HTTP/2.0" and no Upgrade list, and does
+	// not try HTTP/1.1: a server that enables RFC 8441 has answered (no
+	// browser retries either). The exception is 505 HTTP Version Not
+	// Supported, which refuses HTTP/2 rather than the offer: the Dial then
+	// upgrades over HTTP/1.1 on a new connection, as an upgrade.Server
+	// endpoint that does not serve extended CONNECT asks.
+	//
+	// The Dialer upgrades over HTTP/1.1, as without HTTP2, when the server
+	// cannot switch over HTTP/2: when TLS negotiates http/1.1 (the upgrade
+	// goes on that connection), when the server's first SETTINGS frame
+	// lacks SETTINGS_ENABLE_CONNECT_PROTOCOL, or when a cleartext server
+	// does not speak HTTP/2 (both on a new connection). In all three cases
+	// the HTTP2Transport sends that server's Dials straight to HTTP/1.1
+	// for ten minutes. A Dialer with a Body always uses HTTP/1.1: an
+	// extended CONNECT has no request body before the switch.
+	//
+	// Over HTTP/2 the method is CONNECT, whatever Method says; Header is
+	// sent without the fields HTTP/2 forbids (RFC 9113 §8.2.2: Connection
+	// and the fields it names, Keep-Alive, Proxy-Connection,
+	// Transfer-Encoding, Upgrade, TE other than "trailers"), and a Host
+	// field becomes :authority; MaxHeaderBytes is announced as
+	// SETTINGS_MAX_HEADER_LIST_SIZE, which counts each field's name and
+	// value plus 32 bytes; HandshakeTimeout and the context bound the whole
+	// chain of attempts, waits for a shared connection included. The
+	// returned Conn is a stream of a shared connection, and its
+	// Request.ProtoMajor is 2 (see Conn).
+	HTTP2 *HTTP2Transport
 }
 
 // Dial opens a connection upgraded to one of offers with a zero Dialer:
@@ -129,7 +182,7 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // and wss are http and https), asks it to switch to one of offers, given in
 // the caller's order of preference, and returns the switched connection.
 //
-// The server must answer 101 Switching Protocols in HTTP/1.1, with an
+// Over HTTP/1.1, the server must answer 101 Switching Protocols, with an
 // Upgrade field whose protocols were all offered (names compared ASCII
 // case-insensitively, versions exactly) and a Connection field carrying
 // "upgrade"; otherwise Dial fails with an error wrapping ErrInvalidSwitch.
@@ -141,10 +194,14 @@ func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error)
 // server's advertised Upgrade list. Folded header lines (obs-fold) are
 // unfolded, each fold replaced by one SP (RFC 9112 §5.2).
 //
+// With HTTP2 set, the switch may happen on an HTTP/2 stream instead: see
+// the HTTP2 field.
+//
 // The returned Conn's Protocol is the offer the server chose (the first
-// protocol of the 101's Upgrade field), as the caller spelled it; the 101
-// itself is in Response, the request sent in Request, and Context returns
-// ctx without its cancellation and deadline.
+// protocol of the 101's Upgrade field, or the :protocol of the extended
+// CONNECT it accepted), as the caller spelled it; the response itself is
+// in Response, the request sent in Request, and Context returns ctx
+// without its cancellation and deadline.
 //
 // ctx, and the Dialer's HandshakeTimeout, bound the whole handshake; once
 // Dial has returned they no longer affect the connection. When the
@@ -172,6 +229,12 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
 	}
+	var h2 *h2Attempt
+	if d.HTTP2 != nil {
+		if h2, err = d.prepareHTTP2(ctx, req, t, offers); err != nil {
+			return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
+		}
+	}
 
 	// The handshake's bound is a plain deadline on the connection, not a
 	// derived context: with a context that cannot be cancelled
@@ -184,7 +247,12 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	if hasCtxDeadline && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
 		deadline = ctxDeadline
 	}
-	c, err := d.handshake(ctx, deadline, req, t, wire, offers)
+	var c *Conn
+	if h2 != nil {
+		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, h2)
+	} else {
+		c, err = d.handshake(ctx, deadline, req, t, wire, offers)
+	}
 	if err != nil {
 		var cause error
 		switch {
@@ -234,7 +302,8 @@ func (d *Dialer) maxHeaderBytes() int64 {
 // reads and writes at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// http11 is the only ALPN protocol a Dialer offers.
+// http11 is the only ALPN protocol a Dialer offers for an HTTP/1.1
+// upgrade.
 var http11 = []string{"http/1.1"}
 
 // dialReaderPool recycles the bufio.Readers responses are read with.
@@ -255,14 +324,38 @@ func putDialReader(br *bufio.Reader) {
 
 // handshake runs the exchange under ctx: dial, CONNECT, TLS, request,
 // response. On failure the connection is closed.
-func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol) (c *Conn, err error) {
+func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol) (*Conn, error) {
 	proxyURL, addr, err := d.proxyFor(req, t)
 	if err != nil {
 		return nil, err
 	}
+	sc, err := d.connect(ctx, deadline, proxyURL, addr, t, http11)
+	if err != nil {
+		return nil, err
+	}
+	return d.switchHTTP1(&sc, req, wire, offers)
+}
+
+// serverConn is a connection to the server being set up within a
+// handshake's bounds: its deadline is set on raw, and a cancelled context
+// moves it to the past.
+type serverConn struct {
+	raw  net.Conn      // the TCP connection, to the server or the proxy
+	conn net.Conn      // what carries HTTP: raw, a proxy tunnel, or TLS over either
+	alpn string        // the protocol TLS negotiated; "" without TLS or ALPN
+	br   *bufio.Reader // reads conn through lr
+	lr   *limitReader
+	stop func() bool // stops the context from interrupting raw; nil if it cannot
+}
+
+// connect dials addr, the server or proxyURL, opens a tunnel through the
+// proxy, if any, and runs TLS for https and wss, offering nextProtos, all
+// under ctx and deadline, which keep bounding the connection until
+// release or close.
+func (d *Dialer) connect(ctx context.Context, deadline time.Time, proxyURL *url.URL, addr string, t dialTarget, nextProtos []string) (_ serverConn, err error) {
 	raw, err := d.dial(ctx, deadline, addr)
 	if err != nil {
-		return nil, fmt.Errorf("dialing %s: %w", addr, err)
+		return serverConn{}, fmt.Errorf("dialing %s: %w", addr, err)
 	}
 	// From here on, the deadline bounds every read and write, and a
 	// cancelled ctx interrupts them by moving it to the past: no goroutine
@@ -270,61 +363,87 @@ func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Re
 	if !deadline.IsZero() {
 		_ = raw.SetDeadline(deadline)
 	}
-	var stop func() bool
+	sc := serverConn{raw: raw, conn: raw}
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
+		sc.stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
 	}
-	lr := &limitReader{r: raw, n: d.maxHeaderBytes()}
-	br := getDialReader(lr)
+	sc.lr = &limitReader{r: raw, n: d.maxHeaderBytes()}
+	sc.br = getDialReader(sc.lr)
 	defer func() {
-		putDialReader(br)
 		if err != nil {
-			if stop != nil {
-				stop()
-			}
-			raw.Close()
+			sc.close()
 		}
 	}()
-
-	conn := raw
 	if proxyURL != nil {
-		if conn, err = d.tunnel(raw, br, lr, t, proxyURL, addr); err != nil {
-			return nil, err
+		if sc.conn, err = d.tunnel(raw, sc.br, sc.lr, t, proxyURL, addr); err != nil {
+			return serverConn{}, err
 		}
 	}
 	if t.secure {
-		tc, err := d.startTLS(conn, t)
+		tc, err := d.startTLS(sc.conn, t, nextProtos)
 		if err != nil {
-			return nil, err
+			return serverConn{}, err
 		}
-		conn, lr.r = tc, tc
-		br.Reset(lr)
+		sc.conn, sc.lr.r = tc, tc
+		sc.alpn = tc.ConnectionState().NegotiatedProtocol
+		sc.br.Reset(sc.lr)
 	}
-	lr.n = d.maxHeaderBytes()
-	c, err = d.exchange(conn, br, lr, req, wire, offers)
+	return sc, nil
+}
+
+// release ends the handshake's hold on the connection: the context no
+// longer interrupts it and its deadline is cleared. It fails if the
+// context ended just now, and has interrupted (or will) the connection.
+func (sc *serverConn) release() error {
+	putDialReader(sc.br)
+	sc.br = nil
+	if sc.stop != nil && !sc.stop() {
+		return errors.New("handshake interrupted")
+	}
+	sc.stop = nil
+	if err := sc.raw.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("clearing the handshake deadline: %w", err)
+	}
+	return nil
+}
+
+// close closes the connection and releases what the handshake held.
+func (sc *serverConn) close() {
+	if sc.stop != nil {
+		sc.stop()
+	}
+	if sc.br != nil {
+		putDialReader(sc.br)
+		sc.br = nil
+	}
+	sc.raw.Close()
+}
+
+// switchHTTP1 sends the upgrade request on sc and reads the answer: a
+// valid 101 makes the Conn. On failure sc is closed.
+func (d *Dialer) switchHTTP1(sc *serverConn, req *http.Request, wire []byte, offers []Protocol) (*Conn, error) {
+	sc.lr.n = d.maxHeaderBytes()
+	c, err := d.exchange(sc.conn, sc.br, sc.lr, req, wire, offers)
 	if err != nil {
+		sc.close()
 		return nil, err
 	}
-	if stop != nil && !stop() {
-		// ctx ended just now, and has interrupted (or will) the conn.
-		return nil, errors.New("handshake interrupted")
-	}
-	stop = nil
-	if err := raw.SetDeadline(time.Time{}); err != nil {
-		return nil, fmt.Errorf("clearing the handshake deadline: %w", err)
+	if err := sc.release(); err != nil {
+		sc.raw.Close()
+		return nil, err
 	}
 	return c, nil
 }
 
 // startTLS runs the TLS handshake with the server over conn, offering
-// HTTP/1.1 only, and checks that ALPN picked nothing else.
-func (d *Dialer) startTLS(conn net.Conn, t dialTarget) (*tls.Conn, error) {
-	tc := tls.Client(conn, d.tlsConfig(t.serverName))
+// nextProtos, and checks that ALPN picked one of them or nothing.
+func (d *Dialer) startTLS(conn net.Conn, t dialTarget, nextProtos []string) (*tls.Conn, error) {
+	tc := tls.Client(conn, d.tlsConfig(t.serverName, nextProtos))
 	if err := tc.Handshake(); err != nil {
 		return nil, fmt.Errorf("TLS handshake with %s: %w", t.addr, err)
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
-		return nil, fmt.Errorf("TLS server %s negotiated ALPN protocol %q, not http/1.1", t.addr, p)
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && !slices.Contains(nextProtos, p) {
+		return nil, fmt.Errorf("TLS server %s negotiated ALPN protocol %q, not %s", t.addr, p, strings.Join(nextProtos, " or "))
 	}
 	return tc, nil
 }
@@ -368,8 +487,8 @@ func (d *Dialer) dial(ctx context.Context, deadline time.Time, addr string) (net
 }
 
 // tlsConfig returns a clone of TLSClientConfig for a connection to
-// serverName (unless the config names one) offering HTTP/1.1 only.
-func (d *Dialer) tlsConfig(serverName string) *tls.Config {
+// serverName (unless the config names one) offering nextProtos in ALPN.
+func (d *Dialer) tlsConfig(serverName string, nextProtos []string) *tls.Config {
 	cfg := d.TLSClientConfig.Clone()
 	if cfg == nil {
 		cfg = new(tls.Config)
@@ -377,8 +496,9 @@ func (d *Dialer) tlsConfig(serverName string) *tls.Config {
 	if cfg.ServerName == "" {
 		cfg.ServerName = serverName
 	}
-	// An upgrade exists only in HTTP/1.1: never let ALPN pick h2
-	// (kubernetes#88781, gorilla/websocket#760).
-	cfg.NextProtos = http11
+	// An upgrade exists only in HTTP/1.1: never let ALPN pick h2 unless
+	// the Dialer can switch over HTTP/2 too (kubernetes#88781,
+	// gorilla/websocket#760).
+	cfg.NextProtos = nextProtos
 	return cfg
 }

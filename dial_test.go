@@ -121,6 +121,7 @@ func TestDialResponses(t *testing.T) {
 					require.ErrorAs(t, err, &re)
 					assert.Equal(t, tt.wantRE.StatusCode, re.StatusCode)
 					assert.Equal(t, tt.wantRE.Status, re.Status)
+					assert.Equal(t, "HTTP/1.1", re.Proto)
 					assert.Equal(t, tt.wantRE.Upgrade, re.Upgrade)
 					assert.Equal(t, string(tt.wantRE.Body), string(re.Body))
 					assert.False(t, re.Proxy)
@@ -840,6 +841,8 @@ func TestResponseErrorMessage(t *testing.T) {
 	assert.Equal(t, `upgrade: server answered "426 Upgrade Required" instead of 101 Switching Protocols; it advertises Upgrade: echo/2, websocket`, e.Error())
 	e = &ResponseError{StatusCode: 407, Status: "407 Proxy Authentication Required", Proxy: true}
 	assert.Equal(t, `upgrade: proxy answered CONNECT with "407 Proxy Authentication Required"`, e.Error())
+	e = &ResponseError{StatusCode: 404, Status: "404 Not Found", Proto: "HTTP/2.0"}
+	assert.Equal(t, `upgrade: server answered "404 Not Found" to an HTTP/2 extended CONNECT`, e.Error())
 }
 
 func BenchmarkDial(b *testing.B) {

@@ -118,13 +118,22 @@
 //		// refused.StatusCode is e.g. 426; refused.Upgrade lists what the server offers.
 //	}
 //
-// The request is always HTTP/1.1, also over TLS, proxies from the
-// environment are honoured through CONNECT, and a 101 is accepted only if
-// it names an offered protocol. Before anything is dialed, Dial refuses a
-// URL with an empty host and checks a Host override as an authority; it
-// never sends the zone of a scoped IPv6 address. Folded header lines
-// (obs-fold) in a 101 are unfolded. A Dialer configures the method,
-// header fields, body, TLS, proxy and timeouts.
+// The request is HTTP/1.1, also over TLS, proxies from the environment are
+// honoured through CONNECT, and a 101 is accepted only if it names an
+// offered protocol. Before anything is dialed, Dial refuses a URL with an
+// empty host and checks a Host override as an authority; it never sends
+// the zone of a scoped IPv6 address. Folded header lines (obs-fold) in a
+// 101 are unfolded. A Dialer configures the method, header fields, body,
+// TLS, proxy and timeouts.
+//
+// A Dialer with an HTTP2Transport switches an HTTP/2 stream instead when
+// the server enables the extended CONNECT of RFC 8441, several streams
+// sharing one connection, and falls back to HTTP/1.1 when it does not:
+//
+//	tr := &upgrade.HTTP2Transport{} // create once, share: it holds the connections
+//	d := upgrade.Dialer{HTTP2: tr}
+//	c, err := d.Dial(ctx, "https://example.com/chat", upgrade.Protocol{Name: "echo", Version: "1"})
+//	// c.Request.ProtoMajor is 2 for a stream, 1 for an HTTP/1.1 upgrade.
 //
 // # Reverse proxy
 //

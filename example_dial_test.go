@@ -47,3 +47,24 @@ func ExampleDial() {
 	// echoed hello
 	// 426 advertised: [echo/1]
 }
+
+// Switch over HTTP/2 when the server enables extended CONNECT (RFC 8441),
+// with the Dials sharing one connection, and over HTTP/1.1 otherwise.
+func ExampleDialer_http2() {
+	// Create the transport once and share it: it holds the connections.
+	tr := &upgrade.HTTP2Transport{}
+	defer tr.CloseIdleConnections()
+	d := upgrade.Dialer{HTTP2: tr}
+
+	ctx := context.Background()
+	c, err := d.Dial(ctx, "https://example.com/chat", upgrade.Protocol{Name: "echo", Version: "1"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if c.Request.ProtoMajor == 2 {
+		fmt.Println("switched a stream of a shared HTTP/2 connection to", c.Protocol)
+	} else {
+		fmt.Println("switched an HTTP/1.1 connection to", c.Protocol)
+	}
+}

@@ -25,10 +25,10 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// h2Server serves h with HTTP/1.1 and HTTP/2 with prior knowledge on
+// serveH2 serves h with HTTP/1.1 and HTTP/2 with prior knowledge on
 // 127.0.0.1 (or HTTP/2 over TLS if secure), and returns its address; at
 // the end of the test it closes the http.Server and s's connections.
-func h2Server(t *testing.T, s *Server, h http.Handler, secure bool) string {
+func serveH2(t *testing.T, s *Server, h http.Handler, secure bool) string {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(h)
 	if secure {
@@ -51,7 +51,7 @@ func h2Server(t *testing.T, s *Server, h http.Handler, secure bool) string {
 	return ts.Listener.Addr().String()
 }
 
-// dialH2 connects to addr with HTTP/2 as h2Server serves it.
+// dialH2 connects to addr with HTTP/2 as serveH2 serves it.
 func dialH2(t *testing.T, addr string, secure bool) *wiretest.H2Conn {
 	t.Helper()
 	if secure {
@@ -78,7 +78,7 @@ func TestH2SwitchAnswers200(t *testing.T) {
 				accept: func(r *http.Request, h http.Header) error { h.Set("X-Accepted", "yes"); return nil },
 				serve:  func(c *Conn) { seen <- c; echo(c) },
 			})
-			addr := h2Server(t, s, s, secure)
+			addr := serveH2(t, s, s, secure)
 			c := dialH2(t, addr, secure)
 			v, ok := c.Setting(http2.SettingEnableConnectProtocol)
 			require.True(t, ok, "SETTINGS_ENABLE_CONNECT_PROTOCOL advertised")
@@ -110,7 +110,7 @@ func TestH2SwitchAnswers200(t *testing.T) {
 func TestH2EchoMiBUnderFlowControl(t *testing.T) {
 	s := &Server{}
 	s.HandleFunc("echo/1", echo)
-	addr := h2Server(t, s, s, false)
+	addr := serveH2(t, s, s, false)
 	c := dialH2(t, addr, false)
 	st := c.Connect("http", "example.com", "/", "echo/1")
 	require.Equal(t, "200", st.Status())
@@ -159,7 +159,7 @@ func TestH2HalfClose(t *testing.T) {
 		}
 		afterEOF <- err
 	})
-	addr := h2Server(t, s, s, false)
+	addr := serveH2(t, s, s, false)
 	c := dialH2(t, addr, false)
 	st := c.Connect("http", "example.com", "/", "drain/1")
 	require.Equal(t, "200", st.Status())
@@ -184,7 +184,7 @@ func TestH2HalfClose(t *testing.T) {
 func TestH2ConcurrentStreams(t *testing.T) {
 	s := &Server{}
 	s.HandleFunc("echo/1", echo)
-	addr := h2Server(t, s, s, false)
+	addr := serveH2(t, s, s, false)
 	c := dialH2(t, addr, false)
 	const n = 50
 	streams := make([]*wiretest.H2Stream, n)
@@ -226,7 +226,7 @@ func TestH2Refusals(t *testing.T) {
 	}})
 	s.Handle("shy/1", accepterFunc{accept: func(*http.Request, http.Header) error { return ErrDecline }})
 	s.HandleRoute("cleartext/1", Route{Handler: HandlerFunc(echo), Available: func(r *http.Request) bool { return r.ProtoMajor == 1 }})
-	addr := h2Server(t, s, s.Middleware(plainHandler), false)
+	addr := serveH2(t, s, s.Middleware(plainHandler), false)
 	c := dialH2(t, addr, false)
 	for _, tc := range []struct {
 		protocol string
@@ -289,7 +289,7 @@ func TestH2ReadDeadlineRenewable(t *testing.T) {
 		}
 		result <- err
 	})
-	addr := h2Server(t, s, s, false)
+	addr := serveH2(t, s, s, false)
 	c := dialH2(t, addr, false)
 	st := c.Connect("http", "example.com", "/", "patient/1")
 	require.Equal(t, "200", st.Status())
@@ -314,7 +314,7 @@ func TestH2ShutdownWithOpenStreams(t *testing.T) {
 		}()
 		echo(c)
 	})
-	addr := h2Server(t, s, s, false)
+	addr := serveH2(t, s, s, false)
 	c := dialH2(t, addr, false)
 	var streams []*wiretest.H2Stream
 	for range 3 {
@@ -351,7 +351,7 @@ func TestH2PanicContained(t *testing.T) {
 	s := &Server{ErrorLog: lg}
 	s.HandleFunc("boom/1", func(c *Conn) { panic("kaboom") })
 	s.HandleFunc("echo/1", echo)
-	addr := h2Server(t, s, s, false)
+	addr := serveH2(t, s, s, false)
 	c := dialH2(t, addr, false)
 	st := c.Connect("http", "example.com", "/", "boom/1")
 	require.Equal(t, "200", st.Status())
@@ -371,7 +371,7 @@ func TestH2NothingLost(t *testing.T) {
 	s := &Server{}
 	var handled atomic.Int32
 	s.HandleFunc("echo/1", func(c *Conn) { handled.Add(1); echo(c) })
-	addr := h2Server(t, s, s, false)
+	addr := serveH2(t, s, s, false)
 	c := dialH2(t, addr, false)
 	for seed := range 20 {
 		rng := rand.New(rand.NewPCG(uint64(seed), 7))

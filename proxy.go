@@ -43,7 +43,7 @@ func (d *Dialer) proxyFor(req *http.Request, t dialTarget) (*url.URL, string, er
 func (d *Dialer) tunnel(raw net.Conn, br *bufio.Reader, lr *limitReader, t dialTarget, proxyURL *url.URL, addr string) (net.Conn, error) {
 	conn := raw
 	if proxyURL.Scheme == "https" {
-		pc := tls.Client(raw, d.tlsConfig(proxyURL.Hostname()))
+		pc := tls.Client(raw, d.tlsConfig(proxyURL.Hostname(), http11))
 		if err := pc.Handshake(); err != nil {
 			return nil, fmt.Errorf("TLS handshake with proxy %s: %w", addr, err)
 		}

@@ -29,6 +29,7 @@ type dialTarget struct {
 	serverName string // host without port, brackets or zone, for TLS
 	secure     bool   // https or wss
 	target     string // request-target, origin-form
+	host       string // the URL's host[:port] to send as Host, without zone
 }
 
 // newRequest parses rawURL and builds the request to send, calling
@@ -45,14 +46,7 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 	if method == "" {
 		method = http.MethodGet
 	}
-	h := make(http.Header, len(d.Header)+3)
-	for k, vs := range d.Header {
-		h[k] = append([]string(nil), vs...)
-	}
-	if u.User != nil && len(h["Authorization"]) == 0 {
-		pw, _ := u.User.Password()
-		h["Authorization"] = []string{basicAuth(u.User.Username(), pw)}
-	}
+	h := d.header(u, 3)
 	req := &http.Request{
 		Method:        method,
 		URL:           u,
@@ -77,6 +71,21 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 		}
 	}
 	return req, t, nil
+}
+
+// header returns a copy of the Dialer's Header, with room for extra more
+// fields, adding Authorization from u's user information unless Header
+// has one.
+func (d *Dialer) header(u *url.URL, extra int) http.Header {
+	h := make(http.Header, len(d.Header)+extra)
+	for k, vs := range d.Header {
+		h[k] = append([]string(nil), vs...)
+	}
+	if u.User != nil && len(h["Authorization"]) == 0 {
+		pw, _ := u.User.Password()
+		h["Authorization"] = []string{basicAuth(u.User.Username(), pw)}
+	}
+	return h
 }
 
 // parseTarget parses rawURL (http, https, ws or wss; ws and wss become
@@ -131,6 +140,7 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, string, error) {
 	t.addr = net.JoinHostPort(hostname, port)
 	t.authority = net.JoinHostPort(t.serverName, port)
 	t.target = u.RequestURI()
+	t.host = host
 	return u, t, host, nil
 }
 

@@ -479,10 +479,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		p.refuse(w, r, http.StatusServiceUnavailable, "too many proxied connections, retry later")
 		return
 	}
-	reserved := true
+	key, reserved := pendingKey, true
 	defer func() {
 		if reserved {
-			p.conns.release(pendingKey)
+			p.conns.release(key)
 		}
 	}()
 
@@ -510,6 +510,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
 		return
 	}
+	// Count the pair under its protocol before the client learns of the
+	// switch, so that ActiveConns agrees with what the client saw.
+	key = bc.Protocol.String()
+	p.conns.rekey(pendingKey, key)
 	up := strings.Join(bc.Response.Header["Upgrade"], ", ")
 	h := switchHeader(bc.Response.Header, cs.bridgeWebSocket)
 	cc, err := cs.accept(w, r, up, h)
@@ -518,17 +522,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		p.logger().Error("upgrade: proxy switching the client", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	cc.Protocol, cc.key = offerSpelling(cs.offers, bc.Protocol), bc.Protocol.String()
-	p.conns.rekey(pendingKey, cc.key)
-	if !p.conns.track(cc) {
-		// Shutdown began after the check above: the switch is done on
-		// both sides; end it.
-		p.conns.release(cc.key)
-		reserved = false
-		cc.nc.Close()
-		bc.Close()
-		return
-	}
+	cc.Protocol, cc.key = offerSpelling(cs.offers, bc.Protocol), key
+	// Its slot was reserved before any Shutdown began, which waits for it:
+	// the pair is relayed like the others until the grace period ends,
+	// even if Shutdown started while the backend was answering.
+	p.conns.adopt(cc)
 	reserved = false
 	backend := pr.Out.URL.Host
 	// The requests and the 101 have been used: keep none of them for
@@ -547,19 +545,6 @@ func offerSpelling(offers []Protocol, p Protocol) Protocol {
 		return o
 	}
 	return p
-}
-
-// rekey moves a slot claimed by reserve from one key to another.
-func (t *tracker) rekey(from, to string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if from == to || t.byKey[from] == 0 {
-		return
-	}
-	if t.byKey[from]--; t.byKey[from] == 0 {
-		delete(t.byKey, from)
-	}
-	t.byKey[to]++
 }
 
 // readBody reads r's body, bounded, before the backend is dialed: it is

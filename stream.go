@@ -2,7 +2,6 @@ package upgrade
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,9 +23,6 @@ const (
 )
 
 var streamBufPool = sync.Pool{New: func() any { b := make([]byte, streamReadBuffer); return &b }}
-
-// errWriteClosed is reported by a Write after CloseWrite.
-var errWriteClosed = errors.New("write after CloseWrite")
 
 // streamConn is the net.Conn of a protocol switched to on an HTTP/2 stream
 // by an extended CONNECT (RFC 8441), served by net/http's HTTP/2 server:

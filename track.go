@@ -108,6 +108,24 @@ func (t *tracker) track(c *Conn) bool {
 	return true
 }
 
+// adopt records c, whose slot for c.key is reserved, as served, even if
+// shutdown has started: for a switch the peer already knows of. Shutdown
+// waits for it as for any other, and closes it when its grace ends.
+func (t *tracker) adopt(c *Conn) {
+	c.life, c.draining = t.lifetime()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conns == nil {
+		t.conns = make(map[*Conn]struct{})
+	}
+	t.conns[c] = struct{}{}
+	if t.life.Err() != nil {
+		// The grace period is over already: close it now, as closeAll
+		// would have.
+		c.nc.Close()
+	}
+}
+
 // untrack forgets c and releases its slot, which ends a shutdown waiting
 // for the last one. It reports false if the slot was not in use.
 func (t *tracker) untrack(c *Conn) bool {
@@ -167,4 +185,17 @@ func (t *tracker) closeAll() {
 	for c := range t.conns {
 		c.nc.Close()
 	}
+}
+
+// rekey moves a slot claimed by reserve from one key to another.
+func (t *tracker) rekey(from, to string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if from == to || t.byKey[from] == 0 {
+		return
+	}
+	if t.byKey[from]--; t.byKey[from] == 0 {
+		delete(t.byKey, from)
+	}
+	t.byKey[to]++
 }

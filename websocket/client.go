@@ -14,9 +14,10 @@ import (
 	"github.com/go-upgrade/upgrade"
 )
 
-// HandshakeError reports a 101 response that does not complete a valid
-// WebSocket opening handshake (RFC 6455 §4.1, the client's checks). The
-// connection it came on has been closed.
+// HandshakeError reports a response that does not complete a valid
+// WebSocket opening handshake: a 101 failing the client's checks of
+// RFC 6455 §4.1, or, over HTTP/2, a 2xx failing those of RFC 8441 §5. The
+// connection (or stream) it came on has been closed.
 type HandshakeError struct {
 	Reason   string         // what is wrong, naming the header field and value
 	Response *http.Response // the response, if one was read; its Body is closed
@@ -52,6 +53,17 @@ func NewKey() string {
 // It fails if opts.Header sets a field the handshake owns, or if a
 // subprotocol or extension is not a valid token.
 func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
+	h, err := clientHeader(opts)
+	if err != nil {
+		return nil, err
+	}
+	h["Sec-Websocket-Key"] = []string{key}
+	return h, nil
+}
+
+// clientHeader is ClientHeader without Sec-WebSocket-Key, which an
+// opening handshake over HTTP/2 does not have.
+func clientHeader(opts *DialOptions) (http.Header, error) {
 	if opts == nil {
 		opts = &DialOptions{}
 	}
@@ -64,7 +76,6 @@ func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
 		}
 		h[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
-	h["Sec-Websocket-Key"] = []string{key}
 	h["Sec-Websocket-Version"] = []string{Version}
 	if len(opts.Subprotocols) > 0 {
 		for _, p := range opts.Subprotocols {
@@ -99,12 +110,24 @@ func ClientHeader(key string, opts *DialOptions) (http.Header, error) {
 // single subprotocol that opts offered; and no extension in
 // Sec-WebSocket-Extensions that opts did not offer. A failed check is a
 // *HandshakeError.
+//
+// A response with ProtoMajor 2 answers an extended CONNECT over HTTP/2
+// (RFC 8441 §5), which has neither key nor Upgrade: its status must be
+// 200, key is ignored, and so is any Sec-WebSocket-Accept (a proxy
+// translating to an HTTP/1.1 backend may pass the backend's on); the
+// subprotocol and extension rules are the same.
 func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	if opts == nil {
 		opts = &DialOptions{}
 	}
 	fail := func(reason string, err error) error {
 		return &HandshakeError{Reason: reason, Response: resp, Err: err}
+	}
+	if resp.ProtoMajor == 2 {
+		if resp.StatusCode != http.StatusOK {
+			return fail("status "+strconv.Itoa(resp.StatusCode)+" to the HTTP/2 extended CONNECT, want 200 (RFC 8441 §5)", nil)
+		}
+		return checkNegotiated(resp, opts, fail)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		return fail("status "+strconv.Itoa(resp.StatusCode)+", want 101 Switching Protocols", nil)
@@ -131,6 +154,12 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 			return fail("Sec-WebSocket-Accept "+httplist.Quote(accepts[0])+" does not match the key (want "+httplist.Quote(string(want[:]))+")", nil)
 		}
 	}
+	return checkNegotiated(resp, opts, fail)
+}
+
+// checkNegotiated checks the subprotocol and extensions the server chose
+// against those opts offered.
+func checkNegotiated(resp *http.Response, opts *DialOptions, fail func(string, error) error) error {
 	if err := checkSubprotocol(resp.Header["Sec-Websocket-Protocol"], opts.Subprotocols); err != "" {
 		return fail(err, nil)
 	}

@@ -17,9 +17,16 @@ import (
 type DialOptions struct {
 	// Dialer, if non-nil, is the upgrade.Dialer to dial with: its
 	// network, TLS, proxy, timeout and header settings apply. Dial uses a
-	// copy with the handshake's fields added to Header and its own check
-	// of the 101 run before Dialer.Check. Its Method must be empty or GET
-	// and its Body empty: the opening handshake is a GET without a body.
+	// copy with the handshake's fields added to Header, its own Prepare
+	// (adding Sec-WebSocket-Key) run before Dialer.Prepare, and its own
+	// check of the response run before Dialer.Check. Its Method must be
+	// empty or GET and its Body empty: the opening handshake is a GET
+	// without a body.
+	//
+	// With Dialer.HTTP2 set, the handshake is an extended CONNECT over
+	// HTTP/2 (RFC 8441) when the server enables it, sharing the
+	// HTTP2Transport's connections, and the RFC 6455 Upgrade otherwise:
+	// see Dial.
 	Dialer *upgrade.Dialer
 
 	// Header holds extra request header fields, such as Origin, Cookie or
@@ -54,6 +61,14 @@ var wsOffer = upgrade.Protocol{Name: "websocket"}
 // the connection is closed. A final status other than 101 is the
 // upgrade.Dialer's *upgrade.ResponseError, and the returned response then
 // holds its status, header and body excerpt.
+//
+// Over HTTP/2 (opts.Dialer.HTTP2 set, and a server that enables extended
+// CONNECT), the handshake is the one of RFC 8441 §5: a CONNECT stream
+// with :protocol "websocket", "sec-websocket-version: 13", the offered
+// subprotocols and extensions, Origin and the other fields, and no
+// Sec-WebSocket-Key; the server must answer 200, checked by
+// CheckResponse, and a refusal is an *upgrade.ResponseError as above.
+// c.Request.ProtoMajor says which handshake switched c.
 func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn, *http.Response, error) {
 	if opts == nil {
 		opts = &DialOptions{}
@@ -68,8 +83,7 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 	if len(d.Body) > 0 {
 		return nil, nil, errors.New("websocket: DialOptions.Dialer.Body is set; the opening handshake has no body")
 	}
-	key := NewKey()
-	h, err := ClientHeader(key, opts)
+	h, err := clientHeader(opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -81,13 +95,25 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 		h[ck] = append([]string(nil), vs...)
 	}
 	d.Method, d.Header = http.MethodGet, h
-	next := d.Check
+	prepare := d.Prepare
+	d.Prepare = func(req *http.Request) error {
+		// RFC 8441 §5: over HTTP/2, :protocol replaces the key.
+		if req.ProtoMajor == 1 {
+			req.Header["Sec-Websocket-Key"] = []string{NewKey()}
+		}
+		if prepare != nil {
+			return prepare(req)
+		}
+		return nil
+	}
+	check := d.Check
 	d.Check = func(resp *http.Response) error {
-		if err := CheckResponse(resp, key, opts); err != nil {
+		// resp.Request is the request as Prepare left it.
+		if err := CheckResponse(resp, resp.Request.Header.Get("Sec-Websocket-Key"), opts); err != nil {
 			return err
 		}
-		if next != nil {
-			return next(resp)
+		if check != nil {
+			return check(resp)
 		}
 		return nil
 	}
@@ -111,12 +137,17 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 
 // responseOf rebuilds the refusal's response for callers that want one.
 func responseOf(re *upgrade.ResponseError) *http.Response {
+	proto := re.Proto
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok {
+		proto, major, minor = "HTTP/1.1", 1, 1
+	}
 	return &http.Response{
 		Status:        re.Status,
 		StatusCode:    re.StatusCode,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
+		Proto:         proto,
+		ProtoMajor:    major,
+		ProtoMinor:    minor,
 		Header:        re.Header,
 		Body:          io.NopCloser(bytes.NewReader(re.Body)),
 		ContentLength: int64(len(re.Body)),

@@ -1,0 +1,408 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"time"
+
+	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
+	"golang.org/x/net/http/httpguts"
+)
+
+// h2Protos is what a Dialer that can switch over HTTP/2 offers in ALPN:
+// h2 first, and http/1.1, on which it upgrades on the same connection.
+var h2Protos = []string{"h2", "http/1.1"}
+
+// h2Attempt is what Dial prepared to switch over HTTP/2.
+type h2Attempt struct {
+	proxy *url.URL        // nil without a proxy
+	addr  string          // the address to dial: the proxy's or the server's
+	key   h2Key           // the connections it may share
+	reqs  []*http.Request // an extended CONNECT per offer, in order; none: HTTP/1.1 only
+}
+
+// errUseHTTP1 says the server cannot switch over HTTP/2: the Dial upgrades
+// over HTTP/1.1, on a new connection.
+var errUseHTTP1 = errors.New("use HTTP/1.1")
+
+// prepareHTTP2 decides whether Dial tries HTTP/2 and builds its extended
+// CONNECT requests, one per offer, calling Prepare with each. It returns
+// nil if HTTP/2 does not apply at all.
+func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) (*h2Attempt, error) {
+	if len(d.Body) > 0 || !t.secure && !d.HTTP2.UnencryptedHTTP2 {
+		return nil, nil
+	}
+	if _, err := xnetCheck(); err != nil {
+		return nil, nil
+	}
+	proxyURL, addr, err := d.proxyFor(req, t)
+	if err != nil {
+		return nil, err
+	}
+	a := &h2Attempt{proxy: proxyURL, addr: addr, key: d.h2Key(t, proxyURL)}
+	d.HTTP2.mu.Lock()
+	useHTTP1 := d.HTTP2.useHTTP1Locked(a.key)
+	d.HTTP2.mu.Unlock()
+	if useHTTP1 {
+		return a, nil
+	}
+	a.reqs = make([]*http.Request, len(offers))
+	for i, o := range offers {
+		if a.reqs[i], err = d.newExtendedConnect(ctx, req.URL, t, o); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// h2Key identifies the connections a Dial to t through proxyURL may share.
+func (d *Dialer) h2Key(t dialTarget, proxyURL *url.URL) h2Key {
+	k := h2Key{scheme: "http", addr: t.addr, tls: d.TLSClientConfig, maxHeader: math.MaxUint32}
+	if n := d.maxHeaderBytes(); n < math.MaxUint32 {
+		k.maxHeader = uint32(n)
+	}
+	if t.secure {
+		k.scheme, k.serverName = "https", t.serverName
+	}
+	if proxyURL != nil {
+		k.proxy = proxyURL.String()
+	}
+	return k
+}
+
+// newExtendedConnect builds the extended CONNECT (RFC 8441 §4) asking to
+// switch the stream to offer: :protocol is the offer; :scheme, :path and
+// :authority come from the URL (and a Host field); the Dialer's Header is
+// sent without the fields HTTP/2 forbids (RFC 9113 §8.2.2). Prepare is
+// called with it, and what it leaves is checked.
+func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarget, offer Protocol) (*http.Request, error) {
+	h := d.header(u, 1)
+	dropConnectionFields(h)
+	protocol := []string{offer.String()}
+	h[":protocol"] = protocol
+	req := &http.Request{
+		Method:     http.MethodConnect,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     h,
+		Host:       t.host,
+	}
+	if ctx != context.Background() {
+		req = req.WithContext(ctx)
+	}
+	if d.Prepare != nil {
+		if err := d.Prepare(req); err != nil {
+			return nil, fmt.Errorf("preparing the request: %w", err)
+		}
+	}
+	req.Header[":protocol"] = protocol
+	if err := checkH2Fields(req); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// dropConnectionFields removes from h the connection-specific fields an
+// HTTP/2 request must not carry (RFC 9113 §8.2.2): Connection and the
+// fields it names, Keep-Alive, Proxy-Connection, Transfer-Encoding,
+// Upgrade, and TE other than "trailers".
+func dropConnectionFields(h http.Header) {
+	for k, vs := range h {
+		switch textproto.CanonicalMIMEHeaderKey(k) {
+		case "Connection":
+			for o := range httplist.Elements(vs) {
+				for k2 := range h {
+					if ascii.EqualFold(k2, o) {
+						delete(h, k2)
+					}
+				}
+			}
+			delete(h, k)
+		case "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade":
+			delete(h, k)
+		case "Te":
+			if !onlyTrailers(vs) {
+				delete(h, k)
+			}
+		}
+	}
+}
+
+// onlyTrailers reports whether a TE field holds "trailers" only, the one
+// value HTTP/2 allows.
+func onlyTrailers(vs []string) bool {
+	for e := range httplist.Elements(vs) {
+		if !ascii.EqualFold(e, "trailers") {
+			return false
+		}
+	}
+	return true
+}
+
+// checkH2Fields checks the header fields of an extended CONNECT as Prepare
+// left it: valid names and values, none that HTTP/2 forbids or the Dialer
+// does not send; a Host field replaces req.Host, which must be a valid
+// authority.
+func checkH2Fields(req *http.Request) error {
+	host, hostField := req.Host, false
+	for k, vs := range req.Header {
+		if k == ":protocol" {
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("invalid header field name %s", httplist.Quote(k))
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("invalid value for header field %s: %s", k, httplist.Quote(v))
+			}
+		}
+		switch textproto.CanonicalMIMEHeaderKey(k) {
+		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade",
+			"Content-Length", "Expect":
+			return fmt.Errorf("header field %s cannot be sent in an HTTP/2 extended CONNECT", k)
+		case "Te":
+			if !onlyTrailers(vs) {
+				return fmt.Errorf("header field %s other than \"trailers\" cannot be sent in HTTP/2", k)
+			}
+		case "Host":
+			if hostField || len(vs) != 1 {
+				return errors.New("more than one Host header field")
+			}
+			host, hostField = vs[0], true
+			delete(req.Header, k)
+		}
+	}
+	if h, err := httpguts.PunycodeHostPort(host); err == nil {
+		host = h
+	}
+	if r := checkAuthority(host); r != "" {
+		return fmt.Errorf("invalid Host %s: %s", httplist.Quote(host), r)
+	}
+	req.Host = host
+	return nil
+}
+
+// handshakeHTTP2 switches over HTTP/2 if it can: it sends an extended
+// CONNECT for each offer in turn on a shared connection, until the server
+// accepts one. It upgrades over HTTP/1.1 instead when the server cannot
+// switch over HTTP/2: TLS negotiated http/1.1 (the upgrade then goes on
+// that connection), the server's SETTINGS lack
+// SETTINGS_ENABLE_CONNECT_PROTOCOL, or, with prior knowledge, it does not
+// speak HTTP/2; or the server answers 505 HTTP Version Not Supported. When
+// the server refuses every offer, the last refusal is the error; HTTP/1.1
+// is not tried then.
+func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, a *h2Attempt) (*Conn, error) {
+	http1 := func() (*Conn, error) {
+		sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, http11)
+		if err != nil {
+			return nil, err
+		}
+		return d.switchHTTP1(&sc, req, wire, offers)
+	}
+	if len(a.reqs) == 0 {
+		return http1()
+	}
+	// hctx bounds every wait of the attempt; streams get a context of
+	// their own, which it cancels until the switch is done.
+	hctx := ctx
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	var refused *ResponseError
+	for i, xreq := range a.reqs {
+		c, re, sc, err := d.extendedConnect(ctx, hctx, deadline, req, t, a, xreq, offers[i])
+		switch {
+		case sc != nil:
+			return d.switchHTTP1(sc, req, wire, offers)
+		case errors.Is(err, errUseHTTP1):
+			return http1()
+		case err != nil:
+			return nil, err
+		case re != nil && re.StatusCode == http.StatusHTTPVersionNotSupported:
+			// The endpoint does not take this offer, or any, over
+			// HTTP/2 (an upgrade.Server without RFC 8441 says so): the
+			// answer is about the version, not the protocol.
+			return http1()
+		case re != nil:
+			refused = re
+			continue
+		}
+		return c, nil
+	}
+	return nil, refused
+}
+
+// extendedConnect asks to switch a stream to offer with xreq: it returns
+// the Conn, the server's refusal, or, when TLS negotiated HTTP/1.1 on the
+// connection it dialed, that connection. A stream that fails on a pooled
+// connection before any answer is tried once more, as browsers do: the
+// connection may have died while idle, and an extended CONNECT has no
+// body to replay.
+func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt, xreq *http.Request, offer Protocol) (*Conn, *ResponseError, *serverConn, error) {
+	tr := d.HTTP2
+	for retried := false; ; retried = true {
+		hc, reused, sc, err := d.h2Conn(ctx, hctx, deadline, req, t, a)
+		if sc != nil || err != nil {
+			return nil, nil, sc, err
+		}
+		c, re, answered, err := d.openStream(hctx, hc, xreq, offer)
+		if err == nil || answered {
+			return c, re, nil, err
+		}
+		noExtendedConnect, _ := xnetCheck()
+		switch {
+		case errors.Is(err, noExtendedConnect):
+			// HTTP/2, without RFC 8441.
+			tr.rememberHTTP1(a.key)
+			tr.discard(hc)
+			return nil, nil, nil, errUseHTTP1
+		case !t.secure && !reused && !hc.sawSettings() && hctx.Err() == nil:
+			// Prior knowledge, and the server did not answer the preface
+			// with SETTINGS: it does not speak HTTP/2.
+			tr.rememberHTTP1(a.key)
+			tr.discard(hc)
+			return nil, nil, nil, errUseHTTP1
+		case reused && !retried && hctx.Err() == nil:
+			continue
+		}
+		return nil, nil, nil, fmt.Errorf("HTTP/2 extended CONNECT: %w", err)
+	}
+}
+
+// h2Conn returns a connection with a stream reserved for the Dial: a
+// pooled one, one another Dial is opening, or one it opens; or, when TLS
+// negotiated HTTP/1.1 on the one it opened, that connection.
+func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt) (hc *h2Conn, reused bool, sc *serverConn, err error) {
+	tr := d.HTTP2
+	for {
+		c, wait, useHTTP1 := tr.get(a.key)
+		switch {
+		case useHTTP1:
+			return nil, false, nil, errUseHTTP1
+		case c != nil:
+			return c, true, nil, nil
+		case wait != nil:
+			select {
+			case <-wait:
+				continue
+			case <-hctx.Done():
+				return nil, false, nil, hctx.Err()
+			}
+		}
+		c, sc, err = d.dialHTTP2(ctx, deadline, req, t, a)
+		tr.dialed(a.key, c, sc != nil)
+		return c, false, sc, err
+	}
+}
+
+// dialHTTP2 opens a connection for a.key: TLS with ALPN h2 and http/1.1,
+// or cleartext with prior knowledge, and starts HTTP/2 on it. If TLS
+// negotiated HTTP/1.1 (or nothing), it returns the connection instead,
+// still within the handshake's bounds.
+func (d *Dialer) dialHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt) (*h2Conn, *serverConn, error) {
+	sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, h2Protos)
+	if err != nil {
+		return nil, nil, err
+	}
+	if t.secure && sc.alpn != "h2" {
+		return nil, &sc, nil
+	}
+	nc := sc.conn
+	if n := sc.br.Buffered(); n > 0 && !t.secure {
+		// Bytes the server sent through a proxy's tunnel, read with the
+		// proxy's response (its SETTINGS, say), are HTTP/2's.
+		ahead, _ := sc.br.Peek(n)
+		nc = &Conn{nc: nc, rbuf: append([]byte(nil), ahead...)}
+	}
+	if err := sc.release(); err != nil {
+		sc.raw.Close()
+		return nil, nil, err
+	}
+	hc, err := d.HTTP2.newConn(a.key, nc)
+	if err != nil {
+		sc.raw.Close()
+		return nil, nil, fmt.Errorf("starting HTTP/2: %w", err)
+	}
+	return hc, nil, nil
+}
+
+// openStream sends xreq, an extended CONNECT, on a stream reserved on hc.
+// A 2xx answer that Check accepts makes the Conn; another final status is
+// a refusal, returned as a *ResponseError. answered reports whether the
+// server's response arrived, even if the switch then failed.
+func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request, offer Protocol) (_ *Conn, _ *ResponseError, answered bool, _ error) {
+	// The stream lives on after the Dial, so its context is not hctx:
+	// hctx cancels it only until the switch is done. It keeps the values
+	// of the Dial's context (an httptrace.ClientTrace, say).
+	sctx, scancel := context.WithCancel(context.WithoutCancel(xreq.Context()))
+	stop := context.AfterFunc(hctx, scancel)
+	pipe := newBodyPipe()
+	resp, err := hc.roundTrip(wireRequest(sctx, xreq, pipe))
+	if err != nil {
+		stop()
+		pipe.closeWith(net.ErrClosed, net.ErrClosed)
+		scancel()
+		return nil, nil, false, err
+	}
+	if resp.StatusCode/100 != 2 {
+		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
+		// Errors only cut the excerpt short; hctx bounds the reading.
+		re.Body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		pipe.closeWith(net.ErrClosed, net.ErrClosed)
+		resp.Body.Close()
+		stop()
+		scancel()
+		return nil, re, true, nil
+	}
+	s := newH2Stream(resp.Body, pipe, scancel, hc.local, hc.remote)
+	// The stream is read through the Conn, never through the response.
+	resp.Body, resp.ContentLength, resp.Request = http.NoBody, 0, xreq
+	if d.Check != nil {
+		if err := d.Check(resp); err != nil {
+			stop()
+			s.Close()
+			return nil, nil, true, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
+		}
+	}
+	if !stop() {
+		s.Close()
+		return nil, nil, true, errors.New("handshake interrupted")
+	}
+	return &Conn{nc: s, Protocol: offer, Request: xreq, Response: resp}, nil, true, nil
+}
+
+// wireRequest returns the request given to the x/net transport for xreq:
+// the stream's context, the body pipe, and the header without a
+// User-Agent unless xreq has one, as over HTTP/1.1 (x/net would add its
+// own). xreq stays as the caller will see it in Conn.Request.
+func wireRequest(ctx context.Context, xreq *http.Request, body io.ReadCloser) *http.Request {
+	r := xreq.WithContext(ctx)
+	r.Body = body
+	hasUA := false
+	for k := range xreq.Header {
+		if ascii.EqualFold(k, "User-Agent") {
+			hasUA = true
+			break
+		}
+	}
+	if !hasUA {
+		r.Header = make(http.Header, len(xreq.Header)+1)
+		for k, vs := range xreq.Header {
+			r.Header[k] = vs
+		}
+		r.Header["User-Agent"] = []string{""} // x/net sends none
+	}
+	return r
+}

@@ -1,0 +1,311 @@
+package upgrade
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// The HTTP/2 client is golang.org/x/net/http2's Transport and ClientConn,
+// deprecated in favour of net/http's: net/http's Transport rejects the
+// ":protocol" pseudo-header an extended CONNECT needs (Go 1.26), so
+// x/net's is the only Go client that can send one. Every use below is
+// marked for staticcheck with that reason.
+
+// DefaultHTTP2IdleConnTimeout is how long an HTTP2Transport keeps a
+// connection without streams open, unless its IdleConnTimeout says
+// otherwise.
+const DefaultHTTP2IdleConnTimeout = 90 * time.Second
+
+// An HTTP2Transport holds the HTTP/2 connections on which Dialers switch
+// protocols with extended CONNECT (RFC 8441), one stream per switched
+// connection: a Dialer whose HTTP2 field points to it opens its streams on
+// a connection of the transport when it has one to the same server, and
+// adds the connections it opens. It also remembers, for a while, the
+// servers that cannot switch over HTTP/2, so that Dialers go straight to
+// HTTP/1.1 with them.
+//
+// Connections are shared between Dials to the same scheme and address,
+// through the same proxy, with the same TLSClientConfig (compared by
+// pointer) and the same MaxHeaderBytes; a Dialer's NetDialContext only
+// opens new ones. A connection carries as many streams at once as the
+// server allows (SETTINGS_MAX_CONCURRENT_STREAMS, often 100 or 250); past
+// that, Dials open another connection. Dials that find no connection wait
+// for one that is being opened rather than opening their own.
+//
+// The zero value is ready to use. An HTTP2Transport is safe for concurrent
+// use by multiple goroutines and must not be copied after first use.
+// Create one and share it, as with http.Transport; connections stay open
+// until they have been idle for IdleConnTimeout, the server closes them,
+// or CloseIdleConnections is called.
+//
+// If the golang.org/x/net/http2 client linked into the program cannot send
+// extended CONNECT requests (checked once, in memory, on first use; see
+// Dialer.HTTP2), Dialers using the transport switch over HTTP/1.1 only.
+type HTTP2Transport struct {
+	// UnencryptedHTTP2 lets Dialers speak HTTP/2 without TLS, with prior
+	// knowledge (RFC 9113 §3.3), to http and ws URLs. Nothing can tell a
+	// client whether a cleartext server speaks HTTP/2, so set it only for
+	// servers known to: one that does not fails the connection preface,
+	// and the Dialer then dials again and upgrades over HTTP/1.1 (and
+	// goes straight there for that server for a while). False means
+	// cleartext URLs use HTTP/1.1 only.
+	UnencryptedHTTP2 bool
+
+	// IdleConnTimeout is how long a connection without streams is kept
+	// open. Zero means DefaultHTTP2IdleConnTimeout; a negative value
+	// means no limit.
+	IdleConnTimeout time.Duration
+
+	mu      sync.Mutex
+	conns   map[h2Key][]*h2Conn
+	dialing map[h2Key]chan struct{} // closed when the dial is done
+	http1   map[h2Key]time.Time     // when to try HTTP/2 again
+	//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
+	xnet map[uint32]*http2.Transport // by MaxHeaderListSize
+}
+
+// h2Key identifies the connections Dials may share.
+type h2Key struct {
+	scheme     string // "https", or "http" for prior knowledge
+	addr       string // the address dialed, with any IPv6 zone
+	serverName string // the TLS server name asked for, if https
+	proxy      string // the proxy URL, "" without one
+	tls        *tls.Config
+	maxHeader  uint32 // SETTINGS_MAX_HEADER_LIST_SIZE the connection announced
+}
+
+// h2Conn is a pooled HTTP/2 client connection.
+type h2Conn struct {
+	//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
+	cc     *http2.ClientConn
+	key    h2Key
+	local  net.Addr
+	remote net.Addr
+}
+
+// http1Memory is how long an HTTP2Transport sends a server's Dials straight
+// to HTTP/1.1 after finding it cannot switch over HTTP/2.
+const http1Memory = 10 * time.Minute
+
+// maxHTTP1Memory bounds the servers remembered.
+const maxHTTP1Memory = 1024
+
+// CloseIdleConnections closes the connections that carry no stream. It
+// does not interrupt streams: a connection in use is closed once it has
+// been idle for IdleConnTimeout.
+func (t *HTTP2Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	var all []*h2Conn
+	for key, cs := range t.conns {
+		all = append(all, cs...)
+		delete(t.conns, key)
+	}
+	t.mu.Unlock()
+	// Out of the pool, a connection takes no new stream, so the state read
+	// now stays true for idleness; those still in use go back.
+	for _, c := range all {
+		st := c.cc.State()
+		switch {
+		case st.StreamsActive == 0 && st.StreamsReserved == 0:
+			c.close()
+		case !st.Closed && !st.Closing:
+			t.mu.Lock()
+			t.conns[c.key] = append(t.conns[c.key], c)
+			t.mu.Unlock()
+		}
+	}
+}
+
+func (t *HTTP2Transport) idleConnTimeout() time.Duration {
+	switch {
+	case t.IdleConnTimeout > 0:
+		return t.IdleConnTimeout
+	case t.IdleConnTimeout < 0:
+		return 0
+	}
+	return DefaultHTTP2IdleConnTimeout
+}
+
+// get returns a pooled connection to key with a stream reserved on it.
+// Without one, it returns a channel closed when the dial another Dial is
+// making to key is done; or neither, and the caller must dial, then call
+// dialed. useHTTP1 reports that the server is remembered as unable to
+// switch over HTTP/2.
+func (t *HTTP2Transport) get(key h2Key) (c *h2Conn, wait <-chan struct{}, useHTTP1 bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.useHTTP1Locked(key) {
+		return nil, nil, true
+	}
+	cs := t.conns[key]
+	for i := len(cs) - 1; i >= 0; i-- {
+		if cs[i].cc.ReserveNewRequest() {
+			return cs[i], nil, false
+		}
+	}
+	if ch, ok := t.dialing[key]; ok {
+		return nil, ch, false
+	}
+	if t.dialing == nil {
+		t.dialing = make(map[h2Key]chan struct{})
+	}
+	t.dialing[key] = make(chan struct{})
+	return nil, nil, false
+}
+
+// dialed ends the dial get asked for: c, if not nil, is the new connection,
+// added to the pool with a stream reserved for the caller; useHTTP1 makes
+// the transport remember the server cannot switch over HTTP/2.
+func (t *HTTP2Transport) dialed(key h2Key, c *h2Conn, useHTTP1 bool) {
+	t.mu.Lock()
+	ch := t.dialing[key]
+	delete(t.dialing, key)
+	if c != nil {
+		c.cc.ReserveNewRequest() // a fresh connection has room
+		if t.conns == nil {
+			t.conns = make(map[h2Key][]*h2Conn)
+		}
+		t.conns[key] = append(t.conns[key], c)
+	}
+	if useHTTP1 {
+		t.rememberHTTP1Locked(key)
+	}
+	t.mu.Unlock()
+	close(ch)
+}
+
+// rememberHTTP1 makes Dials to key use HTTP/1.1 for a while.
+func (t *HTTP2Transport) rememberHTTP1(key h2Key) {
+	t.mu.Lock()
+	t.rememberHTTP1Locked(key)
+	t.mu.Unlock()
+}
+
+func (t *HTTP2Transport) rememberHTTP1Locked(key h2Key) {
+	now := time.Now()
+	if t.http1 == nil {
+		t.http1 = make(map[h2Key]time.Time)
+	}
+	if len(t.http1) >= maxHTTP1Memory {
+		for k, until := range t.http1 {
+			if now.After(until) {
+				delete(t.http1, k)
+			}
+		}
+		for k := range t.http1 {
+			if len(t.http1) < maxHTTP1Memory {
+				break
+			}
+			delete(t.http1, k)
+		}
+	}
+	t.http1[key] = now.Add(http1Memory)
+}
+
+func (t *HTTP2Transport) useHTTP1Locked(key h2Key) bool {
+	until, ok := t.http1[key]
+	if ok && time.Now().After(until) {
+		delete(t.http1, key)
+		return false
+	}
+	return ok
+}
+
+// discard removes c from the pool and closes it.
+func (t *HTTP2Transport) discard(c *h2Conn) {
+	t.remove(c)
+	c.close()
+}
+
+// remove removes c from the pool.
+func (t *HTTP2Transport) remove(c *h2Conn) {
+	t.mu.Lock()
+	t.removeLocked(c)
+	t.mu.Unlock()
+}
+
+func (t *HTTP2Transport) removeLocked(c *h2Conn) {
+	cs := t.conns[c.key]
+	for i, pc := range cs {
+		if pc == c {
+			cs = append(cs[:i], cs[i+1:]...)
+			break
+		}
+	}
+	if len(cs) == 0 {
+		delete(t.conns, c.key)
+	} else {
+		t.conns[c.key] = cs
+	}
+}
+
+// newConn starts HTTP/2 on nc, a connection made for key: it sends the
+// connection preface and SETTINGS, and starts reading the server's frames.
+func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn) (*h2Conn, error) {
+	t.mu.Lock()
+	tr := t.xnet[key.maxHeader]
+	if tr == nil {
+		// DisableCompression: else x/net adds "accept-encoding: gzip" to
+		// the CONNECT. ConnPool: x/net tells it when a connection dies, so
+		// that it leaves the pool at once.
+		//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
+		tr = &http2.Transport{DisableCompression: true, MaxHeaderListSize: key.maxHeader, IdleConnTimeout: t.idleConnTimeout(), ConnPool: deadConns{t}}
+		if t.xnet == nil {
+			//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
+			t.xnet = make(map[uint32]*http2.Transport)
+		}
+		t.xnet[key.maxHeader] = tr
+	}
+	t.mu.Unlock()
+	//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
+	cc, err := tr.NewClientConn(nc)
+	if err != nil {
+		return nil, err
+	}
+	return &h2Conn{cc: cc, key: key, local: nc.LocalAddr(), remote: nc.RemoteAddr()}, nil
+}
+
+// roundTrip sends req on a stream reserved by get or dialed, and returns
+// the response once its header has arrived.
+func (c *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
+	return c.cc.RoundTrip(req)
+}
+
+// sawSettings reports whether the server has sent its SETTINGS frame,
+// which is the first thing an HTTP/2 server sends.
+func (c *h2Conn) sawSettings() bool {
+	// MaxConcurrentStreams is zero until the first SETTINGS frame.
+	return c.cc.State().MaxConcurrentStreams != 0
+}
+
+func (c *h2Conn) close() {
+	_ = c.cc.Close()
+}
+
+// deadConns is the ConnPool of the x/net Transports: x/net tells it when
+// a connection has died. The transport never asks it for connections.
+type deadConns struct{ t *HTTP2Transport }
+
+//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
+func (deadConns) GetClientConn(*http.Request, string) (*http2.ClientConn, error) {
+	return nil, http2.ErrNoCachedConn
+}
+
+//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
+func (p deadConns) MarkDead(cc *http2.ClientConn) {
+	p.t.mu.Lock()
+	defer p.t.mu.Unlock()
+	for _, cs := range p.t.conns {
+		for _, c := range cs {
+			if c.cc == cc {
+				p.t.removeLocked(c)
+				return
+			}
+		}
+	}
+}
