@@ -88,7 +88,12 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadlin
 // Reading from it directly skips the read-ahead bytes that Read returns
 // first, and loses them: read from c, or from NetConn only once Buffered
 // returns 0. Closing it closes c.
-func (c *Conn) NetConn() net.Conn { return c.nc }
+func (c *Conn) NetConn() net.Conn {
+	if d, ok := c.nc.(*delegatedConn); ok {
+		return d.Conn
+	}
+	return c.nc
+}
 
 // Buffered returns the number of read-ahead bytes that Read will return
 // before it reads from the network.

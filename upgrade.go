@@ -134,6 +134,9 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	}
 	r.Route = rt
 	r.accepter, _ = rt.Handler.(Accepter)
+	if d, ok := rt.Handler.(*delegate); ok {
+		d.adapt(&r)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.routes {
@@ -143,7 +146,7 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	}
 	s.routes = append(s.routes, r)
 	s.upgrades = advertise(s.routes, nil)
-	if rt.Available != nil {
+	if r.Available != nil {
 		s.conditional = true
 	}
 }
@@ -277,6 +280,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	s.negotiate(r, routes, offers, &d)
 	if d.route == nil {
 		s.refuseOffers(w, r, next, routes, offers, &d)
+		return
+	}
+	if dh, ok := d.route.Handler.(*delegate); ok {
+		if d.extra != nil {
+			recycleHeader(d.extra) // the delegated handler writes the 101
+		}
+		s.serveDelegated(w, r, dh, d.route, d.offer)
 		return
 	}
 	c := s.switchProtocols(w, r, d.route, d.offer, d.extra)
