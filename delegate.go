@@ -141,13 +141,40 @@ func (d *delegate) adapt(rt *route) {
 	}
 }
 
-// serveDelegated lets d's http.Handler switch r to offer, negotiated for
-// rt, whose slot is reserved: the slot goes to the connection if the
-// handler hijacks it, and is released otherwise.
-func (s *Server) serveDelegated(w http.ResponseWriter, r *http.Request, d *delegate, rt *route, offer Protocol) {
+// A delegation is a switch negotiated for a delegated route, whose slot
+// is reserved: serve returns it, and its caller runs it, so that serve's
+// frame, which holds the negotiation's state, is off the stack by then.
+// The delegated handler runs on net/http's connection goroutine for as
+// long as the connection lives, in the libraries' usual style; a deeper
+// stack there would make the runtime double that goroutine's 4 KiB stack,
+// for every connection.
+type delegation struct {
+	rt      *route // a delegated route; nil: nothing to run
+	version string // the version offered
+}
+
+// run lets g's http.Handler switch r. The slot goes to the connection if
+// the handler hijacks it, and is released otherwise.
+func (g delegation) run(s *Server, w http.ResponseWriter, r *http.Request) {
+	if g.rt == nil {
+		return
+	}
+	dw := s.startDelegation(w, r, g.rt, g.version)
+	if dw == nil {
+		return
+	}
+	defer dw.finish()
+	g.rt.Handler.(*delegate).h.ServeHTTP(dw, dw.dc.c.Request)
+}
+
+// startDelegation reads r's body, if it has one, and prepares the
+// ResponseWriter and the narrowed request for the delegated handler. It
+// returns nil, having released the slot and answered, if the body cannot
+// be read or the Server began shutting down.
+func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *route, version string) *delegateWriter {
 	if hasBody(r) && !s.readRequestBody(w, r, http.NewResponseController(w), rt) {
 		s.release(rt)
-		return
+		return nil
 	}
 	_, drain := s.conns.lifetime()
 	if s.conns.closing.Load() {
@@ -155,13 +182,13 @@ func (s *Server) serveDelegated(w http.ResponseWriter, r *http.Request, d *deleg
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
-		return
+		return nil
 	}
 	dc := &delegatedConn{s: s}
 	lifetime, cancel := context.WithCancel(context.Background())
 	dc.ctx = delegateContext{Context: lifetime, values: r.Context(), drain: drain}
 	dc.cancel = cancel
-	proto := Protocol{Name: rt.name, Version: offer.Version}
+	proto := Protocol{Name: rt.name, Version: version}
 	req := r.WithContext(&dc.ctx)
 	req.Header = narrowHeader(r.Header, proto.String(), &dc.vals)
 	c := &dc.c
@@ -171,9 +198,8 @@ func (s *Server) serveDelegated(w http.ResponseWriter, r *http.Request, d *deleg
 	dw := &delegateWriter{rw: w, orig: r, s: s, rt: rt, dc: dc}
 	// Until the switch, the request's end (the client going away) ends
 	// the delegated request too.
-	dw.stop = context.AfterFunc(r.Context(), cancel)
-	defer dw.finish()
-	d.h.ServeHTTP(dw, req)
+	dw.stop = context.AfterFunc(r.Context(), dc.requestEnded)
+	return dw
 }
 
 // narrowHeader returns h offering only proto, with "Connection: Upgrade":
@@ -206,14 +232,16 @@ type delegateWriter struct {
 	s    *Server
 	rt   *route
 	dc   *delegatedConn
-	stop func() bool // stops the request's context from ending the delegated one
+	stop func() bool // stops following the request's context (see requestEnded)
 
-	mu       sync.Mutex
-	status   int  // the final status passed on to rw; 0 if none yet
-	pending  bool // a WriteHeader(101) kept for Hijack to write
-	hijacked bool // rw's connection was hijacked
-	switched bool // and is tracked as dc: its slot is the connection's
-	done     bool // ServeHTTP returned
+	// Like net/http's, the ResponseWriter is used by one goroutine at a
+	// time; done alone may be read by another (a library misusing it
+	// after ServeHTTP returned).
+	status   int         // the final status passed on to rw; 0 if none yet
+	pending  bool        // a WriteHeader(101) kept for Hijack to write
+	hijacked bool        // rw's connection was hijacked
+	switched bool        // and is tracked as dc: its slot is the connection's
+	done     atomic.Bool // ServeHTTP returned
 }
 
 // Header returns the Server's ResponseWriter's header map.
@@ -223,10 +251,8 @@ func (w *delegateWriter) Header() http.Header { return w.rw.Header() }
 // write. A final status makes net/http close the connection after the
 // answer.
 func (w *delegateWriter) WriteHeader(code int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	switch {
-	case w.hijacked || w.done:
+	case w.hijacked || w.done.Load():
 		return
 	case code == http.StatusSwitchingProtocols && w.status == 0:
 		w.pending = true
@@ -242,12 +268,10 @@ func (w *delegateWriter) WriteHeader(code int) {
 
 // Write passes p on as the body of the answer.
 func (w *delegateWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	switch {
 	case w.hijacked:
 		return 0, http.ErrHijacked
-	case w.done:
+	case w.done.Load():
 		return 0, errWriterDone
 	case w.pending:
 		return 0, http.ErrBodyNotAllowed
@@ -262,12 +286,10 @@ func (w *delegateWriter) Write(p []byte) (int, error) {
 // http.ResponseController's Flush does. A kept 101 is not flushed: it is
 // written by Hijack.
 func (w *delegateWriter) FlushError() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	switch {
 	case w.hijacked:
 		return http.ErrHijacked
-	case w.done:
+	case w.done.Load():
 		return errWriterDone
 	case w.pending:
 		return nil
@@ -301,31 +323,66 @@ var no101Fields = map[string]bool{"Content-Length": true, "Transfer-Encoding": t
 // Hijack takes the connection over for the delegated handler: it
 // hijacks the Server's ResponseWriter, starts tracking the connection as
 // a *Conn holding the bytes read ahead, writes a kept 101, and returns the
-// *Conn with an empty bufio.ReadWriter over it.
+// *Conn with an empty bufio.ReadWriter over it. It is on the path of
+// every delegated switch, in the handler's stack: its own frame is kept
+// small, the rare paths out of line.
 func (w *delegateWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	switch {
-	case w.done:
-		return nil, nil, errWriterDone
-	case w.hijacked:
-		return nil, nil, http.ErrHijacked
-	case w.status != 0:
-		return nil, nil, fmt.Errorf("upgrade: cannot switch protocols after starting a %d response", w.status)
+	if w.done.Load() || w.hijacked || w.status != 0 {
+		return nil, nil, w.hijackError()
 	}
 	var head []byte
 	if w.pending {
-		head = append(make([]byte, 0, 256), "HTTP/1.1 101 Switching Protocols\r\n"...)
-		_ = w.rw.Header().WriteSubset((*appendWriter)(&head), no101Fields)
-		head = append(head, "\r\n"...)
+		head = w.head101()
 	}
-	nc, brw, err := http.NewResponseController(w.rw).Hijack()
+	hj, ok := w.rw.(http.Hijacker)
+	if !ok {
+		hj = unwrapHijacker{w.rw}
+	}
+	nc, brw, err := hj.Hijack()
 	if err != nil {
-		return nil, nil, fmt.Errorf("upgrade: hijacking the connection: %w", err)
+		return nil, nil, hijackFailed(err)
 	}
+	c, err := w.takeOver(nc, brw, head)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, brw, nil
+}
+
+// unwrapHijacker hijacks a ResponseWriter through its Unwrap chain.
+type unwrapHijacker struct{ rw http.ResponseWriter }
+
+func (u unwrapHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(u.rw).Hijack()
+}
+
+// hijackFailed wraps the error of the Server's ResponseWriter's Hijack.
+func hijackFailed(err error) error {
+	return fmt.Errorf("upgrade: hijacking the connection: %w", err)
+}
+
+// hijackError is the error of a Hijack that cannot be done.
+func (w *delegateWriter) hijackError() error {
+	switch {
+	case w.done.Load():
+		return errWriterDone
+	case w.hijacked:
+		return http.ErrHijacked
+	}
+	return fmt.Errorf("upgrade: cannot switch protocols after starting a %d response", w.status)
+}
+
+// takeOver starts tracking the hijacked nc as the delegated Conn, with the
+// bytes read ahead in brw, writes head (the kept 101), if any, and makes
+// brw, empty, read from and write to the Conn.
+func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byte) (*Conn, error) {
 	w.hijacked = true
-	w.stop()
 	dc := w.dc
+	// The request's context no longer ends the delegated one. Calling
+	// w.stop here, deep in the library's stack, would run the context
+	// package's cancel machinery there and grow the goroutine's stack:
+	// finish calls it.
+	dc.detached.Store(true)
 	dc.Conn = nc
 	c := &dc.c
 	if n := brw.Reader.Buffered(); n > 0 {
@@ -333,26 +390,40 @@ func (w *delegateWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		c.rbuf = append([]byte(nil), ahead...)
 	}
 	if !w.s.conns.track(c) {
-		// Shutdown began since the handler was called: refuse on the
-		// wire rather than switch and drop.
-		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-		nc.Close()
-		return nil, nil, errShuttingDown
+		refuseShuttingDown(nc)
+		return nil, errShuttingDown
 	}
 	w.switched = true
 	if head != nil {
 		if err := w.s.writeHead(c, head); err != nil {
 			w.s.logPeerError(w.orig, "writing the 101 response for "+w.rt.spelled, err)
 			c.Close()
-			return nil, nil, fmt.Errorf("upgrade: writing the 101 response: %w", err)
+			return nil, fmt.Errorf("upgrade: writing the 101 response: %w", err)
 		}
 	}
 	// net/http's buffers, empty now, serve the library: the read-ahead
 	// bytes come first from c.
 	brw.Reader.Reset(c)
 	brw.Writer.Reset(c)
-	return c, brw, nil
+	return c, nil
+}
+
+// refuseShuttingDown answers 503 on a connection hijacked once Shutdown
+// began, rather than switch and drop it, and closes it.
+func refuseShuttingDown(nc net.Conn) {
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	nc.Close()
+}
+
+// head101 returns the kept 101 response's head, with the fields set on
+// Header written as net/http would (sorted, invalid names dropped),
+// but for those a 101 cannot carry.
+func (w *delegateWriter) head101() []byte {
+	b := appendWriter(make([]byte, 0, 256))
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\n"...)
+	_ = w.rw.Header().WriteSubset(&b, no101Fields)
+	return append(b, "\r\n"...)
 }
 
 // writeHead writes a response head on c in one write, bounded by the
@@ -375,13 +446,11 @@ func (s *Server) writeHead(c *Conn, head []byte) error {
 // answers a request that got no answer.
 func (w *delegateWriter) finish() {
 	p := recover()
-	w.mu.Lock()
-	w.done = true
+	w.done.Store(true)
 	status, pending, hijacked, switched := w.status, w.pending, w.hijacked, w.switched
-	w.mu.Unlock()
 	dc := w.dc
+	w.stop()
 	if !switched {
-		w.stop()
 		dc.cancel()
 		w.s.release(w.rt)
 	}
@@ -458,11 +527,22 @@ type delegatedConn struct {
 	cancel context.CancelFunc
 	vals   [2]string // backing the narrowed Upgrade and Connection fields
 	closed atomic.Bool
+	// detached is set at the hijack: from then on the request's context
+	// no longer ends the delegated one.
+	detached atomic.Bool
 
 	kind atomic.Int32 // headUnknown, headSwitched or headAnswered
 	mu   sync.Mutex   // guards head and n while kind is headUnknown
 	head [len("HTTP/1.1 101")]byte
 	n    int
+}
+
+// requestEnded cancels the delegated request's context when the request's
+// own ends (the client went away) before the hijack.
+func (d *delegatedConn) requestEnded() {
+	if !d.detached.Load() {
+		d.cancel()
+	}
 }
 
 // Write writes p to the connection.

@@ -742,3 +742,50 @@ var errFailing = errors.New("cannot hijack")
 type failingHijacker struct{ *httptest.ResponseRecorder }
 
 func (failingHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) { return nil, nil, errFailing }
+
+// TestDelegateContextFollowsClientBeforeSwitch: before the hijack, the
+// delegated request's context ends when the client goes away, as a
+// request's does.
+func TestDelegateContextFollowsClientBeforeSwitch(t *testing.T) {
+	hs := newHandlers(t)
+	entered := make(chan struct{})
+	ended := make(chan error, 1)
+	var s Server
+	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("not cancelled")
+		}
+	})))
+	addr := serve(t, &s, &s)
+	c := dialRaw(t, addr)
+	c.write(upgradeReq("GET", "websocket"))
+	<-entered
+	c.nc.Close()
+	assert.ErrorIs(t, <-ended, context.Canceled)
+	hs.wg.Wait()
+	assert.Empty(t, s.ActiveConns())
+}
+
+// TestDelegateDetachedAtHijack: from the hijack on, the end of the
+// request's own context (net/http ends it when ServeHTTP returns; a
+// middleware's deadline may end it sooner) no longer ends the delegated
+// one.
+func TestDelegateDetachedAtHijack(t *testing.T) {
+	hs := newHandlers(t)
+	var s Server
+	s.Handle("websocket", Delegate(hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) {
+		dc := nc.(*Conn).nc.(*delegatedConn)
+		dc.requestEnded() // as context.AfterFunc would call it
+		assert.NoError(t, r.Context().Err())
+	}))))
+	addr := serve(t, &s, &s)
+	c := dialRaw(t, addr)
+	c.write(upgradeReq("GET", "websocket"))
+	c.head()
+	_, err := c.br.ReadByte()
+	assert.ErrorIs(t, err, io.EOF)
+}

@@ -199,7 +199,7 @@ func (s *Server) advertised(r *http.Request) string {
 // Upgrade Required with the registered protocols when it cannot: the
 // Server as an endpoint that requires an upgrade.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.serve(w, r, nil)
+	s.serve(w, r, nil).run(s, w, r)
 }
 
 // Middleware returns a handler that switches requests it can switch and
@@ -208,12 +208,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // are still answered with 400 and oversized ones with 431.
 func (s *Server) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r, next)
+		s.serve(w, r, next).run(s, w, r)
 	})
 }
 
-// serve is the common flow of ServeHTTP (next == nil) and Middleware.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+// serve is the common flow of ServeHTTP (next == nil) and Middleware. A
+// switch to a delegated route is left to its caller, through dg.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) (dg delegation) {
 	if r.ProtoMajor != 1 {
 		// No 101 exists in HTTP/2 and later: never an Upgrade or
 		// Connection field on the response either (RFC 9113 §8.2.2).
@@ -282,12 +283,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.refuseOffers(w, r, next, routes, offers, &d)
 		return
 	}
-	if dh, ok := d.route.Handler.(*delegate); ok {
+	if _, ok := d.route.Handler.(*delegate); ok {
 		if d.extra != nil {
 			recycleHeader(d.extra) // the delegated handler writes the 101
 		}
-		s.serveDelegated(w, r, dh, d.route, d.offer)
-		return
+		return delegation{d.route, d.offer.Version}
 	}
 	c := s.switchProtocols(w, r, d.route, d.offer, d.extra)
 	if d.extra != nil {
@@ -296,6 +296,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	if c != nil {
 		go s.run(c)
 	}
+	return
 }
 
 // isUpgradeRequest reports whether r asks for an upgrade: HTTP/1.1 or
