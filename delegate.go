@@ -461,7 +461,8 @@ func (w *delegateWriter) finish() {
 		switch {
 		case switched:
 			dc.c.Close()
-		case hijacked: // refused on the wire and closed
+		case hijacked:
+			dc.Conn.Close() // refused on the wire and closed, unless the panic came first
 		case p == http.ErrAbortHandler:
 			panic(p)
 		case status == 0:

@@ -42,6 +42,12 @@
 // the next offer) or reject it with a status. A Route states which methods
 // a protocol can be switched to from and how large a request body it takes.
 //
+// A protocol whose switch an existing http.Handler does by itself —
+// gorilla/websocket's Upgrader, coder/websocket's Accept, gobwas/ws's
+// UpgradeHTTP — is registered with Delegate: the Server negotiates, the
+// handler switches, and the connection it hijacks is counted, capped and
+// shut down like the Server's own.
+//
 // The rules the Server enforces:
 //
 //   - Every Upgrade line is parsed as an RFC 9110 list of token ["/" token];
