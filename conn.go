@@ -111,8 +111,14 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadlin
 //
 // For an HTTP/2 stream (c.Request.ProtoMajor 2) it returns the net.Conn
 // of the stream, which c wraps: the TCP connection is shared with other
-// streams and is not exposed (c.Response.TLS holds its TLS state).
-func (c *Conn) NetConn() net.Conn { return c.nc }
+// streams and is not exposed (on the client, c.Response.TLS holds its TLS
+// state).
+func (c *Conn) NetConn() net.Conn {
+	if d, ok := c.nc.(*delegatedConn); ok {
+		return d.Conn
+	}
+	return c.nc
+}
 
 // Buffered returns the number of read-ahead bytes that Read will return
 // before it reads from the network.

@@ -48,6 +48,12 @@
 // method, as the websocket and h2c handlers do: WebSocket allows GET only,
 // so another method offering only websocket gets 405 with "Allow: GET".
 //
+// A protocol whose switch an existing http.Handler does by itself —
+// gorilla/websocket's Upgrader, coder/websocket's Accept, gobwas/ws's
+// UpgradeHTTP — is registered with Delegate: the Server negotiates, the
+// handler switches, and the connection it hijacks is counted, capped and
+// shut down like the Server's own.
+//
 // The rules the Server enforces:
 //
 //   - Every Upgrade line is parsed as an RFC 9110 list of token ["/" token];

@@ -177,12 +177,18 @@ func (t *tracker) shutdown(ctx context.Context) error {
 }
 
 // closeAll cancels the tracked connections' Contexts and closes them.
+// It closes them outside the lock: closing a delegated switch's
+// connection untracks it.
 func (t *tracker) closeAll() {
 	t.lifetime()
 	t.cancel()
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	conns := make([]*Conn, 0, len(t.conns))
 	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
 		c.nc.Close()
 	}
 }

@@ -144,6 +144,9 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	}
 	r.Route = rt
 	r.accepter, _ = rt.Handler.(Accepter)
+	if d, ok := rt.Handler.(*delegate); ok {
+		d.adapt(&r)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.routes {
@@ -153,7 +156,7 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	}
 	s.routes = append(s.routes, r)
 	s.upgrades = advertise(s.routes, nil)
-	if rt.Available != nil {
+	if r.Available != nil {
 		s.conditional = true
 	}
 }
@@ -206,7 +209,7 @@ func (s *Server) advertised(r *http.Request) string {
 // Upgrade Required with the registered protocols when it cannot: the
 // Server as an endpoint that requires an upgrade.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.serve(w, r, nil)
+	s.serve(w, r, nil).run(s, w, r)
 }
 
 // Middleware returns a handler that switches requests it can switch and
@@ -215,12 +218,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // are still answered with 400 and oversized ones with 431.
 func (s *Server) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r, next)
+		s.serve(w, r, next).run(s, w, r)
 	})
 }
 
-// serve is the common flow of ServeHTTP (next == nil) and Middleware.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+// serve is the common flow of ServeHTTP (next == nil) and Middleware. A
+// switch to a delegated route is left to its caller, through dg.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) (dg delegation) {
 	if r.ProtoMajor != 1 {
 		if isExtendedConnect(r) {
 			s.serveStream(w, r)
@@ -293,6 +297,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.refuseOffers(w, r, next, routes, offers, &d)
 		return
 	}
+	if _, ok := d.route.Handler.(*delegate); ok {
+		if d.extra != nil {
+			recycleHeader(d.extra) // the delegated handler writes the 101
+		}
+		return delegation{d.route, d.offer.Version}
+	}
 	c := s.switchProtocols(w, r, d.route, d.offer, d.extra)
 	if d.extra != nil {
 		recycleHeader(d.extra)
@@ -300,6 +310,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	if c != nil {
 		go s.run(c)
 	}
+	return
 }
 
 // isUpgradeRequest reports whether r asks for an upgrade: HTTP/1.1 or

@@ -36,7 +36,7 @@ var payload = []byte("x")
 
 // Impls lists the implementations in table order; floor comes first and
 // is the reference for every ratio.
-var Impls = []string{"floor", "upgrade", "gorilla", "coder", "gobwas"}
+var Impls = []string{"floor", "upgrade", "gorilla", "gorilla-upgrade", "coder", "gobwas"}
 
 // Counters of the server process, maintained by every implementation's
 // handler: active connections (101 and frame written, reading) and
@@ -64,6 +64,8 @@ func NewHandler(name string) http.Handler {
 		return newUpgradeServer()
 	case "gorilla":
 		return http.HandlerFunc(gorillaHandler)
+	case "gorilla-upgrade":
+		return newGorillaUpgradeServer()
 	case "coder":
 		return http.HandlerFunc(coderHandler)
 	case "gobwas":
@@ -212,6 +214,22 @@ func gorillaHandler(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// newGorillaUpgradeServer is gorillaHandler, unchanged, behind an
+// upgrade.Server as a delegated route, registered next to h2c and echo/1
+// like the upgrade implementation's: what the Server adds to a gorilla
+// handshake (negotiation, the slot, the tracked connection).
+func newGorillaUpgradeServer() http.Handler {
+	s := &upgrade.Server{}
+	s.HandleRoute(h2c.Protocol, (&h2c.Handler{Handler: http.NotFoundHandler()}).Route())
+	s.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
+	s.HandleRoute("websocket", upgrade.Route{
+		Handler: upgrade.Delegate(http.HandlerFunc(gorillaHandler)),
+		Methods: []string{http.MethodGet},
+		MaxBody: -1,
+	})
+	return s
 }
 
 func coderHandler(w http.ResponseWriter, r *http.Request) {

@@ -152,7 +152,12 @@ type stat struct {
 }
 
 func compare[T any](res map[string][]T, name string, metric func(T) float64, diff bool) stat {
-	floor := res["floor"]
+	return compareTo(res, name, "floor", metric, diff)
+}
+
+// compareTo is compare with ref in floor's place.
+func compareTo[T any](res map[string][]T, name, ref string, metric func(T) float64, diff bool) stat {
+	floor := res[ref]
 	var vals, cmps []float64
 	for i, x := range res[name] {
 		v, f := metric(x), metric(floor[i])
@@ -164,6 +169,23 @@ func compare[T any](res map[string][]T, name string, metric func(T) float64, dif
 		}
 	}
 	return stat{median(vals), median(cmps), slices.Min(cmps), slices.Max(cmps)}
+}
+
+// pairs are implementations compared, round by round, also with the one
+// they wrap: what the wrapper adds.
+var pairs = [][2]string{{"gorilla-upgrade", "gorilla"}}
+
+// runPairs returns the pairs present in res.
+func runPairs[T any](res map[string][]T) [][2]string {
+	var ps [][2]string
+	for _, p := range pairs {
+		if _, ok := res[p[0]]; ok {
+			if _, ok := res[p[1]]; ok {
+				ps = append(ps, p)
+			}
+		}
+	}
+	return ps
 }
 
 func ratio(s stat) string {
@@ -182,6 +204,13 @@ func printHandshakes(impls []string, res map[string][]bench.Round) {
 		rt := compare(res, name, func(r bench.Round) float64 { return r.Rate }, false)
 		fmt.Printf("| %s | %.1f | %s | %.1f | %+.1f (%+.1f–%+.1f) | %.0f | %s | %.0f | %s |\n",
 			name, cpu.med/1e3, ratio(cpu), al.med, al.cmp, al.lo, al.hi, by.med, ratio(by), rt.med, ratio(rt))
+	}
+	for _, p := range runPairs(res) {
+		cpu := compareTo(res, p[0], p[1], func(r bench.Round) float64 { return r.CPU }, false)
+		al := compareTo(res, p[0], p[1], func(r bench.Round) float64 { return r.Allocs }, true)
+		by := compareTo(res, p[0], p[1], func(r bench.Round) float64 { return r.Bytes }, false)
+		fmt.Printf("\n%s vs %s, paired per round: CPU %s; allocs %+.1f (%+.1f–%+.1f); bytes %s\n",
+			p[0], p[1], ratio(cpu), al.cmp, al.lo, al.hi, ratio(by))
 	}
 	if _, ok := res["upgrade"]; ok {
 		cpu := compare(res, "upgrade", func(r bench.Round) float64 { return r.CPU }, false)
@@ -207,6 +236,13 @@ func printHeld(impls []string, res map[string][]bench.Held) {
 		stack := compare(res, name, func(h bench.Held) float64 { return h.Stack }, false)
 		g := compare(res, name, func(h bench.Held) float64 { return h.Goroutines }, false)
 		fmt.Printf("| %s | %.2f | %s | %.2f | %.2f | %.2f |\n", name, per.med/1e3, ratio(per), heap.med/1e3, stack.med/1e3, g.med)
+	}
+	for _, p := range runPairs(res) {
+		per := compareTo(res, p[0], p[1], func(h bench.Held) float64 { return h.PerConn }, false)
+		heap := compareTo(res, p[0], p[1], func(h bench.Held) float64 { return h.Heap }, true)
+		stack := compareTo(res, p[0], p[1], func(h bench.Held) float64 { return h.Stack }, true)
+		fmt.Printf("\n%s vs %s, paired per round: held %s; heap %+.2f KB, stack %+.2f KB per connection\n",
+			p[0], p[1], ratio(per), heap.cmp/1e3, stack.cmp/1e3)
 	}
 	if _, ok := res["upgrade"]; ok {
 		per := compare(res, "upgrade", func(h bench.Held) float64 { return h.PerConn }, false)

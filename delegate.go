@@ -1,0 +1,630 @@
+package upgrade
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Delegate returns a Handler for a protocol whose switch is done by h, an
+// http.Handler that upgrades the connection by itself: gorilla/websocket's
+// Upgrader.Upgrade, coder/websocket's Accept, gobwas/ws's UpgradeHTTP, or
+// any handler that hijacks the connection and writes its own 101. The
+// Server negotiates; h switches; the connection it takes is counted, capped
+// and shut down like the Server's own.
+//
+//	s.Handle("websocket", upgrade.Delegate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+//		c, err := upgrader.Upgrade(w, r, nil) // gorilla/websocket
+//		...
+//	})))
+//
+// Negotiation is the same as for any route: the Server's Policy, the
+// route's Methods and MaxBody (a body is read before h runs and handed to
+// it as r.Body), its MaxConns and the Server's. If h also implements
+// Accepter, AcceptUpgrade runs first and may decline or reject the offer;
+// the fields it adds to the 101 header are not sent, because h writes the
+// 101. A delegated route is available on HTTP/1.x only (its
+// Route.Available, if any, is asked as well): none of these libraries
+// speaks WebSocket over HTTP/2 (RFC 8441), so over HTTP/2 it is neither
+// negotiated nor listed in a 426.
+//
+// The connection slot is reserved before h runs, so a Server at its cap
+// answers 503 Service Unavailable with Retry-After without calling h, and
+// so does one that is shutting down (Middleware passes such a request on).
+//
+// h is called with a request that offers only the chosen protocol: a
+// shallow copy of r whose Upgrade field is that protocol, in the
+// registered spelling with the client's version, and whose Connection
+// field is "Upgrade" (other options of the client's Connection field have
+// no meaning on a connection that switches). Its context carries r's
+// values and is cancelled when the client goes away before the switch,
+// or when h returns without switching; once h has switched, it lives as
+// long as the connection: it is cancelled when the connection is closed
+// (by h or its library, by Server.Close, or at the end of Shutdown's grace
+// period), not when h returns and not when a graceful Shutdown starts.
+// Draining(r.Context()) is the channel closed then.
+//
+// The ResponseWriter given to h forwards Header, Write, WriteHeader and
+// Flush to the Server's, returns it from Unwrap (for
+// http.ResponseController), and has a Hijack method of its own, found by
+// a plain http.Hijacker assertion, an Unwrap loop or
+// http.ResponseController alike. Hijack hijacks the connection and
+// returns it as a *Conn, whose Read returns first the bytes the client
+// sent behind the request, with an empty bufio.ReadWriter over it (a
+// library that refuses or loses buffered bytes sees none). A
+// WriteHeader(101) is not passed on: Hijack writes that 101 itself, with
+// the fields set on Header, as net/http would but without a Date field,
+// in one write bounded by the Server's HandshakeTimeout. A Hijack while
+// the Server is shutting down answers 503 on the connection, closes it
+// and fails.
+//
+// From Hijack on, the connection is counted in ActiveConns under the
+// route's pattern until it is closed: through the *Conn (as the libraries
+// do), by Server.Close, or when Shutdown's grace period ends. h may return
+// at once and leave the connection to goroutines of its own: it stays
+// counted until it is closed.
+//
+// If h does not hijack, its answer (a 400 or 403, say) reaches the client
+// as h wrote it, with "Connection: close" added: bytes sent behind a
+// refused upgrade are never read as a next request. Nothing is counted.
+// If h hijacks and writes a final status (2xx to 5xx) on the connection
+// instead of a 101, as gobwas/ws does for its refusals, the connection is
+// closed when h returns.
+//
+// A panic in h is recovered and logged with the protocol and the remote
+// address, like a panic in a Handler; a hijacked connection is closed, and
+// before the hijack a client that got no answer yet gets 500 Internal
+// Server Error. http.ErrAbortHandler is not logged, and before the hijack
+// it aborts the response as net/http does. A panic in a goroutine that h
+// started is not recovered.
+//
+// Delegate panics if h is nil. The Server never calls the returned
+// Handler's ServeUpgrade: register it as it is, not wrapped in another
+// Handler, which would hide it from the Server (ServeUpgrade panics then,
+// and the Server logs it).
+func Delegate(h http.Handler) Handler {
+	if h == nil {
+		panic("upgrade: Delegate of a nil http.Handler")
+	}
+	return &delegate{h: h}
+}
+
+// Draining returns the channel that is closed when the Server that
+// negotiated a delegated switch (see Delegate) starts a graceful Shutdown:
+// ctx is the delegated request's context, or one derived from it. It is
+// the moment for the handler to say goodbye, a WebSocket close frame with
+// 1001 Going Away:
+//
+//	select {
+//	case <-upgrade.Draining(r.Context()):
+//		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(time.Second))
+//	case <-done:
+//	}
+//
+// For any other context Draining returns nil, a channel that is never
+// closed. A Handler's connection has its own: Conn.Draining.
+func Draining(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(drainingKey{}).(<-chan struct{})
+	return ch
+}
+
+// drainingKey is the context key under which a delegated request's
+// context holds the Server's drain channel.
+type drainingKey struct{}
+
+// delegate is the Handler Delegate returns.
+type delegate struct{ h http.Handler }
+
+// ServeUpgrade is never called by a Server, which lets d's http.Handler
+// do the switch and serve the connection. It is reached only when d is
+// wrapped in another Handler, which hides it from the Server.
+func (d *delegate) ServeUpgrade(c *Conn) {
+	panic("upgrade: a Handler returned by Delegate was wrapped in another Handler; register it as it is")
+}
+
+// adapt makes a route registered for d available on HTTP/1.x only, and
+// gives it d's http.Handler as its Accepter if it is one.
+func (d *delegate) adapt(rt *route) {
+	rt.accepter, _ = d.h.(Accepter)
+	avail := rt.Available
+	rt.Available = func(r *http.Request) bool {
+		return r.ProtoMajor == 1 && (avail == nil || avail(r))
+	}
+}
+
+// A delegation is a switch negotiated for a delegated route, whose slot
+// is reserved: serve returns it, and its caller runs it, so that serve's
+// frame, which holds the negotiation's state, is off the stack by then.
+// The delegated handler runs on net/http's connection goroutine for as
+// long as the connection lives, in the libraries' usual style; a deeper
+// stack there would make the runtime double that goroutine's 4 KiB stack,
+// for every connection.
+type delegation struct {
+	rt      *route // a delegated route; nil: nothing to run
+	version string // the version offered
+}
+
+// run lets g's http.Handler switch r. The slot goes to the connection if
+// the handler hijacks it, and is released otherwise.
+func (g delegation) run(s *Server, w http.ResponseWriter, r *http.Request) {
+	if g.rt == nil {
+		return
+	}
+	dw := s.startDelegation(w, r, g.rt, g.version)
+	if dw == nil {
+		return
+	}
+	defer dw.finish()
+	g.rt.Handler.(*delegate).h.ServeHTTP(dw, dw.dc.c.Request)
+}
+
+// startDelegation reads r's body, if it has one, and prepares the
+// ResponseWriter and the narrowed request for the delegated handler. It
+// returns nil, having released the slot and answered, if the body cannot
+// be read or the Server began shutting down.
+func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *route, version string) *delegateWriter {
+	if hasBody(r) && !s.readRequestBody(w, r, http.NewResponseController(w), rt) {
+		s.release(rt)
+		return nil
+	}
+	_, drain := s.conns.lifetime()
+	if s.conns.closing.Load() {
+		// Shutdown began while the body was read.
+		s.release(rt)
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		return nil
+	}
+	dc := &delegatedConn{s: s}
+	lifetime, cancel := context.WithCancel(context.Background())
+	dc.ctx = delegateContext{Context: lifetime, values: r.Context(), drain: drain}
+	dc.cancel = cancel
+	proto := Protocol{Name: rt.name, Version: version}
+	req := r.WithContext(&dc.ctx)
+	req.Header = narrowHeader(r.Header, proto.String(), &dc.vals)
+	c := &dc.c
+	c.Protocol, c.Request, c.route, c.key = proto, req, rt, rt.spelled
+	c.nc, c.ctx = dc, &dc.ctx
+
+	dw := &delegateWriter{rw: w, orig: r, s: s, rt: rt, dc: dc}
+	// Until the switch, the request's end (the client going away) ends
+	// the delegated request too.
+	dw.stop = context.AfterFunc(r.Context(), dc.requestEnded)
+	return dw
+}
+
+// narrowHeader returns h offering only proto, with "Connection: Upgrade":
+// h itself if it is already so, else a copy. vals backs the two fields.
+func narrowHeader(h http.Header, proto string, vals *[2]string) http.Header {
+	up, conn := h["Upgrade"], h["Connection"]
+	if len(up) == 1 && up[0] == proto && len(conn) == 1 && conn[0] == "Upgrade" {
+		return h
+	}
+	n := maps.Clone(h)
+	vals[0], vals[1] = proto, "Upgrade"
+	n["Upgrade"] = vals[0:1:1]
+	n["Connection"] = vals[1:2:2]
+	return n
+}
+
+// errWriterDone is returned by a delegated handler's ResponseWriter used
+// after ServeHTTP returned (where net/http would panic).
+var errWriterDone = errors.New("upgrade: ResponseWriter used after the delegated ServeHTTP returned")
+
+// errShuttingDown is returned by Hijack once the Server is shutting down.
+var errShuttingDown = errors.New("upgrade: server shutting down")
+
+// A delegateWriter is the ResponseWriter given to a delegated handler. It
+// passes the handler's answer on to the Server's ResponseWriter and, on
+// Hijack, hands the connection out as a tracked *Conn.
+type delegateWriter struct {
+	rw   http.ResponseWriter // the Server's
+	orig *http.Request       // the request the Server got
+	s    *Server
+	rt   *route
+	dc   *delegatedConn
+	stop func() bool // stops following the request's context (see requestEnded)
+
+	// Like net/http's, the ResponseWriter is used by one goroutine at a
+	// time; done alone may be read by another (a library misusing it
+	// after ServeHTTP returned).
+	status   int         // the final status passed on to rw; 0 if none yet
+	pending  bool        // a WriteHeader(101) kept for Hijack to write
+	hijacked bool        // rw's connection was hijacked
+	switched bool        // and is tracked as dc: its slot is the connection's
+	done     atomic.Bool // ServeHTTP returned
+}
+
+// Header returns the Server's ResponseWriter's header map.
+func (w *delegateWriter) Header() http.Header { return w.rw.Header() }
+
+// WriteHeader passes code on, except a 101, which it keeps for Hijack to
+// write. A final status makes net/http close the connection after the
+// answer.
+func (w *delegateWriter) WriteHeader(code int) {
+	switch {
+	case w.hijacked || w.done.Load():
+		return
+	case code == http.StatusSwitchingProtocols && w.status == 0:
+		w.pending = true
+		return
+	case code >= 200 && w.status == 0:
+		// A status after a kept 101 replaces it: the 101 was never sent.
+		w.pending = false
+		w.status = code
+		w.closeAfter()
+	}
+	w.rw.WriteHeader(code)
+}
+
+// Write passes p on as the body of the answer.
+func (w *delegateWriter) Write(p []byte) (int, error) {
+	switch {
+	case w.hijacked:
+		return 0, http.ErrHijacked
+	case w.done.Load():
+		return 0, errWriterDone
+	case w.pending:
+		return 0, http.ErrBodyNotAllowed
+	case w.status == 0:
+		w.status = http.StatusOK
+		w.closeAfter()
+	}
+	return w.rw.Write(p)
+}
+
+// FlushError flushes the answer written so far, as
+// http.ResponseController's Flush does. A kept 101 is not flushed: it is
+// written by Hijack.
+func (w *delegateWriter) FlushError() error {
+	switch {
+	case w.hijacked:
+		return http.ErrHijacked
+	case w.done.Load():
+		return errWriterDone
+	case w.pending:
+		return nil
+	case w.status == 0:
+		w.status = http.StatusOK
+		w.closeAfter()
+	}
+	return http.NewResponseController(w.rw).Flush()
+}
+
+// Flush is FlushError without the error, for http.Flusher.
+func (w *delegateWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap returns the Server's ResponseWriter, for http.ResponseController.
+func (w *delegateWriter) Unwrap() http.ResponseWriter { return w.rw }
+
+// closeAfter makes net/http close the connection after the answer, as the
+// Server does after every refused upgrade: net/http closes when the first
+// Connection line is exactly "close".
+func (w *delegateWriter) closeAfter() {
+	h := w.rw.Header()
+	if c := h["Connection"]; len(c) == 0 || c[0] != "close" {
+		h["Connection"] = append([]string{"close"}, c...)
+	}
+}
+
+// no101Fields are the header fields a 101 cannot carry (RFC 9110 §8.6,
+// RFC 9112 §6.1).
+var no101Fields = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
+
+// Hijack takes the connection over for the delegated handler: it
+// hijacks the Server's ResponseWriter, starts tracking the connection as
+// a *Conn holding the bytes read ahead, writes a kept 101, and returns the
+// *Conn with an empty bufio.ReadWriter over it. It is on the path of
+// every delegated switch, in the handler's stack: its own frame is kept
+// small, the rare paths out of line.
+func (w *delegateWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.done.Load() || w.hijacked || w.status != 0 {
+		return nil, nil, w.hijackError()
+	}
+	var head []byte
+	if w.pending {
+		head = w.head101()
+	}
+	hj, ok := w.rw.(http.Hijacker)
+	if !ok {
+		hj = unwrapHijacker{w.rw}
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, hijackFailed(err)
+	}
+	c, err := w.takeOver(nc, brw, head)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, brw, nil
+}
+
+// unwrapHijacker hijacks a ResponseWriter through its Unwrap chain.
+type unwrapHijacker struct{ rw http.ResponseWriter }
+
+func (u unwrapHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(u.rw).Hijack()
+}
+
+// hijackFailed wraps the error of the Server's ResponseWriter's Hijack.
+func hijackFailed(err error) error {
+	return fmt.Errorf("upgrade: hijacking the connection: %w", err)
+}
+
+// hijackError is the error of a Hijack that cannot be done.
+func (w *delegateWriter) hijackError() error {
+	switch {
+	case w.done.Load():
+		return errWriterDone
+	case w.hijacked:
+		return http.ErrHijacked
+	}
+	return fmt.Errorf("upgrade: cannot switch protocols after starting a %d response", w.status)
+}
+
+// takeOver starts tracking the hijacked nc as the delegated Conn, with the
+// bytes read ahead in brw, writes head (the kept 101), if any, and makes
+// brw, empty, read from and write to the Conn.
+func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byte) (*Conn, error) {
+	w.hijacked = true
+	dc := w.dc
+	// The request's context no longer ends the delegated one. Calling
+	// w.stop here, deep in the library's stack, would run the context
+	// package's cancel machinery there and grow the goroutine's stack:
+	// finish calls it.
+	dc.detached.Store(true)
+	dc.Conn = nc
+	c := &dc.c
+	if n := brw.Reader.Buffered(); n > 0 {
+		ahead, _ := brw.Reader.Peek(n)
+		c.rbuf = append([]byte(nil), ahead...)
+	}
+	if !w.s.conns.track(c) {
+		refuseShuttingDown(nc)
+		return nil, errShuttingDown
+	}
+	w.switched = true
+	if head != nil {
+		if err := w.s.writeHead(c, head); err != nil {
+			w.s.logPeerError(w.orig, "writing the 101 response for "+w.rt.spelled, err)
+			c.Close()
+			return nil, fmt.Errorf("upgrade: writing the 101 response: %w", err)
+		}
+	}
+	// net/http's buffers, empty now, serve the library: the read-ahead
+	// bytes come first from c.
+	brw.Reader.Reset(c)
+	brw.Writer.Reset(c)
+	return c, nil
+}
+
+// refuseShuttingDown answers 503 on a connection hijacked once Shutdown
+// began, rather than switch and drop it, and closes it.
+func refuseShuttingDown(nc net.Conn) {
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	nc.Close()
+}
+
+// head101 returns the kept 101 response's head, with the fields set on
+// Header written as net/http would (sorted, invalid names dropped),
+// but for those a 101 cannot carry.
+func (w *delegateWriter) head101() []byte {
+	b := appendWriter(make([]byte, 0, 256))
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\n"...)
+	_ = w.rw.Header().WriteSubset(&b, no101Fields)
+	return append(b, "\r\n"...)
+}
+
+// writeHead writes a response head on c in one write, bounded by the
+// handshake timeout.
+func (s *Server) writeHead(c *Conn, head []byte) error {
+	timeout := s.handshakeTimeout()
+	if timeout > 0 {
+		_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	_, err := c.Write(head)
+	if err == nil && timeout > 0 {
+		err = c.SetWriteDeadline(time.Time{})
+	}
+	return err
+}
+
+// finish runs when the delegated ServeHTTP returns or panics: it releases
+// the slot of a request that did not switch, closes a hijacked connection
+// that was answered with a final status or whose handler panicked, and
+// answers a request that got no answer.
+func (w *delegateWriter) finish() {
+	p := recover()
+	w.done.Store(true)
+	status, pending, hijacked, switched := w.status, w.pending, w.hijacked, w.switched
+	dc := w.dc
+	w.stop()
+	if !switched {
+		dc.cancel()
+		w.s.release(w.rt)
+	}
+	if p != nil {
+		if p != http.ErrAbortHandler {
+			w.s.logPanic(dc.c.Protocol, w.orig.RemoteAddr, p)
+		}
+		switch {
+		case switched:
+			dc.c.Close()
+		case hijacked:
+			dc.Conn.Close() // refused on the wire and closed, unless the panic came first
+		case p == http.ErrAbortHandler:
+			panic(p)
+		case status == 0:
+			w.s.refuse(w.rw, w.orig, http.StatusInternalServerError, "upgrade: internal error")
+		}
+		return
+	}
+	switch {
+	case switched && dc.answered():
+		// Refused on the connection, not switched (gobwas/ws does so).
+		dc.c.Close()
+	case !hijacked && pending:
+		w.s.logError(w.orig, "delegating "+w.rt.spelled, errors.New("upgrade: the handler wrote a 101 status but did not hijack the connection"))
+		w.s.refuse(w.rw, w.orig, http.StatusInternalServerError, "upgrade: internal error")
+	case !hijacked && status == 0:
+		// net/http sends an empty 200 for the handler.
+		w.closeAfter()
+	}
+}
+
+// logPanic logs a panic in a handler serving protocol p.
+func (s *Server) logPanic(p Protocol, remote string, v any) {
+	buf := make([]byte, 16<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	s.logger().Error("upgrade: panic serving protocol", "protocol", p.String(),
+		"remote", remote, "panic", v, "stack", string(buf))
+}
+
+// appendWriter is an io.Writer that appends to a byte slice.
+type appendWriter []byte
+
+func (b *appendWriter) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
+}
+
+func (b *appendWriter) WriteString(s string) (int, error) {
+	*b = append(*b, s...)
+	return len(s), nil
+}
+
+// Kinds of response seen at the start of what a delegated handler writes
+// on the connection.
+const (
+	headUnknown  = iota // fewer bytes than a status line's start so far
+	headSwitched        // a 101, or anything but a final status
+	headAnswered        // a final status: the handler refused on the wire
+)
+
+// A delegatedConn is the connection under the *Conn a delegated handler
+// hijacked. It holds everything the delegated switch keeps, in one
+// allocation: the *Conn, its context and the narrowed request's fields.
+// Its Close, reached through the *Conn or from the Server, ends the
+// connection's life once: it cancels the context and stops tracking the
+// Conn, releasing its slot. Its Write watches the start of what is
+// written, to tell a switch from an answer written on the connection.
+type delegatedConn struct {
+	net.Conn // the hijacked connection; nil until then
+
+	c      Conn // the *Conn handed out; c.nc is this delegatedConn
+	s      *Server
+	ctx    delegateContext
+	cancel context.CancelFunc
+	vals   [2]string // backing the narrowed Upgrade and Connection fields
+	closed atomic.Bool
+	// detached is set at the hijack: from then on the request's context
+	// no longer ends the delegated one.
+	detached atomic.Bool
+
+	kind atomic.Int32 // headUnknown, headSwitched or headAnswered
+	mu   sync.Mutex   // guards head and n while kind is headUnknown
+	head [len("HTTP/1.1 101")]byte
+	n    int
+}
+
+// requestEnded cancels the delegated request's context when the request's
+// own ends (the client went away) before the hijack.
+func (d *delegatedConn) requestEnded() {
+	if !d.detached.Load() {
+		d.cancel()
+	}
+}
+
+// Write writes p to the connection.
+func (d *delegatedConn) Write(p []byte) (int, error) {
+	if d.kind.Load() == headUnknown {
+		d.watch(p)
+	}
+	return d.Conn.Write(p)
+}
+
+// watch adds p to the start of what has been written, until it tells
+// whether that is a final status line ("HTTP/1.x NNN", NNN ≥ 200).
+func (d *delegatedConn) watch(p []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.kind.Load() != headUnknown {
+		return
+	}
+	d.n += copy(d.head[d.n:], p)
+	const prefix = "HTTP/1."
+	h := d.head[:d.n]
+	if string(h[:min(len(h), len(prefix))]) != prefix[:min(len(h), len(prefix))] {
+		d.kind.Store(headSwitched)
+		return
+	}
+	if d.n < len(d.head) {
+		return
+	}
+	code := h[len(h)-3:]
+	if h[len(prefix)+1] == ' ' && code[0] >= '2' && code[0] <= '5' && isDigit(code[1]) && isDigit(code[2]) {
+		d.kind.Store(headAnswered)
+		return
+	}
+	d.kind.Store(headSwitched)
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
+
+// answered reports whether a final status was written on the connection
+// rather than a 101.
+func (d *delegatedConn) answered() bool { return d.kind.Load() == headAnswered }
+
+// Close closes the connection and, the first time, cancels the delegated
+// request's context and stops tracking the Conn.
+func (d *delegatedConn) Close() error {
+	if !d.closed.CompareAndSwap(false, true) {
+		return d.Conn.Close()
+	}
+	d.cancel()
+	err := d.Conn.Close()
+	d.s.untrack(&d.c)
+	return err
+}
+
+// CloseWrite shuts down the writing side of the connection, if it can.
+func (d *delegatedConn) CloseWrite() error {
+	if cw, ok := d.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return &net.OpError{Op: "close", Net: "upgrade", Source: d.LocalAddr(), Addr: d.RemoteAddr(), Err: errors.ErrUnsupported}
+}
+
+// delegateContext is a delegated request's context: its lifetime is its
+// own, its values the request's, and it holds the Server's drain channel
+// for Draining.
+type delegateContext struct {
+	context.Context                 // lifetime: Deadline, Done, Err
+	values          context.Context // Value
+	drain           <-chan struct{}
+}
+
+// Value returns the drain channel for drainingKey, else the value for key
+// from the values context. The lifetime context is asked first, so that
+// contexts derived from this one are cancelled with it synchronously (see
+// connContext.Value).
+func (c *delegateContext) Value(key any) any {
+	if _, ok := key.(drainingKey); ok {
+		return c.drain
+	}
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.values.Value(key)
+}
