@@ -1,0 +1,148 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// clientSide is the client's half of a proxied switch: what the client
+// offered and how it is switched once the backend agrees. An HTTP/1.1
+// client is switched with a hijack and a 101 (accept11); an HTTP/2
+// client (RFC 8441 extended CONNECT) with a 200 on its stream
+// (acceptStream), and, for a WebSocket, bridged by bridgeWebSocket.
+type clientSide struct {
+	offers []Protocol // allowed offers, in the client's order
+
+	// stream is set for an HTTP/2 client: its request has no body to
+	// forward, and its stream lives only as long as ServeHTTP runs, so
+	// the pair is relayed on the request's goroutine.
+	stream bool
+
+	// bridgeWebSocket is set for an RFC 8441 WebSocket, which carries no
+	// Sec-WebSocket-Key: the proxy supplies one to the HTTP/1.1 backend,
+	// checks its Sec-WebSocket-Accept and keeps it from the client.
+	bridgeWebSocket bool
+
+	// accept completes the switch on the client's side, telling it the
+	// backend switched to the protocols in upgrade (the backend's
+	// Upgrade value) with the end-to-end fields h, and returns the
+	// client's Conn: its bytes read ahead included.
+	accept func(w http.ResponseWriter, r *http.Request, upgrade string, h http.Header) (*Conn, error)
+}
+
+// accept11 switches an HTTP/1.1 client: it hijacks the connection,
+// keeps the bytes the client sent behind its request, and writes the 101
+// (preceded by a 100 Continue if the client expects one that net/http
+// has not sent) in one write, bounded by the handshake timeout.
+func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string, h http.Header) (*Conn, error) {
+	rc := http.NewResponseController(w)
+	nc, brw, err := rc.Hijack()
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "upgrade: could not switch protocols", http.StatusInternalServerError)
+		return nil, fmt.Errorf("hijacking the connection: %w", err)
+	}
+	c := &Conn{nc: nc, Request: r}
+	if n := brw.Reader.Buffered(); n > 0 {
+		ahead, _ := brw.Reader.Peek(n)
+		c.rbuf = append([]byte(nil), ahead...)
+	}
+	bp := bufPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	if expectsContinue(r) && !hasBody(r) {
+		b = append(b, "HTTP/1.1 100 Continue\r\n\r\n"...)
+	}
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
+	b = append(b, upgrade...)
+	b = append(b, "\r\nConnection: Upgrade\r\n"...)
+	b = appendHeader(b, h)
+	b = append(b, "\r\n"...)
+	if timeout := p.dialer0().handshakeTimeout(); timeout > 0 {
+		_ = nc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	_, err = nc.Write(b)
+	*bp = b
+	bufPool.Put(bp)
+	if err == nil {
+		err = nc.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("writing the 101 response: %w", err)
+	}
+	return c, nil
+}
+
+// backendFailed answers a request whose backend did not switch: a
+// backend's refusal is relayed, anything else goes to ErrorHandler.
+func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if r.ProtoMajor == 1 {
+		// On HTTP/2, net/http would take "close" as a reason to shut
+		// down the whole connection, every other stream with it.
+		w.Header()["Connection"] = []string{"close"}
+	}
+	var re *ResponseError
+	if errors.As(err, &re) && !re.Proxy {
+		p.relayRefusal(w, r, re)
+		return
+	}
+	if p.ErrorHandler != nil {
+		p.ErrorHandler(w, r, err)
+		return
+	}
+	code := http.StatusBadGateway
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = http.StatusGatewayTimeout
+	}
+	p.logger().Warn("upgrade: proxy: backend did not switch", "remote", r.RemoteAddr, "err", err)
+	p.refuse(w, r, code, http.StatusText(code))
+}
+
+// relayRefusal relays a backend's final answer other than 101: its
+// status, end-to-end fields (and its Upgrade list, with the "upgrade"
+// option RFC 9110 §7.8 requires beside it) and body excerpt. The client's
+// connection is closed after it.
+func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, re *ResponseError) {
+	h := w.Header()
+	src := re.Header.Clone()
+	upgrade := src["Upgrade"]
+	removeHopByHop(src)
+	delete(src, "Upgrade")
+	delete(src, "Content-Length")
+	for k, vs := range src {
+		h[k] = vs
+	}
+	status := re.StatusCode
+	switch {
+	case r.ProtoMajor != 1:
+		// HTTP/2 has neither Upgrade nor Connection fields, and a 426
+		// must list protocols in Upgrade (RFC 9110 §15.5.22): an HTTP/2
+		// client gets 400 instead, as the Server answers it.
+		if status == http.StatusUpgradeRequired {
+			status = http.StatusBadRequest
+		}
+	case len(upgrade) > 0:
+		h["Upgrade"] = upgrade
+		h["Connection"] = []string{"close", "Upgrade"}
+	default:
+		h["Connection"] = []string{"close"}
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(re.Body))}
+	w.WriteHeader(status)
+	_, _ = w.Write(re.Body)
+}
+
+// acceptStream switches an HTTP/2 client's stream (RFC 8441): a 200 with
+// the end-to-end fields h of the backend's 101, flushed within the
+// handshake timeout, after which the stream is the client's Conn.
+func (p *Proxy) acceptStream(w http.ResponseWriter, r *http.Request, _ string, h http.Header) (*Conn, error) {
+	sc, err := answerStream(w, r, h, p.dialer0().handshakeTimeout())
+	if err != nil {
+		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
+	}
+	return &Conn{nc: sc, Request: r}, nil
+}

@@ -1,0 +1,252 @@
+package upgrade
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
+)
+
+// A ProxyRequest is the request a Proxy received and the one it is about
+// to send to the backend, given to Rewrite.
+type ProxyRequest struct {
+	// In is the request the client sent. It must not be modified.
+	In *http.Request
+
+	// Out is the request to send to the backend. Its URL is nil until
+	// Rewrite sets it; Host is In's (sent unless empty, when the URL's
+	// host is sent); Header holds In's end-to-end fields plus the
+	// forwarding fields. Its Upgrade and Connection fields are set by
+	// the Proxy: Rewrite must not set them, nor Content-Length,
+	// Transfer-Encoding or Expect.
+	Out *http.Request
+}
+
+// SetURL routes Out to target: scheme and host become target's, the
+// path is target's path joined with In's, and the query is target's
+// followed by In's. Out.Host is cleared, so the backend gets target's
+// host in its Host field; set Out.Host = In.Host afterwards to keep the
+// client's.
+func (pr *ProxyRequest) SetURL(target *url.URL) {
+	u := *target
+	u.User = target.User
+	in := pr.In.URL
+	u.Path, u.RawPath = joinURLPath(target, in)
+	switch {
+	case target.RawQuery == "":
+		u.RawQuery = in.RawQuery
+	case in.RawQuery != "":
+		u.RawQuery = target.RawQuery + "&" + in.RawQuery
+	}
+	u.Fragment, u.RawFragment = "", ""
+	pr.Out.URL = &u
+	pr.Out.Host = ""
+}
+
+// joinURLPath joins the paths of a and b with exactly one slash between
+// them, keeping their escaping.
+func joinURLPath(a, b *url.URL) (path, rawPath string) {
+	if a.RawPath == "" && b.RawPath == "" {
+		return singleJoiningSlash(a.Path, b.Path), ""
+	}
+	ap, bp := a.EscapedPath(), b.EscapedPath()
+	joined := singleJoiningSlash(ap, bp)
+	return singleJoiningSlash(a.Path, b.Path), joined
+}
+
+func singleJoiningSlash(a, b string) string {
+	as, bs := strings.HasSuffix(a, "/"), strings.HasPrefix(b, "/")
+	switch {
+	case as && bs:
+		return a + b[1:]
+	case !as && !bs && b != "":
+		return a + "/" + b
+	}
+	return a + b
+}
+
+// withoutUpgrade returns r as a plain request: without its Upgrade field,
+// the fields only an upgrade uses, and the options naming them in
+// Connection.
+func withoutUpgrade(r *http.Request) *http.Request {
+	r2 := new(http.Request)
+	*r2 = *r
+	h := r.Header.Clone()
+	delete(h, "Upgrade")
+	delete(h, "Http2-Settings")
+	var keep []string
+	for o := range httplist.Elements(h["Connection"]) {
+		if !ascii.EqualFold(o, "upgrade") && !ascii.EqualFold(o, "http2-settings") {
+			keep = append(keep, o)
+		}
+	}
+	if keep == nil {
+		delete(h, "Connection")
+	} else {
+		h["Connection"] = []string{strings.Join(keep, ", ")}
+	}
+	r2.Header = h
+	return r2
+}
+
+// newProxyRequest makes the request to the backend: In's method, target
+// and end-to-end fields, with the forwarding fields added. The upgrade's
+// own HTTP2-Settings field is kept, named in Connection, when h2c is
+// among the offers forwarded.
+func newProxyRequest(r *http.Request, offers []Protocol) *ProxyRequest {
+	out := &http.Request{
+		Method:     r.Method,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Host:       r.Host,
+		Header:     make(http.Header, len(r.Header)+4),
+	}
+	out = out.WithContext(r.Context())
+	h := out.Header
+	for k, vs := range r.Header {
+		h[k] = append([]string(nil), vs...)
+	}
+	keepSettings := len(h["Http2-Settings"]) > 0 && HasConnectionOption(r.Header, "HTTP2-Settings") &&
+		slices.ContainsFunc(offers, func(o Protocol) bool { return ascii.EqualFold(o.Name, "h2c") })
+	settings := h["Http2-Settings"]
+	removeHopByHop(h)
+	delete(h, "Upgrade")
+	delete(h, ":protocol") // an HTTP/2 pseudo-header, in the Header of an extended CONNECT
+	// The Dialer sets these from the body it sends, and never sends
+	// Expect: the proxy has answered it already.
+	delete(h, "Content-Length")
+	delete(h, "Expect")
+	delete(h, "Host")
+	delete(h, "Http2-Settings")
+	if keepSettings {
+		h["Http2-Settings"] = settings
+		h["Connection"] = []string{"HTTP2-Settings"}
+	}
+	addForwarded(h, r)
+	return &ProxyRequest{In: r, Out: out}
+}
+
+// hopByHop lists the fields that apply to one connection only
+// (RFC 9110 §7.6.1; Keep-Alive, Proxy-Connection and the Proxy-* pair by
+// widespread use), as httputil.ReverseProxy removes them.
+var hopByHop = [...]string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+}
+
+// removeHopByHop removes the hop-by-hop fields of h, those named in its
+// Connection field included. Upgrade is left to the caller.
+func removeHopByHop(h http.Header) {
+	for o := range httplist.Elements(h["Connection"]) {
+		if ascii.EqualFold(o, "upgrade") {
+			continue
+		}
+		if httplist.IsToken(o) {
+			delete(h, http.CanonicalHeaderKey(o))
+		}
+	}
+	for _, k := range hopByHop {
+		delete(h, k)
+	}
+}
+
+// addForwarded adds r's hop to X-Forwarded-For (appended to what r
+// carries, as httputil.ReverseProxy's Director path does: a proxy at the
+// edge may delete the client's own in Rewrite), X-Forwarded-Host,
+// X-Forwarded-Proto and Forwarded (RFC 7239).
+func addForwarded(h http.Header, r *http.Request) {
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = ""
+	}
+	if ip != "" {
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+			ip4xff := strings.Join(prior, ", ") + ", " + ip
+			h["X-Forwarded-For"] = []string{ip4xff}
+		} else {
+			h["X-Forwarded-For"] = []string{ip}
+		}
+	}
+	if r.Host != "" {
+		h["X-Forwarded-Host"] = []string{r.Host}
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+
+	var b strings.Builder
+	if ip != "" {
+		b.WriteString("for=")
+		if strings.Contains(ip, ":") {
+			// An IPv6 address is bracketed and quoted (RFC 7239 §6).
+			b.WriteString(`"[` + ip + `]"`)
+		} else {
+			b.WriteString(ip)
+		}
+		b.WriteByte(';')
+	}
+	if r.Host != "" && validForwardedHost(r.Host) {
+		b.WriteString("host=")
+		b.WriteString(forwardedValue(r.Host))
+		b.WriteByte(';')
+	}
+	b.WriteString("proto=")
+	b.WriteString(proto)
+	if prior := h["Forwarded"]; len(prior) > 0 {
+		h["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + b.String()}
+	} else {
+		h["Forwarded"] = []string{b.String()}
+	}
+}
+
+// validForwardedHost reports whether host can be put in a Forwarded
+// host parameter: printable ASCII without quotes or backslashes.
+func validForwardedHost(host string) bool {
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// forwardedValue returns v as a Forwarded parameter value: a token as it
+// is, anything else quoted.
+func forwardedValue(v string) string {
+	if httplist.IsToken(v) {
+		return v
+	}
+	return `"` + v + `"`
+}
+
+// switchHeader returns the fields of the backend's 101 to relay to the
+// client: the end-to-end ones. Upgrade and Connection are the client
+// side's to write; a 101 has no content, so no Content-Length; and a
+// bridged WebSocket's Sec-WebSocket-Accept answers the proxy's key, not
+// anything the client sent.
+func switchHeader(h http.Header, bridged bool) http.Header {
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		out[k] = vs
+	}
+	removeHopByHop(out)
+	delete(out, "Upgrade")
+	delete(out, "Content-Length")
+	if bridged {
+		delete(out, "Sec-Websocket-Accept")
+	}
+	return out
+}
