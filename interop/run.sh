@@ -628,6 +628,31 @@ c_node_h2() {
 	timeout 20 node "$peers/h2-ws-client.js" "$url" --protocol "$protocol" --timeout 15000 2>"$tmp/err" || because "$(tail -n 1 "$tmp/err")" || return 1
 }
 
+# upgrade dial -http2 against Node's http2 server with enableConnectProtocol:
+# an echo/1 stream, with prior knowledge.
+c_dial_h2_node_server() {
+	local sp sport rc srv_rc tok out
+	rm -f "$tmp/h2srv.out" "$tmp/h2srv.err"
+	timeout 25 node "$peers/h2-echo-server.js" --count 1 --timeout 20000 >"$tmp/h2srv.out" 2>"$tmp/h2srv.err" &
+	sp=$!
+	started_pids+=("$sp")
+	wait_line "$tmp/h2srv.out" 10 || { cat "$tmp/h2srv.err"; because "node http2 server printed no port"; return 1; }
+	sport=$(head -n 1 "$tmp/h2srv.out")
+	tok=$(token)
+	out=$(echo "$tok" | timeout 15 "$bin" dial -http2 "http://127.0.0.1:$sport/echo" echo/1 2>"$tmp/dialh2.err")
+	rc=$?
+	wait "$sp"
+	srv_rc=$?
+	forget_pid "$sp"
+	echo "--- dial stderr"; cat "$tmp/dialh2.err"
+	echo "--- dial stdout"; echo "$out"
+	echo "--- server stderr"; cat "$tmp/h2srv.err"
+	[ "$rc" = 0 ] || because "dial exit $rc: $(tail -n 1 "$tmp/dialh2.err")" || return 1
+	grep -qx "switched to echo/1 over HTTP/2" "$tmp/dialh2.err" || because "dial did not switch over HTTP/2: $(head -n 1 "$tmp/dialh2.err")" || return 1
+	[ "$out" = "$tok" ] || because "echo '$out', want '$tok'" || return 1
+	[ "$srv_rc" = 0 ] || because "node http2 server exit $srv_rc: $(tail -n 1 "$tmp/h2srv.err")" || return 1
+}
+
 # python3-h2 (Debian) opens an echo/1 stream with an extended CONNECT.
 c_py_h2() {
 	local target=$1
@@ -757,6 +782,7 @@ run_check node-h2-websocket "node" c_node_h2 "http://$addr/" websocket
 run_check node-h2-echo1 "node" c_node_h2 "http://$addr/" echo/1
 run_via node-h2-websocket-tls "$serve_tls_ok" "node" c_node_h2 "https://$taddr/" websocket
 run_check python-h2-echo1 "h2" c_py_h2 "$addr"
+run_check dial-h2-node-server "node" c_dial_h2_node_server
 run_via proxy-node-h2-websocket "$proxy_ok" "node" c_node_h2 "http://$paddr/" websocket
 run_via chromium-nginx "$nginx_ok" "nginx chromium" c_chromium "$ngx"
 run_via nginx-no-upgrade-headers-ws "$nginx_ok" "nginx ws" c_nginx_naive_ws

@@ -84,7 +84,7 @@ func TestHelpTexts(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	const (
 		serveUsage = "usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v] (see upgrade serve -h)"
-		dialUsage  = "usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...] (see upgrade dial -h)"
+		dialUsage  = "usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...] (see upgrade dial -h)"
 		topUsage   = "usage: upgrade serve|dial|proxy|version|help [flags] [arguments] (see upgrade -h)"
 	)
 	for _, tc := range []struct {

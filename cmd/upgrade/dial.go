@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,8 @@ type dialConfig struct {
 	method       string
 	body         []byte
 	timeout      time.Duration
+	http2        bool // try an HTTP/2 extended CONNECT stream first
+	insecure     bool // do not verify the server's TLS certificate
 }
 
 // offersProtocol reports whether the configuration offers protocol name
@@ -60,8 +63,8 @@ func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 // dialCommand is "upgrade dial".
 var dialCommand = &subcommand{
 	name:     "dial",
-	synopsis: "upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]",
-	help: `usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] URL PROTOCOL[,PROTOCOL...]
+	synopsis: "upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]",
+	help: `usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]
 
 Dial asks the server at URL (http, https, ws or wss; proxies from the
 environment) to switch to one of the protocols, in that order of
@@ -89,6 +92,14 @@ Flags:
   -d BODY           request body, sent and read before the switch
   -timeout D        bound on the handshake (and the h2c exchange)
                     (default 10s; 0: none)
+  -http2            switch an HTTP/2 stream with an extended CONNECT
+                    (RFC 8441) instead: by ALPN h2 for https and wss,
+                    with prior knowledge for http and ws; falls back to
+                    an HTTP/1.1 Upgrade when the server has no HTTP/2 or
+                    no extended CONNECT. It then prints "switched to
+                    PROTOCOL over HTTP/2" (or "over HTTP/1.1")
+  -insecure         do not verify the server's TLS certificate (for a
+                    server with a self-signed one, such as serve -tls)
 
 Examples, with "upgrade serve" running in another terminal:
 
@@ -99,6 +110,8 @@ Examples, with "upgrade serve" running in another terminal:
   upgrade dial -H 'Sec-WebSocket-Protocol: echo' ws://127.0.0.1:8080/ websocket
   upgrade dial -X POST -d 'hi there' http://127.0.0.1:8080/ h2c
   upgrade dial http://127.0.0.1:8080/required nosuch/1   # exit 1: 426
+  echo hello | upgrade dial -http2 ws://127.0.0.1:8080/ websocket
+  echo hello | upgrade dial -http2 -insecure https://127.0.0.1:8443/ echo/1
 `,
 }
 
@@ -162,6 +175,8 @@ func dialFlags(cfg *dialConfig, headers *headerFlags, body *string) *flag.FlagSe
 	fs.StringVar(&cfg.method, "X", http.MethodGet, "request method")
 	fs.StringVar(body, "d", "", "request body")
 	durationVar(fs, &cfg.timeout, "timeout", 10*time.Second, "bound on the handshake (0: none)")
+	fs.BoolVar(&cfg.http2, "http2", false, "switch an HTTP/2 stream (RFC 8441) if the server can")
+	fs.BoolVar(&cfg.insecure, "insecure", false, "do not verify the server's TLS certificate")
 	return fs
 }
 
@@ -254,18 +269,34 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if cfg.timeout == 0 {
 		d.HandshakeTimeout = -1 // no bound
 	}
+	if cfg.insecure {
+		d.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	if cfg.http2 {
+		tr := &upgrade.HTTP2Transport{UnencryptedHTTP2: true}
+		defer tr.CloseIdleConnections()
+		d.HTTP2 = tr
+	}
 	var wsKey string
 	wsOpts := &websocket.DialOptions{Subprotocols: cfg.subprotocols}
 	if cfg.offersProtocol("websocket") {
 		// One of the offers is websocket: the request must be a valid
-		// opening handshake in case the server picks it.
+		// opening handshake in case the server picks it. Over HTTP/2
+		// (RFC 8441 §5) it has no key.
 		wsKey = websocket.NewKey()
 		h, err := websocket.ClientHeader(wsKey, wsOpts)
 		if err != nil {
 			return dialCommand.parseFailed(stdout, stderr, err)
 		}
+		delete(h, "Sec-Websocket-Key")
 		for k, vs := range h {
 			d.Header[k] = vs
+		}
+		d.Prepare = func(req *http.Request) error {
+			if req.ProtoMajor == 1 {
+				req.Header["Sec-Websocket-Key"] = []string{wsKey}
+			}
+			return nil
 		}
 	}
 	if cfg.offersProtocol("h2c") {
@@ -279,15 +310,19 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	defer c.Close()
 
+	switched := "switched to " + c.Protocol.String()
+	if cfg.http2 {
+		switched += " over " + map[int]string{1: "HTTP/1.1", 2: "HTTP/2"}[c.Request.ProtoMajor]
+	}
 	switch {
 	case isProtocol(c.Protocol, "websocket"):
 		if err := websocket.CheckResponse(c.Response, wsKey, wsOpts); err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(stderr, "switched to %s\n", c.Protocol)
+		fmt.Fprintln(stderr, switched)
 		return dialWebSocket(c, stdin, stdout, stderr)
 	case isProtocol(c.Protocol, "h2c"):
-		fmt.Fprintf(stderr, "switched to %s\n", c.Protocol)
+		fmt.Fprintln(stderr, switched)
 		var deadline time.Time
 		if cfg.timeout > 0 {
 			deadline = start.Add(cfg.timeout)
@@ -297,7 +332,7 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "switched to %s\n", c.Protocol)
+	fmt.Fprintln(stderr, switched)
 	if err := copyBoth(c, stdin, stdout); err != nil {
 		return fail(err)
 	}

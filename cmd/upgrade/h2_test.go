@@ -2,11 +2,14 @@ package main
 
 import (
 	"crypto/tls"
+	"io"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -74,4 +77,40 @@ func TestProxyHTTP2(t *testing.T) {
 	assert.NotContains(t, h, "sec-websocket-accept")
 	greeting := ws.Read(2 + len("via HTTP/1.1"))
 	assert.Equal(t, "via HTTP/1.1", string(greeting[2:]), "the backend leg is HTTP/1.1")
+}
+
+// TestDialHTTP2: dial -http2 switches an HTTP/2 stream where the server
+// has extended CONNECT (upgrade serve, with prior knowledge and over TLS
+// with -insecure) and says so, and falls back to an HTTP/1.1 Upgrade
+// where it has no HTTP/2 at all.
+func TestDialHTTP2(t *testing.T) {
+	s := startServer(t)
+	r := runDialCmd(t, strings.NewReader("hello\n"), "-http2", "http://"+s.addr+"/", "echo/1")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "switched to echo/1 over HTTP/2\n", r.stderr)
+	assert.Equal(t, "hello\n", r.stdout)
+
+	r = runDialCmd(t, strings.NewReader("hi there\n"), "-http2", "ws://"+s.addr+"/", "websocket")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "switched to websocket over HTTP/2\n", r.stderr)
+	assert.Equal(t, "hi there\n", r.stdout)
+
+	ts := startServer(t, "-tls")
+	r = runDialCmd(t, strings.NewReader("secure\n"), "-http2", "-insecure", "https://"+ts.addr+"/", "echo/1")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "switched to echo/1 over HTTP/2\n", r.stderr)
+	assert.Equal(t, "secure\n", r.stdout)
+
+	r = runDialCmd(t, strings.NewReader("x\n"), "https://"+ts.addr+"/", "echo/1")
+	assert.Equal(t, 1, r.code, "the self-signed certificate is refused without -insecure")
+	assert.Contains(t, r.stderr, "certificate")
+
+	h1 := upgrade.Server{}
+	h1.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
+	old := httptest.NewServer(&h1)
+	t.Cleanup(func() { _ = h1.Close(); old.Close() })
+	r = runDialCmd(t, strings.NewReader("old\n"), "-http2", "http://"+old.Listener.Addr().String()+"/", "echo/1")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "switched to echo/1 over HTTP/1.1\n", r.stderr)
+	assert.Equal(t, "old\n", r.stdout)
 }
