@@ -37,6 +37,9 @@ func StartChild(name string) (*Child, error) {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
+	if len(ChildWrapper) > 0 {
+		cmd = exec.Command(ChildWrapper[0], append(ChildWrapper[1:], exe)...)
+	}
 	cmd.Env = append(os.Environ(), ChildEnv+"="+name)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -53,6 +53,7 @@ func main() {
 			log.Fatal(err)
 		}
 		printHandshakes(impls, hs)
+		printMounts(impls, hs)
 	}
 	if *heldRounds > 0 && *k > 0 {
 		held, err := hold(impls, *heldRounds, *k, *conc)
