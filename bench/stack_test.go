@@ -40,7 +40,11 @@ type padder struct {
 }
 
 func (p *padder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	padded(int(p.n.Load()), func() { p.h.ServeHTTP(w, r) })
+	if n := int(p.n.Load()); n > 0 {
+		padded(n, func() { p.h.ServeHTTP(w, r) })
+		return
+	}
+	p.h.ServeHTTP(w, r)
 }
 
 var padSink byte
@@ -49,7 +53,7 @@ var padSink byte
 //
 //go:noinline
 func padded(n int, f func()) {
-	var buf [64]byte
+	var buf [8]byte
 	buf[n%len(buf)] = byte(n)
 	if n > 1 {
 		padded(n-1, f)
@@ -59,30 +63,81 @@ func padded(n int, f func()) {
 	padSink = buf[(n+1)%len(buf)]
 }
 
-// padStride returns the stack bytes one more level of padded takes.
-func padStride() uintptr {
-	var a, b uintptr
-	padded(2, func() {
+// padDepth returns how many more bytes of stack a handler runs under
+// through a padder at level n than through nothing: the padder's own
+// frames, measured with a handler that takes the address of a local.
+func padDepth(n int) int {
+	var at uintptr
+	rec := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		var x byte
-		a = uintptr(unsafe.Pointer(&x))
+		at = uintptr(unsafe.Pointer(&x))
 	})
-	padded(3, func() {
-		var x byte
-		b = uintptr(unsafe.Pointer(&x))
-	})
-	return a - b
+	p := &padder{h: rec}
+	p.n.Store(int32(n))
+	callThrough(rec)
+	direct := at
+	callThrough(p)
+	return int(direct - at)
 }
 
-// protoProbe counts the protocol handlers whose goroutine got a new stack
-// while they ran (the 101 and the first frame are written in them).
+// callThrough calls h.ServeHTTP as the probe does.
+//
+//go:noinline
+func callThrough(h http.Handler) { h.ServeHTTP(nil, nil) }
+
+// protoMoved counts the protocol handlers whose goroutine got a new stack
+// while they ran; with protoPad > 0 they run under that many padded
+// frames.
 var protoMoved atomic.Int64
+var protoPad atomic.Int32
 
 func serveProbed(c *upgrade.Conn) {
 	var mark byte
 	before := uintptr(unsafe.Pointer(&mark))
-	serveUpgrade(c)
+	if n := int(protoPad.Load()); n > 0 {
+		padded(n, func() { serveUpgrade(c) })
+	} else {
+		serveUpgrade(c)
+	}
 	if uintptr(unsafe.Pointer(&mark)) != before {
 		protoMoved.Add(1)
+	}
+}
+
+// headroom returns the most stack, in bytes, that try(level) could add
+// under the handler without a stack move, to within one padded frame: it
+// tries levels 0, 1, … until try reports one; depth(level) is what a
+// level adds.
+func headroom(try func(level int) bool, depth func(level int) int) int {
+	h := 0
+	for lvl := 0; lvl <= 128; lvl++ {
+		if try(lvl) {
+			break
+		}
+		h = depth(lvl)
+	}
+	return h
+}
+
+// protoDepth is what serveProbed's padding at level n adds.
+func protoDepth(n int) int {
+	var at uintptr
+	rec := func() {
+		var x byte
+		at = uintptr(unsafe.Pointer(&x))
+	}
+	callPadded(0, rec)
+	direct := at
+	callPadded(n, rec)
+	return int(direct - at)
+}
+
+//go:noinline
+func callPadded(n int, f func()) {
+	if n > 0 {
+		padded(n, f)
+	} else {
+		f()
 	}
 }
 
@@ -94,11 +149,13 @@ func serveProbed(c *upgrade.Conn) {
 //   - stack-moves/op: handshakes whose ServeHTTP ran on a grown stack
 //     (counted by a probe wrapped around the mounted handler, the same for
 //     every implementation, which adds one small frame);
-//   - proto-moves/op: the same for the library's protocol goroutine, while
-//     its handler runs;
+//   - proto-moves/op, proto-headroom-B: the same for the library's
+//     protocol goroutine, while its handler runs (it starts with a 2 KiB
+//     stack when start-B is 2048);
 //   - headroom-B: how many more bytes of stack the handshake could take
-//     before the connection goroutine grows (in steps of padStride: the
-//     probe calls the handler under more and more frames until it does);
+//     before the connection goroutine grows, to within one padded frame
+//     (48 bytes): the probe calls the handler under more and more frames
+//     until it does;
 //   - start-B: the runtime's starting stack size for new goroutines (it
 //     adapts to the average stack at each GC; a handshake's goroutine
 //     grows past it before ServeHTTP when it is 2 KiB).
@@ -136,16 +193,22 @@ func BenchmarkStack(b *testing.B) {
 				}
 			}
 			run(padAddr, 50)
-			stride := int(padStride())
-			headroom := 0
-			for lvl := 1; lvl <= 4096/stride; lvl++ {
+			room := headroom(func(lvl int) bool {
 				pad.n.Store(int32(lvl))
 				padProbe.moved.Store(0)
 				run(padAddr, 8)
-				if padProbe.moved.Load() > 0 {
-					break
-				}
-				headroom = lvl * stride
+				return padProbe.moved.Load() > 0
+			}, padDepth)
+			pad.n.Store(0)
+			protoRoom := 0
+			if v.lib {
+				protoRoom = headroom(func(lvl int) bool {
+					protoPad.Store(int32(lvl))
+					protoMoved.Store(0)
+					run(padAddr, 8)
+					return protoMoved.Load() > 0
+				}, protoDepth)
+				protoPad.Store(0)
 			}
 			run(addr, 50)
 			p.moved.Store(0)
@@ -157,8 +220,9 @@ func BenchmarkStack(b *testing.B) {
 			b.ReportMetric(float64(p.moved.Load())/n, "stack-moves/op")
 			if v.lib {
 				b.ReportMetric(float64(protoMoved.Load())/n, "proto-moves/op")
+				b.ReportMetric(float64(protoRoom), "proto-headroom-B")
 			}
-			b.ReportMetric(float64(headroom), "headroom-B")
+			b.ReportMetric(float64(room), "headroom-B")
 			s := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
 			metrics.Read(s)
 			b.ReportMetric(float64(s[0].Value.Uint64()), "start-B")
