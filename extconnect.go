@@ -67,6 +67,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 // route whose slot is reserved, and returns the stream as a tracked Conn.
 // On failure it returns nil, having released the slot.
 func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
+	if err := checkSwitchHeader(extra); err != nil {
+		s.release(rt)
+		s.logError(r, "accepting "+rt.spelled, err)
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
+		return nil
+	}
 	c := &Conn{Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, key: rt.spelled}
 	if !s.conns.track(c) {
 		s.release(rt)

@@ -15,7 +15,8 @@ type route struct {
 	version  string // "" matches offers without a version
 	anyVer   bool   // "name/*": matches any version, or none
 	accepter Accepter
-	spelled  string // pattern as registered, for logs and 426 lists
+	spelled  string  // pattern as registered, for logs and 426 lists
+	srv      *Server // the Server it is registered with
 }
 
 // matches reports whether offer p is one this route accepts: names compare
@@ -116,12 +117,9 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 		err := rt.accepter.AcceptUpgrade(r, h)
 		asking = nil
 		if err == nil {
-			// An invalid 101 header is the Accepter's failure: logged,
-			// answered 500.
-			if err = checkSwitchHeader(h); err == nil {
-				d.route, d.offer, d.extra = rt, offers[j], h
-				return
-			}
+			// The header is checked as the 101 (or 200) is assembled.
+			d.route, d.offer, d.extra = rt, offers[j], h
+			return
 		}
 		recycleHeader(h)
 		s.release(rt)

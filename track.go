@@ -117,13 +117,6 @@ func (t *tracker) untrack(c *Conn) bool {
 	return t.releaseLocked(c.key)
 }
 
-// forget stops tracking c without releasing its slot.
-func (t *tracker) forget(c *Conn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.conns, c)
-}
-
 // active returns the slots in use, per key.
 func (t *tracker) active() map[string]int {
 	t.mu.Lock()

@@ -72,8 +72,12 @@ type Server struct {
 
 	// HandshakeTimeout bounds the phase from the start of the switch to
 	// the 101 response being written: reading the request body and
-	// writing the 100 and 101 responses. Zero means
-	// DefaultHandshakeTimeout; a negative value means no bound.
+	// writing the 100 and 101 responses. The 101 is written by the
+	// protocol handler's goroutine, with its first Write (see Handler);
+	// a 101 not written within HandshakeTimeout of that write's start
+	// closes the connection, and the handler's call returns the error.
+	// Zero means DefaultHandshakeTimeout; a negative value means no
+	// bound.
 	HandshakeTimeout time.Duration
 
 	// ShouldUpgrade, if non-nil, is asked before negotiation; false makes
@@ -144,6 +148,7 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	}
 	r.Route = rt
 	r.accepter, _ = rt.Handler.(Accepter)
+	r.srv = s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.routes {
@@ -293,12 +298,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.refuseOffers(w, r, next, routes, offers, &d)
 		return
 	}
-	c := s.switchProtocols(w, r, d.route, d.offer, d.extra)
+	bp := s.prepareSwitch(w, r, d.route, d.offer, d.extra)
 	if d.extra != nil {
 		recycleHeader(d.extra)
 	}
-	if c != nil {
-		go s.run(c)
+	if bp == nil {
+		return
+	}
+	if c := s.takeOver(w, r, d.route, d.offer, bp); c != nil {
+		s.start(c)
 	}
 }
 
