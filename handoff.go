@@ -12,10 +12,14 @@ import (
 // it, under switches.mu.
 var lateSwitch = 5 * time.Millisecond
 
-// switches keeps the connections whose 101 may still be held, for the
-// timer that writes late ones.
+// switches hands switched connections over to the goroutines that serve
+// them, and keeps those whose 101 may still be held for the timer that
+// writes late ones. A go statement with arguments allocates their closure;
+// serveNext takes none and pops a Conn instead: each start pushes exactly
+// one before starting one goroutine, so there is always one to pop.
 var switches struct {
 	mu      sync.Mutex
+	ready   []*Conn     // pushed by start, popped by serveNext
 	recent  []*Conn     // started since the last tick
 	older   []*Conn     // started before the last tick: due at the next
 	timer   *time.Timer // runs tick while recent or older is not empty
@@ -24,8 +28,9 @@ var switches struct {
 
 // start serves c with its route's handler in a goroutine of its own.
 func (s *Server) start(c *Conn) {
+	switches.mu.Lock()
+	switches.ready = append(switches.ready, c)
 	if c.sw.Load() != nil {
-		switches.mu.Lock()
 		switches.recent = append(switches.recent, c)
 		if !switches.ticking {
 			switches.ticking = true
@@ -35,9 +40,27 @@ func (s *Server) start(c *Conn) {
 				switches.timer.Reset(lateSwitch)
 			}
 		}
-		switches.mu.Unlock()
 	}
-	go s.run(c)
+	switches.mu.Unlock()
+	go serveNext()
+}
+
+// serveNext serves the Conn last pushed by start: Server.run, inlined for
+// a frame less under the handler.
+func serveNext() {
+	c := popReady()
+	defer c.route.srv.served(c)
+	c.route.Handler.ServeUpgrade(c)
+}
+
+func popReady() *Conn {
+	switches.mu.Lock()
+	n := len(switches.ready) - 1
+	c := switches.ready[n]
+	switches.ready[n] = nil
+	switches.ready = switches.ready[:n]
+	switches.mu.Unlock()
+	return c
 }
 
 // tick writes the 101 of the connections started before the last tick
