@@ -73,7 +73,7 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route,
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
 		return nil
 	}
-	c := &Conn{Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, key: rt.spelled}
+	c := &Conn{Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
 	if !s.conns.track(c) {
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")

@@ -247,7 +247,7 @@ func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rt *route, off
 		s.hijackFailed(w, r, rt, bp, err, nil)
 		return nil
 	}
-	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, key: rt.spelled}
+	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
 	c.sw.Store(bp)
 	if !s.conns.track(c) {
 		s.hijackFailed(w, r, rt, bp, nil, netConn)

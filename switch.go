@@ -165,7 +165,10 @@ func (c *Conn) writeRest(b []byte, n, head int, raw bool) (int, error) {
 		}
 		if n < head {
 			if !errors.Is(err, net.ErrClosed) {
-				s.logPeerError(c.Request, "writing the 101 response for "+c.route.spelled, err)
+				// Not logPeerError: the handler may have dropped
+				// c.Request.
+				s.logger().Warn("upgrade: writing the 101 response for "+c.route.spelled,
+					"remote", c.RemoteAddr().String(), "err", err)
 			}
 			c.nc.Close()
 			return n, err

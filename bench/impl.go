@@ -190,6 +190,14 @@ func newUpgradeServerFor(serve func(c *upgrade.Conn)) *upgrade.Server {
 }
 
 func serveUpgrade(c *upgrade.Conn) {
+	// Nothing of the request is needed after the switch: let the
+	// connection drop it, as upgrade.Conn.Request's documentation
+	// suggests for long-lived connections.
+	c.Request = nil
+	serveFrame(c)
+}
+
+func serveFrame(c *upgrade.Conn) {
 	if _, err := c.Write(Frame); err != nil {
 		return
 	}

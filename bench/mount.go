@@ -16,6 +16,9 @@ var mounts = map[string]func() http.Handler{
 	"floor-wrapped":   func() http.Handler { return mount("wrapped", http.HandlerFunc(floorHandler)) },
 	"upgrade-mux":     func() http.Handler { return mount("mux", newUpgradeServer()) },
 	"upgrade-wrapped": func() http.Handler { return mount("wrapped", newUpgradeServer()) },
+	// The library with a handler that keeps Conn.Request, for the held
+	// memory that costs; not in Impls.
+	"upgrade-keep": func() http.Handler { return newUpgradeServerFor(serveFrame) },
 }
 
 // mount mounts h the named way: "mux", "wrapped", or "" for directly.
