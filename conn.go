@@ -60,14 +60,13 @@ type Conn struct {
 	sw   atomic.Pointer[[]byte]
 	swmu sync.Mutex
 
-	ctx      context.Context // client: set by Dial; server: see reqCtx, until Context
-	ctxOnce  sync.Once
-	reqCtx   bool               // server: ctx is the switched request's context
-	cancel   context.CancelFunc // server: cancels ctx when the handler returns
-	life     context.Context    // server: cancelled when the Server closes its connections
-	draining <-chan struct{}    // server: closed when the Server starts shutting down
-	route    *route             // server: the route switched to
-	key      string             // server: the key its connection slot is counted under
+	ctx     context.Context // client: set by Dial; server: see reqCtx, until Context
+	ctxOnce sync.Once
+	reqCtx  bool               // server: ctx is the switched request's context
+	cancel  context.CancelFunc // server: cancels ctx when the handler returns
+	trk     *tracker           // server: its lifetime context and drain signal
+	route   *route             // server: the route switched to
+	key     string             // server: the key its connection slot is counted under
 }
 
 // Read reads first the bytes that had been read ahead before the switch,
@@ -210,9 +209,9 @@ func (c *Conn) Context() context.Context {
 		if c.ctx != nil && !c.reqCtx {
 			return // the client's, set by Dial
 		}
-		life := c.life
-		if life == nil {
-			life = context.Background()
+		var life context.Context = context.Background()
+		if c.trk != nil {
+			life, _ = c.trk.lifetime()
 		}
 		var values context.Context = context.Background()
 		switch {
@@ -237,7 +236,13 @@ func (c *Conn) Context() context.Context {
 // that ignores it keeps working until Shutdown's grace period ends; then
 // the connection is closed and Context is cancelled. On the client, and
 // for a Server that never shuts down, the channel is never closed.
-func (c *Conn) Draining() <-chan struct{} { return c.draining }
+func (c *Conn) Draining() <-chan struct{} {
+	if c.trk == nil {
+		return nil
+	}
+	_, drain := c.trk.lifetime()
+	return drain
+}
 
 // finish marks c's handler as returned: Context, if it was ever asked
 // for, is cancelled, and a later call returns a cancelled context.

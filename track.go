@@ -92,10 +92,10 @@ func (t *tracker) releaseLocked(key string) bool {
 }
 
 // track records c, whose slot for c.key is reserved, as served, and gives
-// it the lifetime context and the drain signal; false if shutdown has
-// started.
+// it the lifetime context and the drain signal (through c.trk); false if
+// shutdown has started.
 func (t *tracker) track(c *Conn) bool {
-	c.life, c.draining = t.lifetime()
+	c.trk = t
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closing.Load() {
