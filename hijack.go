@@ -154,7 +154,7 @@ func expectsContinue(r *http.Request) bool {
 // (which allocates net/http's 4 KiB write buffer, a deep call when the
 // allocator has to refill) then runs two frames below serve, and the
 // stack there does not have to grow (see negotiate).
-func (s *Server) prepareSwitch(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *[]byte {
+func (s *Server) prepareSwitch(w http.ResponseWriter, r *http.Request, rt *route, version string, extra http.Header) *[]byte {
 	sendContinue := expectsContinue(r)
 	if hasBody(r) {
 		if !s.readRequestBody(w, r, http.NewResponseController(w), rt) {
@@ -163,7 +163,7 @@ func (s *Server) prepareSwitch(w http.ResponseWriter, r *http.Request, rt *route
 		}
 		sendContinue = false // net/http sent it, if it was expected
 	}
-	bp, err := build101(Protocol{Name: rt.name, Version: offer.Version}, sendContinue, extra)
+	bp, err := build101(Protocol{Name: rt.name, Version: version}, sendContinue, extra)
 	if err != nil {
 		s.switchFailed(w, r, rt, bp, err)
 		return nil
@@ -241,13 +241,13 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rc *htt
 // holding the 101 response bp and the bytes the client sent behind the
 // request. It returns nil, having released the slot and answered the
 // client, if the hijack fails or Shutdown has begun.
-func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, bp *[]byte) *Conn {
+func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rt *route, version string, bp *[]byte) *Conn {
 	netConn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		s.hijackFailed(w, r, rt, bp, err, nil)
 		return nil
 	}
-	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
+	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
 	c.sw.Store(bp)
 	if !s.conns.track(c) {
 		s.hijackFailed(w, r, rt, bp, nil, netConn)

@@ -63,7 +63,7 @@ func parsePattern(pattern string) (route, error) {
 // decision is the outcome of negotiation for one request.
 type decision struct {
 	route         *route       // chosen route; nil if none
-	offer         Protocol     // the offer it was chosen for
+	version       string       // the version of the offer it was chosen for
 	extra         http.Header  // extra 101 header fields (pooled), or nil
 	reject        *RejectError // an Accepter's rejection, to be answered
 	failed        bool         // an Accepter failed: answer 500
@@ -109,7 +109,7 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 			continue
 		}
 		if rt.accepter == nil {
-			d.route, d.offer = rt, offers[j]
+			d.route, d.version = rt, offers[j].Version
 			return
 		}
 		h := headerPool.Get().(http.Header)
@@ -118,7 +118,7 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 		asking = nil
 		if err == nil {
 			// The header is checked as the 101 (or 200) is assembled.
-			d.route, d.offer, d.extra = rt, offers[j], h
+			d.route, d.version, d.extra = rt, offers[j].Version, h
 			return
 		}
 		recycleHeader(h)
@@ -232,8 +232,12 @@ func recycleHeader(h http.Header) {
 }
 
 // allowedMethods lists, for an Allow field, the methods of the routes
-// available for r that match one of the offers.
-func allowedMethods(r *http.Request, routes []route, offers []Protocol) string {
+// available for r that match one of its offers.
+func (s *Server) allowedMethods(r *http.Request) string {
+	s.mu.Lock()
+	routes := s.routes
+	s.mu.Unlock()
+	offers, _ := AppendProtocols(nil, r.Header["Upgrade"], s.Limits)
 	var ms []string
 	add := func(m string) {
 		for _, x := range ms {
