@@ -100,9 +100,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // Close closes the underlying connection, after writing the 101 response
-// if it has not been written yet.
+// if it has not been written yet. It does not wait for a 101 another
+// goroutine is writing: closing interrupts that write, as it does any.
 func (c *Conn) Close() error {
-	if c.sw.Load() != nil {
+	if c.sw.Load() != nil && c.swmu.TryLock() {
+		c.swmu.Unlock()
 		_ = c.flushSwitch()
 	}
 	return c.nc.Close()

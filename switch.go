@@ -58,8 +58,12 @@ func build101(p Protocol, sendContinue bool, extra http.Header) (*[]byte, error)
 	return bp, err
 }
 
-// recycle101 puts a 101's buffer back in bufPool.
+// recycle101 puts a 101's buffer back in bufPool, unless an Accepter's
+// large fields made it grow.
 func recycle101(bp *[]byte) {
+	if cap(*bp) > maxSwitchBuf {
+		return
+	}
 	*bp = (*bp)[:0]
 	bufPool.Put(bp)
 }
@@ -160,8 +164,10 @@ func (c *Conn) writeRest(b []byte, n, head int, raw bool) (int, error) {
 		var m int
 		m, err = c.nc.Write(b[n:end])
 		n += m
-		if timeout > 0 && err == nil {
-			err = c.nc.SetWriteDeadline(time.Time{})
+		if n >= head && timeout > 0 {
+			if e := c.nc.SetWriteDeadline(time.Time{}); err == nil {
+				err = e
+			}
 		}
 		if n < head {
 			if !errors.Is(err, net.ErrClosed) {

@@ -349,3 +349,43 @@ func TestShutdownWithHeld101(t *testing.T) {
 	require.Equal(t, greet101, c.Head())
 	assert.Empty(t, c.Rest())
 }
+
+// TestCloseInterruptsHeld101: Close from another goroutine does not wait
+// for a 101 write that the client holds up: it interrupts it, as closing
+// interrupts any write.
+func TestCloseInterruptsHeld101(t *testing.T) {
+	holdLate(t, time.Minute)
+	huge := strings.Repeat("h", 8<<20)
+	s := &Server{HandshakeTimeout: time.Minute}
+	s.ErrorLog, _ = testLogger()
+	conns := make(chan *Conn, 1)
+	errs := make(chan error, 1)
+	s.HandleRoute("greet/1", Route{Handler: accepterFunc{
+		accept: func(r *http.Request, h http.Header) error { h.Set("X-Huge", huge); return nil },
+		serve: func(c *Conn) {
+			conns <- c
+			_, err := c.Write([]byte("hello"))
+			errs <- err
+		},
+	}})
+	srv := serve(t, s, s)
+	c := wiretest.Dial(t, srv.addr)
+	c.Send(upgradeReq("GET", "greet/1"))
+	conn := <-conns
+	// The 101 has started going out, and is far too large to fit in the
+	// socket buffers: its write is blocked.
+	require.Equal(t, "HTTP/1.1 101 ", c.ReadN(len("HTTP/1.1 101 ")))
+	closed := make(chan error, 1)
+	go func() { closed <- conn.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for the 101 write")
+	}
+	select {
+	case err := <-errs:
+		require.ErrorIs(t, err, net.ErrClosed)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the interrupted write did not return")
+	}
+}
