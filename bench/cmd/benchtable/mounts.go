@@ -37,4 +37,11 @@ func printMounts(impls []string, res map[string][]bench.Round) {
 		by := compare(sub, p.name, func(r bench.Round) float64 { return r.Bytes }, false)
 		fmt.Printf("| %s | %s | %s | %+.1f (%+.1f–%+.1f) | %s |\n", p.name, p.floor, ratio(cpu), al.cmp, al.lo, al.hi, ratio(by))
 	}
+	if _, ok := res["upgrade-mux"]; ok {
+		if _, ok := res["floor-mux"]; ok {
+			sub := map[string][]bench.Round{"floor": res["floor-mux"], "upgrade-mux": res["upgrade-mux"]}
+			cpu := compare(sub, "upgrade-mux", func(r bench.Round) float64 { return r.CPU }, false)
+			fmt.Printf("\ntarget for upgrade-mux: CPU ≤ 1.00× floor-mux: %.3f× %s\n", cpu.cmp, verdict(cpu.cmp <= 1.00))
+		}
+	}
 }
