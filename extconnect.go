@@ -43,10 +43,10 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 		s.negotiate(r, routes, offers[:], &d)
 	}
 	if d.route == nil {
-		s.refuseOffers(w, r, nil, routes, offers[:], &d)
+		s.refuseOffers(w, r, nil, &d)
 		return
 	}
-	c := s.switchStream(w, r, d.route, d.offer, d.extra)
+	c := s.switchStream(w, r, d.route, d.version, d.extra)
 	if d.extra != nil {
 		recycleHeader(d.extra)
 	}
@@ -58,8 +58,14 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 // switchStream answers 200 to the extended CONNECT r, for a negotiated
 // route whose slot is reserved, and returns the stream as a tracked Conn.
 // On failure it returns nil, having released the slot.
-func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
-	c := &Conn{Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, key: rt.spelled}
+func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route, version string, extra http.Header) *Conn {
+	if err := checkSwitchHeader(extra); err != nil {
+		s.release(rt)
+		s.logError(r, "accepting "+rt.spelled, err)
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
+		return nil
+	}
+	c := &Conn{Protocol: Protocol{Name: rt.name, Version: version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
 	if !s.conns.track(c) {
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")

@@ -9,8 +9,15 @@ import (
 
 // A Handler serves a connection after it has switched protocols.
 //
-// ServeUpgrade runs in a goroutine of its own, started once the 101
-// response has been written and flushed. The ServeHTTP call that switched
+// ServeUpgrade runs in a goroutine of its own, started once the
+// connection has been switched. On an HTTP/1.1 connection the 101 response
+// goes out with the handler's first Write, in one write (and so usually in
+// one TCP segment) when that Write is small; it is written alone before
+// the handler's first Read, Close, CloseWrite, deadline or NetConn, when
+// the handler returns, or, for a handler that does none of these at once
+// (one that waits for a message to push, say), a few milliseconds after
+// the switch. Either way it reaches the client before any byte the
+// handler writes. The ServeHTTP call that switched
 // returns without waiting for it, so net/http cancels the request's context
 // (c.Request.Context()) right after the switch: use c.Context() instead,
 // which carries the same values and is cancelled only when the connection

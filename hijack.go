@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
 	"golang.org/x/net/http/httpguts"
 )
@@ -19,7 +20,7 @@ import (
 var headerPool = sync.Pool{New: func() any { return make(http.Header, 4) }}
 
 // bufPool recycles the buffers the 101 response is assembled in.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, maxSwitchBuf); return &b }}
 
 // errNoHijack is reported when no ResponseWriter in the Unwrap chain
 // implements http.Hijacker.
@@ -41,22 +42,30 @@ func canHijack(w http.ResponseWriter) bool {
 	}
 }
 
-// checkSwitchHeader validates the extra 101 header fields added by an
-// Accepter: valid names and values (no CR or LF), and none of the fields the
-// server owns or a 101 cannot carry.
+// checkSwitchHeader validates the extra 101 (or 200) header fields added
+// by an Accepter: valid names and values (no CR or LF), and none of the
+// fields the server owns or a 101 cannot carry.
 func checkSwitchHeader(h http.Header) error {
 	for k, vs := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
+		if err := checkSwitchField(k, vs); err != nil {
+			return err
 		}
-		switch http.CanonicalHeaderKey(k) {
-		case "Upgrade", "Connection", "Content-Length", "Transfer-Encoding":
-			return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
-		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("upgrade: invalid value for 101 header field %s: %s", k, httplist.Quote(v))
-			}
+	}
+	return nil
+}
+
+// checkSwitchField validates one extra 101 header field.
+func checkSwitchField(k string, vs []string) error {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
+	}
+	if ascii.EqualFold(k, "Upgrade") || ascii.EqualFold(k, "Connection") ||
+		ascii.EqualFold(k, "Content-Length") || ascii.EqualFold(k, "Transfer-Encoding") {
+		return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
+	}
+	for _, v := range vs {
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return fmt.Errorf("upgrade: invalid value for 101 header field %s: %s", k, httplist.Quote(v))
 		}
 	}
 	return nil
@@ -134,47 +143,54 @@ func expectsContinue(r *http.Request) bool {
 	return httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue")
 }
 
-// switchProtocols performs the switch for a negotiated route whose slot is
+// prepareSwitch prepares the switch for a negotiated route whose slot is
 // reserved: it reads the body (sending 100 Continue first if the client
-// expects it), hijacks the connection, starts tracking it, writes the 101
-// response in one write and returns the Conn. On failure it returns nil,
-// having released the slot: before the hijack the failure is answered on w;
-// after it, the connection is closed.
-func (s *Server) switchProtocols(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
-	c := s.doSwitch(w, r, rt, offer, extra)
-	if c == nil {
-		s.release(rt)
-	}
-	return c
-}
-
-func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request, rt *route, offer Protocol, extra http.Header) *Conn {
-	rc := http.NewResponseController(w)
+// expects it) and assembles the 101 response with the Accepter's fields
+// (extra), which takeOver then gives the Conn. On failure it returns nil,
+// having released the slot and answered on w.
+//
+// The switch runs on net/http's connection goroutine in two calls from
+// serve, this one and takeOver, rather than one in the other: the hijack
+// (which allocates net/http's 4 KiB write buffer, a deep call when the
+// allocator has to refill) then runs two frames below serve, and the
+// stack there does not have to grow (see negotiate).
+func (s *Server) prepareSwitch(w http.ResponseWriter, r *http.Request, rt *route, version string, extra http.Header) *[]byte {
 	sendContinue := expectsContinue(r)
 	if hasBody(r) {
-		if !s.readRequestBody(w, r, rc, rt) {
+		if !s.readRequestBody(w, r, http.NewResponseController(w), rt) {
+			s.release(rt)
 			return nil
 		}
 		sendContinue = false // net/http sent it, if it was expected
 	}
+	bp, err := build101(Protocol{Name: rt.name, Version: version}, sendContinue, extra)
+	if err != nil {
+		s.switchFailed(w, r, rt, bp, err)
+		return nil
+	}
 	if s.conns.closing.Load() {
 		// Shutdown began during this handshake: refuse before the 101
 		// rather than switch and drop.
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		s.switchFailed(w, r, rt, bp, nil)
 		return nil
 	}
-	c := s.takeOver(w, r, rc, rt, offer)
-	if c == nil {
-		return nil
+	return bp
+}
+
+// switchFailed answers a switch that fails before the hijack: 500 for an
+// Accepter's invalid 101 header (err), 503 when Shutdown has begun (nil).
+//
+//go:noinline
+func (s *Server) switchFailed(w http.ResponseWriter, r *http.Request, rt *route, bp *[]byte, err error) {
+	recycle101(bp)
+	s.release(rt)
+	if err != nil {
+		s.logError(r, "accepting "+rt.spelled, err)
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
+		return
 	}
-	if err := s.write101(c, sendContinue, extra); err != nil {
-		s.logPeerError(r, "writing the 101 response for "+rt.spelled, err)
-		c.nc.Close()
-		s.conns.forget(c) // switchProtocols releases the slot
-		return nil
-	}
-	return c
+	w.Header().Set("Retry-After", "1")
+	s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 }
 
 // readRequestBody reads r's body, bounded by rt's limit and the handshake
@@ -222,23 +238,19 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rc *htt
 }
 
 // takeOver hijacks r's connection and starts tracking it as a Conn
-// holding the bytes the client sent behind the request. It returns nil,
-// having answered the client, if the hijack fails or Shutdown has begun.
-func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, rt *route, offer Protocol) *Conn {
-	netConn, brw, err := rc.Hijack()
+// holding the 101 response bp and the bytes the client sent behind the
+// request. It returns nil, having released the slot and answered the
+// client, if the hijack fails or Shutdown has begun.
+func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rt *route, version string, bp *[]byte) *Conn {
+	netConn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		s.logError(r, "hijacking the connection", err)
-		s.refuse(w, r, http.StatusInternalServerError, "upgrade: could not switch protocols")
+		s.hijackFailed(w, r, rt, bp, err, nil)
 		return nil
 	}
-	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: offer.Version}, Request: r, route: rt, key: rt.spelled}
+	c := &Conn{nc: netConn, Protocol: Protocol{Name: rt.name, Version: version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
+	c.sw.Store(bp)
 	if !s.conns.track(c) {
-		// Shutdown began since the check before the hijack. The
-		// connection is ours now: refuse on the wire rather than switch
-		// and drop.
-		_ = netConn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = io.WriteString(netConn, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-		netConn.Close()
+		s.hijackFailed(w, r, rt, bp, nil, netConn)
 		return nil
 	}
 	// From here on the Conn is tracked: Shutdown waits for it, and Close
@@ -252,46 +264,23 @@ func (s *Server) takeOver(w http.ResponseWriter, r *http.Request, rc *http.Respo
 	return c
 }
 
-// write101 writes the 101 response switching c, preceded by a 100
-// Continue if the client expects one and net/http has not sent it, in one
-// write bounded by the handshake timeout.
-func (s *Server) write101(c *Conn, sendContinue bool, extra http.Header) error {
-	bp := bufPool.Get().(*[]byte)
-	b := (*bp)[:0]
-	if sendContinue {
-		b = append(b, "HTTP/1.1 100 Continue\r\n\r\n"...)
+// hijackFailed answers a switch that failed at the hijack (err), or right
+// after it because Shutdown had begun (the hijacked netConn).
+//
+//go:noinline
+func (s *Server) hijackFailed(w http.ResponseWriter, r *http.Request, rt *route, bp *[]byte, err error, netConn net.Conn) {
+	recycle101(bp)
+	s.release(rt)
+	if err != nil {
+		s.logError(r, "hijacking the connection", err)
+		s.refuse(w, r, http.StatusInternalServerError, "upgrade: could not switch protocols")
+		return
 	}
-	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
-	b = c.Protocol.appendTo(b)
-	b = append(b, "\r\nConnection: Upgrade\r\n"...)
-	b = appendHeader(b, extra)
-	b = append(b, "\r\n"...)
-	timeout := s.handshakeTimeout()
-	if timeout > 0 {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
-	}
-	_, err := c.nc.Write(b)
-	*bp = b
-	bufPool.Put(bp)
-	if err == nil && timeout > 0 {
-		err = c.nc.SetWriteDeadline(time.Time{})
-	}
-	return err
-}
-
-// appendHeader appends h in wire form, sorted by field name so the output
-// is deterministic.
-func appendHeader(b []byte, h http.Header) []byte {
-	if len(h) == 0 {
-		return b
-	}
-	var small [8]string
-	keys := small[:0]
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return appendFields(b, h, keys)
+	// Shutdown began since the check before the hijack. The connection
+	// is ours now: refuse on the wire rather than switch and drop.
+	_ = netConn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = io.WriteString(netConn, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	netConn.Close()
 }
 
 // appendFields appends the fields of h named in keys, in that order, in

@@ -15,7 +15,8 @@ type route struct {
 	version  string // "" matches offers without a version
 	anyVer   bool   // "name/*": matches any version, or none
 	accepter Accepter
-	spelled  string // pattern as registered, for logs and 426 lists
+	spelled  string  // pattern as registered, for logs and 426 lists
+	srv      *Server // the Server it is registered with
 }
 
 // matches reports whether offer p is one this route accepts: names compare
@@ -62,7 +63,7 @@ func parsePattern(pattern string) (route, error) {
 // decision is the outcome of negotiation for one request.
 type decision struct {
 	route         *route       // chosen route; nil if none
-	offer         Protocol     // the offer it was chosen for
+	version       string       // the version of the offer it was chosen for
 	extra         http.Header  // extra 101 header fields (pooled), or nil
 	reject        *RejectError // an Accepter's rejection, to be answered
 	failed        bool         // an Accepter failed: answer 500
@@ -78,40 +79,98 @@ type decision struct {
 // ServerOrder: routes in registration order, each against its first
 // matching offer — asking Accepters as it goes. Each route is asked at most
 // once per request, so an offer listed twice does not run a pre-101 step
-// twice. It is flat, without closures, to keep the stack of net/http's
-// connection goroutine within its initial size (growing it costs ~5% of a
-// handshake).
+// twice.
+//
+// It runs on net/http's connection goroutine, whose stack has to be grown
+// (a copy of all of it: microseconds) when the deepest call of a
+// handshake, an Accepter computing a digest say, does not fit in what is
+// left of it. So it is flat: next finds the pairs and returns, and the
+// Accepter is called from here, one small frame below serve.
 func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d *decision) {
-	body := r.ProtoMajor == 1 && hasBody(r)
+	var cur cursor
+	cur.body = r.ProtoMajor == 1 && hasBody(r)
+	// The route whose Accepter is running: if it panics, its slot is
+	// released before the panic goes on to net/http.
+	var asking *route
+	defer func() {
+		if asking != nil {
+			s.release(asking)
+		}
+	}()
+	for {
+		rt, j := s.next(r, routes, offers, &cur, d)
+		if rt == nil {
+			return
+		}
+		// Claim the slot before the pre-101 step, so that a
+		// protocol's cap cannot be overrun by concurrent handshakes.
+		if !s.reserve(rt) {
+			d.full = true
+			continue
+		}
+		if rt.accepter == nil {
+			d.route, d.version = rt, offers[j].Version
+			return
+		}
+		h := headerPool.Get().(http.Header)
+		asking = rt
+		err := rt.accepter.AcceptUpgrade(r, h)
+		asking = nil
+		if err == nil {
+			// The header is checked as the 101 (or 200) is assembled.
+			d.route, d.version, d.extra = rt, offers[j].Version, h
+			return
+		}
+		recycleHeader(h)
+		s.release(rt)
+		if s.refused(r, rt, err, d) {
+			return
+		}
+	}
+}
+
+// cursor is where next is in the (route, offer) pairs of a negotiation.
+type cursor struct {
+	i, j int  // the route and offer to consider next
+	body bool // the request has a body
+}
+
+// next returns the next (route, offer index) pair to ask, in policy order,
+// and advances cur past it; nil when none is left.
+func (s *Server) next(r *http.Request, routes []route, offers []Protocol, cur *cursor, d *decision) (*route, int) {
 	if s.Policy == ServerOrder {
-		for i := range routes {
-			rt := &routes[i]
+		for ; cur.i < len(routes); cur.i++ {
+			rt := &routes[cur.i]
 			if !rt.available(r) {
 				continue
 			}
-			for _, o := range offers {
+			for j, o := range offers {
 				if !rt.matches(o) {
 					continue
 				}
-				if s.usable(r, rt, body, d) && s.ask(r, rt, o, d) {
-					return
+				if s.usable(r, rt, cur.body, d) {
+					cur.i++
+					return rt, j
 				}
 				break // one attempt per route
 			}
 		}
-		return
+		return nil, 0
 	}
-	for j, o := range offers {
-		for i := range routes {
-			rt := &routes[i]
-			if !rt.matches(o) || rt.matchesAny(offers[:j]) || !rt.available(r) {
+	for ; cur.j < len(offers); cur.j, cur.i = cur.j+1, 0 {
+		o := offers[cur.j]
+		for ; cur.i < len(routes); cur.i++ {
+			rt := &routes[cur.i]
+			if !rt.matches(o) || rt.matchesAny(offers[:cur.j]) || !rt.available(r) {
 				continue // an earlier offer already tried this route
 			}
-			if s.usable(r, rt, body, d) && s.ask(r, rt, o, d) {
-				return
+			if s.usable(r, rt, cur.body, d) {
+				cur.i++
+				return rt, cur.j
 			}
 		}
 	}
+	return nil, 0
 }
 
 // usable reports whether rt can be switched to from r's method and body,
@@ -150,59 +209,21 @@ func someRouteMatches(r *http.Request, routes []route, offers []Protocol) bool {
 	return false
 }
 
-// ask runs the pre-101 step of rt for offer o; true ends negotiation.
-func (s *Server) ask(r *http.Request, rt *route, o Protocol, d *decision) bool {
-	// Claim the slot before the pre-101 step, so that a protocol's
-	// cap cannot be overrun by concurrent handshakes.
-	if !s.reserve(rt) {
-		d.full = true
+// refused notes in d an Accepter's refusal; true ends negotiation.
+//
+//go:noinline
+func (s *Server) refused(r *http.Request, rt *route, err error, d *decision) bool {
+	if errors.Is(err, ErrDecline) {
 		return false
 	}
-	if rt.accepter == nil {
-		d.route, d.offer = rt, o
-		return true
+	var re *RejectError
+	if errors.As(err, &re) {
+		d.reject = re
+	} else {
+		s.logError(r, "accepting "+rt.spelled, err)
+		d.failed = true
 	}
-	h := headerPool.Get().(http.Header)
-	err := s.accept(r, rt, h)
-	switch {
-	case err == nil:
-		if err := checkSwitchHeader(h); err != nil {
-			s.logError(r, "accepting "+rt.spelled, err)
-			d.failed = true
-			recycleHeader(h)
-			s.release(rt)
-			return true
-		}
-		d.route, d.offer, d.extra = rt, o, h
-		return true
-	case errors.Is(err, ErrDecline):
-		recycleHeader(h)
-		s.release(rt)
-		return false
-	default:
-		recycleHeader(h)
-		s.release(rt)
-		var re *RejectError
-		if errors.As(err, &re) {
-			d.reject = re
-		} else {
-			s.logError(r, "accepting "+rt.spelled, err)
-			d.failed = true
-		}
-		return true
-	}
-}
-
-// accept calls rt's AcceptUpgrade. If it panics, the slot reserved for the
-// switch is released before the panic goes on to net/http.
-func (s *Server) accept(r *http.Request, rt *route, h http.Header) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.release(rt)
-			panic(p)
-		}
-	}()
-	return rt.accepter.AcceptUpgrade(r, h)
+	return true
 }
 
 func recycleHeader(h http.Header) {
@@ -211,8 +232,12 @@ func recycleHeader(h http.Header) {
 }
 
 // allowedMethods lists, for an Allow field, the methods of the routes
-// available for r that match one of the offers.
-func allowedMethods(r *http.Request, routes []route, offers []Protocol) string {
+// available for r that match one of its offers.
+func (s *Server) allowedMethods(r *http.Request) string {
+	s.mu.Lock()
+	routes := s.routes
+	s.mu.Unlock()
+	offers, _ := AppendProtocols(nil, r.Header["Upgrade"], s.Limits)
 	var ms []string
 	add := func(m string) {
 		for _, x := range ms {

@@ -59,7 +59,13 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
 	b = append(b, upgrade...)
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
-	b = appendHeader(b, h)
+	b, err = appendSorted(b, h)
+	if err != nil {
+		*bp = b[:0]
+		bufPool.Put(bp)
+		nc.Close()
+		return nil, fmt.Errorf("the backend's 101: %w", err)
+	}
 	b = append(b, "\r\n"...)
 	if timeout := p.dialer0().handshakeTimeout(); timeout > 0 {
 		_ = nc.SetWriteDeadline(time.Now().Add(timeout))

@@ -60,20 +60,25 @@ func registerOnShutdown(hs *http.Server, timeout time.Duration, shutdown func(co
 	})
 }
 
-// run serves c with its route's handler, in its own goroutine.
+// run serves c with its route's handler.
 func (s *Server) run(c *Conn) {
-	defer s.untrack(c)
-	defer c.finish()
-	defer c.nc.Close()
-	defer func() {
-		if p := recover(); p != nil && p != http.ErrAbortHandler {
-			buf := make([]byte, 16<<10)
-			buf = buf[:runtime.Stack(buf, false)]
-			s.logger().Error("upgrade: panic serving protocol", "protocol", c.Protocol.String(),
-				"remote", c.RemoteAddr().String(), "panic", p, "stack", string(buf))
-		}
-	}()
+	defer s.served(c)
 	c.route.Handler.ServeUpgrade(c)
+}
+
+// served ends serving c, deferred: a panic is contained and logged, the
+// 101 written if the handler never wrote it, c closed and forgotten. One
+// deferred call keeps the frames under the handler small (see switch.go).
+func (s *Server) served(c *Conn) {
+	if p := recover(); p != nil && p != http.ErrAbortHandler {
+		buf := make([]byte, 16<<10)
+		buf = buf[:runtime.Stack(buf, false)]
+		s.logger().Error("upgrade: panic serving protocol", "protocol", c.Protocol.String(),
+			"remote", c.RemoteAddr().String(), "panic", p, "stack", string(buf))
+	}
+	c.Close()
+	c.finish()
+	s.untrack(c)
 }
 
 // reserve claims a connection slot for rt before its switch; false if

@@ -92,10 +92,10 @@ func (t *tracker) releaseLocked(key string) bool {
 }
 
 // track records c, whose slot for c.key is reserved, as served, and gives
-// it the lifetime context and the drain signal; false if shutdown has
-// started.
+// it the lifetime context and the drain signal (through c.trk); false if
+// shutdown has started.
 func (t *tracker) track(c *Conn) bool {
-	c.life, c.draining = t.lifetime()
+	c.trk = t
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closing.Load() {
@@ -112,14 +112,15 @@ func (t *tracker) track(c *Conn) bool {
 // shutdown has started: for a switch the peer already knows of. Shutdown
 // waits for it as for any other, and closes it when its grace ends.
 func (t *tracker) adopt(c *Conn) {
-	c.life, c.draining = t.lifetime()
+	c.trk = t
+	life, _ := t.lifetime()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.conns == nil {
 		t.conns = make(map[*Conn]struct{})
 	}
 	t.conns[c] = struct{}{}
-	if t.life.Err() != nil {
+	if life.Err() != nil {
 		// The grace period is over already: close it now, as closeAll
 		// would have.
 		c.nc.Close()
@@ -133,13 +134,6 @@ func (t *tracker) untrack(c *Conn) bool {
 	defer t.mu.Unlock()
 	delete(t.conns, c)
 	return t.releaseLocked(c.key)
-}
-
-// forget stops tracking c without releasing its slot.
-func (t *tracker) forget(c *Conn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.conns, c)
 }
 
 // active returns the slots in use, per key.

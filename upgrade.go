@@ -72,8 +72,12 @@ type Server struct {
 
 	// HandshakeTimeout bounds the phase from the start of the switch to
 	// the 101 response being written: reading the request body and
-	// writing the 100 and 101 responses. Zero means
-	// DefaultHandshakeTimeout; a negative value means no bound.
+	// writing the 100 and 101 responses. The 101 is written by the
+	// protocol handler's goroutine, with its first Write (see Handler);
+	// a 101 not written within HandshakeTimeout of that write's start
+	// closes the connection, and the handler's call returns the error.
+	// Zero means DefaultHandshakeTimeout; a negative value means no
+	// bound.
 	HandshakeTimeout time.Duration
 
 	// ShouldUpgrade, if non-nil, is asked before negotiation; false makes
@@ -147,6 +151,7 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	if d, ok := rt.Handler.(*delegate); ok {
 		d.adapt(&r)
 	}
+	r.srv = s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.routes {
@@ -235,12 +240,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires a protocol switch: an HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT")
 		return
 	}
-	if !isUpgradeRequest(r) {
+	upgrades := r.Header["Upgrade"]
+	if len(upgrades) == 0 || !isUpgradeRequest(r) {
 		s.decline(w, r, next, http.StatusUpgradeRequired, "")
 		return
 	}
 	var arr [4]Protocol
-	offers, err := AppendProtocols(arr[:0], r.Header["Upgrade"], s.Limits)
+	offers, err := AppendProtocols(arr[:0], upgrades, s.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, ErrHeaderTooLarge) {
@@ -277,13 +283,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	s.mu.Lock()
 	routes := s.routes
 	s.mu.Unlock()
-	if !someRouteMatches(r, routes, offers) {
-		// Nothing offered is registered (a speculative "Upgrade: h2c",
-		// say): an ordinary request, not an error.
-		s.decline(w, r, next, http.StatusUpgradeRequired, "")
-		return
-	}
+	// When nothing offered is registered (a speculative "Upgrade: h2c",
+	// say), negotiation finds nothing and refuseOffers treats it as an
+	// ordinary request, not an error.
 	if !canHijack(w) {
+		if !someRouteMatches(r, routes, offers) {
+			s.decline(w, r, next, http.StatusUpgradeRequired, "")
+			return
+		}
 		if next == nil {
 			s.logError(r, "switching protocols", errNoHijack)
 		}
@@ -294,31 +301,34 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	var d decision
 	s.negotiate(r, routes, offers, &d)
 	if d.route == nil {
-		s.refuseOffers(w, r, next, routes, offers, &d)
+		s.refuseOffers(w, r, next, &d)
 		return
 	}
 	if _, ok := d.route.Handler.(*delegate); ok {
 		if d.extra != nil {
 			recycleHeader(d.extra) // the delegated handler writes the 101
 		}
-		return delegation{d.route, d.offer.Version}
+		return delegation{d.route, d.version}
 	}
-	c := s.switchProtocols(w, r, d.route, d.offer, d.extra)
+	bp := s.prepareSwitch(w, r, d.route, d.version, d.extra)
 	if d.extra != nil {
 		recycleHeader(d.extra)
 	}
-	if c != nil {
-		go s.run(c)
+	if bp == nil {
+		return
+	}
+	if c := s.takeOver(w, r, d.route, d.version, bp); c != nil {
+		s.start(c)
 	}
 	return
 }
 
-// isUpgradeRequest reports whether r asks for an upgrade: HTTP/1.1 or
-// later, with an Upgrade field and the "upgrade" option in Connection. An
+// isUpgradeRequest reports whether r, which has an Upgrade field, asks for
+// an upgrade: HTTP/1.1 or later, with the "upgrade" option in Connection. An
 // HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8), and without the
 // Connection option the Upgrade field is not meant for this hop.
 func isUpgradeRequest(r *http.Request) bool {
-	return r.ProtoAtLeast(1, 1) && len(r.Header["Upgrade"]) > 0 && HasConnectionOption(r.Header, "upgrade")
+	return r.ProtoAtLeast(1, 1) && HasConnectionOption(r.Header, "upgrade")
 }
 
 // decline answers a request the Server does not switch: Middleware passes
@@ -335,9 +345,10 @@ func (s *Server) decline(w http.ResponseWriter, r *http.Request, next http.Handl
 	}
 }
 
-// refuseOffers answers a request whose offers negotiation did not accept
-// (an HTTP/2 extended CONNECT's one offer among them, with next nil).
-func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol, d *decision) {
+// refuseOffers answers a request whose offers negotiation did not accept.
+// It takes few arguments: serve's frame holds their room, on net/http's
+// goroutine (see negotiate).
+func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, d *decision) {
 	switch {
 	case d.failed:
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
@@ -349,7 +360,7 @@ func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.
 	case next != nil:
 		next.ServeHTTP(w, r)
 	case d.methodRefused:
-		if allow := allowedMethods(r, routes, offers); allow != "" {
+		if allow := s.allowedMethods(r); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
 		s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
@@ -357,7 +368,7 @@ func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.
 		s.refuse(w, r, http.StatusBadRequest, "the offered protocol does not accept a request body")
 	case r.ProtoMajor != 1:
 		// An extended CONNECT: no Upgrade field to list protocols in.
-		s.refuse(w, r, http.StatusNotImplemented, "protocol "+offers[0].String()+" is not served here; this endpoint serves: "+s.advertised(r))
+		s.refuse(w, r, http.StatusNotImplemented, "protocol "+r.Header.Get(":protocol")+" is not served here; this endpoint serves: "+s.advertised(r))
 	default:
 		s.requireUpgrade(w, r)
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -301,6 +302,40 @@ func TestConnCarriesRequestProtocolAndContext(t *testing.T) {
 	assert.NoError(t, g.ctxErr)
 	assert.Equal(t, map[string]int{"Echo/*": 1}, s.ActiveConns())
 	// Shutdown (at cleanup) closes Draining, and the handler returns.
+}
+
+// TestConnRequestMayBeDropped: a handler may set Conn.Request to nil once
+// it has what it needs; the request is then collected while the
+// connection lives, and Context still carries its context's values.
+func TestConnRequestMayBeDropped(t *testing.T) {
+	type ctxKey struct{}
+	collected := make(chan struct{})
+	values := make(chan any, 1)
+	s := Server{}
+	s.HandleFunc("echo/1", func(c *Conn) {
+		c.Request = nil
+		runtime.GC()
+		values <- c.Context().Value(ctxKey{})
+		echo(c)
+	})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, "v"))
+		runtime.SetFinalizer(r, func(*http.Request) { close(collected) })
+		s.ServeHTTP(w, r)
+	})
+	addr := serve(t, &s, h).addr
+	c := upgradeEcho(t, addr, "echo/1")
+	assert.Equal(t, "v", <-values, "Context carries the request's values")
+	require.Eventually(t, func() bool {
+		runtime.GC()
+		select {
+		case <-collected:
+			return true
+		default:
+			return false
+		}
+	}, 5*time.Second, 10*time.Millisecond, "the request is collected while the connection is open")
+	roundTrip(t, c, "still open")
 }
 
 func TestConnReadAheadAndCloseWrite(t *testing.T) {

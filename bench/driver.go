@@ -40,6 +40,9 @@ func startChildEnv(name string, env []string) (*Child, error) {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
+	if len(ChildWrapper) > 0 {
+		cmd = exec.Command(ChildWrapper[0], append(ChildWrapper[1:], exe)...)
+	}
 	cmd.Env = append(append(os.Environ(), env...), ChildEnv+"="+name)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -71,7 +71,7 @@ func NewHandler(name string) http.Handler {
 	case "gobwas":
 		return http.HandlerFunc(gobwasHandler)
 	}
-	return nil
+	return mounted(name)
 }
 
 // readBufSize is the read buffer of the two implementations that read the
@@ -180,19 +180,31 @@ func AppendAccept(b []byte, key string) []byte {
 // adapter registered next to h2c and echo/1, so that negotiation has
 // several routes to choose among. The server, not ServeHTTP's goroutine,
 // runs the protocol handler: the net/http connection goroutine returns.
-func newUpgradeServer() http.Handler {
+func newUpgradeServer() http.Handler { return newUpgradeServerFor(serveUpgrade) }
+
+func newUpgradeServerFor(serve func(c *upgrade.Conn)) *upgrade.Server {
 	s := &upgrade.Server{}
 	s.HandleRoute(h2c.Protocol, (&h2c.Handler{Handler: http.NotFoundHandler()}).Route())
 	s.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
-	wsh := &upws.Handler{Serve: func(c *upgrade.Conn) {
-		if _, err := c.Write(Frame); err != nil {
-			return
-		}
-		defer track()()
-		readUntilEOF(c)
-	}}
+	wsh := &upws.Handler{Serve: serve}
 	s.HandleRoute("websocket", wsh.Route())
 	return s
+}
+
+func serveUpgrade(c *upgrade.Conn) {
+	// Nothing of the request is needed after the switch: let the
+	// connection drop it, as upgrade.Conn.Request's documentation
+	// suggests for long-lived connections.
+	c.Request = nil
+	serveFrame(c)
+}
+
+func serveFrame(c *upgrade.Conn) {
+	if _, err := c.Write(Frame); err != nil {
+		return
+	}
+	defer track()()
+	readUntilEOF(c)
 }
 
 // gorillaUpgrader is gorilla/websocket's Upgrader with its defaults: the

@@ -108,45 +108,57 @@ func (h *Handler) Route() upgrade.Route {
 // request that offers websocket and breaks its rules is a client error.
 // The Upgrade and Connection fields were checked by the upgrade.Server.
 func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
+	key, err := h.check(r, hdr)
+	if err != nil || key == "" {
+		return err
+	}
+	// One allocation for the value and the slice holding it. The digest
+	// is computed from this small frame: the Server calls AcceptUpgrade
+	// on net/http's connection goroutine, whose stack has to be copied
+	// to grow when the deepest call does not fit.
+	v := new(acceptValue)
+	computeAccept(&v.buf, key)
+	v.vals[0] = unsafe.String(&v.buf[0], acceptLen)
+	hdr["Sec-Websocket-Accept"] = v.vals[:]
+	return nil
+}
+
+// check applies AcceptUpgrade's checks and adds Sec-WebSocket-Protocol and
+// Sec-WebSocket-Extensions to hdr when negotiated. It returns the
+// Sec-WebSocket-Key of an HTTP/1.1 request ("" over HTTP/2).
+func (h *Handler) check(r *http.Request, hdr http.Header) (string, error) {
 	// Over HTTP/2 (RFC 8441 §5) the request is an extended CONNECT whose
 	// stream carries the frames: no method or body to check, and no
 	// Sec-WebSocket-Key, so no Sec-WebSocket-Accept either.
 	h1 := r.ProtoMajor == 1
 	if h1 && !slices.Contains(methods, r.Method) {
-		return rejectMethod(r.Method)
+		return "", rejectMethod(r.Method)
 	}
 	if h1 && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) {
-		return reject(http.StatusBadRequest, "websocket: the opening handshake must not have a request body")
+		return "", reject(http.StatusBadRequest, "websocket: the opening handshake must not have a request body")
 	}
 	if v := r.Header["Sec-Websocket-Version"]; len(v) != 1 || v[0] != Version {
-		return rejectVersion(v)
+		return "", rejectVersion(v)
 	}
 	var key string
 	if h1 {
 		var err error
 		if key, err = checkKeyField(r.Header["Sec-Websocket-Key"]); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if err := h.checkOrigin(r); err != nil {
-		return err
+		return "", err
 	}
 	sub, err := h.selectSubprotocol(r)
 	if err != nil {
-		return reject(http.StatusBadRequest, err.Error())
+		return "", reject(http.StatusBadRequest, err.Error())
 	}
 	var ext string
 	if h.AcceptExtensions != nil && len(r.Header["Sec-Websocket-Extensions"]) > 0 {
 		if ext, err = h.acceptExtensions(r); err != nil {
-			return err
+			return "", err
 		}
-	}
-	if h1 {
-		// One allocation for the value and the slice holding it.
-		v := new(acceptValue)
-		computeAccept(&v.buf, key)
-		v.vals[0] = unsafe.String(&v.buf[0], acceptLen)
-		hdr["Sec-Websocket-Accept"] = v.vals[:]
 	}
 	if sub != "" {
 		hdr["Sec-Websocket-Protocol"] = []string{sub}
@@ -154,7 +166,7 @@ func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 	if ext != "" {
 		hdr["Sec-Websocket-Extensions"] = []string{ext}
 	}
-	return nil
+	return key, nil
 }
 
 // checkKeyField returns the one Sec-WebSocket-Key of an HTTP/1.1 opening
@@ -181,6 +193,17 @@ func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 	if h.Serve == nil {
 		panic("websocket: Handler.Serve is nil")
 	}
+	if len(h.Subprotocols) > 0 && len(c.Request.Header["Sec-Websocket-Protocol"]) > 0 {
+		h.serveSubprotocol(c)
+		return
+	}
+	// No subprotocol selected: a small frame under Serve, whose first
+	// Write also writes the 101.
+	h.Serve(c)
+}
+
+//go:noinline
+func (h *Handler) serveSubprotocol(c *upgrade.Conn) {
 	if sub, err := h.selectSubprotocol(c.Request); err == nil && sub != "" {
 		subprotocols.Store(c, sub)
 		defer subprotocols.Delete(c)
