@@ -229,55 +229,19 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 
 // serve is the common flow of ServeHTTP (next == nil) and Middleware. A
 // switch to a delegated route is left to its caller, through dg.
+//
+// It runs on net/http's connection goroutine, whose stack the deepest
+// call of a handshake must fit in (see negotiate): the paths that end
+// before negotiation are out of line, so that serve's own frame stays
+// small.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) (dg delegation) {
 	if r.ProtoMajor != 1 {
-		if isExtendedConnect(r) {
-			s.serveStream(w, r)
-			return
-		}
-		// No 101 exists in HTTP/2 and later: never an Upgrade or
-		// Connection field on the response either (RFC 9113 §8.2.2).
-		s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires a protocol switch: an HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT")
-		return
-	}
-	upgrades := r.Header["Upgrade"]
-	if len(upgrades) == 0 || !isUpgradeRequest(r) {
-		s.decline(w, r, next, http.StatusUpgradeRequired, "")
+		s.serveHTTP2(w, r, next)
 		return
 	}
 	var arr [4]Protocol
-	offers, err := AppendProtocols(arr[:0], upgrades, s.Limits)
-	if err != nil {
-		code := http.StatusBadRequest
-		if errors.Is(err, ErrHeaderTooLarge) {
-			code = http.StatusRequestHeaderFieldsTooLarge
-		}
-		s.refuse(w, r, code, err.Error())
-		return
-	}
-	if len(r.TransferEncoding) > 0 {
-		// net/http removes a Content-Length sent beside
-		// Transfer-Encoding, so this may be the request-smuggling form
-		// that RFC 9112 §6.1 says to answer and then close the
-		// connection after: never hand such a connection to another
-		// protocol.
-		if next != nil {
-			w.Header()["Connection"] = []string{"close"}
-			next.ServeHTTP(w, r)
-			return
-		}
-		s.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
-		return
-	}
-	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
-		s.decline(w, r, next, http.StatusForbidden, "upgrade refused")
-		return
-	}
-	if s.conns.closing.Load() {
-		if next == nil {
-			w.Header().Set("Retry-After", "1")
-		}
-		s.decline(w, r, next, http.StatusServiceUnavailable, "server shutting down")
+	offers, ok := s.admit(w, r, next, arr[:0])
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -287,17 +251,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	// say), negotiation finds nothing and refuseOffers treats it as an
 	// ordinary request, not an error.
 	if !canHijack(w) {
-		if !someRouteMatches(r, routes, offers) {
-			s.decline(w, r, next, http.StatusUpgradeRequired, "")
-			return
-		}
-		if next == nil {
-			s.logError(r, "switching protocols", errNoHijack)
-		}
-		s.decline(w, r, next, http.StatusInternalServerError, "upgrade: could not switch protocols on this connection")
+		s.cannotHijack(w, r, next, routes, offers)
 		return
 	}
-
 	var d decision
 	s.negotiate(r, routes, offers, &d)
 	if d.route == nil {
@@ -321,6 +277,86 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.start(c)
 	}
 	return
+}
+
+// serveHTTP2 serves a request of HTTP/2 or later: an extended CONNECT is
+// switched, anything else declined.
+//
+//go:noinline
+func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if isExtendedConnect(r) {
+		s.serveStream(w, r)
+		return
+	}
+	// No 101 exists in HTTP/2 and later: never an Upgrade or Connection
+	// field on the response either (RFC 9113 §8.2.2).
+	s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires a protocol switch: an HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT")
+}
+
+// admit checks the HTTP/1 request r before negotiation and returns its
+// offers, appended to buf. It reports false, having answered r (or passed
+// it on to next), when r is not to be switched: not an upgrade request, a
+// malformed or oversized Upgrade list, a body framed by
+// Transfer-Encoding, ShouldUpgrade's refusal, a Server shutting down.
+//
+//go:noinline
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler, buf []Protocol) ([]Protocol, bool) {
+	upgrades := r.Header["Upgrade"]
+	if len(upgrades) == 0 || !isUpgradeRequest(r) {
+		s.decline(w, r, next, http.StatusUpgradeRequired, "")
+		return nil, false
+	}
+	offers, err := AppendProtocols(buf, upgrades, s.Limits)
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, ErrHeaderTooLarge) {
+			code = http.StatusRequestHeaderFieldsTooLarge
+		}
+		s.refuse(w, r, code, err.Error())
+		return nil, false
+	}
+	if len(r.TransferEncoding) > 0 {
+		// net/http removes a Content-Length sent beside
+		// Transfer-Encoding, so this may be the request-smuggling form
+		// that RFC 9112 §6.1 says to answer and then close the
+		// connection after: never hand such a connection to another
+		// protocol.
+		if next != nil {
+			w.Header()["Connection"] = []string{"close"}
+			next.ServeHTTP(w, r)
+			return nil, false
+		}
+		s.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
+		return nil, false
+	}
+	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
+		s.decline(w, r, next, http.StatusForbidden, "upgrade refused")
+		return nil, false
+	}
+	if s.conns.closing.Load() {
+		if next == nil {
+			w.Header().Set("Retry-After", "1")
+		}
+		s.decline(w, r, next, http.StatusServiceUnavailable, "server shutting down")
+		return nil, false
+	}
+	return offers, true
+}
+
+// cannotHijack answers an upgrade request on a connection that cannot be
+// hijacked: an ordinary request if nothing offered is registered, an
+// error otherwise.
+//
+//go:noinline
+func (s *Server) cannotHijack(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol) {
+	if !someRouteMatches(r, routes, offers) {
+		s.decline(w, r, next, http.StatusUpgradeRequired, "")
+		return
+	}
+	if next == nil {
+		s.logError(r, "switching protocols", errNoHijack)
+	}
+	s.decline(w, r, next, http.StatusInternalServerError, "upgrade: could not switch protocols on this connection")
 }
 
 // isUpgradeRequest reports whether r, which has an Upgrade field, asks for
