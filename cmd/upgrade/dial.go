@@ -260,48 +260,13 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 
-	d := &upgrade.Dialer{
-		Method:           cfg.method,
-		Header:           cfg.header.Clone(),
-		Body:             cfg.body,
-		HandshakeTimeout: cfg.timeout,
-	}
-	if cfg.timeout == 0 {
-		d.HandshakeTimeout = -1 // no bound
-	}
-	if cfg.insecure {
-		d.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-	}
-	if cfg.http2 {
-		tr := &upgrade.HTTP2Transport{UnencryptedHTTP2: true}
-		defer tr.CloseIdleConnections()
-		d.HTTP2 = tr
-	}
-	var wsKey string
 	wsOpts := &websocket.DialOptions{Subprotocols: cfg.subprotocols}
-	if cfg.offersProtocol("websocket") {
-		// One of the offers is websocket: the request must be a valid
-		// opening handshake in case the server picks it. Over HTTP/2
-		// (RFC 8441 §5) it has no key.
-		wsKey = websocket.NewKey()
-		h, err := websocket.ClientHeader(wsKey, wsOpts)
-		if err != nil {
-			return dialCommand.parseFailed(stdout, stderr, err)
-		}
-		delete(h, "Sec-Websocket-Key")
-		for k, vs := range h {
-			d.Header[k] = vs
-		}
-		d.Prepare = func(req *http.Request) error {
-			if req.ProtoMajor == 1 {
-				req.Header["Sec-Websocket-Key"] = []string{wsKey}
-			}
-			return nil
-		}
+	d, wsKey, err := cfg.newDialer(wsOpts)
+	if err != nil {
+		return dialCommand.parseFailed(stdout, stderr, err)
 	}
-	if cfg.offersProtocol("h2c") {
-		d.Header.Set("HTTP2-Settings", h2cSettingsHeader())
-		d.Header.Add("Connection", "HTTP2-Settings")
+	if d.HTTP2 != nil {
+		defer d.HTTP2.CloseIdleConnections()
 	}
 	start := time.Now()
 	c, err := d.Dial(context.Background(), cfg.url, cfg.offers...)
@@ -337,6 +302,52 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	return exitOK
+}
+
+// newDialer returns the Dialer for cfg and, when one of the offers is
+// websocket, the key its opening handshake sends over HTTP/1.1.
+func (cfg *dialConfig) newDialer(wsOpts *websocket.DialOptions) (*upgrade.Dialer, string, error) {
+	d := &upgrade.Dialer{
+		Method:           cfg.method,
+		Header:           cfg.header.Clone(),
+		Body:             cfg.body,
+		HandshakeTimeout: cfg.timeout,
+	}
+	if cfg.timeout == 0 {
+		d.HandshakeTimeout = -1 // no bound
+	}
+	if cfg.insecure {
+		d.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	if cfg.http2 {
+		d.HTTP2 = &upgrade.HTTP2Transport{UnencryptedHTTP2: true}
+	}
+	var wsKey string
+	if cfg.offersProtocol("websocket") {
+		// One of the offers is websocket: the request must be a valid
+		// opening handshake in case the server picks it. Over HTTP/2
+		// (RFC 8441 §5) it has no key.
+		wsKey = websocket.NewKey()
+		h, err := websocket.ClientHeader(wsKey, wsOpts)
+		if err != nil {
+			return nil, "", err
+		}
+		delete(h, "Sec-Websocket-Key")
+		for k, vs := range h {
+			d.Header[k] = vs
+		}
+		d.Prepare = func(req *http.Request) error {
+			if req.ProtoMajor == 1 {
+				req.Header["Sec-Websocket-Key"] = []string{wsKey}
+			}
+			return nil
+		}
+	}
+	if cfg.offersProtocol("h2c") {
+		d.Header.Set("HTTP2-Settings", h2cSettingsHeader())
+		d.Header.Add("Connection", "HTTP2-Settings")
+	}
+	return d, wsKey, nil
 }
 
 // copyBoth copies stdin to c, half-closing c's write side at stdin's EOF,

@@ -69,7 +69,7 @@ func h2cExchange(c *upgrade.Conn, w io.Writer, deadline time.Time) error {
 		return fmt.Errorf("writing the HTTP/2 preface: %w", err)
 	}
 
-	headersDone := false
+	st := h2cStream{fr: fr, w: w}
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -78,57 +78,11 @@ func h2cExchange(c *upgrade.Conn, w io.Writer, deadline time.Time) error {
 			}
 			return fmt.Errorf("h2c: reading the response on stream 1: %w", err)
 		}
-		ended := false
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				err = fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				err = fr.WritePing(true, f.Data)
-			}
-		case *http2.MetaHeadersFrame:
-			if f.StreamID != 1 {
-				break
-			}
-			if !headersDone {
-				if strings.HasPrefix(f.PseudoValue("status"), "1") {
-					break // interim response
-				}
-				if err := writeHeaderBlock(w, f.Fields); err != nil {
-					return err
-				}
-				headersDone = true
-			}
-			ended = f.StreamEnded()
-		case *http2.DataFrame:
-			if n := f.Length; n > 0 {
-				// Give back the flow-control credit, padding included.
-				if err = fr.WriteWindowUpdate(0, n); err == nil && !f.StreamEnded() {
-					err = fr.WriteWindowUpdate(f.StreamID, n)
-				}
-			}
-			if f.StreamID == 1 {
-				if _, werr := w.Write(f.Data()); werr != nil {
-					return werr
-				}
-				ended = f.StreamEnded()
-			}
-		case *http2.RSTStreamFrame:
-			if f.StreamID == 1 {
-				return fmt.Errorf("h2c: server reset stream 1: %v", f.ErrCode)
-			}
-		case *http2.GoAwayFrame:
-			if f.LastStreamID < 1 || f.ErrCode != http2.ErrCodeNo {
-				return fmt.Errorf("h2c: server sent GOAWAY (%v, last stream %d) before the response ended: %q",
-					f.ErrCode, f.LastStreamID, f.DebugData())
-			}
-		}
-		if err == nil {
-			err = bw.Flush()
-		}
+		ended, err := st.handle(f)
 		if err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
 			return fmt.Errorf("h2c: writing to the connection: %w", err)
 		}
 		if ended {
@@ -141,6 +95,70 @@ func h2cExchange(c *upgrade.Conn, w io.Writer, deadline time.Time) error {
 		_ = bw.Flush()
 	}
 	return nil
+}
+
+// h2cStream follows stream 1, the upgrade request's response, through
+// the frames the server sends.
+type h2cStream struct {
+	fr          *http2.Framer
+	w           io.Writer // where the response goes
+	headersDone bool      // the final response's header block was written
+}
+
+// handle answers one frame as a client must (SETTINGS and PING
+// acknowledged, flow-control credit given back) and writes what belongs
+// to stream 1's response to st.w. It reports whether the stream ended.
+func (st *h2cStream) handle(f http2.Frame) (ended bool, err error) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			err = st.fr.WriteSettingsAck()
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			err = st.fr.WritePing(true, f.Data)
+		}
+	case *http2.MetaHeadersFrame:
+		if f.StreamID != 1 {
+			return false, nil
+		}
+		if !st.headersDone {
+			if strings.HasPrefix(f.PseudoValue("status"), "1") {
+				return false, nil // interim response
+			}
+			if err := writeHeaderBlock(st.w, f.Fields); err != nil {
+				return false, err
+			}
+			st.headersDone = true
+		}
+		return f.StreamEnded(), nil
+	case *http2.DataFrame:
+		if n := f.Length; n > 0 {
+			// Give back the flow-control credit, padding included.
+			if err = st.fr.WriteWindowUpdate(0, n); err == nil && !f.StreamEnded() {
+				err = st.fr.WriteWindowUpdate(f.StreamID, n)
+			}
+		}
+		if f.StreamID == 1 {
+			if _, werr := st.w.Write(f.Data()); werr != nil {
+				return false, werr
+			}
+			ended = f.StreamEnded()
+		}
+	case *http2.RSTStreamFrame:
+		if f.StreamID == 1 {
+			return false, fmt.Errorf("h2c: server reset stream 1: %v", f.ErrCode)
+		}
+	case *http2.GoAwayFrame:
+		if f.LastStreamID < 1 || f.ErrCode != http2.ErrCodeNo {
+			return false, fmt.Errorf("h2c: server sent GOAWAY (%v, last stream %d) before the response ended: %q",
+				f.ErrCode, f.LastStreamID, f.DebugData())
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("h2c: writing to the connection: %w", err)
+	}
+	return ended, nil
 }
 
 // writeHeaderBlock writes a response's header fields, pseudo-fields
