@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -533,20 +532,7 @@ func TestDialHTTP2LargeEcho(t *testing.T) {
 		require.NoError(t, err)
 		defer c.Close()
 		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-		want := make([]byte, 1<<20)
-		_, _ = rand.Read(want)
-		written := make(chan error, 1)
-		go func() {
-			_, err := io.Copy(c, bytes.NewReader(want))
-			if err == nil {
-				err = c.CloseWrite()
-			}
-			written <- err
-		}()
-		got, err := io.ReadAll(c)
-		require.NoError(t, err)
-		require.NoError(t, <-written)
-		assert.True(t, bytes.Equal(want, got), "echoed %d bytes of %d", len(got), len(want))
+		requireEcho(t, c, c, 1<<20)
 	})
 }
 

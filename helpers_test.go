@@ -510,3 +510,26 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// requireEcho writes n random bytes to w while reading r to EOF, half-
+// closes w once they are written, and requires exactly those bytes back.
+func requireEcho(t testing.TB, w interface {
+	io.Writer
+	CloseWrite() error
+}, r io.Reader, n int) {
+	t.Helper()
+	want := make([]byte, n)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(want)
+	written := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(w, bytes.NewReader(want))
+		if err == nil {
+			err = w.CloseWrite()
+		}
+		written <- err
+	}()
+	got, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, <-written)
+	require.True(t, bytes.Equal(want, got), "echoed %d bytes of %d", len(got), len(want))
+}

@@ -2,9 +2,7 @@ package upgrade
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -218,20 +216,7 @@ func TestProxyLargeTransferIntact(t *testing.T) {
 	b := startBackend(t, echoScript)
 	addr := startProxy(t, proxyTo(b), nil)
 	nc, br, _ := switched(t, addr, upgradeReq("GET", "echo/1"))
-	data := make([]byte, 8<<20)
-	_, _ = rand.Read(data)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := nc.Write(data)
-		if err == nil {
-			err = nc.CloseWrite()
-		}
-		errc <- err
-	}()
-	back, err := io.ReadAll(br)
-	require.NoError(t, err)
-	require.NoError(t, <-errc)
-	require.True(t, bytes.Equal(data, back), "echo differs: %d bytes back of %d", len(back), len(data))
+	requireEcho(t, nc, br, 8<<20)
 }
 
 // TestProxyRequestHeaders: end-to-end fields are forwarded, hop-by-hop

@@ -140,12 +140,23 @@ type Round struct {
 // child and returns the server's cost per handshake. A GC runs before the
 // round starts.
 func (c *Child) Handshakes(n, conc int) (Round, error) {
+	return c.measure(n, func() error {
+		if err := RunHandshakes(c.Addr, n, conc); err != nil {
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+		return nil
+	})
+}
+
+// measure runs n handshakes with run and returns the server's cost per
+// handshake.
+func (c *Child) measure(n int, run func() error) (Round, error) {
 	if _, err := c.Do("begin"); err != nil {
 		return Round{}, err
 	}
 	start := time.Now()
-	if err := RunHandshakes(c.Addr, n, conc); err != nil {
-		return Round{}, fmt.Errorf("%s: %w", c.Name, err)
+	if err := run(); err != nil {
+		return Round{}, err
 	}
 	elapsed := time.Since(start)
 	v, err := c.Do("end " + strconv.Itoa(n))

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"time"
 
 	_ "github.com/go-upgrade/upgrade/extconnect" // RFC 8441 in the child's HTTP/2 server
 	"golang.org/x/net/http2"
@@ -128,23 +127,12 @@ func RunH2Handshakes(addr string, n, conc int) error {
 // H2Handshakes is Handshakes with extended CONNECT streams (the child must
 // have been started with StartH2Child).
 func (c *Child) H2Handshakes(n, conc int) (Round, error) {
-	if _, err := c.Do("begin"); err != nil {
-		return Round{}, err
-	}
-	start := time.Now()
-	if err := RunH2Handshakes(c.Addr, n, conc); err != nil {
-		return Round{}, fmt.Errorf("%s over HTTP/2: %w", c.Name, err)
-	}
-	elapsed := time.Since(start)
-	v, err := c.Do("end " + strconv.Itoa(n))
-	if err != nil {
-		return Round{}, err
-	}
-	if len(v) != 5 || v[4] < int64(n) {
-		return Round{}, fmt.Errorf("%s: server finished %v of %d handlers", c.Name, v, n)
-	}
-	fn := float64(n)
-	return Round{CPU: float64(v[0]+v[1]) / fn, Allocs: float64(v[2]) / fn, Bytes: float64(v[3]) / fn, Rate: fn / elapsed.Seconds()}, nil
+	return c.measure(n, func() error {
+		if err := RunH2Handshakes(c.Addr, n, conc); err != nil {
+			return fmt.Errorf("%s over HTTP/2: %w", c.Name, err)
+		}
+		return nil
+	})
 }
 
 // HoldH2Streams is HoldConns with idle WebSockets held as extended

@@ -153,17 +153,9 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		"grace", cfg.grace, "verbose", cfg.verbose)
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
-	select {
-	case err := <-serveErr:
-		fmt.Fprintf(stderr, "upgrade proxy: %v\n", err)
-		return exitFailure
-	case <-ctx.Done():
-	}
-	stop()
-	log.Info("shutting down", "grace", cfg.grace)
-	shutdownProxy(hs, up, cfg.grace, log)
-	log.Info("stopped")
-	return exitOK
+	return untilSignal(ctx, stop, serveErr, "upgrade proxy", stderr, log, cfg.grace, func(grace time.Duration) {
+		shutdownProxy(hs, up, grace, log)
+	})
 }
 
 // newProxyServer builds the proxy: upgrades through upgrade.Proxy, every

@@ -153,16 +153,24 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		"extended_connect", upgrade.ExtendedConnect())
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
+	return untilSignal(ctx, stop, serveErr, "upgrade serve", stderr, log, cfg.grace, s.shutdown)
+}
+
+// untilSignal waits until ctx ends (SIGINT or SIGTERM) or the server fails
+// (serveErr). On a signal it stops catching signals, so that a second one
+// ends the process the default way, and shuts down with the given grace
+// period. It returns the exit status.
+func untilSignal(ctx context.Context, stop func(), serveErr <-chan error, cmd string, stderr io.Writer,
+	log *slog.Logger, grace time.Duration, shutdown func(time.Duration)) int {
 	select {
 	case err := <-serveErr:
-		fmt.Fprintf(stderr, "upgrade serve: %v\n", err)
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
 		return exitFailure
 	case <-ctx.Done():
 	}
-	// From now on a second signal ends the process the default way.
 	stop()
-	log.Info("shutting down", "grace", cfg.grace)
-	s.shutdown(cfg.grace)
+	log.Info("shutting down", "grace", grace)
+	shutdown(grace)
 	log.Info("stopped")
 	return exitOK
 }
