@@ -183,6 +183,22 @@ type Held struct {
 	Goroutines float64 // goroutines per connection
 }
 
+// warm is the number of handshakes a held round's server process makes
+// before its baseline is taken.
+const warm = 50
+
+// baseline warms the child up with a few handshakes made by run and
+// returns its memory figures then: the baseline of a held round.
+func (c *Child) baseline(run func(addr string, n, conc int) error) ([]int64, error) {
+	if err := run(c.Addr, warm, 4); err != nil {
+		return nil, fmt.Errorf("%s: warming up: %w", c.Name, err)
+	}
+	if _, err := c.Do("wait " + strconv.Itoa(warm)); err != nil {
+		return nil, err
+	}
+	return c.Do("mem 0")
+}
+
 // HoldConns measures, in a fresh server process for implementation name,
 // the memory k idle upgraded connections hold: heap and stack in use after
 // two GCs, against a baseline taken after a short warm-up.
@@ -192,14 +208,7 @@ func HoldConns(name string, k, conc int) (Held, error) {
 		return Held{}, err
 	}
 	defer c.Close()
-	const warm = 50
-	if err := RunHandshakes(c.Addr, warm, 4); err != nil {
-		return Held{}, fmt.Errorf("%s: %w", name, err)
-	}
-	if _, err := c.Do("wait " + strconv.Itoa(warm)); err != nil {
-		return Held{}, err
-	}
-	base, err := c.Do("mem 0")
+	base, err := c.baseline(RunHandshakes)
 	if err != nil {
 		return Held{}, err
 	}

@@ -144,14 +144,7 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 		return Held{}, err
 	}
 	defer c.Close()
-	const warm = 50
-	if err := RunH2Handshakes(c.Addr, warm, 4); err != nil {
-		return Held{}, fmt.Errorf("%s over HTTP/2: %w", name, err)
-	}
-	if _, err := c.Do("wait " + strconv.Itoa(warm)); err != nil {
-		return Held{}, err
-	}
-	base, err := c.Do("mem 0")
+	base, err := c.baseline(RunH2Handshakes)
 	if err != nil {
 		return Held{}, err
 	}
