@@ -168,6 +168,21 @@ func rawConn(t *testing.T, addr string) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
+// rawRequest sends req, raw bytes, on a new connection to addr and
+// returns the response, its body read and closed.
+func rawRequest(t *testing.T, addr, req string) (*http.Response, []byte) {
+	t.Helper()
+	c := rawConn(t, addr)
+	_, err := io.WriteString(c, req)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, body
+}
+
 // readResponseHead reads a response's status line and header fields
 // (not its body): enough for a 101 or to check a refusal's fields.
 func readResponseHead(t *testing.T, br *bufio.Reader) (status string, h http.Header) {

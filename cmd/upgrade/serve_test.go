@@ -90,12 +90,7 @@ func TestRequired426(t *testing.T) {
 // not speak, on any path but /required, is an ordinary request.
 func TestUnwantedUpgradeServedNormally(t *testing.T) {
 	s := startServer(t)
-	c := rawConn(t, s.addr)
-	_, err := io.WriteString(c, "GET /protocols HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\n")
-	require.NoError(t, err)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	resp, _ := rawRequest(t, s.addr, "GET /protocols HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\n")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Empty(t, resp.Header.Get("Upgrade"))
 }
@@ -544,12 +539,7 @@ func TestOptionsAsterisk(t *testing.T) {
 	})
 
 	t.Run("plain", func(t *testing.T) {
-		c := rawConn(t, s.addr)
-		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\n\r\n")
-		require.NoError(t, err)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		require.NoError(t, err)
-		resp.Body.Close()
+		resp, _ := rawRequest(t, s.addr, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\n\r\n")
 		assert.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, "echo/1, websocket, h2c", resp.Header.Get("Upgrade"))
 		assert.Equal(t, "Upgrade", resp.Header.Get("Connection"))
@@ -557,12 +547,7 @@ func TestOptionsAsterisk(t *testing.T) {
 	})
 
 	t.Run("GET *", func(t *testing.T) {
-		c := rawConn(t, s.addr)
-		_, err := io.WriteString(c, "GET * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
-		require.NoError(t, err)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		require.NoError(t, err)
-		resp.Body.Close()
+		resp, _ := rawRequest(t, s.addr, "GET * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	})
 }
