@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26; x/net's sends extended CONNECT.
+
 package bench
 
 import (
