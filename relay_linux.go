@@ -19,7 +19,7 @@ import (
 // burst holds no pipe: a plain io.Copy between the two would park in
 // splice holding a pipe (two descriptors) per direction, six descriptors
 // for an idle pair instead of two. The wait is a poll for readability
-// for readability that counts the queued bytes without reading them
+// that counts the queued bytes without reading them
 // (MSG_PEEK|MSG_TRUNC); bytes queued while a burst was relayed are found
 // that way and relayed at once, without waiting.
 func copyConn(dst, src net.Conn, moved func()) (int64, error) {
