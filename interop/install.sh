@@ -36,6 +36,10 @@ fi
 cleanup() { [ "$added_policy" = 1 ] && $SUDO rm -f "$policy"; }
 trap cleanup EXIT
 
+# Node.js and npm from Debian when the machine has none of its own.
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
+
 missing=()
 for p in "${pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
