@@ -328,7 +328,7 @@ func TestDialInvalidInputSendsNothing(t *testing.T) {
 			require.Nil(t, c)
 			t.Logf("error: %v", err)
 			assert.True(t, strings.HasPrefix(err.Error(), "upgrade: dial "), err.Error())
-			assert.Zero(t, fs.accepted.Load(), "the server saw a connection")
+			assert.Zero(t, fs.accepts.Load(), "the server saw a connection")
 		})
 	}
 }

@@ -213,20 +213,16 @@ func (s *h2Server) nextSeen(t *testing.T) seenRequest {
 // echoing echo/1 (for GET and POST). It records, as events, what the
 // client sent: "HEADERS", "END_STREAM" and "RST_STREAM <code>".
 type fakeH2Server struct {
-	ln       net.Listener
+	rawServer
 	url      string
 	pool     *x509.CertPool
 	settings []http2.Setting
-	accepts  atomic.Int32 // TCP connections accepted
 	prefaces atomic.Int32 // connections that spoke HTTP/2
 	headers  chan []hpack.HeaderField
 	events   chan string
 	h1       *http.Server
 	h1ln     *chanListener
 	up       *Server
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
 }
 
 func newFakeH2Server(t *testing.T, secure bool, settings ...http2.Setting) *fakeH2Server {
@@ -234,7 +230,6 @@ func newFakeH2Server(t *testing.T, secure bool, settings ...http2.Setting) *fake
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	fs := &fakeH2Server{
-		ln:       ln,
 		url:      "http://" + ln.Addr().String(),
 		settings: settings,
 		headers:  make(chan []hpack.HeaderField, 16),
@@ -248,15 +243,15 @@ func newFakeH2Server(t *testing.T, secure bool, settings ...http2.Setting) *fake
 		cert := selfSignedIP(t, net.IPv4(127, 0, 0, 1))
 		fs.pool = x509.NewCertPool()
 		fs.pool.AddCert(cert.Leaf)
-		fs.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 		fs.url = "https://" + ln.Addr().String()
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	}
-	fs.wg.Add(2)
+	fs.wg.Add(1)
 	go func() {
 		defer fs.wg.Done()
 		_ = fs.h1.Serve(fs.h1ln)
 	}()
-	go fs.serve()
+	fs.start(ln, fs.handle)
 	t.Cleanup(fs.close)
 	return fs
 }
@@ -265,45 +260,31 @@ func (fs *fakeH2Server) dialer(tr *HTTP2Transport) Dialer {
 	return Dialer{Proxy: noProxy, TLSClientConfig: &tls.Config{RootCAs: fs.pool}, HandshakeTimeout: 5 * time.Second, HTTP2: tr}
 }
 
-func (fs *fakeH2Server) serve() {
-	defer fs.wg.Done()
-	for {
-		c, err := fs.ln.Accept()
-		if err != nil {
+// handle serves c: HTTP/2 itself, HTTP/1.1 through fs.h1.
+func (fs *fakeH2Server) handle(c net.Conn) {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var r io.Reader = c
+	h2 := false
+	if tc, ok := c.(*tls.Conn); ok {
+		if tc.Handshake() != nil {
+			c.Close()
 			return
 		}
-		fs.accepts.Add(1)
-		fs.mu.Lock()
-		fs.conns = append(fs.conns, c)
-		fs.mu.Unlock()
-		fs.wg.Add(1)
-		go func() {
-			defer fs.wg.Done()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			var r io.Reader = c
-			h2 := false
-			if tc, ok := c.(*tls.Conn); ok {
-				if tc.Handshake() != nil {
-					c.Close()
-					return
-				}
-				h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
-			} else {
-				br := bufio.NewReader(c)
-				head, _ := br.Peek(len(http2.ClientPreface))
-				h2 = string(head) == http2.ClientPreface
-				r = br
-				c = &peekedConn{Conn: c, r: br}
-			}
-			if !h2 {
-				_ = c.SetDeadline(time.Time{})
-				fs.h1ln.hand(c)
-				return
-			}
-			defer c.Close()
-			fs.serveH2(c, r)
-		}()
+		h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
+	} else {
+		br := bufio.NewReader(c)
+		head, _ := br.Peek(len(http2.ClientPreface))
+		h2 = string(head) == http2.ClientPreface
+		r = br
+		c = &peekedConn{Conn: c, r: br}
 	}
+	if !h2 {
+		_ = c.SetDeadline(time.Time{})
+		fs.h1ln.hand(c)
+		return
+	}
+	defer c.Close()
+	fs.serveH2(c, r)
 }
 
 // serveH2 speaks HTTP/2 on c, reading from r.
@@ -374,14 +355,8 @@ func (fs *fakeH2Server) event(t *testing.T) string {
 }
 
 func (fs *fakeH2Server) close() {
-	fs.ln.Close()
 	fs.h1.Close()
-	fs.mu.Lock()
-	for _, c := range fs.conns {
-		c.Close()
-	}
-	fs.mu.Unlock()
-	fs.wg.Wait()
+	fs.rawServer.close()
 }
 
 // chanListener is a listener whose connections come from a channel.

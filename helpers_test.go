@@ -276,24 +276,64 @@ func acceptFor(key string) string {
 // each request's exact bytes (header block and Content-Length body) and
 // hands the connection to a script.
 type fakeServer struct {
-	t        *testing.T
-	ln       net.Listener
-	script   func(c net.Conn, req []byte)
-	accepted atomic.Int32
-	reqs     chan []byte
-	closed   chan struct{} // one value per connection the client closed
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
+	rawServer
+	t      *testing.T
+	script func(c net.Conn, req []byte)
+	reqs   chan []byte
+	closed chan struct{} // one value per connection the client closed
+}
+
+// rawServer accepts connections on a listener until it is closed, counts
+// and keeps them, and serves each in a goroutine of its own. close closes
+// the listener and the connections and waits for the goroutines.
+type rawServer struct {
+	ln      net.Listener
+	accepts atomic.Int32 // connections accepted
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
+}
+
+// start accepts connections on ln and serves each with handle.
+func (rs *rawServer) start(ln net.Listener, handle func(net.Conn)) {
+	rs.ln = ln
+	rs.wg.Add(1)
+	go func() {
+		defer rs.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			rs.accepts.Add(1)
+			rs.mu.Lock()
+			rs.conns = append(rs.conns, c)
+			rs.mu.Unlock()
+			rs.wg.Add(1)
+			go func() {
+				defer rs.wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+}
+
+func (rs *rawServer) close() {
+	rs.ln.Close()
+	rs.mu.Lock()
+	for _, c := range rs.conns {
+		c.Close()
+	}
+	rs.mu.Unlock()
+	rs.wg.Wait()
 }
 
 func newFakeServer(t *testing.T, script func(c net.Conn, req []byte)) *fakeServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	fs := &fakeServer{t: t, ln: ln, script: script, reqs: make(chan []byte, 16), closed: make(chan struct{}, 16)}
-	fs.wg.Add(1)
-	go fs.serve()
+	fs := &fakeServer{t: t, script: script, reqs: make(chan []byte, 16), closed: make(chan struct{}, 16)}
+	fs.start(ln, fs.handle)
 	t.Cleanup(fs.close)
 	return fs
 }
@@ -302,40 +342,16 @@ func (fs *fakeServer) url(scheme string) string {
 	return scheme + "://" + fs.ln.Addr().String()
 }
 
-func (fs *fakeServer) serve() {
-	defer fs.wg.Done()
-	for {
-		c, err := fs.ln.Accept()
-		if err != nil {
-			return
-		}
-		fs.accepted.Add(1)
-		fs.mu.Lock()
-		fs.conns = append(fs.conns, c)
-		fs.mu.Unlock()
-		fs.wg.Add(1)
-		go func() {
-			defer fs.wg.Done()
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			req, err := readRawRequest(c)
-			if err != nil {
-				return
-			}
-			fs.reqs <- req
-			fs.script(c, req)
-		}()
+// handle records the request read from c and runs the script on it.
+func (fs *fakeServer) handle(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, err := readRawRequest(c)
+	if err != nil {
+		return
 	}
-}
-
-func (fs *fakeServer) close() {
-	fs.ln.Close()
-	fs.mu.Lock()
-	for _, c := range fs.conns {
-		c.Close()
-	}
-	fs.mu.Unlock()
-	fs.wg.Wait()
+	fs.reqs <- req
+	fs.script(c, req)
 }
 
 // request returns the next recorded request.
