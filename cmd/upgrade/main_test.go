@@ -183,6 +183,19 @@ func rawRequest(t *testing.T, addr, req string) (*http.Response, []byte) {
 	return resp, body
 }
 
+// sendHead sends req, raw bytes, on a new connection to addr and reads
+// the response's head. The connection and its reader are returned for
+// what follows the head.
+func sendHead(t *testing.T, addr, req string) (*net.TCPConn, *bufio.Reader, string, http.Header) {
+	t.Helper()
+	c := rawConn(t, addr)
+	_, err := io.WriteString(c, req)
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	status, h := readResponseHead(t, br)
+	return c, br, status, h
+}
+
 // readResponseHead reads a response's status line and header fields
 // (not its body): enough for a 101 or to check a refusal's fields.
 func readResponseHead(t *testing.T, br *bufio.Reader) (status string, h http.Header) {

@@ -124,17 +124,11 @@ func TestProxyH2CNotForwarded(t *testing.T) {
 	back := startServer(t)
 	p, _ := startProxyCmd(t, back.addr)
 	req := "GET /protocols HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
-	c := rawConn(t, p.addr)
-	_, err := io.WriteString(c, req)
-	require.NoError(t, err)
-	status, _ := readResponseHead(t, bufio.NewReader(c))
+	_, _, status, _ := sendHead(t, p.addr, req)
 	assert.Equal(t, "HTTP/1.1 200 OK", status)
 
 	p2, _ := startProxyCmd(t, back.addr, "-allow", "h2c,echo/*")
-	c = rawConn(t, p2.addr)
-	_, err = io.WriteString(c, req)
-	require.NoError(t, err)
-	status, h := readResponseHead(t, bufio.NewReader(c))
+	_, _, status, h := sendHead(t, p2.addr, req)
 	assert.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
 	assert.Equal(t, "h2c", h.Get("Upgrade"))
 }

@@ -44,17 +44,13 @@ func TestServeAddressLine(t *testing.T) {
 // close.
 func TestEchoRawSocket(t *testing.T) {
 	s := startServer(t)
-	c := rawConn(t, s.addr)
-	_, err := io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nearly bytes|")
-	require.NoError(t, err)
-	br := bufio.NewReader(c)
-	status, h := readResponseHead(t, br)
+	c, br, status, h := sendHead(t, s.addr, "POST /echo HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nearly bytes|")
 	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
 	assert.Equal(t, "echo/1", h.Get("Upgrade"))
 	assert.Equal(t, "Upgrade", h.Get("Connection"))
 
 	got := make([]byte, len("early bytes|"))
-	_, err = io.ReadFull(br, got)
+	_, err := io.ReadFull(br, got)
 	require.NoError(t, err)
 	assert.Equal(t, "early bytes|", string(got))
 
@@ -76,10 +72,7 @@ func TestRequired426(t *testing.T) {
 		{"GET /required HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: nosuch/1\r\n\r\n", []string{"close", "Upgrade"}},
 		{"GET /required HTTP/1.1\r\nHost: x\r\n\r\n", []string{"Upgrade"}},
 	} {
-		c := rawConn(t, s.addr)
-		_, err := io.WriteString(c, tc.req)
-		require.NoError(t, err)
-		status, h := readResponseHead(t, bufio.NewReader(c))
+		_, _, status, h := sendHead(t, s.addr, tc.req)
 		assert.Equal(t, "HTTP/1.1 426 Upgrade Required", status, "%q", tc.req)
 		assert.Equal(t, "echo/1, websocket, h2c", h.Get("Upgrade"))
 		assert.Equal(t, tc.connection, h.Values("Connection"))
@@ -202,11 +195,8 @@ func TestPolicy(t *testing.T) {
 		{"server", "echo/1"},
 	} {
 		s := startServer(t, "-policy", tc.policy)
-		c := rawConn(t, s.addr)
-		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: websocket, echo/1\r\n"+
+		_, _, status, h := sendHead(t, s.addr, "GET / HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: websocket, echo/1\r\n"+
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-		require.NoError(t, err)
-		status, h := readResponseHead(t, bufio.NewReader(c))
 		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status, tc.policy)
 		assert.Equal(t, tc.want, h.Get("Upgrade"), tc.policy)
 
@@ -220,15 +210,11 @@ func TestPolicy(t *testing.T) {
 // follows the 101.
 func TestH2CRaw(t *testing.T) {
 	s := startServer(t)
-	c := rawConn(t, s.addr)
-	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
-	require.NoError(t, err)
-	br := bufio.NewReader(c)
-	status, h := readResponseHead(t, br)
+	_, br, status, h := sendHead(t, s.addr, "GET / HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
 	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
 	assert.Equal(t, "h2c", h.Get("Upgrade"))
 	var frame [9]byte
-	_, err = io.ReadFull(br, frame[:])
+	_, err := io.ReadFull(br, frame[:])
 	require.NoError(t, err)
 	assert.Equal(t, byte(0x4), frame[3], "the server's first frame is SETTINGS")
 }
@@ -237,14 +223,10 @@ func TestH2CRaw(t *testing.T) {
 // that it echoes.
 func switchEcho(t *testing.T, addr string) (*net.TCPConn, *bufio.Reader) {
 	t.Helper()
-	c := rawConn(t, addr)
-	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nping")
-	require.NoError(t, err)
-	br := bufio.NewReader(c)
-	status, _ := readResponseHead(t, br)
+	c, br, status, _ := sendHead(t, addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nping")
 	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
 	got := make([]byte, 4)
-	_, err = io.ReadFull(br, got)
+	_, err := io.ReadFull(br, got)
 	require.NoError(t, err)
 	require.Equal(t, "ping", string(got))
 	return c, br
@@ -501,14 +483,10 @@ func TestOptionsAsterisk(t *testing.T) {
 	s := startServer(t)
 
 	t.Run("echo/1", func(t *testing.T) {
-		c := rawConn(t, s.addr)
-		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nearly")
-		require.NoError(t, err)
-		br := bufio.NewReader(c)
-		status, h := readResponseHead(t, br)
+		c, br, status, h := sendHead(t, s.addr, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\nearly")
 		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
 		assert.Equal(t, "echo/1", h.Get("Upgrade"))
-		_, err = io.WriteString(c, " and late")
+		_, err := io.WriteString(c, " and late")
 		require.NoError(t, err)
 		got := make([]byte, len("early and late"))
 		_, err = io.ReadFull(br, got)
@@ -517,13 +495,9 @@ func TestOptionsAsterisk(t *testing.T) {
 	})
 
 	t.Run("h2c", func(t *testing.T) {
-		c := rawConn(t, s.addr)
-		_, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\n\r\n")
-		require.NoError(t, err)
-		br := bufio.NewReader(c)
-		status, _ := readResponseHead(t, br)
+		c, br, status, _ := sendHead(t, s.addr, "OPTIONS * HTTP/1.1\r\nHost: "+s.addr+"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\n\r\n")
 		require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
-		_, err = io.WriteString(c, http2.ClientPreface)
+		_, err := io.WriteString(c, http2.ClientPreface)
 		require.NoError(t, err)
 		fr := http2.NewFramer(c, br)
 		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
