@@ -722,41 +722,29 @@ c_proxy_h2c_refused() {
 	grep -q '^< HTTP/1.1 200' <<<"$out" || because "no plain 200: $(grep -m1 '^< HTTP' <<<"$out")" || return 1
 }
 
-c_proxy_sigterm() {
-	local i rc
-	kill -TERM "$proxy_pid" 2>/dev/null || because "proxy process already gone" || return 1
+# stop_by_sigterm NAME PID ERRLOG: SIGTERM ends the process within 15 s
+# with exit status 0.
+stop_by_sigterm() {
+	local name=$1 pid=$2 errlog=$3 i rc
+	kill -TERM "$pid" 2>/dev/null || because "$name process already gone" || return 1
 	for i in $(seq 150); do
-		kill -0 "$proxy_pid" 2>/dev/null || break
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	if kill -0 "$proxy_pid" 2>/dev/null; then
+	if kill -0 "$pid" 2>/dev/null; then
 		because "still running 15s after SIGTERM"
 		return 1
 	fi
-	wait "$proxy_pid"
+	wait "$pid"
 	rc=$?
-	forget_pid "$proxy_pid"
-	tail -n 5 "$tmp/proxy.err"
+	forget_pid "$pid"
+	tail -n 5 "$errlog"
 	[ "$rc" = 0 ] || because "exit status $rc after SIGTERM, want 0" || return 1
 }
 
-c_sigterm() {
-	local i rc
-	kill -TERM "$serve_pid" 2>/dev/null || because "serve process already gone" || return 1
-	for i in $(seq 150); do
-		kill -0 "$serve_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$serve_pid" 2>/dev/null; then
-		because "still running 15s after SIGTERM"
-		return 1
-	fi
-	wait "$serve_pid"
-	rc=$?
-	forget_pid "$serve_pid"
-	tail -n 5 "$tmp/serve.err"
-	[ "$rc" = 0 ] || because "exit status $rc after SIGTERM, want 0" || return 1
-}
+c_proxy_sigterm() { stop_by_sigterm proxy "$proxy_pid" "$tmp/proxy.err"; }
+
+c_sigterm() { stop_by_sigterm serve "$serve_pid" "$tmp/serve.err"; }
 
 t0=$(date +%s)
 

@@ -73,18 +73,10 @@ func main() {
 	fmt.Println()
 	fmt.Println("| | HTTP/1.1 Upgrade | HTTP/2 stream | HTTP/2 ÷ HTTP/1.1, paired (min–max) |")
 	fmt.Println("|---|---:|---:|---:|")
-	row := func(name string, f func(bench.Round) float64, format string) {
-		var ra, rb, q []float64
-		for i := range r1 {
-			ra, rb = append(ra, f(r1[i])), append(rb, f(r2[i]))
-			q = append(q, f(r2[i])/f(r1[i]))
-		}
-		fmt.Printf("| %s | "+format+" | "+format+" | %.3f× (%.3f–%.3f) |\n", name, median(ra), median(rb), median(q), slices.Min(q), slices.Max(q))
-	}
-	row("CPU µs", func(r bench.Round) float64 { return r.CPU / 1000 }, "%.1f")
-	row("allocs", func(r bench.Round) float64 { return r.Allocs }, "%.1f")
-	row("bytes", func(r bench.Round) float64 { return r.Bytes }, "%.0f")
-	row("handshakes/s", func(r bench.Round) float64 { return r.Rate }, "%.0f")
+	pairedRow("CPU µs", r1, r2, func(r bench.Round) float64 { return r.CPU / 1000 }, "%.1f")
+	pairedRow("allocs", r1, r2, func(r bench.Round) float64 { return r.Allocs }, "%.1f")
+	pairedRow("bytes", r1, r2, func(r bench.Round) float64 { return r.Bytes }, "%.0f")
+	pairedRow("handshakes/s", r1, r2, func(r bench.Round) float64 { return r.Rate }, "%.0f")
 
 	var m1, m2 []bench.Held
 	for r := range *heldRounds {
@@ -104,18 +96,10 @@ func main() {
 	fmt.Println()
 	fmt.Println("| | HTTP/1.1 connections | HTTP/2 streams | HTTP/2 ÷ HTTP/1.1, paired (min–max) |")
 	fmt.Println("|---|---:|---:|---:|")
-	hrow := func(name string, f func(bench.Held) float64, format string) {
-		var ra, rb, q []float64
-		for i := range m1 {
-			ra, rb = append(ra, f(m1[i])), append(rb, f(m2[i]))
-			q = append(q, f(m2[i])/f(m1[i]))
-		}
-		fmt.Printf("| %s | "+format+" | "+format+" | %.3f× (%.3f–%.3f) |\n", name, median(ra), median(rb), median(q), slices.Min(q), slices.Max(q))
-	}
-	hrow("KB per WebSocket", func(h bench.Held) float64 { return h.PerConn / 1000 }, "%.2f")
-	hrow("heap KB", func(h bench.Held) float64 { return h.Heap / 1000 }, "%.2f")
-	hrow("stack KB", func(h bench.Held) float64 { return h.Stack / 1000 }, "%.2f")
-	hrow("goroutines", func(h bench.Held) float64 { return h.Goroutines }, "%.2f")
+	pairedRow("KB per WebSocket", m1, m2, func(h bench.Held) float64 { return h.PerConn / 1000 }, "%.2f")
+	pairedRow("heap KB", m1, m2, func(h bench.Held) float64 { return h.Heap / 1000 }, "%.2f")
+	pairedRow("stack KB", m1, m2, func(h bench.Held) float64 { return h.Stack / 1000 }, "%.2f")
+	pairedRow("goroutines", m1, m2, func(h bench.Held) float64 { return h.Goroutines }, "%.2f")
 }
 
 func median(xs []float64) float64 {
@@ -125,4 +109,16 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// pairedRow prints a table row for the figure f of the paired rounds a
+// (HTTP/1.1) and b (HTTP/2): both medians, and the median of the per-round
+// ratios b/a with their min–max.
+func pairedRow[T any](name string, a, b []T, f func(T) float64, format string) {
+	var ra, rb, q []float64
+	for i := range a {
+		ra, rb = append(ra, f(a[i])), append(rb, f(b[i]))
+		q = append(q, f(b[i])/f(a[i]))
+	}
+	fmt.Printf("| %s | "+format+" | "+format+" | %.3f× (%.3f–%.3f) |\n", name, median(ra), median(rb), median(q), slices.Min(q), slices.Max(q))
 }
