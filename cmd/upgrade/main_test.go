@@ -87,14 +87,22 @@ type server struct {
 	err    error         // the result of Wait, after exited
 }
 
-var listeningLine = regexp.MustCompile(`^listening on https?://(127\.0\.0\.1:[0-9]+)$`)
+var listeningLine = regexp.MustCompile(`^listening on (https?)://(127\.0\.0\.1:[0-9]+)$`)
 
 // startServer starts `upgrade serve -addr 127.0.0.1:0 args...`, waits for
 // its address line, and kills it at the end of the test.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
+	s, _ := startCommand(t, "serve", append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	return s
+}
+
+// startCommand starts `upgrade command args...`, waits for its address
+// line, whose scheme it returns too, and kills it at the end of the test.
+func startCommand(t *testing.T, command string, args ...string) (*server, string) {
+	t.Helper()
 	s := &server{stdout: newSyncBuffer(), stderr: newSyncBuffer(), exited: make(chan struct{})}
-	s.cmd = exec.Command(binPath, append([]string{"serve", "-addr", "127.0.0.1:0"}, args...)...)
+	s.cmd = exec.Command(binPath, append([]string{command}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	require.NoError(t, s.cmd.Start())
 	go func() {
@@ -105,20 +113,21 @@ func startServer(t *testing.T, args ...string) *server {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 		if t.Failed() {
-			t.Logf("serve stderr:\n%s", s.stderr)
+			t.Logf("%s stderr:\n%s", command, s.stderr)
 		}
 	})
+	var scheme string
 	select {
 	case line := <-s.stdout.firstLine:
 		m := listeningLine.FindStringSubmatch(line)
 		require.NotNil(t, m, "first stdout line %q", line)
-		s.addr = m[1]
+		scheme, s.addr = m[1], m[2]
 	case <-s.exited:
-		t.Fatalf("serve exited before listening: %v\n%s", s.err, s.stderr)
+		t.Fatalf("%s exited before listening: %v\n%s", command, s.err, s.stderr)
 	case <-time.After(testTimeout):
-		t.Fatal("no address line from serve")
+		t.Fatalf("no address line from %s", command)
 	}
-	return s
+	return s, scheme
 }
 
 // wait waits for the server process to exit and returns its exit code.

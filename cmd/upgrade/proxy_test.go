@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,40 +15,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var proxyListeningLine = regexp.MustCompile(`^listening on (https?)://(127\.0\.0\.1:[0-9]+)$`)
-
 // startProxyCmd starts `upgrade proxy -addr 127.0.0.1:0 -to http://BACKEND
 // args...`, waits for its address line (whose scheme it returns too), and
 // kills it at the end of the test.
 func startProxyCmd(t *testing.T, backend string, args ...string) (*server, string) {
 	t.Helper()
-	s := &server{stdout: newSyncBuffer(), stderr: newSyncBuffer(), exited: make(chan struct{})}
-	s.cmd = exec.Command(binPath, append([]string{"proxy", "-addr", "127.0.0.1:0", "-to", "http://" + backend}, args...)...)
-	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
-	require.NoError(t, s.cmd.Start())
-	go func() {
-		s.err = s.cmd.Wait()
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		if t.Failed() {
-			t.Logf("proxy stderr:\n%s", s.stderr)
-		}
-	})
-	var scheme string
-	select {
-	case line := <-s.stdout.firstLine:
-		m := proxyListeningLine.FindStringSubmatch(line)
-		require.NotNil(t, m, "first stdout line %q", line)
-		scheme, s.addr = m[1], m[2]
-	case <-s.exited:
-		t.Fatalf("proxy exited before listening: %v\n%s", s.err, s.stderr)
-	case <-time.After(testTimeout):
-		t.Fatal("no address line from proxy")
-	}
-	return s, scheme
+	return startCommand(t, "proxy", append([]string{"-addr", "127.0.0.1:0", "-to", "http://" + backend}, args...)...)
 }
 
 func TestProxyAddressLine(t *testing.T) {
