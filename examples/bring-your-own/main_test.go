@@ -156,15 +156,7 @@ func TestMaxConns(t *testing.T) {
 	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
 
 	// Everything the server sends back, byte for byte: one 503, no 101.
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	require.NoError(t, err)
-	defer nc.Close()
-	require.NoError(t, nc.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = io.WriteString(nc, "GET /gobwas HTTP/1.1\r\nHost: "+addr+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	require.NoError(t, err)
-	all, err := io.ReadAll(nc)
-	require.NoError(t, err, "the server closes after refusing")
+	all := exchangeRaw(t, addr, "13") // the server closes after refusing
 	assert.True(t, strings.HasPrefix(string(all), "HTTP/1.1 503 Service Unavailable\r\n"), "%q", all)
 	assert.NotContains(t, string(all), "101")
 
@@ -297,15 +289,24 @@ func TestPipelinedFrame(t *testing.T) {
 // handler returns, and it is not counted.
 func TestGobwasRefusalClosed(t *testing.T) {
 	up, addr := start(t, 0)
+	all := exchangeRaw(t, addr, "8") // the server closes the connection gobwas left open
+	assert.True(t, strings.HasPrefix(string(all), "HTTP/1.1 426 "), "%q", all)
+	assert.Eventually(t, func() bool { return len(up.ActiveConns()) == 0 }, 10*time.Second, 5*time.Millisecond)
+}
+
+// exchangeRaw sends a WebSocket opening handshake for /gobwas with the
+// given Sec-WebSocket-Version on a new connection and returns all the
+// server sends until it closes the connection.
+func exchangeRaw(t *testing.T, addr, version string) []byte {
+	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
 	defer nc.Close()
 	require.NoError(t, nc.SetDeadline(time.Now().Add(10*time.Second)))
 	_, err = io.WriteString(nc, "GET /gobwas HTTP/1.1\r\nHost: "+addr+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "+version+"\r\n\r\n")
 	require.NoError(t, err)
 	all, err := io.ReadAll(nc)
-	require.NoError(t, err, "the server closes the connection gobwas left open")
-	assert.True(t, strings.HasPrefix(string(all), "HTTP/1.1 426 "), "%q", all)
-	assert.Eventually(t, func() bool { return len(up.ActiveConns()) == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, err, "the server closes the connection")
+	return all
 }
