@@ -59,13 +59,9 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
 	b = append(b, upgrade...)
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
-	b, err = appendSorted(b, h)
-	if err != nil {
-		*bp = b[:0]
-		bufPool.Put(bp)
-		nc.Close()
-		return nil, fmt.Errorf("the backend's 101: %w", err)
-	}
+	// Dial parsed the backend's fields strictly, and switchHeader left
+	// out the ones the 101 writes itself.
+	b = appendSortedFields(b, h)
 	b = append(b, "\r\n"...)
 	if timeout := p.dialer0().handshakeTimeout(); timeout > 0 {
 		_ = nc.SetWriteDeadline(time.Now().Add(timeout))

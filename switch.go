@@ -87,13 +87,19 @@ func appendSorted(b []byte, h http.Header) ([]byte, error) {
 	if err := checkSwitchHeader(h); err != nil {
 		return b, err
 	}
+	return appendSortedFields(b, h), nil
+}
+
+// appendSortedFields appends the fields of h, which must have been
+// validated, in wire form, sorted by name.
+func appendSortedFields(b []byte, h http.Header) []byte {
 	var small [8]string
 	keys := small[:0]
 	for k := range h {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	return appendFields(b, h, keys), nil
+	return appendFields(b, h, keys)
 }
 
 // writeSwitch writes the held 101 and then p: in one write when p fits in
