@@ -23,8 +23,12 @@ import (
 // stream, Read returns the stream's DATA and io.EOF at the peer's
 // END_STREAM, Write sends DATA, Close resets the stream, and deadlines
 // apply to the stream alone, as on a net.Conn, except that on the server a
-// write deadline that passes resets the stream. See CloseWrite for how a
-// stream ends.
+// write deadline that passes resets the stream, and so does a read
+// deadline that passes during a Read begun without one. See CloseWrite
+// for how a stream ends. On the server, a stream's Conn is closed when the
+// handler returns: Close interrupts the calls in progress and returns once
+// they have, and from then on every method fails with net.ErrClosed, so
+// goroutines the handler left behind never reach the finished response.
 //
 // A Conn must not be read from by more than one goroutine at a time, like
 // most net.Conn implementations; Write and Close are as safe as those of

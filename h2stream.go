@@ -244,9 +244,6 @@ func (s *h2Stream) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: s.local.Network(), Source: s.local, Addr: s.remote, Err: err}
 }
 
-// errWriteClosed is the error of a Write after CloseWrite.
-var errWriteClosed = errors.New("write after CloseWrite")
-
 // errStreamEnded is the error of a Write after the transport stopped
 // reading the request body: the stream was reset or the connection lost.
 var errStreamEnded = errors.New("HTTP/2 stream ended")

@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,30 +10,28 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
-
-// A streamConn reads the stream's data into a small buffer of its own
-// while little arrives, and into a larger one from streamBufPool while
-// reads fill the small one: an idle stream holds only the small one.
-const (
-	streamReadSmall  = 512
-	streamReadBuffer = 8 << 10
-)
-
-var streamBufPool = sync.Pool{New: func() any { b := make([]byte, streamReadBuffer); return &b }}
 
 // streamConn is the net.Conn of a protocol switched to on an HTTP/2 stream
 // by an extended CONNECT (RFC 8441), served by net/http's HTTP/2 server:
 // Read returns the stream's DATA (the request body), Write sends DATA (the
 // response body) and flushes it.
 //
-// net/http's stream deadlines cannot be renewed: once a read deadline set
-// through http.ResponseController passes, the body is closed for good.
-// So a goroutine reads the body, and Read waits for what it read under a
-// deadline of its own, which SetReadDeadline can move as net.Conn requires.
+// The ResponseWriter, its controller and the request body belong to the
+// handler's ServeHTTP call: once it has returned, net/http reuses them.
+// Every method that uses them does so between enter and leave, which fail
+// once Close has begun, and Close waits until no call uses them: the
+// Server closes the Conn before ServeHTTP returns, so nothing touches
+// them after, whatever goroutines the protocol left behind.
+//
+// net/http cannot renew a stream's read deadline once it has passed, so a
+// Read under a deadline reads in a goroutine of its own and waits for it
+// under a deadline kept here; what that goroutine reads after the Read
+// gave up is returned by the next Read. A Read without a deadline reads
+// the body directly, and an idle stream holds no goroutine or buffer of
+// its own.
 type streamConn struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
@@ -41,85 +40,78 @@ type streamConn struct {
 	local  net.Addr
 	remote net.Addr
 
-	// Read side: pump hands over what it read, one chunk at a time.
-	chunks   chan chunk    // from pump to Read
-	consumed chan struct{} // from Read to pump: the chunk's buffer is free
-	rmu      sync.Mutex    // serializes Read; guards pending and rerr
-	pending  []byte        // the unread part of the last chunk
-	rerr     error         // the error that ended the body, once pending is empty
-	rd       deadline
+	mu      sync.Mutex
+	idle    sync.Cond // signalled when busy drops while closed
+	closed  bool      // Close has begun: w, rc and body are no longer used
+	busy    int       // calls using w, rc or body now
+	writers int       // Writes among them, which Close interrupts
+	direct  bool      // a Read without a deadline is blocked in body.Read
+	rcRead  bool      // net/http's own read deadline is set (see SetReadDeadline)
+	rdSet   bool      // a read deadline is set
+	done    chan struct{}
 
-	// Write side.
-	wmu         sync.Mutex   // serializes Write: a ResponseWriter is not safe for concurrent use
-	writing     atomic.Int32 // Writes in progress, which Close must unblock
-	writeClosed atomic.Bool
-
-	closed    atomic.Bool
-	done      chan struct{} // closed by Close
-	closeOnce sync.Once
+	rmu     sync.Mutex // serializes Read; guards ahead
+	ahead   *readAhead // a Read under a deadline in progress, or its unread result
+	rd      deadline   // the read deadline Reads wait under
+	wmu     sync.Mutex // serializes Write: a ResponseWriter is not safe for concurrent use
+	wclosed bool       // CloseWrite was called; guarded by wmu
 }
 
-// chunk is what one read of the body returned.
-type chunk struct {
-	b   []byte
-	err error
+// readAhead is a read of the body done in a goroutine for a Read under a
+// deadline: its result, once done is closed.
+type readAhead struct {
+	done chan struct{}
+	buf  []byte
+	off  int // what the Reads took of buf so far
+	err  error
 }
+
+// errWriteClosed is the error of a Write after CloseWrite.
+var errWriteClosed = errors.New("write after CloseWrite")
+
+// maxReadAhead bounds the buffer of a Read under a deadline.
+const maxReadAhead = 16 << 10
 
 // newStreamConn returns the Conn of the stream of r, whose body it takes
-// over, and starts reading it.
+// over.
 func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
 	c := &streamConn{
-		w:        w,
-		rc:       http.NewResponseController(w),
-		body:     r.Body,
-		ctx:      r.Context(),
-		remote:   remoteAddr(r.RemoteAddr),
-		chunks:   make(chan chunk),
-		consumed: make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		w:      w,
+		rc:     http.NewResponseController(w),
+		body:   r.Body,
+		ctx:    r.Context(),
+		remote: remoteAddr(r.RemoteAddr),
+		done:   make(chan struct{}),
 	}
+	c.idle.L = &c.mu
 	c.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if c.local == nil {
 		c.local = remoteAddr("")
 	}
-	go c.pump()
 	return c
 }
 
-// pump reads the body and hands each chunk to Read, waiting until Read has
-// consumed it before reading into the buffer again. It ends at the body's
-// end or error, or when c is closed.
-func (c *streamConn) pump() {
-	small := make([]byte, streamReadSmall)
-	var big *[]byte // from streamBufPool while data keeps coming
-	buf := small
-	for {
-		n, err := c.body.Read(buf)
-		if n == 0 && err == nil {
-			continue
-		}
-		select {
-		case c.chunks <- chunk{buf[:n], err}:
-		case <-c.done:
-			return // Read may still hold buf: leave big to the collector
-		}
-		if err != nil {
-			return
-		}
-		select {
-		case <-c.consumed:
-		case <-c.done:
-			return
-		}
-		// buf is free again: pick the next one.
-		switch {
-		case big == nil && n == len(small):
-			big = streamBufPool.Get().(*[]byte)
-			buf = *big
-		case big != nil && n < len(small):
-			streamBufPool.Put(big)
-			big, buf = nil, small
-		}
+// enter marks a call that uses w, rc or body; false once Close has begun.
+// The caller holds c.mu.
+func (c *streamConn) enterLocked() bool {
+	if c.closed {
+		return false
+	}
+	c.busy++
+	return true
+}
+
+// leave ends a call enter allowed.
+func (c *streamConn) leave() {
+	c.mu.Lock()
+	c.leaveLocked()
+	c.mu.Unlock()
+}
+
+func (c *streamConn) leaveLocked() {
+	c.busy--
+	if c.closed {
+		c.idle.Broadcast()
 	}
 }
 
@@ -128,56 +120,115 @@ func (c *streamConn) pump() {
 func (c *streamConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if len(c.pending) == 0 && c.rerr == nil {
-		if c.closed.Load() {
-			return 0, c.opError("read", net.ErrClosed)
-		}
-		select {
-		case ch := <-c.chunks:
-			c.pending, c.rerr = ch.b, ch.err
-			if c.rerr == nil && len(c.pending) == 0 {
-				c.consumed <- struct{}{}
+	for {
+		if a := c.ahead; a != nil {
+			select {
+			case <-a.done:
+			case <-c.rd.done():
+				return 0, c.opError("read", os.ErrDeadlineExceeded)
+			case <-c.done:
+				return 0, c.opError("read", net.ErrClosed)
 			}
-		case <-c.rd.done():
+			n := copy(p, a.buf[a.off:])
+			a.off += n
+			if a.off < len(a.buf) {
+				return n, nil
+			}
+			c.ahead = nil
+			if n > 0 || len(p) == 0 {
+				return n, nil // an error comes again with the next Read
+			}
+			if a.err != nil {
+				return 0, c.readError(a.err)
+			}
+			continue // an empty read
+		}
+		if isClosed(c.rd.done()) {
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
-		case <-c.done:
+		}
+		c.mu.Lock()
+		if !c.enterLocked() {
+			c.mu.Unlock()
 			return 0, c.opError("read", net.ErrClosed)
 		}
-	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	if len(c.pending) == 0 && c.rerr == nil && n > 0 {
-		c.consumed <- struct{}{}
-	}
-	if n > 0 || len(p) == 0 {
+		if c.rdSet {
+			c.mu.Unlock()
+			c.startReadAhead(len(p))
+			continue
+		}
+		c.direct = true
+		c.mu.Unlock()
+		n, err := c.body.Read(p)
+		c.mu.Lock()
+		c.direct = false
+		if c.rcRead && !c.closed {
+			// A deadline was set during the Read: it no longer applies
+			// to net/http's body, only to later Reads, here.
+			c.rcRead = false
+			_ = c.rc.SetReadDeadline(time.Time{})
+		}
+		c.leaveLocked()
+		c.mu.Unlock()
+		if err != nil && n == 0 {
+			return 0, c.readError(err)
+		}
 		return n, nil
 	}
-	if c.rerr == io.EOF {
-		return 0, io.EOF
-	}
-	if c.closed.Load() {
-		return 0, c.opError("read", net.ErrClosed)
-	}
-	if c.ctx.Err() != nil {
+}
+
+// startReadAhead reads up to n bytes of the body in a goroutine that holds
+// the call enter allowed until the body returns.
+func (c *streamConn) startReadAhead(n int) {
+	a := &readAhead{done: make(chan struct{}), buf: make([]byte, min(max(n, 1), maxReadAhead))}
+	c.ahead = a
+	go func() {
+		defer c.leave()
+		m, err := c.body.Read(a.buf)
+		a.buf, a.err = a.buf[:m], err
+		close(a.done)
+	}()
+}
+
+// readError turns an error of the body into the Read's.
+func (c *streamConn) readError(err error) error {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	switch {
+	case err == io.EOF:
+		return io.EOF
+	case closed:
+		return c.opError("read", net.ErrClosed)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return c.opError("read", os.ErrDeadlineExceeded)
+	case c.ctx.Err() != nil:
 		// net/http cancels the request's context when the peer resets
 		// the stream: report it as a TCP connection reports a reset.
-		return 0, c.opError("read", fmt.Errorf("%w: %w", syscall.ECONNRESET, c.rerr))
+		return c.opError("read", fmt.Errorf("%w: %w", syscall.ECONNRESET, err))
 	}
-	return 0, c.opError("read", c.rerr)
+	return c.opError("read", err)
 }
 
 // Write sends p as DATA on the stream and flushes it. A write deadline
 // that passes resets the stream: net/http's HTTP/2 server cannot resume a
 // stream after a write timeout.
 func (c *streamConn) Write(p []byte) (int, error) {
-	c.writing.Add(1)
-	defer c.writing.Add(-1)
-	if c.closed.Load() {
+	c.mu.Lock()
+	if !c.enterLocked() {
+		c.mu.Unlock()
 		return 0, c.opError("write", net.ErrClosed)
 	}
+	c.writers++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.writers--
+		c.leaveLocked()
+		c.mu.Unlock()
+	}()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.writeClosed.Load() {
+	if c.wclosed {
 		return 0, c.opError("write", errWriteClosed)
 	}
 	n, err := c.w.Write(p)
@@ -185,9 +236,11 @@ func (c *streamConn) Write(p []byte) (int, error) {
 		err = c.rc.Flush()
 	}
 	if err != nil {
-		if c.closed.Load() {
+		c.mu.Lock()
+		if c.closed {
 			err = net.ErrClosed
 		}
+		c.mu.Unlock()
 		return n, c.opError("write", err)
 	}
 	return n, nil
@@ -199,51 +252,110 @@ func (c *streamConn) Write(p []byte) (int, error) {
 // ended its own side by then, a RST_STREAM with NO_ERROR follows, which
 // RFC 9113 §8.1 allows.
 func (c *streamConn) CloseWrite() error {
-	c.writeClosed.Store(true)
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return c.opError("close", net.ErrClosed)
+	}
+	c.wmu.Lock()
+	c.wclosed = true
+	c.wmu.Unlock()
 	return nil
 }
 
 // Close stops reading and writing; the stream ends when the protocol
 // handler returns. A Write blocked by flow control is interrupted, which
-// resets the stream.
+// resets the stream. Close returns once no call uses the stream any more:
+// from then on, every method fails with net.ErrClosed.
 func (c *streamConn) Close() error {
-	c.closeOnce.Do(func() {
-		c.closed.Store(true)
-		close(c.done)
-		_ = c.body.Close()
-		if c.writing.Load() > 0 {
-			// Only a write deadline interrupts a blocked Write.
-			_ = c.rc.SetWriteDeadline(aLongTimeAgo)
-		}
-	})
-	return nil
+	return c.close(false)
 }
 
 // reset ends the stream with RST_STREAM rather than END_STREAM, as a TCP
 // reset ends a connection: a write deadline already passed makes net/http
-// reset the stream (its only way to), and Close stops the Conn.
+// reset the stream (its only way to), and the Conn is closed.
 func (c *streamConn) reset() {
-	_ = c.rc.SetWriteDeadline(aLongTimeAgo)
-	c.Close()
+	_ = c.close(true)
+}
+
+func (c *streamConn) close(reset bool) error {
+	c.mu.Lock()
+	first := !c.closed
+	if first {
+		c.busy++ // this call uses body and rc below
+		c.closed = true
+	}
+	interrupt := reset || c.writers > 0
+	c.mu.Unlock()
+	if first {
+		close(c.done)
+		_ = c.body.Close() // a Read blocked in the body returns
+		if interrupt {
+			// Only a write deadline interrupts a blocked Write.
+			_ = c.rc.SetWriteDeadline(aLongTimeAgo)
+		}
+	}
+	c.mu.Lock()
+	if first {
+		c.busy--
+	}
+	for c.busy > 0 {
+		c.idle.Wait()
+	}
+	c.mu.Unlock()
+	if !first {
+		return c.opError("close", net.ErrClosed)
+	}
+	return nil
 }
 
 func (c *streamConn) LocalAddr() net.Addr  { return c.local }
 func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
 
+// SetDeadline sets the read and write deadlines, as SetReadDeadline and
+// SetWriteDeadline do.
 func (c *streamConn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	return c.rc.SetWriteDeadline(t)
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
+// SetReadDeadline sets the read deadline of the stream, which can be
+// renewed after it has passed, as a TCP connection's can. There is one
+// exception: a deadline that passes while a Read that started without one
+// is blocked ends the reading side for good, since only net/http's own
+// read deadline can interrupt that Read.
 func (c *streamConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return c.opError("set", net.ErrClosed)
+	}
 	c.rd.set(t)
+	c.rdSet = !t.IsZero()
+	if c.direct || c.rcRead {
+		// w is in use by the blocked Read: the handler has not returned.
+		c.rcRead = c.rdSet
+		return c.rc.SetReadDeadline(t)
+	}
 	return nil
 }
 
 // SetWriteDeadline sets the write deadline of the stream. Unlike a TCP
 // connection's, it cannot be renewed once it has passed: the stream is
 // reset.
-func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.rc.SetWriteDeadline(t) }
+func (c *streamConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	if !c.enterLocked() {
+		c.mu.Unlock()
+		return c.opError("set", net.ErrClosed)
+	}
+	c.mu.Unlock()
+	defer c.leave()
+	return c.rc.SetWriteDeadline(t)
+}
 
 func (c *streamConn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "http2", Source: c.local, Addr: c.remote, Err: err}

@@ -38,6 +38,8 @@ type H2Conn struct {
 	initWindow int64 // the server's SETTINGS_INITIAL_WINDOW_SIZE
 	maxFrame   int
 	goAway     *http2.ErrCode // the code of the server's GOAWAY, if one came
+	hold       bool           // DATA is not credited while set (see HoldCredit)
+	owed       map[uint32]int // credit held back, by stream (0: the connection)
 	log        []string       // one line per frame read
 	readErr    error
 	done       chan struct{}
@@ -81,7 +83,7 @@ func DialH2(t testing.TB, addr string, tlsConf *tls.Config) *H2Conn {
 	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
 	c := &H2Conn{
 		t: t, nc: nc, fr: http2.NewFramer(nc, nc), nextID: 1,
-		streams: make(map[uint32]*H2Stream), sendWindow: 65535, initWindow: 65535, maxFrame: 16384,
+		streams: make(map[uint32]*H2Stream), owed: make(map[uint32]int), sendWindow: 65535, initWindow: 65535, maxFrame: 16384,
 		done: make(chan struct{}),
 	}
 	c.cond = sync.NewCond(&c.mu)
@@ -134,6 +136,27 @@ func (c *H2Conn) GoAway() *http2.ErrCode {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.goAway
+}
+
+// HoldCredit stops crediting the server for the DATA it sends, so that
+// its flow-control windows fall to zero, or, with hold false, credits
+// all it held back and goes back to crediting DATA as it arrives.
+func (c *H2Conn) HoldCredit(hold bool) {
+	c.mu.Lock()
+	c.hold = hold
+	owed := c.owed
+	c.owed = make(map[uint32]int)
+	c.mu.Unlock()
+	if hold {
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for id, n := range owed {
+		if n > 0 {
+			_ = c.fr.WriteWindowUpdate(id, uint32(n))
+		}
+	}
 }
 
 // Open sends a HEADERS frame opening a stream with the given header fields
@@ -239,7 +262,10 @@ func (c *H2Conn) handle(f http2.Frame) {
 			s.data.Write(f.Data())
 			s.ended = s.ended || f.StreamEnded()
 		}
-		if n > 0 {
+		if n > 0 && c.hold {
+			c.owed[0] += n
+			c.owed[f.StreamID] += n
+		} else if n > 0 {
 			id := f.StreamID
 			go c.write(func() error {
 				if err := c.fr.WriteWindowUpdate(0, uint32(n)); err != nil {
