@@ -75,7 +75,8 @@ import (
 // refused upgrade are never read as a next request. Nothing is counted.
 // If h hijacks and writes a final status (2xx to 5xx) on the connection
 // instead of a 101, as gobwas/ws does for its refusals, the connection is
-// closed when h returns.
+// closed when h returns; interim responses (100 Continue, 103 Early
+// Hints) before it do not count as a switch.
 //
 // A panic in h is recovered and logged with the protocol and the remote
 // address, like a panic in a Handler; a hijacked connection is closed, and
@@ -263,10 +264,12 @@ type delegatedConn struct {
 	// no longer ends the delegated one.
 	detached atomic.Bool
 
-	kind atomic.Int32 // headUnknown, headSwitched or headAnswered
-	mu   sync.Mutex   // guards head and n while kind is headUnknown
-	head [len("HTTP/1.1 101")]byte
-	n    int
+	kind    atomic.Int32 // headUnknown, headSwitched or headAnswered
+	mu      sync.Mutex   // guards the fields below while kind is headUnknown
+	head    [len("HTTP/1.1 101")]byte
+	n       int // bytes of the current response head in head
+	crlf    int // bytes of "\r\n\r\n" matched while skipping an interim response
+	skipped int // bytes of interim responses skipped
 }
 
 // requestEnded cancels the delegated request's context when the request's
@@ -285,15 +288,49 @@ func (d *delegatedConn) Write(p []byte) (int, error) {
 	return d.Conn.Write(p)
 }
 
-// watch adds p to the start of what has been written, until it tells
-// whether that is a final status line ("HTTP/1.x NNN", NNN ≥ 200).
+// watch follows the start of what is written, until it tells whether the
+// handler switched (a 101, or bytes that are not an HTTP/1.x response) or
+// answered with a final status (2xx to 5xx). Interim responses (100
+// Continue, 103 Early Hints) are skipped: what follows them decides.
 func (d *delegatedConn) watch(p []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.kind.Load() != headUnknown {
-		return
+	for len(p) > 0 && d.kind.Load() == headUnknown {
+		if d.n < len(d.head) {
+			m := copy(d.head[d.n:], p)
+			p = p[m:]
+			d.n += m
+			d.classify()
+			continue
+		}
+		// Skipping an interim response: up to the blank line ending it.
+		for len(p) > 0 && d.crlf < 4 {
+			if p[0] == "\r\n\r\n"[d.crlf] {
+				d.crlf++
+			} else if p[0] == '\r' {
+				d.crlf = 1
+			} else {
+				d.crlf = 0
+			}
+			p = p[1:]
+			d.skipped++
+		}
+		if d.skipped > maxInterimBytes {
+			d.kind.Store(headSwitched) // not HTTP as a client would read it
+			return
+		}
+		if d.crlf == 4 {
+			d.n, d.crlf = 0, 0 // the next response head starts here
+		}
 	}
-	d.n += copy(d.head[d.n:], p)
+}
+
+// maxInterimBytes bounds the interim responses watch skips.
+const maxInterimBytes = 16 << 10
+
+// classify looks at the start of a response head, d.head[:d.n]: a status
+// line other than a 1xx decides the kind.
+func (d *delegatedConn) classify() {
 	const prefix = "HTTP/1."
 	h := d.head[:d.n]
 	if string(h[:min(len(h), len(prefix))]) != prefix[:min(len(h), len(prefix))] {
@@ -304,11 +341,16 @@ func (d *delegatedConn) watch(p []byte) {
 		return
 	}
 	code := h[len(h)-3:]
-	if h[len(prefix)+1] == ' ' && code[0] >= '2' && code[0] <= '5' && isDigit(code[1]) && isDigit(code[2]) {
+	switch {
+	case h[len(prefix)+1] != ' ' || !isDigit(code[0]) || !isDigit(code[1]) || !isDigit(code[2]):
+		d.kind.Store(headSwitched)
+	case code[0] == '1' && string(code) != "101":
+		// An interim response: watch skips it.
+	case code[0] >= '2' && code[0] <= '5':
 		d.kind.Store(headAnswered)
-		return
+	default:
+		d.kind.Store(headSwitched)
 	}
-	d.kind.Store(headSwitched)
 }
 
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }

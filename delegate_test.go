@@ -337,6 +337,36 @@ func TestDelegateRefusalOnTheWire(t *testing.T) {
 	waitNoActive(t, &s)
 }
 
+// TestDelegateInterimThenRefusal: a handler that hijacks, writes interim
+// responses (100 Continue, 103 Early Hints, in separate writes and split
+// mid-line) and then a final refusal on the connection has it classified
+// as a refusal: the connection is closed when the handler returns and its
+// slot released.
+func TestDelegateInterimThenRefusal(t *testing.T) {
+	hs := newHandlers(t)
+	var s Server
+	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := http.NewResponseController(w).Hijack()
+		if !assert.NoError(t, err) {
+			return
+		}
+		for _, part := range []string{"HTTP/1.1 100 Contin", "ue\r\n\r", "\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 40", "3 Forbidden\r\nContent-Length: 0\r\n\r\n"} {
+			_, _ = nc.Write([]byte(part))
+		}
+	})))
+	addr := serve(t, &s, &s).addr
+	c := wiretest.Dial(t, addr)
+	c.Send(upgradeReq("GET", "websocket"))
+	var codes []int
+	for range 3 {
+		codes = append(codes, c.Response("GET").StatusCode)
+	}
+	assert.Equal(t, []int{100, 103, http.StatusForbidden}, codes)
+	_, err := c.BR.ReadByte()
+	assert.ErrorIs(t, err, io.EOF, "closed when the handler returned")
+	waitNoActive(t, &s)
+}
+
 // TestDelegateAccepter: a delegated handler that is also an Accepter is
 // asked before it is called, and can reject or decline.
 func TestDelegateAccepter(t *testing.T) {
