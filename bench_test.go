@@ -43,11 +43,11 @@ func BenchmarkParseNegotiate(b *testing.B) {
 				if err != nil || !HasConnectionOption(r.Header, "upgrade") {
 					b.Fatal("bad request")
 				}
-				var d decision
-				s.negotiate(r, s.routes, offers, &d)
+				d := s.negotiate(r, s.routes, offers)
 				if d.route == nil || d.route.name != bc.want {
 					b.Fatal("negotiation failed")
 				}
+				s.release(d.route)
 			}
 		})
 	}

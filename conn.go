@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -33,10 +32,6 @@ import (
 // A Conn must not be read from by more than one goroutine at a time, like
 // most net.Conn implementations; Write and Close are as safe as those of
 // the underlying connection.
-//
-// On the server, a Conn switched by an HTTP/1.1 Upgrade holds its 101
-// response until the handler's first Write, which it goes out with: see
-// Handler. Every method that reaches the connection writes it first.
 type Conn struct {
 	// Protocol is the protocol switched to: on the server, the registered
 	// spelling of the name with the client's version, as named in the 101;
@@ -69,12 +64,6 @@ type Conn struct {
 	nc   net.Conn // the underlying connection
 	rbuf []byte   // read-ahead bytes not yet returned by Read
 
-	// server: the 101 response (a bufPool buffer) while it waits for the
-	// handler's first Write to go out with; nil once written. swmu is held
-	// while it is written. See switch.go.
-	sw   atomic.Pointer[[]byte]
-	swmu sync.Mutex
-
 	ctx     context.Context // client: set by Dial; server: see reqCtx, until Context
 	ctxOnce sync.Once
 	reqCtx  bool               // server: ctx is the switched request's context
@@ -85,14 +74,8 @@ type Conn struct {
 }
 
 // Read reads first the bytes that had been read ahead before the switch,
-// then from the underlying connection. On the server, the 101 response is
-// written first if the handler has not written yet.
+// then from the underlying connection.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.sw.Load() != nil {
-		if err := c.flushSwitch(); err != nil {
-			return 0, err
-		}
-	}
 	if len(c.rbuf) > 0 {
 		n := copy(p, c.rbuf)
 		c.rbuf = c.rbuf[n:]
@@ -104,26 +87,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return c.nc.Read(p)
 }
 
-// Write writes to the underlying connection. On the server, the first
-// Write carries the 101 response before p: in one write, and so usually in
-// one TCP segment, when p is small.
-func (c *Conn) Write(p []byte) (int, error) {
-	if c.sw.Load() != nil {
-		return c.writeSwitch(p)
-	}
-	return c.nc.Write(p)
-}
+// Write writes to the underlying connection.
+func (c *Conn) Write(p []byte) (int, error) { return c.nc.Write(p) }
 
-// Close closes the underlying connection, after writing the 101 response
-// if it has not been written yet. It does not wait for a 101 another
-// goroutine is writing: closing interrupts that write, as it does any.
-func (c *Conn) Close() error {
-	if c.sw.Load() != nil && c.swmu.TryLock() {
-		c.swmu.Unlock()
-		_ = c.flushSwitch()
-	}
-	return c.nc.Close()
-}
+// Close closes the underlying connection.
+func (c *Conn) Close() error { return c.nc.Close() }
 
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
@@ -132,41 +100,15 @@ func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines of the underlying
-// connection, as net.Conn's SetDeadline does. On the server, the 101
-// response is written first if it has not been written yet: the deadline
-// is the handler's, HandshakeTimeout bounds the 101.
-func (c *Conn) SetDeadline(t time.Time) error {
-	if c.sw.Load() != nil {
-		if err := c.flushSwitch(); err != nil {
-			return err
-		}
-	}
-	return c.nc.SetDeadline(t)
-}
+// connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
 
 // SetReadDeadline sets the read deadline of the underlying connection.
-// Read returns read-ahead bytes whatever the deadline. On the server, the
-// 101 response is written first if it has not been written yet.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	if c.sw.Load() != nil {
-		if err := c.flushSwitch(); err != nil {
-			return err
-		}
-	}
-	return c.nc.SetReadDeadline(t)
-}
+// Read returns read-ahead bytes whatever the deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
 
 // SetWriteDeadline sets the write deadline of the underlying connection.
-// On the server, the 101 response is written first if it has not been
-// written yet.
-func (c *Conn) SetWriteDeadline(t time.Time) error {
-	if c.sw.Load() != nil {
-		if err := c.flushSwitch(); err != nil {
-			return err
-		}
-	}
-	return c.nc.SetWriteDeadline(t)
-}
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 
 // NetConn returns the underlying connection: the *net.TCPConn or
 // *tls.Conn an HTTP/1.1 switch happened on, or, for an HTTP/2 stream, the
@@ -176,18 +118,13 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 //
 // Reading from it directly skips the read-ahead bytes that Read returns
 // first, and loses them: read from c, or from NetConn only once Buffered
-// returns 0. Closing it closes c. On the server, NetConn writes the 101
-// response first if the handler has not written yet, so that what is
-// written to the connection directly comes after it.
+// returns 0. Closing it closes c.
 //
 // For an HTTP/2 stream (c.Request.ProtoMajor 2) it returns the net.Conn
 // of the stream, which c wraps: the TCP connection is shared with other
 // streams and is not exposed (on the client, c.Response.TLS holds its TLS
 // state).
 func (c *Conn) NetConn() net.Conn {
-	if c.sw.Load() != nil {
-		_ = c.flushSwitch()
-	}
 	if d, ok := c.nc.(*delegatedConn); ok {
 		return d.Conn
 	}
@@ -211,11 +148,6 @@ func (c *Conn) Buffered() int { return len(c.rbuf) }
 // when it returns, a RST_STREAM with NO_ERROR follows the END_STREAM
 // (RFC 9113 §8.1). On the client, CloseWrite sends END_STREAM at once.
 func (c *Conn) CloseWrite() error {
-	if c.sw.Load() != nil {
-		if err := c.flushSwitch(); err != nil {
-			return err
-		}
-	}
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

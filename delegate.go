@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Delegate returns a Handler for a protocol whose switch is done by h, an
@@ -139,30 +138,16 @@ func (d *delegate) adapt(rt *route) {
 	}
 }
 
-// A delegation is a switch negotiated for a delegated route, whose slot
-// is reserved: serve returns it, and its caller runs it, so that serve's
-// frame, which holds the negotiation's state, is off the stack by then.
-// The delegated handler runs on net/http's connection goroutine for as
-// long as the connection lives, in the libraries' usual style; a deeper
-// stack there would make the runtime double that goroutine's 4 KiB stack,
-// for every connection.
-type delegation struct {
-	rt      *route // a delegated route; nil: nothing to run
-	version string // the version offered
-}
-
-// run lets g's http.Handler switch r. The slot goes to the connection if
-// the handler hijacks it, and is released otherwise.
-func (g delegation) run(s *Server, w http.ResponseWriter, r *http.Request) {
-	if g.rt == nil {
-		return
-	}
-	dw := s.startDelegation(w, r, g.rt, g.version)
+// delegate lets the http.Handler of the delegated route d chose switch r.
+// The slot goes to the connection if the handler hijacks it, and is
+// released otherwise.
+func (s *Server) delegate(w http.ResponseWriter, r *http.Request, d *decision) {
+	dw := s.startDelegation(w, r, d.route, d.version)
 	if dw == nil {
 		return
 	}
 	defer dw.finish()
-	g.rt.Handler.(*delegate).h.ServeHTTP(dw, dw.dc.c.Request)
+	d.route.delegate.ServeHTTP(dw, dw.dc.c.Request)
 }
 
 // startDelegation reads r's body, if it has one, and prepares the
@@ -170,7 +155,7 @@ func (g delegation) run(s *Server, w http.ResponseWriter, r *http.Request) {
 // returns nil, having released the slot and answered, if the body cannot
 // be read or the Server began shutting down.
 func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *route, version string) *delegateWriter {
-	if hasBody(r) && !s.readRequestBody(w, r, http.NewResponseController(w), rt) {
+	if hasBody(r) && !s.readRequestBody(w, r, rt) {
 		s.release(rt)
 		return nil
 	}
@@ -212,20 +197,6 @@ func narrowHeader(h http.Header, proto string, vals *[2]string) http.Header {
 	n["Upgrade"] = vals[0:1:1]
 	n["Connection"] = vals[1:2:2]
 	return n
-}
-
-// writeHead writes a response head on c in one write, bounded by the
-// handshake timeout.
-func (s *Server) writeHead(c *Conn, head []byte) error {
-	timeout := s.handshakeTimeout()
-	if timeout > 0 {
-		_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	}
-	_, err := c.Write(head)
-	if err == nil && timeout > 0 {
-		err = c.SetWriteDeadline(time.Time{})
-	}
-	return err
 }
 
 // logPanic logs a panic in a handler serving protocol p.

@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
-	"time"
 )
 
 // errWriterDone is returned by a delegated handler's ResponseWriter used
@@ -118,9 +116,7 @@ var no101Fields = map[string]bool{"Content-Length": true, "Transfer-Encoding": t
 // Hijack takes the connection over for the delegated handler: it
 // hijacks the Server's ResponseWriter, starts tracking the connection as
 // a *Conn holding the bytes read ahead, writes a kept 101, and returns the
-// *Conn with an empty bufio.ReadWriter over it. It is on the path of
-// every delegated switch, in the handler's stack: its own frame is kept
-// small, the rare paths out of line.
+// *Conn with an empty bufio.ReadWriter over it.
 func (w *delegateWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.done.Load() || w.hijacked || w.status != 0 {
 		return nil, nil, w.hijackError()
@@ -173,11 +169,9 @@ func (w *delegateWriter) hijackError() error {
 func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byte) (*Conn, error) {
 	w.hijacked = true
 	dc := w.dc
-	// The request's context no longer ends the delegated one. Calling
-	// w.stop here, deep in the library's stack, would run the context
-	// package's cancel machinery there and grow the goroutine's stack:
-	// finish calls it.
+	// The request's context no longer ends the delegated one.
 	dc.detached.Store(true)
+	w.stop()
 	dc.Conn = nc
 	c := &dc.c
 	if n := brw.Reader.Buffered(); n > 0 {
@@ -190,7 +184,8 @@ func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byt
 	}
 	w.switched = true
 	if head != nil {
-		if err := w.s.writeHead(c, head); err != nil {
+		dc.kind.Store(headSwitched)
+		if err := w.s.writeHead(nc, brw.Writer, head); err != nil {
 			w.s.logPeerError(w.orig, "writing the 101 response for "+w.rt.spelled, err)
 			c.Close()
 			return nil, fmt.Errorf("upgrade: writing the 101 response: %w", err)
@@ -201,14 +196,6 @@ func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byt
 	brw.Reader.Reset(c)
 	brw.Writer.Reset(c)
 	return c, nil
-}
-
-// refuseShuttingDown answers 503 on a connection hijacked once Shutdown
-// began, rather than switch and drop it, and closes it.
-func refuseShuttingDown(nc net.Conn) {
-	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-	nc.Close()
 }
 
 // head101 returns the kept 101 response's head, with the fields set on

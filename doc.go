@@ -100,9 +100,7 @@
 //
 // After the switch, the Handler runs in a goroutine of its own, owns the
 // connection and must return when it is done with it; the connection is
-// closed then. The 101 goes out with the handler's first Write, in the
-// same TCP segment when it is small, or before anything else the handler
-// does with the connection. Read the connection through the Conn: Conn.NetConn returns
+// closed then. Read the connection through the Conn: Conn.NetConn returns
 // the underlying connection (for socket options or the TLS state), and
 // reading it directly skips the bytes that arrived with the request, which
 // Conn.Read returns first (Conn.Buffered counts them).

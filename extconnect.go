@@ -34,13 +34,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 		return
 	}
-	s.mu.Lock()
-	routes := s.routes
-	s.mu.Unlock()
+	routes := s.registered()
 	offers := [1]Protocol{offer}
 	var d decision
 	if someRouteMatches(r, routes, offers[:]) {
-		s.negotiate(r, routes, offers[:], &d)
+		d = s.negotiate(r, routes, offers[:])
 	}
 	if d.route == nil {
 		s.refuseOffers(w, r, nil, &d)

@@ -9,24 +9,16 @@ import (
 
 // A Handler serves a connection after it has switched protocols.
 //
-// ServeUpgrade runs in a goroutine of its own, started once the
-// connection has been switched. On an HTTP/1.1 connection the 101 response
-// goes out with the handler's first Write, in one write (and so usually in
-// one TCP segment) when that Write is small; it is written alone before
-// the handler's first Read, Close, CloseWrite, deadline or NetConn, when
-// the handler returns, or, for a handler that does none of these at once
-// (one that waits for a message to push, say), a few milliseconds after
-// the switch. Either way it reaches the client before any byte the
-// handler writes. The ServeHTTP call that switched
-// returns without waiting for it, so net/http cancels the request's context
-// (c.Request.Context()) right after the switch: use c.Context() instead,
-// which carries the same values and is cancelled only when the connection
-// is closed by the Server (Close, or the end of Shutdown's grace period).
-// c.Draining() is closed when a graceful Shutdown starts: the moment to
-// say goodbye, if the protocol can, and return. The handler owns c: when
-// ServeUpgrade returns, c is closed. A panic in ServeUpgrade is recovered,
-// logged with the protocol and remote address, and c is closed; the server
-// keeps serving.
+// ServeUpgrade is called once the 101 response (over HTTP/2, the 200) has
+// been written, in a goroutine of its own for an HTTP/1.1 connection and
+// on the request's goroutine for an HTTP/2 stream, and owns c: when it
+// returns, c is closed. c.Request's context ends with the switch; use
+// c.Context(), which carries the same values and is cancelled when the
+// connection is closed (by the handler's return, Server.Close, or the end
+// of Shutdown's grace period). c.Draining() is closed when a graceful
+// Shutdown starts: the moment to say goodbye, if the protocol can, and
+// return. A panic in ServeUpgrade is recovered and logged with the
+// protocol and remote address, and c is closed.
 type Handler interface {
 	ServeUpgrade(c *Conn)
 }

@@ -15,8 +15,9 @@ type route struct {
 	version  string // "" matches offers without a version
 	anyVer   bool   // "name/*": matches any version, or none
 	accepter Accepter
-	spelled  string  // pattern as registered, for logs and 426 lists
-	srv      *Server // the Server it is registered with
+	delegate http.Handler // the http.Handler of a Delegate, which switches by itself
+	spelled  string       // pattern as registered, for logs and 426 lists
+	srv      *Server      // the Server it is registered with
 }
 
 // matches reports whether offer p is one this route accepts: names compare
@@ -72,21 +73,15 @@ type decision struct {
 	bodyRefused   bool         // an offer matched, but takes no body
 }
 
-// negotiate picks the route and offer to switch to and records it in d.
+// negotiate picks the route and offer to switch to.
 // It tries every (route, offer) pair where the route matches the offer and
 // honours the request's method, in policy order — ClientOrder: offers in
 // the client's order, each against the routes in registration order;
 // ServerOrder: routes in registration order, each against its first
 // matching offer — asking Accepters as it goes. Each route is asked at most
 // once per request, so an offer listed twice does not run a pre-101 step
-// twice.
-//
-// It runs on net/http's connection goroutine, whose stack has to be grown
-// (a copy of all of it: microseconds) when the deepest call of a
-// handshake, an Accepter computing a digest say, does not fit in what is
-// left of it. So it is flat: next finds the pairs and returns, and the
-// Accepter is called from here, one small frame below serve.
-func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d *decision) {
+// twice. The chosen route's connection slot is reserved.
+func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (d decision) {
 	var cur cursor
 	cur.body = r.ProtoMajor == 1 && hasBody(r)
 	// The route whose Accepter is running: if it panics, its slot is
@@ -98,7 +93,7 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 		}
 	}()
 	for {
-		rt, j := s.next(r, routes, offers, &cur, d)
+		rt, j := s.next(r, routes, offers, &cur, &d)
 		if rt == nil {
 			return
 		}
@@ -123,7 +118,7 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol, d
 		}
 		recycleHeader(h)
 		s.release(rt)
-		if s.refused(r, rt, err, d) {
+		if s.refused(r, rt, err, &d) {
 			return
 		}
 	}
@@ -210,8 +205,6 @@ func someRouteMatches(r *http.Request, routes []route, offers []Protocol) bool {
 }
 
 // refused notes in d an Accepter's refusal; true ends negotiation.
-//
-//go:noinline
 func (s *Server) refused(r *http.Request, rt *route, err error, d *decision) bool {
 	if errors.Is(err, ErrDecline) {
 		return false
@@ -224,11 +217,6 @@ func (s *Server) refused(r *http.Request, rt *route, err error, d *decision) boo
 		d.failed = true
 	}
 	return true
-}
-
-func recycleHeader(h http.Header) {
-	clear(h)
-	headerPool.Put(h)
 }
 
 // allowedMethods lists, for an Allow field, the methods of the routes

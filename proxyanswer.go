@@ -51,8 +51,7 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 		ahead, _ := brw.Reader.Peek(n)
 		c.rbuf = append([]byte(nil), ahead...)
 	}
-	bp := bufPool.Get().(*[]byte)
-	b := (*bp)[:0]
+	b := make([]byte, 0, 256)
 	if expectsContinue(r) && !hasBody(r) {
 		b = append(b, "HTTP/1.1 100 Continue\r\n\r\n"...)
 	}
@@ -67,8 +66,6 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 		_ = nc.SetWriteDeadline(time.Now().Add(timeout))
 	}
 	_, err = nc.Write(b)
-	*bp = b
-	bufPool.Put(bp)
 	if err == nil {
 		err = nc.SetWriteDeadline(time.Time{})
 	}

@@ -66,9 +66,8 @@ func (s *Server) run(c *Conn) {
 	c.route.Handler.ServeUpgrade(c)
 }
 
-// served ends serving c, deferred: a panic is contained and logged, the
-// 101 written if the handler never wrote it, c closed and forgotten. One
-// deferred call keeps the frames under the handler small (see switch.go).
+// served ends serving c, deferred: a panic is contained and logged, c
+// closed and forgotten.
 func (s *Server) served(c *Conn) {
 	if p := recover(); p != nil && p != http.ErrAbortHandler {
 		buf := make([]byte, 16<<10)

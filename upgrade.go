@@ -72,12 +72,8 @@ type Server struct {
 
 	// HandshakeTimeout bounds the phase from the start of the switch to
 	// the 101 response being written: reading the request body and
-	// writing the 100 and 101 responses. The 101 is written by the
-	// protocol handler's goroutine, with its first Write (see Handler);
-	// a 101 not written within HandshakeTimeout of that write's start
-	// closes the connection, and the handler's call returns the error.
-	// Zero means DefaultHandshakeTimeout; a negative value means no
-	// bound.
+	// writing the 100 and 101 responses. Zero means
+	// DefaultHandshakeTimeout; a negative value means no bound.
 	HandshakeTimeout time.Duration
 
 	// ShouldUpgrade, if non-nil, is asked before negotiation; false makes
@@ -149,6 +145,7 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	r.Route = rt
 	r.accepter, _ = rt.Handler.(Accepter)
 	if d, ok := rt.Handler.(*delegate); ok {
+		r.delegate = d.h
 		d.adapt(&r)
 	}
 	r.srv = s
@@ -214,7 +211,7 @@ func (s *Server) advertised(r *http.Request) string {
 // Upgrade Required with the registered protocols when it cannot: the
 // Server as an endpoint that requires an upgrade.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.serve(w, r, nil).run(s, w, r)
+	s.serve(w, r, nil)
 }
 
 // Middleware returns a handler that switches requests it can switch and
@@ -223,18 +220,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // are still answered with 400 and oversized ones with 431.
 func (s *Server) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r, next).run(s, w, r)
+		s.serve(w, r, next)
 	})
 }
 
-// serve is the common flow of ServeHTTP (next == nil) and Middleware. A
-// switch to a delegated route is left to its caller, through dg.
-//
-// It runs on net/http's connection goroutine, whose stack the deepest
-// call of a handshake must fit in (see negotiate): the paths that end
-// before negotiation are out of line, so that serve's own frame stays
-// small.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) (dg delegation) {
+// serve is the common flow of ServeHTTP (next == nil) and Middleware.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if r.ProtoMajor != 1 {
 		s.serveHTTP2(w, r, next)
 		return
@@ -244,45 +235,36 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	if !ok {
 		return
 	}
-	s.mu.Lock()
-	routes := s.routes
-	s.mu.Unlock()
-	// When nothing offered is registered (a speculative "Upgrade: h2c",
-	// say), negotiation finds nothing and refuseOffers treats it as an
-	// ordinary request, not an error.
+	routes := s.registered()
 	if !canHijack(w) {
 		s.cannotHijack(w, r, next, routes, offers)
 		return
 	}
-	var d decision
-	s.negotiate(r, routes, offers, &d)
-	if d.route == nil {
+	d := s.negotiate(r, routes, offers)
+	switch {
+	case d.route == nil:
+		// Nothing offered is registered (a speculative "Upgrade: h2c",
+		// say), or nothing registered took it.
 		s.refuseOffers(w, r, next, &d)
-		return
+	case d.route.delegate != nil:
+		s.delegate(w, r, &d)
+	default:
+		s.switchHTTP1(w, r, &d)
 	}
-	if _, ok := d.route.Handler.(*delegate); ok {
-		if d.extra != nil {
-			recycleHeader(d.extra) // the delegated handler writes the 101
-		}
-		return delegation{d.route, d.version}
-	}
-	bp := s.prepareSwitch(w, r, d.route, d.version, d.extra)
 	if d.extra != nil {
 		recycleHeader(d.extra)
 	}
-	if bp == nil {
-		return
-	}
-	if c := s.takeOver(w, r, d.route, d.version, bp); c != nil {
-		s.start(c)
-	}
-	return
+}
+
+// registered returns the registered routes.
+func (s *Server) registered() []route {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.routes
 }
 
 // serveHTTP2 serves a request of HTTP/2 or later: an extended CONNECT is
 // switched, anything else declined.
-//
-//go:noinline
 func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if isExtendedConnect(r) {
 		s.serveStream(w, r)
@@ -298,8 +280,6 @@ func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Ha
 // it on to next), when r is not to be switched: not an upgrade request, a
 // malformed or oversized Upgrade list, a body framed by
 // Transfer-Encoding, ShouldUpgrade's refusal, a Server shutting down.
-//
-//go:noinline
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler, buf []Protocol) ([]Protocol, bool) {
 	upgrades := r.Header["Upgrade"]
 	if len(upgrades) == 0 || !isUpgradeRequest(r) {
@@ -346,8 +326,6 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 // cannotHijack answers an upgrade request on a connection that cannot be
 // hijacked: an ordinary request if nothing offered is registered, an
 // error otherwise.
-//
-//go:noinline
 func (s *Server) cannotHijack(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol) {
 	if !someRouteMatches(r, routes, offers) {
 		s.decline(w, r, next, http.StatusUpgradeRequired, "")
@@ -382,8 +360,6 @@ func (s *Server) decline(w http.ResponseWriter, r *http.Request, next http.Handl
 }
 
 // refuseOffers answers a request whose offers negotiation did not accept.
-// It takes few arguments: serve's frame holds their room, on net/http's
-// goroutine (see negotiate).
 func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, d *decision) {
 	switch {
 	case d.failed:
