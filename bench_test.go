@@ -39,8 +39,8 @@ func BenchmarkParseNegotiate(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				var arr [8]Protocol
-				offers, err := AppendProtocols(arr[:0], r.Header["Upgrade"], s.Limits)
-				if err != nil || !HasConnectionOption(r.Header, "upgrade") {
+				offers, err := appendProtocols(arr[:0], r.Header["Upgrade"], s.Limits)
+				if err != nil || !hasConnectionOption(r.Header, "upgrade") {
 					b.Fatal("bad request")
 				}
 				d := s.negotiate(r, s.routes, offers)

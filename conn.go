@@ -168,8 +168,9 @@ func (c *Conn) Context() context.Context {
 			return // the client's, set by Dial
 		}
 		var life context.Context = context.Background()
+		var drain <-chan struct{}
 		if c.trk != nil {
-			life, _ = c.trk.lifetime()
+			life, drain = c.trk.lifetime()
 		}
 		var values context.Context = context.Background()
 		switch {
@@ -182,24 +183,9 @@ func (c *Conn) Context() context.Context {
 		// A child of the lifetime context itself, so that cancelling it
 		// cancels this one (and contexts derived from it) at once.
 		lifetime, cancel := context.WithCancel(life)
-		c.ctx, c.cancel = &connContext{Context: lifetime, values: values}, cancel
+		c.ctx, c.cancel = &connContext{Context: lifetime, values: values, drain: drain}, cancel
 	})
 	return c.ctx
-}
-
-// Draining returns a channel that is closed when the Server that switched
-// c starts a graceful Shutdown: the moment for a protocol that can say
-// goodbye to do so (a WebSocket close frame with 1001 Going Away, an
-// HTTP/2 GOAWAY) and for the handler to finish and return. A handler
-// that ignores it keeps working until Shutdown's grace period ends; then
-// the connection is closed and Context is cancelled. On the client, and
-// for a Server that never shuts down, the channel is never closed.
-func (c *Conn) Draining() <-chan struct{} {
-	if c.trk == nil {
-		return nil
-	}
-	_, drain := c.trk.lifetime()
-	return drain
 }
 
 // finish marks c's handler as returned: Context, if it was ever asked
@@ -220,10 +206,11 @@ var doneContext = func() context.Context {
 }()
 
 // connContext takes its lifetime from one context and its values from
-// another.
+// another, and holds the Server's drain channel for Draining.
 type connContext struct {
 	context.Context                 // lifetime: Deadline, Done, Err
 	values          context.Context // Value
+	drain           <-chan struct{}
 }
 
 // Value returns the value for key from the values context. The lifetime
@@ -232,6 +219,9 @@ type connContext struct {
 // contexts derived from a connContext are cancelled along with it,
 // synchronously and without a goroutine.
 func (c *connContext) Value(key any) any {
+	if _, ok := key.(drainingKey); ok && c.drain != nil {
+		return c.drain
+	}
 	if v := c.Context.Value(key); v != nil {
 		return v
 	}

@@ -11,132 +11,21 @@ import (
 	"sync/atomic"
 )
 
-// Delegate returns a Handler for a protocol whose switch is done by h, an
-// http.Handler that upgrades the connection by itself: gorilla/websocket's
-// Upgrader.Upgrade, coder/websocket's Accept, gobwas/ws's UpgradeHTTP, or
-// any handler that hijacks the connection and writes its own 101. The
-// Server negotiates; h switches; the connection it takes is counted, capped
-// and shut down like the Server's own.
-//
-//	s.Handle("websocket", upgrade.Delegate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-//		c, err := upgrader.Upgrade(w, r, nil) // gorilla/websocket
-//		...
-//	})))
-//
-// Negotiation is the same as for any route: the Server's Policy, the
-// route's Methods and MaxBody (a body is read before h runs and handed to
-// it as r.Body), its MaxConns and the Server's. If h also implements
-// Accepter, AcceptUpgrade runs first and may decline or reject the offer;
-// the fields it adds to the 101 header are not sent, because h writes the
-// 101. A delegated route is available on HTTP/1.x only (its
-// Route.Available, if any, is asked as well): none of these libraries
-// speaks WebSocket over HTTP/2 (RFC 8441), so over HTTP/2 it is neither
-// negotiated nor listed in a 426.
-//
-// The connection slot is reserved before h runs, so a Server at its cap
-// answers 503 Service Unavailable with Retry-After without calling h, and
-// so does one that is shutting down (Middleware passes such a request on).
-//
-// h is called with a request that offers only the chosen protocol: a
-// shallow copy of r whose Upgrade field is that protocol, in the
-// registered spelling with the client's version, and whose Connection
-// field is "Upgrade" (other options of the client's Connection field have
-// no meaning on a connection that switches). Its context carries r's
-// values and is cancelled when the client goes away before the switch,
-// or when h returns without switching; once h has switched, it lives as
-// long as the connection: it is cancelled when the connection is closed
-// (by h or its library, by Server.Close, or at the end of Shutdown's grace
-// period), not when h returns and not when a graceful Shutdown starts.
-// Draining(r.Context()) is the channel closed then.
-//
-// The ResponseWriter given to h forwards Header, Write, WriteHeader and
-// Flush to the Server's, returns it from Unwrap (for
-// http.ResponseController), and has a Hijack method of its own, found by
-// a plain http.Hijacker assertion, an Unwrap loop or
-// http.ResponseController alike. Hijack hijacks the connection and
-// returns it as a *Conn, whose Read returns first the bytes the client
-// sent behind the request, with an empty bufio.ReadWriter over it (a
-// library that refuses or loses buffered bytes sees none). A
-// WriteHeader(101) is not passed on: Hijack writes that 101 itself, with
-// the fields set on Header, as net/http would but without a Date field,
-// in one write bounded by the Server's HandshakeTimeout. A Hijack while
-// the Server is shutting down answers 503 on the connection, closes it
-// and fails.
-//
-// From Hijack on, the connection is counted in ActiveConns under the
-// route's pattern until it is closed: through the *Conn (as the libraries
-// do), by Server.Close, or when Shutdown's grace period ends. h may return
-// at once and leave the connection to goroutines of its own: it stays
-// counted until it is closed.
-//
-// If h does not hijack, its answer (a 400 or 403, say) reaches the client
-// as h wrote it, with "Connection: close" added: bytes sent behind a
-// refused upgrade are never read as a next request. Nothing is counted.
-// If h hijacks and writes a final status (2xx to 5xx) on the connection
-// instead of a 101, as gobwas/ws does for its refusals, the connection is
-// closed when h returns; interim responses (100 Continue, 103 Early
-// Hints) before it do not count as a switch.
-//
-// A panic in h is recovered and logged with the protocol and the remote
-// address, like a panic in a Handler; a hijacked connection is closed, and
-// before the hijack a client that got no answer yet gets 500 Internal
-// Server Error. http.ErrAbortHandler is not logged, and before the hijack
-// it aborts the response as net/http does. A panic in a goroutine that h
-// started is not recovered.
-//
-// Delegate panics if h is nil. The Server never calls the returned
-// Handler's ServeUpgrade: register it as it is, not wrapped in another
-// Handler, which would hide it from the Server (ServeUpgrade panics then,
-// and the Server logs it).
-func Delegate(h http.Handler) Handler {
-	if h == nil {
-		panic("upgrade: Delegate of a nil http.Handler")
-	}
-	return &delegate{h: h}
-}
-
-// Draining returns the channel that is closed when the Server that
-// negotiated a delegated switch (see Delegate) starts a graceful Shutdown:
-// ctx is the delegated request's context, or one derived from it. It is
-// the moment for the handler to say goodbye, a WebSocket close frame with
-// 1001 Going Away:
-//
-//	select {
-//	case <-upgrade.Draining(r.Context()):
-//		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(time.Second))
-//	case <-done:
-//	}
-//
-// For any other context Draining returns nil, a channel that is never
-// closed. A Handler's connection has its own: Conn.Draining.
+// Draining returns a channel that is closed when the Server that switched
+// a connection starts a graceful Shutdown: ctx is a Handler's
+// c.Context() or a delegated handler's r.Context(), or a context derived
+// from either. It is the moment to say goodbye (a WebSocket close frame
+// with 1001 Going Away, an HTTP/2 GOAWAY) and return; a handler that
+// ignores it keeps serving until Shutdown's grace period ends. For any
+// other context Draining returns nil, a channel that is never closed.
 func Draining(ctx context.Context) <-chan struct{} {
 	ch, _ := ctx.Value(drainingKey{}).(<-chan struct{})
 	return ch
 }
 
-// drainingKey is the context key under which a delegated request's
-// context holds the Server's drain channel.
+// drainingKey is the context key under which a switched connection's
+// context holds its Server's drain channel.
 type drainingKey struct{}
-
-// delegate is the Handler Delegate returns.
-type delegate struct{ h http.Handler }
-
-// ServeUpgrade is never called by a Server, which lets d's http.Handler
-// do the switch and serve the connection. It is reached only when d is
-// wrapped in another Handler, which hides it from the Server.
-func (d *delegate) ServeUpgrade(c *Conn) {
-	panic("upgrade: a Handler returned by Delegate was wrapped in another Handler; register it as it is")
-}
-
-// adapt makes a route registered for d available on HTTP/1.x only, and
-// gives it d's http.Handler as its Accepter if it is one.
-func (d *delegate) adapt(rt *route) {
-	rt.accepter, _ = d.h.(Accepter)
-	avail := rt.Available
-	rt.Available = func(r *http.Request) bool {
-		return r.ProtoMajor == 1 && (avail == nil || avail(r))
-	}
-}
 
 // delegate lets the http.Handler of the delegated route d chose switch r.
 // The slot goes to the connection if the handler hijacks it, and is
@@ -147,7 +36,7 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request, d *decision) {
 		return
 	}
 	defer dw.finish()
-	d.route.delegate.ServeHTTP(dw, dw.dc.c.Request)
+	d.route.Delegate.ServeHTTP(dw, dw.dc.c.Request)
 }
 
 // startDelegation reads r's body, if it has one, and prepares the

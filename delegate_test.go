@@ -98,7 +98,7 @@ func hijackDirect(t *testing.T, serve func(r *http.Request, nc net.Conn)) http.H
 func TestDelegateSwitchKeepsPipelinedBytes(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(hijackDirect(t, nil))))
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(hijackDirect(t, nil))})
 	addr := serve(t, &s, &s).addr
 
 	c := wiretest.Dial(t, addr)
@@ -125,8 +125,8 @@ func TestDelegateNarrowsRequest(t *testing.T) {
 		http.Error(w, "seen", http.StatusTeapot)
 	})
 	var s Server
-	s.Handle("WebSocket", Delegate(record))
-	s.Handle("chat/*", Delegate(record))
+	s.HandleRoute("WebSocket", Route{Delegate: record})
+	s.HandleRoute("chat/*", Route{Delegate: record})
 	addr := serve(t, &s, &s).addr
 
 	for _, tc := range []struct {
@@ -154,7 +154,7 @@ func TestDelegateNarrowsRequest(t *testing.T) {
 func TestDelegateWriteHeader101(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Upgrade", "websocket")
 		h.Set("Connection", "Upgrade")
@@ -184,7 +184,7 @@ func TestDelegateWriteHeader101(t *testing.T) {
 				return
 			}
 		}
-	})))
+	})})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "websocket") + "one\n")
@@ -205,7 +205,7 @@ func TestDelegateAsyncHandlerStaysCounted(t *testing.T) {
 	returned := make(chan struct{})
 	ctxErr := make(chan error, 2)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		nc, brw, err := http.NewResponseController(w).Hijack()
 		if !assert.NoError(t, err) {
 			return
@@ -232,7 +232,7 @@ func TestDelegateAsyncHandlerStaysCounted(t *testing.T) {
 			nc.Close()
 			ctxErr <- ctx.Err()
 		}()
-	})))
+	})})
 	addr := serve(t, &s, &s).addr
 
 	c := wiretest.Dial(t, addr)
@@ -257,7 +257,7 @@ func TestDelegateAsyncHandlerStaysCounted(t *testing.T) {
 func TestDelegateNetConn(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
-	s.Handle("chat/*", Delegate(hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) {
+	s.HandleRoute("chat/*", Route{Delegate: hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) {
 		c, ok := nc.(*Conn)
 		if assert.True(t, ok, "Hijack returns a *Conn") {
 			assert.IsType(t, &net.TCPConn{}, c.NetConn())
@@ -266,7 +266,7 @@ func TestDelegateNetConn(t *testing.T) {
 			assert.Equal(t, r.Context(), c.Context())
 		}
 		_, _ = io.WriteString(nc, "done")
-	}))))
+	}))})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "chat/3"))
@@ -287,11 +287,11 @@ func TestDelegateRefusalPassesThrough(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
 	var counted atomic.Bool
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		counted.Store(len(s.ActiveConns()) > 0)
 		w.Header().Set("X-Reason", "origin")
 		http.Error(w, "Forbidden origin", http.StatusForbidden)
-	})))
+	})})
 	var nextCalled atomic.Bool
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nextCalled.Store(true)
@@ -320,14 +320,14 @@ func TestDelegateRefusalPassesThrough(t *testing.T) {
 func TestDelegateRefusalOnTheWire(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		_, brw, err := http.NewResponseController(w).Hijack()
 		if !assert.NoError(t, err) {
 			return
 		}
 		_, _ = brw.WriteString("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 		_ = brw.Flush()
-	})))
+	})})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "websocket"))
@@ -345,7 +345,7 @@ func TestDelegateRefusalOnTheWire(t *testing.T) {
 func TestDelegateInterimThenRefusal(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		nc, _, err := http.NewResponseController(w).Hijack()
 		if !assert.NoError(t, err) {
 			return
@@ -353,7 +353,7 @@ func TestDelegateInterimThenRefusal(t *testing.T) {
 		for _, part := range []string{"HTTP/1.1 100 Contin", "ue\r\n\r", "\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 40", "3 Forbidden\r\nContent-Length: 0\r\n\r\n"} {
 			_, _ = nc.Write([]byte(part))
 		}
-	})))
+	})})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "websocket"))
@@ -372,7 +372,7 @@ func TestDelegateInterimThenRefusal(t *testing.T) {
 func TestDelegateAccepter(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
-	s.Handle("websocket", Delegate(accepterHandler{
+	s.HandleRoute("websocket", Route{Delegate: accepterHandler{
 		Handler: hs.wrap(hijackDirect(t, nil)),
 		accept: func(r *http.Request, h http.Header) error {
 			h.Set("X-Not-Sent", "1")
@@ -384,7 +384,7 @@ func TestDelegateAccepter(t *testing.T) {
 			}
 			return ErrDecline
 		},
-	}))
+	}})
 	s.HandleFunc("echo/1", echo)
 	addr := serve(t, &s, &s).addr
 
@@ -415,7 +415,7 @@ func (a accepterHandler) AcceptUpgrade(r *http.Request, h http.Header) error { r
 func TestDelegateMaxConns(t *testing.T) {
 	hs := newHandlers(t)
 	s := Server{MaxConns: 2}
-	s.HandleRoute("a", Route{Handler: Delegate(hs.wrap(hijackDirect(t, nil))), MaxConns: 1})
+	s.HandleRoute("a", Route{Delegate: hs.wrap(hijackDirect(t, nil)), MaxConns: 1})
 	s.HandleFunc("b", echo)
 	addr := serve(t, &s, &s).addr
 
@@ -453,7 +453,7 @@ func TestDelegateShutdownSignalsThenCloses(t *testing.T) {
 	hs := newHandlers(t)
 	ctxs := make(chan context.Context, 1)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) {
 		ctxs <- r.Context()
 		done := make(chan struct{})
 		defer close(done)
@@ -467,7 +467,7 @@ func TestDelegateShutdownSignalsThenCloses(t *testing.T) {
 			}
 		}()
 		_, _ = io.Copy(io.Discard, nc) // ignores everything else
-	}))))
+	}))})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "websocket"))
@@ -500,13 +500,13 @@ func TestDelegateClose(t *testing.T) {
 	hs := newHandlers(t)
 	held := make(chan net.Conn, 1)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		nc, _, err := w.(http.Hijacker).Hijack()
 		if assert.NoError(t, err) {
 			_, _ = io.WriteString(nc, head101("websocket"))
 			held <- nc // kept, never closed by the handler
 		}
-	})))
+	})})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "websocket"))
@@ -530,7 +530,7 @@ func TestDelegateRefusedWhileShuttingDown(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	hijackErr := make(chan error, 1)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		entered <- struct{}{}
 		<-gate
 		nc, _, err := w.(http.Hijacker).Hijack()
@@ -540,7 +540,7 @@ func TestDelegateRefusedWhileShuttingDown(t *testing.T) {
 			return
 		}
 		http.Error(w, err.Error(), http.StatusInternalServerError) // as gorilla/websocket does
-	})))
+	})})
 	ep := serve(t, &s, &s).addr
 	mw := serve(t, &s, s.Middleware(plainHandler)).addr
 
@@ -587,9 +587,9 @@ func TestDelegatePanicIsContained(t *testing.T) {
 	hs := newHandlers(t)
 	lg, logs := testLogger()
 	s := Server{ErrorLog: lg}
-	s.Handle("before", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) { panic("kaboom before") })))
-	s.Handle("after", Delegate(hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) { panic("kaboom after") }))))
-	s.Handle("abort", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) })))
+	s.HandleRoute("before", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) { panic("kaboom before") })})
+	s.HandleRoute("after", Route{Delegate: hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) { panic("kaboom after") }))})
+	s.HandleRoute("abort", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) })})
 	s.HandleFunc("echo/1", echo)
 	addr := serve(t, &s, &s).addr
 
@@ -625,7 +625,7 @@ func TestDelegateWriterMisuse(t *testing.T) {
 	lg, logs := testLogger()
 	s := Server{ErrorLog: lg}
 	kept := make(chan http.ResponseWriter, 1)
-	s.Handle("twice", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("twice", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		nc, _, err := w.(http.Hijacker).Hijack()
 		if !assert.NoError(t, err) {
 			return
@@ -638,17 +638,17 @@ func TestDelegateWriterMisuse(t *testing.T) {
 		assert.ErrorIs(t, http.NewResponseController(w).Flush(), http.ErrHijacked)
 		_, _ = io.WriteString(nc, head101("twice"))
 		kept <- w
-	})))
-	s.Handle("late", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	})})
+	s.HandleRoute("late", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _, err := w.(http.Hijacker).Hijack()
 		assert.ErrorContains(t, err, "after starting a 200 response")
-	})))
-	s.Handle("no-hijack", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	})})
+	s.HandleRoute("no-hijack", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusSwitchingProtocols)
 		_, err := w.Write([]byte("x"))
 		assert.ErrorIs(t, err, http.ErrBodyNotAllowed)
-	})))
+	})})
 	addr := serve(t, &s, &s).addr
 
 	c := wiretest.Dial(t, addr)
@@ -686,12 +686,12 @@ func TestDelegateBesideNative(t *testing.T) {
 	hs := newHandlers(t)
 	bodies := make(chan string, 1)
 	var s Server
-	s.HandleRoute("websocket", Route{Handler: Delegate(hs.wrap(hijackDirect(t, nil))), Methods: []string{http.MethodGet}, MaxBody: -1})
-	s.HandleRoute("post/1", Route{Handler: Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(hijackDirect(t, nil)), Methods: []string{http.MethodGet}, MaxBody: -1})
+	s.HandleRoute("post/1", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		bodies <- string(b)
 		http.Error(w, "read", http.StatusAccepted)
-	})), Methods: []string{http.MethodPost}})
+	}), Methods: []string{http.MethodPost}})
 	s.HandleFunc("echo/1", echo)
 	for i, addr := range []string{serve(t, &s, &s).addr, serve(t, &s, s.Middleware(plainHandler)).addr} {
 		c := wiretest.Dial(t, addr)
@@ -722,8 +722,8 @@ func TestDelegateBesideNative(t *testing.T) {
 // HTTP/2, and a Route's own Available is asked as well.
 func TestDelegateHTTP1Only(t *testing.T) {
 	var s Server
-	s.Handle("websocket", Delegate(http.NotFoundHandler()))
-	s.HandleRoute("never", Route{Handler: Delegate(http.NotFoundHandler()), Available: func(*http.Request) bool { return false }})
+	s.HandleRoute("websocket", Route{Delegate: http.NotFoundHandler()})
+	s.HandleRoute("never", Route{Delegate: http.NotFoundHandler(), Available: func(*http.Request) bool { return false }})
 	s.HandleFunc("echo/1", echo)
 	r := httptest.NewRequest("GET", "/", nil)
 	assert.Equal(t, "websocket, echo/1", s.advertised(r))
@@ -732,22 +732,13 @@ func TestDelegateHTTP1Only(t *testing.T) {
 	assert.False(t, s.routes[0].available(r))
 }
 
-// TestDelegateWrappedIsReported: a delegated Handler hidden in another
-// Handler is served as a native one; its ServeUpgrade panics with a
-// message saying so, which the Server logs.
-func TestDelegateWrappedIsReported(t *testing.T) {
-	lg, logs := testLogger()
-	s := Server{ErrorLog: lg}
-	d := Delegate(http.NotFoundHandler())
-	s.HandleFunc("websocket", func(c *Conn) { d.ServeUpgrade(c) })
-	addr := serve(t, &s, &s).addr
-	c := wiretest.Dial(t, addr)
-	c.Send(upgradeReq("GET", "websocket"))
-	c.Head()
-	_, err := c.BR.ReadByte()
-	assert.ErrorIs(t, err, io.EOF)
-	assert.Eventually(t, func() bool { return strings.Contains(logs.String(), "register it as it is") }, 5*time.Second, time.Millisecond)
-	assert.Panics(t, func() { Delegate(nil) })
+// TestRouteNeedsHandlerOrDelegate: a Route with neither a Handler nor a
+// Delegate, or with both, is refused at registration.
+func TestRouteNeedsHandlerOrDelegate(t *testing.T) {
+	var s Server
+	assert.PanicsWithValue(t, "upgrade: a Route for chat needs either a Handler or a Delegate", func() { s.HandleRoute("chat", Route{}) })
+	assert.Panics(t, func() { s.HandleRoute("chat", Route{Handler: HandlerFunc(echo), Delegate: http.NotFoundHandler()}) })
+	assert.Empty(t, s.Protocols())
 }
 
 // TestDelegateHijackFailure: a Hijack that cannot be done fails with an
@@ -755,10 +746,10 @@ func TestDelegateWrappedIsReported(t *testing.T) {
 func TestDelegateHijackFailure(t *testing.T) {
 	var s Server
 	var hijackErr error
-	s.Handle("websocket", Delegate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _, hijackErr = w.(http.Hijacker).Hijack()
 		http.Error(w, "no", http.StatusInternalServerError)
-	})))
+	})})
 	// A ResponseWriter that can be hijacked only through a path that
 	// fails: canHijack passes, the hijack itself does not.
 	w := &failingHijacker{ResponseRecorder: httptest.NewRecorder()}
@@ -786,7 +777,7 @@ func TestDelegateContextFollowsClientBeforeSwitch(t *testing.T) {
 	entered := make(chan struct{})
 	ended := make(chan error, 1)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
 		close(entered)
 		select {
 		case <-r.Context().Done():
@@ -794,7 +785,7 @@ func TestDelegateContextFollowsClientBeforeSwitch(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			ended <- errors.New("not cancelled")
 		}
-	})))
+	})})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "websocket"))
@@ -811,11 +802,11 @@ func TestDelegateContextFollowsClientBeforeSwitch(t *testing.T) {
 func TestDelegateDetachedAtHijack(t *testing.T) {
 	hs := newHandlers(t)
 	var s Server
-	s.Handle("websocket", Delegate(hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) {
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(hijackDirect(t, func(r *http.Request, nc net.Conn) {
 		dc := nc.(*Conn).nc.(*delegatedConn)
 		dc.requestEnded() // as context.AfterFunc would call it
 		assert.NoError(t, r.Context().Err())
-	}))))
+	}))})
 	addr := serve(t, &s, &s).addr
 	c := wiretest.Dial(t, addr)
 	c.Send(upgradeReq("GET", "websocket"))

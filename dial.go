@@ -16,10 +16,10 @@ import (
 	"time"
 )
 
-// DefaultMaxResponseHeaderBytes is the default bound on the bytes of the
+// defaultMaxResponseHeaderBytes is the default bound on the bytes of the
 // response header blocks a Dialer reads: the status lines and header fields
 // of every interim 1xx response and of the final response together.
-const DefaultMaxResponseHeaderBytes = 64 << 10
+const defaultMaxResponseHeaderBytes = 64 << 10
 
 // errHandshakeTimeout is wrapped by the error of a handshake that ran past
 // the Dialer's HandshakeTimeout.
@@ -40,7 +40,7 @@ var errHandshakeTimeout = fmt.Errorf("handshake timeout: %w", context.DeadlineEx
 // body included.
 //
 // The zero Dialer is ready to use: GET, proxies from the environment,
-// DefaultHandshakeTimeout and DefaultMaxResponseHeaderBytes. A Dialer has
+// defaultHandshakeTimeout and defaultMaxResponseHeaderBytes. A Dialer has
 // no internal state: it may be copied, and used by several goroutines at
 // once as long as its fields are not changed.
 type Dialer struct {
@@ -72,12 +72,12 @@ type Dialer struct {
 	Proxy func(*http.Request) (*url.URL, error)
 
 	// HandshakeTimeout bounds the whole handshake: dial, proxy CONNECT,
-	// TLS, request and response. Zero means DefaultHandshakeTimeout; a
+	// TLS, request and response. Zero means defaultHandshakeTimeout; a
 	// negative value means no bound other than the context's.
 	HandshakeTimeout time.Duration
 
 	// MaxHeaderBytes bounds the response header bytes read (interim 1xx
-	// responses included). Zero means DefaultMaxResponseHeaderBytes.
+	// responses included). Zero means defaultMaxResponseHeaderBytes.
 	MaxHeaderBytes int
 
 	// Method is the request method. Empty means GET. CONNECT is not
@@ -288,14 +288,14 @@ func (d *Dialer) handshakeTimeout() time.Duration {
 	case d.HandshakeTimeout < 0:
 		return 0
 	}
-	return DefaultHandshakeTimeout
+	return defaultHandshakeTimeout
 }
 
 func (d *Dialer) maxHeaderBytes() int64 {
 	if d.MaxHeaderBytes > 0 {
 		return int64(d.MaxHeaderBytes)
 	}
-	return DefaultMaxResponseHeaderBytes
+	return defaultMaxResponseHeaderBytes
 }
 
 // aLongTimeAgo is a deadline in the past: setting it interrupts blocked

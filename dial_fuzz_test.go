@@ -99,7 +99,7 @@ func FuzzDialResponse(f *testing.F) {
 				}
 			}
 		}
-		if !HasConnectionOption(resp.Header, "upgrade") {
+		if !hasConnectionOption(resp.Header, "upgrade") {
 			t.Fatalf("Conn for a 101 whose Connection is %q", resp.Header["Connection"])
 		}
 		got, err := ParseProtocols(resp.Header["Upgrade"])

@@ -16,7 +16,7 @@ import (
 // A handler that does its own switch, as WebSocket libraries do (here by
 // hand: hijack, write the 101, serve), registered next to a native
 // protocol. The Server negotiates and counts the connection it hijacks.
-func ExampleDelegate() {
+func ExampleRoute_delegate() {
 	shout := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nc, brw, err := w.(http.Hijacker).Hijack() // as gorilla/websocket finds it
 		if err != nil {
@@ -31,7 +31,7 @@ func ExampleDelegate() {
 		}
 	})
 	var up upgrade.Server
-	up.Handle("shout", upgrade.Delegate(shout))
+	up.HandleRoute("shout", upgrade.Route{Delegate: shout})
 	up.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
 	ts := httptest.NewServer(&up)
 	defer ts.Close()

@@ -20,7 +20,7 @@ func isExtendedConnect(r *http.Request) bool {
 // request it does not switch gets an error status, never a 2xx: there is
 // no upgrade-optional path for an extended CONNECT.
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
-	offer, err := ParseProtocol(r.Header.Get(":protocol"))
+	offer, err := parseProtocol(r.Header.Get(":protocol"))
 	if err != nil || len(r.Header[":protocol"]) != 1 {
 		s.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 		return

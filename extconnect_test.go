@@ -307,7 +307,7 @@ func TestH2ShutdownWithOpenStreams(t *testing.T) {
 	s.HandleFunc("echo/1", func(c *Conn) {
 		go func() {
 			select {
-			case <-c.Draining():
+			case <-Draining(c.Context()):
 				draining <- struct{}{}
 			case <-c.Context().Done():
 			}

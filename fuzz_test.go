@@ -47,7 +47,7 @@ func FuzzParseProtocols(f *testing.F) {
 			parts[i] = p.String()
 		}
 		// Formatting adds ", " separators: re-parse without the byte cap.
-		again, err := AppendProtocols(nil, []string{strings.Join(parts, ", ")}, Limits{MaxBytes: 1 << 20})
+		again, err := appendProtocols(nil, []string{strings.Join(parts, ", ")}, Limits{MaxBytes: 1 << 20})
 		require.NoError(t, err)
 		if len(got) > 0 {
 			require.Equal(t, got, again)

@@ -16,10 +16,10 @@ import (
 // x/net's is the only Go client that can send one. Every use below is
 // marked for staticcheck with that reason.
 
-// DefaultHTTP2IdleConnTimeout is how long an HTTP2Transport keeps a
+// defaultHTTP2IdleConnTimeout is how long an HTTP2Transport keeps a
 // connection without streams open, unless its IdleConnTimeout says
 // otherwise.
-const DefaultHTTP2IdleConnTimeout = 90 * time.Second
+const defaultHTTP2IdleConnTimeout = 90 * time.Second
 
 // An HTTP2Transport holds the HTTP/2 connections on which Dialers switch
 // protocols with extended CONNECT (RFC 8441), one stream per switched
@@ -57,7 +57,7 @@ type HTTP2Transport struct {
 	UnencryptedHTTP2 bool
 
 	// IdleConnTimeout is how long a connection without streams is kept
-	// open. Zero means DefaultHTTP2IdleConnTimeout; a negative value
+	// open. Zero means defaultHTTP2IdleConnTimeout; a negative value
 	// means no limit.
 	IdleConnTimeout time.Duration
 
@@ -128,7 +128,7 @@ func (t *HTTP2Transport) idleConnTimeout() time.Duration {
 	case t.IdleConnTimeout < 0:
 		return 0
 	}
-	return DefaultHTTP2IdleConnTimeout
+	return defaultHTTP2IdleConnTimeout
 }
 
 // get returns a pooled connection to key with a stream reserved on it.

@@ -3,22 +3,19 @@ package upgrade
 import (
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 )
 
 // A Handler serves a connection after it has switched protocols.
 //
 // ServeUpgrade is called once the 101 response (over HTTP/2, the 200) has
-// been written, in a goroutine of its own for an HTTP/1.1 connection and
-// on the request's goroutine for an HTTP/2 stream, and owns c: when it
-// returns, c is closed. c.Request's context ends with the switch; use
-// c.Context(), which carries the same values and is cancelled when the
-// connection is closed (by the handler's return, Server.Close, or the end
-// of Shutdown's grace period). c.Draining() is closed when a graceful
-// Shutdown starts: the moment to say goodbye, if the protocol can, and
-// return. A panic in ServeUpgrade is recovered and logged with the
-// protocol and remote address, and c is closed.
+// been written: in a goroutine of its own for an HTTP/1.1 connection, on
+// the request's goroutine for an HTTP/2 stream. It owns c, which is closed
+// when it returns. c.Request's context ends with the switch: c.Context()
+// carries its values and is cancelled when the connection is closed.
+// Draining(c.Context()) is closed when a graceful Shutdown starts: the
+// moment to say goodbye, if the protocol can, and return. A panic is
+// recovered and logged, and c closed.
 type Handler interface {
 	ServeUpgrade(c *Conn)
 }
@@ -30,18 +27,13 @@ type HandlerFunc func(c *Conn)
 func (f HandlerFunc) ServeUpgrade(c *Conn) { f(c) }
 
 // Accepter is implemented by a Handler that inspects a request before the
-// switch. AcceptUpgrade is called with the request and the header of the
-// 101 response to be sent; it is called at most once per request and
-// registered protocol, in negotiation order.
-//
-// h is valid only until AcceptUpgrade returns: the Server reuses it.
-//
-// It returns nil to switch (after adding any extra 101 header fields to h;
-// Upgrade and Connection are set by the Server, and Content-Length and
-// Transfer-Encoding are not allowed), ErrDecline to let negotiation move on
-// to the next acceptable offer, or a *RejectError to answer the request with
-// that status and not switch. Any other error is logged and answered with
-// 500 Internal Server Error.
+// switch. AcceptUpgrade is called at most once per request and protocol,
+// in negotiation order, with the header of the response to be sent, valid
+// only until it returns. It returns nil to switch, having added any extra
+// fields to h (not Upgrade, Connection, Content-Length or
+// Transfer-Encoding); ErrDecline to let negotiation try the next offer; or
+// a *RejectError to answer the request with that status. Any other error
+// is logged and answered 500.
 type Accepter interface {
 	AcceptUpgrade(r *http.Request, h http.Header) error
 }
@@ -52,11 +44,9 @@ type Accepter interface {
 var ErrDecline = errors.New("upgrade: protocol declined the request")
 
 // RejectError is returned by AcceptUpgrade to refuse the switch and answer
-// the request with Status, Header and a text/plain body Message.
-//
-// A 426 Upgrade Required rejection is always sent with an Upgrade field
-// listing the registered protocols (unless Header sets one) and
-// "Connection: Upgrade", as RFC 9110 §15.5.22 requires.
+// the request with Status, Header and a text/plain body Message. A 426
+// always carries an Upgrade field (the available protocols, unless Header
+// sets one) and "Connection: Upgrade" (RFC 9110 §15.5.22).
 type RejectError struct {
 	Status  int         // a 4xx or 5xx status code; zero means 400 Bad Request
 	Message string      // response body; empty means the status text
@@ -82,64 +72,49 @@ func (e *RejectError) message() string {
 	return e.Message
 }
 
-// Policy selects whose order of preference decides between several
-// acceptable offers.
-type Policy int
-
-const (
-	// ClientOrder picks the first offer, in the client's order, that a
-	// registered protocol accepts. It is the zero Policy: RFC 9110 §7.8
-	// has the client list its protocols in descending order of
-	// preference.
-	ClientOrder Policy = iota
-	// ServerOrder picks the first registered protocol, in registration
-	// order, that accepts one of the offers.
-	ServerOrder
-)
-
-// String returns "client" or "server".
-func (p Policy) String() string {
-	switch p {
-	case ClientOrder:
-		return "client"
-	case ServerOrder:
-		return "server"
-	}
-	return "Policy(" + strconv.Itoa(int(p)) + ")"
-}
-
-// Route is a protocol registration: the handler and the requests it can be
-// switched to from.
+// Route is a protocol registration: what serves the switched connection,
+// and the requests it can be switched to from.
 type Route struct {
 	// Handler serves the connection after the switch. If it implements
-	// Accepter, AcceptUpgrade runs before the 101. Required.
+	// Accepter, AcceptUpgrade runs before the 101. Either Handler or
+	// Delegate must be set.
 	Handler Handler
 
+	// Delegate is an http.Handler that switches the connection itself:
+	// gorilla/websocket's Upgrader.Upgrade, coder/websocket's Accept,
+	// gobwas/ws's UpgradeHTTP. The Server negotiates, applies the
+	// route's rules and reserves the connection slot, then calls
+	// Delegate with a copy of the request that offers only the chosen
+	// protocol ("Connection: Upgrade"). Its ResponseWriter hijacks for
+	// it (directly or through http.ResponseController), handing over
+	// the bytes read ahead, and writes the 101 it set with WriteHeader;
+	// the connection hijacked is tracked like the Server's own until it
+	// is closed. The request's context is cancelled when that
+	// connection closes, and Draining(r.Context()) signals Shutdown. An
+	// answer written without hijacking (a 403 for a bad Origin, say)
+	// reaches the client, and the connection is closed after it. If
+	// Delegate implements Accepter, it is asked first; the header fields
+	// it adds are not sent. Delegated routes serve HTTP/1.1 only.
+	Delegate http.Handler
+
 	// Methods lists the request methods the protocol can honour
-	// (RFC 9110 §7.8: the new protocol must be able to answer the
-	// request). An offer in a request with another method is not
-	// acceptable. Nil means GET and OPTIONS; a "*" element allows any
-	// method except CONNECT. It applies to HTTP/1.1 upgrades: an HTTP/2
-	// extended CONNECT (RFC 8441) is always a CONNECT.
+	// (RFC 9110 §7.8): an offer in a request with another method is not
+	// acceptable. Nil means GET and OPTIONS; "*" means any method but
+	// CONNECT. An HTTP/2 extended CONNECT is always accepted.
 	Methods []string
 
 	// MaxBody bounds the request body read before an HTTP/1.1 switch and
-	// handed to the handler as c.Request.Body (over HTTP/2 the stream's
-	// data belongs to the protocol from the start). Zero means the Server's
-	// MaxRequestBody; a negative value means the protocol accepts no body,
-	// and a request with one is answered with 400 Bad Request. A larger
-	// body is answered with 413 Content Too Large; neither switches.
+	// handed over as c.Request.Body: a larger one is answered 413. Zero
+	// means Server.MaxRequestBody; a negative value means no body is
+	// accepted (400).
 	MaxBody int64
 
-	// MaxConns caps the connections switched to this protocol at once; see
-	// Server.MaxConns. Zero means no cap.
+	// MaxConns caps the connections switched to this protocol at once
+	// (see Server.MaxConns). Zero means no cap.
 	MaxConns int
 
 	// Available, if non-nil, reports whether the protocol can be
-	// switched to on r's connection at all (h2c, for one, only without
-	// TLS). A protocol unavailable for a request is neither negotiated
-	// nor listed in the Upgrade field of a 426 answering it: that list
-	// names what the client could switch to (RFC 9110 §15.5.22). Nil
-	// means always available.
+	// switched to on r's connection (h2c, for one, only without TLS). An
+	// unavailable protocol is neither negotiated nor listed in a 426.
 	Available func(r *http.Request) bool
 }

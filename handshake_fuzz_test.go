@@ -396,7 +396,7 @@ func refParseUpgrade(lines []string) ([]Protocol, error) {
 			ps = append(ps, Protocol{Name: name, Version: version})
 		}
 	}
-	if total > DefaultMaxUpgradeBytes || len(ps) > DefaultMaxProtocols {
+	if total > defaultMaxUpgradeBytes || len(ps) > defaultMaxProtocols {
 		return nil, errors.New("over the default limits")
 	}
 	return ps, nil

@@ -36,25 +36,20 @@ func (p Protocol) appendTo(b []byte) []byte {
 	return b
 }
 
-// Default bounds applied by ParseProtocols and by a Server whose Limits are
-// zero.
+// Default bounds of Limits.
 const (
-	// DefaultMaxProtocols is the default cap on the number of protocols
-	// (non-empty list elements) accepted across all Upgrade lines.
-	DefaultMaxProtocols = 16
-	// DefaultMaxUpgradeBytes is the default cap on the total length of all
-	// Upgrade lines, separators and whitespace included.
-	DefaultMaxUpgradeBytes = 1024
+	defaultMaxProtocols    = 16
+	defaultMaxUpgradeBytes = 1024
 )
 
-// Limits bounds what the Upgrade header parser accepts. The zero value of a
-// field means its default.
+// Limits bounds what the Upgrade header parser accepts. A zero field means
+// its default.
 type Limits struct {
 	// MaxProtocols caps the number of protocols offered across all
-	// Upgrade lines. Zero means DefaultMaxProtocols.
+	// Upgrade lines. Zero means 16.
 	MaxProtocols int
 	// MaxBytes caps the total length of all Upgrade lines. Zero means
-	// DefaultMaxUpgradeBytes.
+	// 1024.
 	MaxBytes int
 }
 
@@ -62,26 +57,26 @@ func (l Limits) maxProtocols() int {
 	if l.MaxProtocols > 0 {
 		return l.MaxProtocols
 	}
-	return DefaultMaxProtocols
+	return defaultMaxProtocols
 }
 
 func (l Limits) maxBytes() int {
 	if l.MaxBytes > 0 {
 		return l.MaxBytes
 	}
-	return DefaultMaxUpgradeBytes
+	return defaultMaxUpgradeBytes
 }
 
-// ErrHeaderTooLarge is wrapped by a *HeaderError when a header exceeds a
-// configured Limits bound. A server answers it with 431 Request Header
-// Fields Too Large; the list is never truncated. Dial's error wraps it too
-// when response headers exceed Dialer.MaxHeaderBytes.
+// ErrHeaderTooLarge is wrapped by the error of a header over a bound:
+// an Upgrade list over Limits (a server answers 431 Request Header Fields
+// Too Large; the list is never truncated), or response headers over
+// Dialer.MaxHeaderBytes.
 var ErrHeaderTooLarge = errors.New("upgrade: header exceeds limit")
 
 // HeaderError reports a malformed or oversized header field. A server
 // answers a malformed Upgrade with 400 Bad Request and never switches.
 type HeaderError struct {
-	Field   string // header field name, e.g. "Upgrade"; "" for a lone protocol (ParseProtocol)
+	Field   string // header field name, e.g. "Upgrade"; "" for a lone protocol
 	Element string // the offending list element as received; Error shows at most 64 bytes of it
 	Reason  string // what is wrong with it
 	Err     error  // underlying cause, e.g. ErrHeaderTooLarge; may be nil
@@ -105,31 +100,29 @@ func (e *HeaderError) Error() string {
 // Unwrap returns the underlying cause.
 func (e *HeaderError) Unwrap() error { return e.Err }
 
-// ParseProtocols parses every Upgrade header line in values, in order, into
-// the list of offered protocols in the client's order of preference, using
-// the default Limits. See AppendProtocols for the grammar.
+// ParseProtocols parses the Upgrade header lines in values, in order, into
+// the protocols offered, in the client's order of preference, within the
+// default Limits.
+//
+// Each line is an RFC 9110 §5.6.1 list of elements `token ["/" token]`: empty
+// elements are skipped and SP and HTAB around elements trimmed. Anything
+// else — whitespace inside an element, a quoted string, a second "/", an
+// empty name or version, a separator such as ";" or "@", a control byte or
+// a byte of 0x80 or above — makes the whole header malformed: the error is
+// a *HeaderError naming the element. Exceeding a bound is a *HeaderError
+// wrapping ErrHeaderTooLarge. Duplicates are kept.
 func ParseProtocols(values []string) ([]Protocol, error) {
-	ps, err := AppendProtocols(nil, values, Limits{})
+	ps, err := appendProtocols(nil, values, Limits{})
 	if err != nil {
 		return nil, err
 	}
 	return ps, nil
 }
 
-// AppendProtocols parses the Upgrade header lines in values, in order, and
-// appends the offered protocols to dst. The returned Protocols' strings share
-// memory with values; parsing makes no allocation when dst has room.
-//
-// Each line is an RFC 9110 §5.6.1 list of elements `token ["/" token]`: empty
-// elements are skipped, SP and HTAB around elements are trimmed, and
-// anything else — whitespace inside an element, a quoted string, a second
-// "/", an empty name or version, a separator such as ";" or "@", a control
-// byte or a byte of 0x80 or above — makes the whole header malformed: the
-// result is a *HeaderError naming the element. Exceeding lim is a
-// *HeaderError wrapping ErrHeaderTooLarge; the list is never truncated.
-// On error, dst is returned with nothing appended.
-// Duplicates are kept: they are harmless and the client's order is what counts.
-func AppendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, error) {
+// appendProtocols is ParseProtocols within lim, appending to dst. The
+// Protocols' strings share memory with values; it makes no allocation
+// when dst has room. On error, dst is returned with nothing appended.
+func appendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, error) {
 	maxN, maxB := lim.maxProtocols(), lim.maxBytes()
 	start, total, n := len(dst), 0, 0
 	for _, v := range values {
@@ -155,10 +148,9 @@ func AppendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, e
 	return dst, nil
 }
 
-// ParseProtocol parses a single `name["/"version]` element, such as a
-// registration or an offer given by a caller. Surrounding whitespace is not
-// allowed.
-func ParseProtocol(s string) (Protocol, error) {
+// parseProtocol parses a single `name["/"version]` element, such as a
+// registration pattern. Surrounding whitespace is not allowed.
+func parseProtocol(s string) (Protocol, error) {
 	p, reason := parseElement(s)
 	if reason != "" {
 		return Protocol{}, &HeaderError{Element: s, Reason: reason}
@@ -195,12 +187,9 @@ func parseElement(e string) (Protocol, string) {
 	return Protocol{Name: name, Version: version}, ""
 }
 
-// HasConnectionOption reports whether the Connection header lines in h
-// carry option as a whole list element, compared ASCII case-insensitively
-// (RFC 9110 §7.6.1). "upgrades" does not carry "upgrade", and Unicode
-// look-alikes never match. Every Connection line is considered, so
-// "Connection: keep-alive" followed by "Connection: Upgrade" carries
-// "upgrade".
-func HasConnectionOption(h http.Header, option string) bool {
+// hasConnectionOption reports whether the Connection lines in h carry
+// option as a whole list element, ASCII case-insensitively (RFC 9110
+// §7.6.1).
+func hasConnectionOption(h http.Header, option string) bool {
 	return httpguts.HeaderValuesContainsToken(h["Connection"], option)
 }

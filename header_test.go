@@ -82,16 +82,16 @@ func TestParseProtocolsInvalid(t *testing.T) {
 }
 
 func TestParseProtocolsLimits(t *testing.T) {
-	many := strings.Repeat("p, ", DefaultMaxProtocols) + "p"
+	many := strings.Repeat("p, ", defaultMaxProtocols) + "p"
 	_, err := ParseProtocols([]string{many})
 	require.ErrorIs(t, err, ErrHeaderTooLarge)
 	assert.Contains(t, err.Error(), "more than 16 protocols")
 
 	// Exactly at the cap is fine.
-	ok := strings.TrimSuffix(strings.Repeat("p,", DefaultMaxProtocols), ",")
+	ok := strings.TrimSuffix(strings.Repeat("p,", defaultMaxProtocols), ",")
 	got, err := ParseProtocols([]string{ok})
 	require.NoError(t, err)
-	assert.Len(t, got, DefaultMaxProtocols)
+	assert.Len(t, got, defaultMaxProtocols)
 
 	// Bytes are counted over all lines, commas and spaces included.
 	long := []string{strings.Repeat(" ", 600), strings.Repeat(",", 600)}
@@ -99,23 +99,23 @@ func TestParseProtocolsLimits(t *testing.T) {
 	require.ErrorIs(t, err, ErrHeaderTooLarge)
 
 	// Configurable.
-	_, err = AppendProtocols(nil, []string{"a, b, c"}, Limits{MaxProtocols: 2})
+	_, err = appendProtocols(nil, []string{"a, b, c"}, Limits{MaxProtocols: 2})
 	require.ErrorIs(t, err, ErrHeaderTooLarge)
-	_, err = AppendProtocols(nil, []string{"abcdef"}, Limits{MaxBytes: 5})
+	_, err = appendProtocols(nil, []string{"abcdef"}, Limits{MaxBytes: 5})
 	require.ErrorIs(t, err, ErrHeaderTooLarge)
-	got, err = AppendProtocols(nil, []string{"abcdef"}, Limits{MaxBytes: 6})
+	got, err = appendProtocols(nil, []string{"abcdef"}, Limits{MaxBytes: 6})
 	require.NoError(t, err)
 	assert.Equal(t, []Protocol{{"abcdef", ""}}, got)
 }
 
 func TestParseProtocol(t *testing.T) {
-	p, err := ParseProtocol("echo/1")
+	p, err := parseProtocol("echo/1")
 	require.NoError(t, err)
 	assert.Equal(t, Protocol{"echo", "1"}, p)
 	assert.Equal(t, "echo/1", p.String())
 	assert.Equal(t, "websocket", Protocol{Name: "websocket"}.String())
 	for _, bad := range []string{"", " echo", "echo,h2c", "a b", "a/b/c", "a\r\nb"} {
-		_, err := ParseProtocol(bad)
+		_, err := parseProtocol(bad)
 		assert.Error(t, err, "%q", bad)
 	}
 }
@@ -154,13 +154,13 @@ func TestHasConnectionOption(t *testing.T) {
 			for _, l := range tt.lines {
 				h.Add("Connection", l)
 			}
-			assert.Equal(t, tt.want, HasConnectionOption(h, "upgrade"))
+			assert.Equal(t, tt.want, hasConnectionOption(h, "upgrade"))
 		})
 	}
 	// Unicode look-alikes never match (U+212A KELVIN SIGN folds to k
 	// under strings.EqualFold).
 	h := http.Header{"Connection": {"\u212Aeep-alive"}}
-	assert.False(t, HasConnectionOption(h, "keep-alive"))
+	assert.False(t, hasConnectionOption(h, "keep-alive"))
 	assert.True(t, strings.EqualFold("\u212Aeep-alive", "keep-alive"), "the trap exists")
 }
 
@@ -168,7 +168,7 @@ func TestAppendProtocolsNoAlloc(t *testing.T) {
 	values := []string{"h2c, websocket, echo/1"}
 	var arr [8]Protocol
 	allocs := testing.AllocsPerRun(100, func() {
-		got, err := AppendProtocols(arr[:0], values, Limits{})
+		got, err := appendProtocols(arr[:0], values, Limits{})
 		if err != nil || len(got) != 3 {
 			t.Fatal("parse failed")
 		}

@@ -83,7 +83,7 @@ func TestShutdownWhileHandlerWaits(t *testing.T) {
 	s := new(Server)
 	s.HandleFunc("greet/1", func(c *Conn) {
 		close(started)
-		<-c.Draining()
+		<-Draining(c.Context())
 	})
 	srv := serve(t, s, s)
 	c := wiretest.Dial(t, srv.addr)

@@ -146,7 +146,7 @@ func BenchmarkReadBody(b *testing.B) {
 				b.SetBytes(int64(size))
 				for b.Loop() {
 					r.Body = io.NopCloser(bytes.NewReader(body))
-					n, err := impl.read(r, DefaultMaxRequestBody)
+					n, err := impl.read(r, defaultMaxRequestBody)
 					if err != nil || n != size {
 						b.Fatalf("read %d bytes, err %v", n, err)
 					}

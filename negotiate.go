@@ -15,9 +15,8 @@ type route struct {
 	version  string // "" matches offers without a version
 	anyVer   bool   // "name/*": matches any version, or none
 	accepter Accepter
-	delegate http.Handler // the http.Handler of a Delegate, which switches by itself
-	spelled  string       // pattern as registered, for logs and 426 lists
-	srv      *Server      // the Server it is registered with
+	spelled  string  // pattern as registered, for logs and 426 lists
+	srv      *Server // the Server it is registered with
 }
 
 // matches reports whether offer p is one this route accepts: names compare
@@ -50,7 +49,7 @@ func (rt *route) allowsMethod(m string) bool {
 // parsePattern parses a registration pattern: "name", "name/version" or
 // "name/*".
 func parsePattern(pattern string) (route, error) {
-	p, err := ParseProtocol(pattern)
+	p, err := parseProtocol(pattern)
 	if err != nil {
 		return route{}, err
 	}
@@ -73,11 +72,11 @@ type decision struct {
 	bodyRefused   bool         // an offer matched, but takes no body
 }
 
-// negotiate picks the route and offer to switch to.
-// It tries every (route, offer) pair where the route matches the offer and
-// honours the request's method, in policy order — ClientOrder: offers in
-// the client's order, each against the routes in registration order;
-// ServerOrder: routes in registration order, each against its first
+// negotiate picks the route and offer to switch to. It tries every
+// (route, offer) pair where the route matches the offer and honours the
+// request's method, in order of preference — by default offers in the
+// client's order, each against the routes in registration order; with
+// ServerOrder, routes in registration order, each against its first
 // matching offer — asking Accepters as it goes. Each route is asked at most
 // once per request, so an offer listed twice does not run a pre-101 step
 // twice. The chosen route's connection slot is reserved.
@@ -130,10 +129,10 @@ type cursor struct {
 	body bool // the request has a body
 }
 
-// next returns the next (route, offer index) pair to ask, in policy order,
+// next returns the next (route, offer index) pair to ask, in order,
 // and advances cur past it; nil when none is left.
 func (s *Server) next(r *http.Request, routes []route, offers []Protocol, cur *cursor, d *decision) (*route, int) {
-	if s.Policy == ServerOrder {
+	if s.ServerOrder {
 		for ; cur.i < len(routes); cur.i++ {
 			rt := &routes[cur.i]
 			if !rt.available(r) {
@@ -225,7 +224,7 @@ func (s *Server) allowedMethods(r *http.Request) string {
 	s.mu.Lock()
 	routes := s.routes
 	s.mu.Unlock()
-	offers, _ := AppendProtocols(nil, r.Header["Upgrade"], s.Limits)
+	offers, _ := appendProtocols(nil, r.Header["Upgrade"], s.Limits)
 	var ms []string
 	add := func(m string) {
 		for _, x := range ms {

@@ -21,33 +21,33 @@ import (
 func TestNegotiation(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name     string
-		register []string
-		policy   Policy
-		offer    string
-		want     string // Upgrade of the 101, or "" for no switch
+		name        string
+		register    []string
+		serverOrder bool
+		offer       string
+		want        string // Upgrade of the 101, or "" for no switch
 	}{
-		{"name matches name", []string{"websocket"}, ClientOrder, "websocket", "websocket"},
-		{"name case-insensitive, registered spelling", []string{"WebSocket"}, ClientOrder, "WEBSOCKET", "WebSocket"},
-		{"name does not match versioned offer", []string{"echo"}, ClientOrder, "echo/1", ""},
-		{"version exact", []string{"echo/1"}, ClientOrder, "echo/1", "echo/1"},
-		{"version differs", []string{"echo/1"}, ClientOrder, "echo/2", ""},
-		{"version case-sensitive", []string{"echo/v1"}, ClientOrder, "echo/V1", ""},
-		{"versioned does not match bare offer", []string{"echo/1"}, ClientOrder, "echo", ""},
-		{"wildcard takes any version", []string{"echo/*"}, ClientOrder, "echo/7", "echo/7"},
-		{"wildcard takes no version", []string{"echo/*"}, ClientOrder, "echo", "echo"},
-		{"client order", []string{"a", "b"}, ClientOrder, "b, a", "b"},
-		{"server order", []string{"a", "b"}, ServerOrder, "b, a", "a"},
-		{"client order skips unknown", []string{"a", "b"}, ClientOrder, "x, y/2, b, a", "b"},
-		{"server order skips unregistered", []string{"x", "b", "a"}, ServerOrder, "a, b", "b"},
-		{"exact before wildcard in server order", []string{"echo/2", "echo/*"}, ServerOrder, "echo/1, echo/2", "echo/2"},
-		{"nothing offered matches", []string{"a"}, ClientOrder, "b, c", ""},
-		{"empty list", []string{"a"}, ClientOrder, " , ", ""},
+		{"name matches name", []string{"websocket"}, false, "websocket", "websocket"},
+		{"name case-insensitive, registered spelling", []string{"WebSocket"}, false, "WEBSOCKET", "WebSocket"},
+		{"name does not match versioned offer", []string{"echo"}, false, "echo/1", ""},
+		{"version exact", []string{"echo/1"}, false, "echo/1", "echo/1"},
+		{"version differs", []string{"echo/1"}, false, "echo/2", ""},
+		{"version case-sensitive", []string{"echo/v1"}, false, "echo/V1", ""},
+		{"versioned does not match bare offer", []string{"echo/1"}, false, "echo", ""},
+		{"wildcard takes any version", []string{"echo/*"}, false, "echo/7", "echo/7"},
+		{"wildcard takes no version", []string{"echo/*"}, false, "echo", "echo"},
+		{"client order", []string{"a", "b"}, false, "b, a", "b"},
+		{"server order", []string{"a", "b"}, true, "b, a", "a"},
+		{"client order skips unknown", []string{"a", "b"}, false, "x, y/2, b, a", "b"},
+		{"server order skips unregistered", []string{"x", "b", "a"}, true, "a, b", "b"},
+		{"exact before wildcard in server order", []string{"echo/2", "echo/*"}, true, "echo/1, echo/2", "echo/2"},
+		{"nothing offered matches", []string{"a"}, false, "b, c", ""},
+		{"empty list", []string{"a"}, false, " , ", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := &Server{Policy: tt.policy}
+			s := &Server{ServerOrder: tt.serverOrder}
 			for _, p := range tt.register {
 				s.HandleFunc(p, echo)
 			}

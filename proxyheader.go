@@ -111,7 +111,7 @@ func newProxyRequest(r *http.Request, offers []Protocol) *ProxyRequest {
 	for k, vs := range r.Header {
 		h[k] = append([]string(nil), vs...)
 	}
-	keepSettings := len(h["Http2-Settings"]) > 0 && HasConnectionOption(r.Header, "HTTP2-Settings") &&
+	keepSettings := len(h["Http2-Settings"]) > 0 && hasConnectionOption(r.Header, "HTTP2-Settings") &&
 		slices.ContainsFunc(offers, func(o Protocol) bool { return ascii.EqualFold(o.Name, "h2c") })
 	settings := h["Http2-Settings"]
 	removeHopByHop(h)

@@ -231,7 +231,7 @@ func TestShutdownHundredPromptHandlers(t *testing.T) {
 	var started, finished atomic.Int32
 	s.HandleFunc("wait", func(c *Conn) {
 		started.Add(1)
-		<-c.Draining()
+		<-Draining(c.Context())
 		_, _ = io.WriteString(c, "bye")
 		finished.Add(1)
 	})
@@ -356,7 +356,7 @@ func TestShutdownAfterClientRead101(t *testing.T) {
 		var ran atomic.Int32
 		s.HandleFunc("w", func(c *Conn) {
 			ran.Add(1)
-			<-c.Draining()
+			<-Draining(c.Context())
 			_, _ = io.WriteString(c, "bye")
 		})
 		srv := serve(t, s, s)

@@ -255,7 +255,7 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 		Request:    req,
 	}
 	var arr [4]Protocol
-	got, err := AppendProtocols(arr[:0], h["Upgrade"], Limits{})
+	got, err := appendProtocols(arr[:0], h["Upgrade"], Limits{})
 	if err != nil {
 		return nil, Protocol{}, invalidSwitch(err.Error())
 	}
@@ -272,7 +272,7 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 			chosen = o
 		}
 	}
-	if !HasConnectionOption(h, "upgrade") {
+	if !hasConnectionOption(h, "upgrade") {
 		return nil, Protocol{}, invalidSwitch("Connection field lacks the upgrade option")
 	}
 	return resp, chosen, nil

@@ -121,7 +121,7 @@ type Proxy struct {
 
 	// MaxRequestBody bounds the body of an upgrade request, read before
 	// the backend is dialed and sent with the request. Zero means
-	// DefaultMaxRequestBody; larger bodies are answered 413. A request
+	// defaultMaxRequestBody; larger bodies are answered 413. A request
 	// body with Transfer-Encoding is never forwarded (400): a switch
 	// must not depend on chunked framing.
 	MaxRequestBody int64
@@ -219,7 +219,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	var arr [4]Protocol
-	offers, err := AppendProtocols(arr[:0], r.Header["Upgrade"], p.Limits)
+	offers, err := appendProtocols(arr[:0], r.Header["Upgrade"], p.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, ErrHeaderTooLarge) {
@@ -266,7 +266,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 // the request on to Middleware's next handler: an extended CONNECT is
 // not a plain request.
 func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
-	offer, err := ParseProtocol(r.Header.Get(":protocol"))
+	offer, err := parseProtocol(r.Header.Get(":protocol"))
 	if err != nil || len(r.Header[":protocol"]) != 1 {
 		p.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 		return
@@ -446,7 +446,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 	}
 	limit := p.MaxRequestBody
 	if limit <= 0 {
-		limit = DefaultMaxRequestBody
+		limit = defaultMaxRequestBody
 	}
 	if r.ContentLength > limit {
 		p.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")

@@ -86,7 +86,7 @@ func TestProxyBridgesHTTP2WebSocket(t *testing.T) {
 	assert.Equal(t, http.MethodGet, req.Method)
 	assert.Equal(t, "/chat", req.URL.Path)
 	assert.Equal(t, "websocket", req.Header.Get("Upgrade"))
-	assert.True(t, HasConnectionOption(req.Header, "upgrade"))
+	assert.True(t, hasConnectionOption(req.Header, "upgrade"))
 	key, err := base64.StdEncoding.DecodeString(req.Header.Get("Sec-WebSocket-Key"))
 	require.NoError(t, err)
 	assert.Len(t, key, 16)

@@ -23,8 +23,9 @@ func (s *Server) ActiveConns() map[string]int { return s.conns.active() }
 // remaining connections are closed, their Contexts cancelled, and
 // ctx.Err() is returned. Shutdown may be called more than once.
 //
-// net/http's Server.Shutdown does not know about hijacked connections; use
-// RegisterOnShutdown to have it start this Shutdown.
+// http.Server's Shutdown does not know about switched connections: call
+// this Shutdown as well, after it or from a function registered with its
+// RegisterOnShutdown.
 func (s *Server) Shutdown(ctx context.Context) error { return s.conns.shutdown(ctx) }
 
 // Close immediately closes every switched connection, cancelling their
@@ -34,16 +35,6 @@ func (s *Server) Close() error {
 	s.conns.startDraining()
 	s.conns.closeAll()
 	return nil
-}
-
-// RegisterOnShutdown makes hs.Shutdown also start shutting down s's
-// switched connections, bounded by timeout (zero means no bound other than
-// the handlers returning). net/http runs such hooks in their own goroutine
-// and hs.Shutdown does not wait for them: call s.Shutdown(ctx) after
-// hs.Shutdown to wait until the switched connections are done. Call
-// RegisterOnShutdown once, before hs serves.
-func (s *Server) RegisterOnShutdown(hs *http.Server, timeout time.Duration) {
-	registerOnShutdown(hs, timeout, s.Shutdown)
 }
 
 // registerOnShutdown makes hs.Shutdown call shutdown, bounded by timeout

@@ -286,7 +286,7 @@ func TestConnCarriesRequestProtocolAndContext(t *testing.T) {
 	s := Server{}
 	s.HandleFunc("Echo/*", func(c *Conn) {
 		got <- seen{c.Protocol, c.Request.URL.Path, c.Context().Value(ctxKey{}), c.Context().Err()}
-		<-c.Draining()
+		<-Draining(c.Context())
 	})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, "v")))
@@ -405,7 +405,7 @@ func TestShutdownRefusesNewUpgradesAndWaits(t *testing.T) {
 	s := Server{}
 	var finished atomic.Bool
 	s.HandleFunc("wait", func(c *Conn) {
-		<-c.Draining()
+		<-Draining(c.Context())
 		_, _ = io.WriteString(c, "goodbye")
 		finished.Store(true)
 	})
@@ -479,7 +479,7 @@ func TestShutdownDrainsThenCloses(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(ctx) }()
 	select {
-	case <-sc.Draining():
+	case <-Draining(sc.Context()):
 	case <-time.After(5 * time.Second):
 		t.Fatal("Draining not closed by Shutdown")
 	}
@@ -516,12 +516,18 @@ func TestContextEndsWithHandler(t *testing.T) {
 	}
 }
 
-// TestRegisterOnShutdown: http.Server.Shutdown starts the Server's
-// Shutdown, which the caller then waits for.
-func TestRegisterOnShutdown(t *testing.T) {
+// TestShutdownWithHTTPServer: an http.Server whose Shutdown starts the
+// Server's, through RegisterOnShutdown; the caller then waits for it.
+func TestShutdownWithHTTPServer(t *testing.T) {
 	s := Server{}
-	s.HandleFunc("wait", func(c *Conn) { <-c.Draining() })
-	srv := serve(t, &s, &s, func(hs *http.Server) { s.RegisterOnShutdown(hs, time.Second) })
+	s.HandleFunc("wait", func(c *Conn) { <-Draining(c.Context()) })
+	srv := serve(t, &s, &s, func(hs *http.Server) {
+		hs.RegisterOnShutdown(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = s.Shutdown(ctx)
+		})
+	})
 	c := wiretest.Dial(t, srv.addr)
 	c.Send(upgradeReq("GET", "wait"))
 	c.Head()
@@ -540,7 +546,7 @@ func TestHandleRoutePanics(t *testing.T) {
 	assert.Panics(t, func() { s.HandleFunc("bad name", echo) })
 	assert.Panics(t, func() { s.Handle("x", nil) })
 	assert.NotPanics(t, func() { s.HandleFunc("echo/*", echo) })
-	assert.Equal(t, "echo/1, echo", s.Protocols())
+	assert.Equal(t, []Protocol{{"echo", "1"}, {"echo", "*"}}, s.Protocols())
 }
 
 func TestMaxConns(t *testing.T) {

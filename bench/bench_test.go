@@ -141,11 +141,9 @@ func BenchmarkParse(b *testing.B) {
 		r.Header.Set("Connection", bc.connection)
 		b.Run("upgrade/"+bc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			var lim upgrade.Limits
 			for b.Loop() {
-				var arr [8]upgrade.Protocol
-				offers, err := upgrade.AppendProtocols(arr[:0], r.Header["Upgrade"], lim)
-				if err != nil || len(offers) == 0 || !upgrade.HasConnectionOption(r.Header, "upgrade") {
+				offers, err := upgrade.ParseProtocols(r.Header["Upgrade"])
+				if err != nil || len(offers) == 0 || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 					b.Fatal("bad request")
 				}
 			}
@@ -166,7 +164,7 @@ func BenchmarkParse(b *testing.B) {
 // step (method, body, version, key, origin, subprotocol checks and the
 // accept value) into a reused 101 header.
 func BenchmarkAcceptUpgrade(b *testing.B) {
-	h := &upws.Handler{Serve: func(*upgrade.Conn) {}}
+	h := &upws.Handler{Serve: func(*upgrade.Conn, string) {}}
 	r := typicalRequest()
 	hdr := make(http.Header, 4)
 	b.ReportAllocs()

@@ -186,7 +186,7 @@ func newUpgradeServerFor(serve func(c *upgrade.Conn)) *upgrade.Server {
 	s := &upgrade.Server{}
 	s.HandleRoute(h2c.Protocol, (&h2c.Handler{Handler: http.NotFoundHandler()}).Route())
 	s.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
-	wsh := &upws.Handler{Serve: serve}
+	wsh := &upws.Handler{Serve: func(c *upgrade.Conn, _ string) { serve(c) }}
 	s.HandleRoute("websocket", wsh.Route())
 	return s
 }
@@ -237,9 +237,9 @@ func newGorillaUpgradeServer() http.Handler {
 	s.HandleRoute(h2c.Protocol, (&h2c.Handler{Handler: http.NotFoundHandler()}).Route())
 	s.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
 	s.HandleRoute("websocket", upgrade.Route{
-		Handler: upgrade.Delegate(http.HandlerFunc(gorillaHandler)),
-		Methods: []string{http.MethodGet},
-		MaxBody: -1,
+		Delegate: http.HandlerFunc(gorillaHandler),
+		Methods:  []string{http.MethodGet},
+		MaxBody:  -1,
 	})
 	return s
 }

@@ -41,6 +41,7 @@ import (
 	"github.com/go-upgrade/upgrade/internal/httplist"
 
 	"github.com/go-upgrade/upgrade"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -118,7 +119,7 @@ func (h *Handler) AcceptUpgrade(r *http.Request, _ http.Header) error {
 		return upgrade.ErrDecline
 	}
 	vs := r.Header[settingsField]
-	if len(vs) == 0 || !upgrade.HasConnectionOption(r.Header, "HTTP2-Settings") {
+	if len(vs) == 0 || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "HTTP2-Settings") {
 		return upgrade.ErrDecline
 	}
 	if _, err := decodeSettings(vs); err != nil {
@@ -182,7 +183,7 @@ func decodeSettings(vs []string) ([]byte, error) {
 // fields (Connection, the options it lists, Upgrade, HTTP2-Settings,
 // Keep-Alive, Proxy-Connection) are removed.
 //
-// Shutdown: when c.Draining() is closed (upgrade.Server.Shutdown), the
+// Shutdown: when upgrade.Draining(c.Context()) is closed (upgrade.Server.Shutdown), the
 // connection is shut down gracefully: the server sends GOAWAY, lets the
 // streams in progress finish and then closes. Request contexts carry
 // c.Context()'s values and its cancellation, so in-flight requests are
@@ -222,7 +223,7 @@ func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 	defer close(served)
 	go func() {
 		select {
-		case <-c.Draining():
+		case <-upgrade.Draining(c.Context()):
 			shutdown()
 		case <-served:
 		}
@@ -230,7 +231,7 @@ func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 
 	ctx := c.Context()
 	handle := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isClosed(c.Draining()) {
+		if isClosed(upgrade.Draining(c.Context())) {
 			// Shutdown began before http2 registered the connection,
 			// so the GOAWAY went nowhere: ask again, now that it is
 			// registered.

@@ -17,6 +17,7 @@ import (
 	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -26,7 +27,7 @@ func TestUpgradeRawFrames(t *testing.T) {
 	c, resp, body := send(t, addr, upgradeRequest("GET", "", "Accept: text/plain"))
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode, body)
 	assert.Equal(t, "h2c", resp.Header.Get("Upgrade"))
-	assert.True(t, upgrade.HasConnectionOption(resp.Header, "upgrade"))
+	assert.True(t, httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "upgrade"))
 
 	fr := startH2(t, c, false)
 	st := readResponse(t, fr, 1)

@@ -6,7 +6,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"sync"
 	"unsafe"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
@@ -26,10 +25,9 @@ import (
 // no subprotocol and accepts no extension.
 type Handler struct {
 	// Serve serves the connection after the switch, speaking WebSocket
-	// frames (RFC 6455 §5) on it. The subprotocol selected, if any, is
-	// Subprotocol(c). When Serve returns, the connection is closed.
-	// Required.
-	Serve func(c *upgrade.Conn)
+	// frames (RFC 6455 §5) on it, in the subprotocol selected ("" for
+	// none). When Serve returns, the connection is closed. Required.
+	Serve func(c *upgrade.Conn, subprotocol string)
 
 	// Subprotocols lists the subprotocols (Sec-WebSocket-Protocol) the
 	// server speaks, in its order of preference. At most one is
@@ -112,10 +110,7 @@ func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 	if err != nil || key == "" {
 		return err
 	}
-	// One allocation for the value and the slice holding it. The digest
-	// is computed from this small frame: the Server calls AcceptUpgrade
-	// on net/http's connection goroutine, whose stack has to be copied
-	// to grow when the deepest call does not fit.
+	// One allocation for the value and the slice holding it.
 	v := new(acceptValue)
 	computeAccept(&v.buf, key)
 	v.vals[0] = unsafe.String(&v.buf[0], acceptLen)
@@ -185,52 +180,20 @@ func checkKeyField(keys []string) (string, error) {
 	return keys[0], nil
 }
 
-// ServeUpgrade calls h.Serve with the switched connection, making the
-// selected subprotocol available to Subprotocol(c) while it runs. It
-// panics if h.Serve is nil (the upgrade.Server recovers, logs and closes
-// the connection).
+// ServeUpgrade calls h.Serve with the switched connection and the
+// subprotocol selected. It panics if h.Serve is nil (the upgrade.Server
+// recovers, logs and closes the connection).
 func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 	if h.Serve == nil {
 		panic("websocket: Handler.Serve is nil")
 	}
-	if len(h.Subprotocols) > 0 && len(c.Request.Header["Sec-Websocket-Protocol"]) > 0 {
-		h.serveSubprotocol(c)
-		return
+	var sub string
+	if len(h.Subprotocols) > 0 {
+		// The selection is deterministic: it gives the value the 101
+		// carried.
+		sub, _ = h.selectSubprotocol(c.Request)
 	}
-	// No subprotocol selected: a small frame under Serve, whose first
-	// Write also writes the 101.
-	h.Serve(c)
-}
-
-//go:noinline
-func (h *Handler) serveSubprotocol(c *upgrade.Conn) {
-	if sub, err := h.selectSubprotocol(c.Request); err == nil && sub != "" {
-		subprotocols.Store(c, sub)
-		defer subprotocols.Delete(c)
-	}
-	h.Serve(c)
-}
-
-// subprotocols maps a server-side *upgrade.Conn whose Serve is running to
-// its selected subprotocol, when there is one.
-var subprotocols sync.Map
-
-// Subprotocol returns the subprotocol selected in the opening handshake of
-// c, or "" if none was: on the client, the Sec-WebSocket-Protocol of the
-// 101 response (c.Response); on the server, the one Handler.Serve's
-// connection was switched with, while Serve runs.
-//
-// The server does not keep the 101 header: it applies the selection rule
-// again to c.Request, which is deterministic and gives the value the 101
-// carried.
-func Subprotocol(c *upgrade.Conn) string {
-	if c.Response != nil {
-		return c.Response.Header.Get("Sec-WebSocket-Protocol")
-	}
-	if v, ok := subprotocols.Load(c); ok {
-		return v.(string)
-	}
-	return ""
+	h.Serve(c, sub)
 }
 
 // SelectSubprotocol returns the subprotocol h selects for r, or "" when
@@ -377,7 +340,6 @@ func originHost(origin string) (string, bool) {
 	return host, host != ""
 }
 
-//go:noinline
 func rejectMethod(m string) error {
 	return &upgrade.RejectError{
 		Status:  http.StatusMethodNotAllowed,
@@ -386,7 +348,6 @@ func rejectMethod(m string) error {
 	}
 }
 
-//go:noinline
 func rejectVersion(v []string) error {
 	return &upgrade.RejectError{
 		Status:  http.StatusUpgradeRequired,
@@ -395,7 +356,6 @@ func rejectVersion(v []string) error {
 	}
 }
 
-//go:noinline
 func reject(status int, msg string) error {
 	return &upgrade.RejectError{Status: status, Message: msg}
 }

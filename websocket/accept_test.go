@@ -13,6 +13,7 @@ import (
 	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http/httpguts"
 )
 
 func TestAcceptKey(t *testing.T) {
@@ -62,7 +63,7 @@ func TestServerHandshakeRFCExample(t *testing.T) {
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 	assert.Equal(t, []string{rfcAccept}, resp.Header["Sec-Websocket-Accept"])
 	assert.Equal(t, "websocket", resp.Header.Get("Upgrade"))
-	assert.True(t, upgrade.HasConnectionOption(resp.Header, "upgrade"))
+	assert.True(t, httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "upgrade"))
 	assert.NotContains(t, resp.Header, "Sec-Websocket-Protocol")
 	assert.NotContains(t, resp.Header, "Sec-Websocket-Extensions")
 	assert.NotContains(t, resp.Header, "Content-Length")
@@ -114,7 +115,7 @@ func TestServerRejectsVersion(t *testing.T) {
 			assert.Equal(t, []string{"13"}, res.Header["Sec-Websocket-Version"])
 			// RFC 9110 §15.5.22: a 426 names what would be accepted.
 			assert.Equal(t, "websocket", res.Header.Get("Upgrade"))
-			assert.True(t, upgrade.HasConnectionOption(res.Header, "upgrade"))
+			assert.True(t, httpguts.HeaderValuesContainsToken(res.Header["Connection"], "upgrade"))
 		})
 	}
 }
@@ -141,7 +142,7 @@ func TestServerRejectsMethod(t *testing.T) {
 		// A Route that lets other methods through still meets the
 		// Handler's own check, which names the same list.
 		s := &upgrade.Server{}
-		s.HandleRoute("websocket", upgrade.Route{Handler: &Handler{Serve: func(*upgrade.Conn) {}}, Methods: []string{"*"}})
+		s.HandleRoute("websocket", upgrade.Route{Handler: &Handler{Serve: func(*upgrade.Conn, string) {}}, Methods: []string{"*"}})
 		res := inProcess(t, s, request("OPTIONS"))
 		rejected(t, res, http.StatusMethodNotAllowed, "method OPTIONS")
 		assert.Equal(t, []string{"GET"}, res.Header["Allow"])
@@ -421,7 +422,7 @@ func BenchmarkAccept(b *testing.B) {
 // loopback through upgrade.Server: connect, send the request, read the
 // 101, close. Client and server allocations are both counted.
 func BenchmarkServerHandshake(b *testing.B) {
-	addr := wsServer(b, &Handler{Subprotocols: []string{"chat"}, Serve: func(c *upgrade.Conn) {}}, false)
+	addr := wsServer(b, &Handler{Subprotocols: []string{"chat"}, Serve: func(*upgrade.Conn, string) {}}, false)
 	req := []byte(request("GET", "Sec-WebSocket-Protocol: chat", "Origin: http://example.com"))
 	buf := make([]byte, 512)
 	want := []byte("HTTP/1.1 101 ")

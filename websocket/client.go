@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/go-upgrade/upgrade"
 )
@@ -139,7 +140,7 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	if len(offers) != 1 || !ascii.EqualFold(offers[0].Name, "websocket") || offers[0].Version != "" {
 		return fail("Upgrade "+httplist.Quote(strings.Join(resp.Header["Upgrade"], ", "))+", want \"websocket\"", nil)
 	}
-	if !upgrade.HasConnectionOption(resp.Header, "upgrade") {
+	if !httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "upgrade") {
 		return fail("Connection "+httplist.Quote(strings.Join(resp.Header["Connection"], ", "))+" lacks the \"upgrade\" option", nil)
 	}
 	switch accepts := resp.Header["Sec-Websocket-Accept"]; {

@@ -1,11 +1,9 @@
 package websocket
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/go-upgrade/upgrade"
@@ -36,7 +34,8 @@ type DialOptions struct {
 
 	// Subprotocols lists the subprotocols to offer in
 	// Sec-WebSocket-Protocol, in order of preference. Each must be a
-	// token. The server selects at most one; Subprotocol(c) reports it.
+	// token. The server selects at most one: the response says which
+	// (c.Response.Header.Get("Sec-WebSocket-Protocol")).
 	Subprotocols []string
 
 	// Extensions lists the extensions to offer in
@@ -51,25 +50,25 @@ var wsOffer = upgrade.Protocol{Name: "websocket"}
 
 // Dial performs a WebSocket opening handshake (RFC 6455 §4.1) with the
 // server at rawURL (ws, wss, http or https) and returns the switched
-// connection, ready for a framing library, together with the 101
-// response. opts may be nil.
+// connection, ready for a framing library. opts may be nil. The response
+// is c.Response: the subprotocol the server selected, if any, is
+// c.Response.Header.Get("Sec-WebSocket-Protocol").
 //
 // Every dial sends a fresh random Sec-WebSocket-Key (NewKey) and
 // "Sec-WebSocket-Version: 13", and checks the 101 with CheckResponse. A
 // 101 that fails a check, including the upgrade.Dialer's own checks
 // (errors.Is(err, upgrade.ErrInvalidSwitch)), is a *HandshakeError, and
 // the connection is closed. A final status other than 101 is the
-// upgrade.Dialer's *upgrade.ResponseError, and the returned response then
-// holds its status, header and body excerpt.
+// upgrade.Dialer's *upgrade.ResponseError.
 //
 // Over HTTP/2 (opts.Dialer.HTTP2 set, and a server that enables extended
 // CONNECT), the handshake is the one of RFC 8441 §5: a CONNECT stream
 // with :protocol "websocket", "sec-websocket-version: 13", the offered
 // subprotocols and extensions, Origin and the other fields, and no
 // Sec-WebSocket-Key; the server must answer 200, checked by
-// CheckResponse, and a refusal is an *upgrade.ResponseError as above.
+// CheckResponse; a refusal is an *upgrade.ResponseError as above.
 // c.Request.ProtoMajor says which handshake switched c.
-func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn, *http.Response, error) {
+func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn, error) {
 	if opts == nil {
 		opts = &DialOptions{}
 	}
@@ -78,19 +77,19 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 		d = *opts.Dialer
 	}
 	if d.Method != "" && d.Method != http.MethodGet {
-		return nil, nil, fmt.Errorf("websocket: DialOptions.Dialer.Method is %s; the opening handshake is a GET", httplist.Quote(d.Method))
+		return nil, fmt.Errorf("websocket: DialOptions.Dialer.Method is %s; the opening handshake is a GET", httplist.Quote(d.Method))
 	}
 	if len(d.Body) > 0 {
-		return nil, nil, errors.New("websocket: DialOptions.Dialer.Body is set; the opening handshake has no body")
+		return nil, errors.New("websocket: DialOptions.Dialer.Body is set; the opening handshake has no body")
 	}
 	h, err := clientHeader(opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	for k, vs := range d.Header {
 		ck := http.CanonicalHeaderKey(k)
 		if _, ok := h[ck]; ok {
-			return nil, nil, fmt.Errorf("websocket: header field %s of DialOptions.Dialer.Header is also set by DialOptions.Header or by the handshake", k)
+			return nil, fmt.Errorf("websocket: header field %s of DialOptions.Dialer.Header is also set by DialOptions.Header or by the handshake", k)
 		}
 		h[ck] = append([]string(nil), vs...)
 	}
@@ -120,36 +119,14 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn,
 
 	c, err := d.Dial(ctx, rawURL, wsOffer)
 	if err != nil {
-		var re *upgrade.ResponseError
 		var he *HandshakeError
 		switch {
-		case errors.As(err, &re):
-			return nil, responseOf(re), err
 		case errors.As(err, &he):
-			return nil, he.Response, he
+			return nil, he
 		case errors.Is(err, upgrade.ErrInvalidSwitch):
-			return nil, nil, &HandshakeError{Reason: "invalid 101 response", Err: err}
+			return nil, &HandshakeError{Reason: "invalid 101 response", Err: err}
 		}
-		return nil, nil, err
+		return nil, err
 	}
-	return c, c.Response, nil
-}
-
-// responseOf rebuilds the refusal's response for callers that want one.
-func responseOf(re *upgrade.ResponseError) *http.Response {
-	proto := re.Proto
-	major, minor, ok := http.ParseHTTPVersion(proto)
-	if !ok {
-		proto, major, minor = "HTTP/1.1", 1, 1
-	}
-	return &http.Response{
-		Status:        re.Status,
-		StatusCode:    re.StatusCode,
-		Proto:         proto,
-		ProtoMajor:    major,
-		ProtoMinor:    minor,
-		Header:        re.Header,
-		Body:          io.NopCloser(bytes.NewReader(re.Body)),
-		ContentLength: int64(len(re.Body)),
-	}
+	return c, nil
 }

@@ -37,7 +37,7 @@ func newH2WSServer(t *testing.T, h2 bool) *h2WSServer {
 	s.up.Handle("websocket", &Handler{
 		Subprotocols:   []string{"chat.v1"},
 		OriginPatterns: []string{"example.com"},
-		Serve:          func(c *upgrade.Conn) { _, _ = io.Copy(c, c) },
+		Serve:          func(c *upgrade.Conn, _ string) { _, _ = io.Copy(c, c) },
 	})
 	ts := httptest.NewUnstartedServer(s)
 	ts.EnableHTTP2 = h2
@@ -129,13 +129,12 @@ func newTransport(t *testing.T) *upgrade.HTTP2Transport {
 // selecting a subprotocol.
 func TestDialHTTP2(t *testing.T) {
 	s := newH2WSServer(t, true)
-	c, resp, err := Dial(dialCtx(t), s.url+"/chat", s.dialOptions(newTransport(t)))
+	c, err := Dial(dialCtx(t), s.url+"/chat", s.dialOptions(newTransport(t)))
 	require.NoError(t, err)
 	defer c.Close()
 	assert.Equal(t, 2, c.Request.ProtoMajor)
-	assert.Same(t, c.Response, resp)
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, "chat.v1", Subprotocol(c))
+	assert.Equal(t, http.StatusOK, c.Response.StatusCode)
+	assert.Equal(t, "chat.v1", c.Response.Header.Get("Sec-WebSocket-Protocol"))
 	assert.Equal(t, "websocket", c.Protocol.Name)
 
 	r := <-s.seen
@@ -158,7 +157,7 @@ func TestDialHTTP2(t *testing.T) {
 
 // TestDialHTTP2Rejects: a 200 that breaks the subprotocol or extension
 // rules, or a 2xx other than 200, fails the handshake; a refusal is the
-// upgrade.Dialer's ResponseError, with the HTTP/2 response rebuilt.
+// upgrade.Dialer's ResponseError.
 func TestDialHTTP2Rejects(t *testing.T) {
 	s := newH2WSServer(t, true)
 	opts := s.dialOptions(newTransport(t))
@@ -167,36 +166,34 @@ func TestDialHTTP2Rejects(t *testing.T) {
 		"/badext":   `Sec-WebSocket-Extensions names "x-unknown", which was not offered`,
 		"/created":  "status 201 to the HTTP/2 extended CONNECT, want 200",
 	} {
-		c, resp, err := Dial(dialCtx(t), s.url+path, opts)
+		c, err := Dial(dialCtx(t), s.url+path, opts)
 		assert.Nil(t, c)
 		var he *HandshakeError
 		require.ErrorAs(t, err, &he, path)
 		assert.Contains(t, he.Reason, reason, path)
-		require.NotNil(t, resp, path)
-		assert.Equal(t, 2, resp.ProtoMajor, path)
+		require.NotNil(t, he.Response, path)
+		assert.Equal(t, 2, he.Response.ProtoMajor, path)
 	}
 
-	_, resp, err := Dial(dialCtx(t), s.url+"/refuse", opts)
+	_, err := Dial(dialCtx(t), s.url+"/refuse", opts)
 	var re *upgrade.ResponseError
 	require.True(t, errors.As(err, &re), "%v", err)
-	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
-	assert.Equal(t, "HTTP/2.0", resp.Proto)
-	assert.Equal(t, 2, resp.ProtoMajor)
-	b, _ := io.ReadAll(resp.Body)
-	assert.Equal(t, "origin\n", string(b))
+	assert.Equal(t, http.StatusForbidden, re.StatusCode)
+	assert.Equal(t, "HTTP/2.0", re.Proto)
+	assert.Equal(t, "origin\n", string(re.Body))
 }
 
 // TestDialHTTP2FallsBack: a server that speaks HTTP/1.1 only gets the
 // RFC 6455 handshake, key included, with the same options.
 func TestDialHTTP2FallsBack(t *testing.T) {
 	s := newH2WSServer(t, false)
-	c, resp, err := Dial(dialCtx(t), s.url+"/chat", s.dialOptions(newTransport(t)))
+	c, err := Dial(dialCtx(t), s.url+"/chat", s.dialOptions(newTransport(t)))
 	require.NoError(t, err)
 	defer c.Close()
 	assert.Equal(t, 1, c.Request.ProtoMajor)
-	assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	assert.Equal(t, http.StatusSwitchingProtocols, c.Response.StatusCode)
 	assert.Len(t, c.Request.Header.Get("Sec-Websocket-Key"), 24)
-	assert.Equal(t, "chat.v1", Subprotocol(c))
+	assert.Equal(t, "chat.v1", c.Response.Header.Get("Sec-WebSocket-Protocol"))
 }
 
 func TestCheckResponseHTTP2(t *testing.T) {

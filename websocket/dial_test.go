@@ -12,6 +12,7 @@ import (
 	"github.com/go-upgrade/upgrade/internal/wsframe"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http/httpguts"
 )
 
 func TestDialSendsHandshake(t *testing.T) {
@@ -23,14 +24,15 @@ func TestDialSendsHandshake(t *testing.T) {
 		Subprotocols: []string{"chat", "superchat"},
 		Extensions:   []Extension{{Name: "permessage-deflate", Params: []ExtensionParam{{Name: "client_max_window_bits"}}}},
 	}
-	c, resp, err := Dial(dialCtx(t), url, opts)
+	c, err := Dial(dialCtx(t), url, opts)
 	require.NoError(t, err)
 	defer c.Close()
+	resp := c.Response
 	r := <-reqs
 	assert.Equal(t, "GET", r.Method)
 	assert.Equal(t, "/chat", r.URL.Path)
 	assert.Equal(t, "websocket", r.Header.Get("Upgrade"))
-	assert.True(t, upgrade.HasConnectionOption(r.Header, "upgrade"))
+	assert.True(t, httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade"))
 	assert.Equal(t, []string{"13"}, r.Header["Sec-Websocket-Version"])
 	assert.Equal(t, []string{"chat, superchat"}, r.Header["Sec-Websocket-Protocol"])
 	assert.Equal(t, []string{"permessage-deflate; client_max_window_bits"}, r.Header["Sec-Websocket-Extensions"])
@@ -42,8 +44,7 @@ func TestDialSendsHandshake(t *testing.T) {
 	assert.Empty(t, r.Header["Expect"])
 
 	assert.Equal(t, 101, resp.StatusCode)
-	assert.Same(t, resp, c.Response)
-	assert.Equal(t, "chat", Subprotocol(c))
+	assert.Equal(t, "chat", resp.Header.Get("Sec-WebSocket-Protocol"))
 	assert.Equal(t, "websocket", c.Protocol.Name)
 	buf := make([]byte, 5)
 	_, err = io.ReadFull(c, buf)
@@ -55,7 +56,7 @@ func TestDialFreshKeys(t *testing.T) {
 	seen := map[string]bool{}
 	for range 3 {
 		url, reqs, _ := fakeServer(t, func(r *http.Request) string { return switching(r) })
-		c, _, err := Dial(dialCtx(t), url, nil)
+		c, err := Dial(dialCtx(t), url, nil)
 		require.NoError(t, err)
 		c.Close()
 		key := (<-reqs).Header.Get("Sec-WebSocket-Key")
@@ -116,7 +117,7 @@ func TestDialRejectsBadSwitch(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			url, _, closed := fakeServer(t, tc.script)
-			c, _, err := Dial(dialCtx(t), url, opts)
+			c, err := Dial(dialCtx(t), url, opts)
 			require.Error(t, err)
 			assert.Nil(t, c)
 			var he *HandshakeError
@@ -132,15 +133,13 @@ func TestDialRefused(t *testing.T) {
 	url, _, closed := fakeServer(t, func(r *http.Request) string {
 		return "HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\norigin"
 	})
-	c, resp, err := Dial(dialCtx(t), url, nil)
+	c, err := Dial(dialCtx(t), url, nil)
 	require.Error(t, err)
 	assert.Nil(t, c)
 	var re *upgrade.ResponseError
 	require.True(t, errors.As(err, &re), "%T %v", err, err)
-	require.NotNil(t, resp)
-	assert.Equal(t, 403, resp.StatusCode)
-	b, _ := io.ReadAll(resp.Body)
-	assert.Equal(t, "origin", string(b))
+	assert.Equal(t, 403, re.StatusCode)
+	assert.Equal(t, "origin", string(re.Body))
 	assert.True(t, <-closed)
 }
 
@@ -155,7 +154,7 @@ func TestDialOptionsChecked(t *testing.T) {
 		"dialer body":        {Dialer: &upgrade.Dialer{Body: []byte("x")}},
 		"dialer header dups": {Dialer: &upgrade.Dialer{Header: http.Header{"Sec-WebSocket-Version": {"8"}}}},
 	} {
-		_, _, err := Dial(ctx, "ws://127.0.0.1:1/", opts)
+		_, err := Dial(ctx, "ws://127.0.0.1:1/", opts)
 		assert.Error(t, err, name)
 		assert.NotContains(t, err.Error(), "dialing", name)
 	}
@@ -188,8 +187,8 @@ func TestCheckResponse(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	h := &Handler{
 		Subprotocols: []string{"v2.echo", "v1.echo"},
-		Serve: func(c *upgrade.Conn) {
-			if Subprotocol(c) != "v2.echo" {
+		Serve: func(c *upgrade.Conn, subprotocol string) {
+			if subprotocol != "v2.echo" {
 				return
 			}
 			ws := wsframe.NewConn(c, false)
@@ -198,14 +197,13 @@ func TestRoundTrip(t *testing.T) {
 		},
 	}
 	addr := wsServer(t, h, false)
-	c, resp, err := Dial(dialCtx(t), "ws://"+addr+"/echo", &DialOptions{
+	c, err := Dial(dialCtx(t), "ws://"+addr+"/echo", &DialOptions{
 		Header:       http.Header{"Origin": {"http://" + addr}},
 		Subprotocols: []string{"v1.echo", "v2.echo"},
 	})
 	require.NoError(t, err)
 	defer c.Close()
-	assert.Equal(t, "v2.echo", resp.Header.Get("Sec-WebSocket-Protocol"))
-	assert.Equal(t, "v2.echo", Subprotocol(c))
+	assert.Equal(t, "v2.echo", c.Response.Header.Get("Sec-WebSocket-Protocol"))
 	ws := wsframe.NewConn(c, true)
 	for _, msg := range []string{"hello", strings.Repeat("x", 70000)} {
 		require.NoError(t, ws.WriteMessage(wsframe.OpText, []byte(msg)))
@@ -219,9 +217,9 @@ func TestRoundTrip(t *testing.T) {
 
 func TestRoundTripRefusals(t *testing.T) {
 	addr := wsServer(t, &Handler{}, false)
-	_, resp, err := Dial(dialCtx(t), "ws://"+addr+"/", &DialOptions{Header: http.Header{"Origin": {"https://evil.example"}}})
+	_, err := Dial(dialCtx(t), "ws://"+addr+"/", &DialOptions{Header: http.Header{"Origin": {"https://evil.example"}}})
 	var re *upgrade.ResponseError
 	require.True(t, errors.As(err, &re), "%v", err)
-	assert.Equal(t, 403, resp.StatusCode)
+	assert.Equal(t, 403, re.StatusCode)
 	assert.Contains(t, string(re.Body), "origin")
 }

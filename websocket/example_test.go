@@ -25,8 +25,8 @@ func ExampleDial() {
 	var s upgrade.Server
 	s.Handle("websocket", &websocket.Handler{
 		Subprotocols: []string{"chat.v2", "chat.v1"},
-		Serve: func(c *upgrade.Conn) {
-			msg := "welcome to " + websocket.Subprotocol(c)
+		Serve: func(c *upgrade.Conn, subprotocol string) {
+			msg := "welcome to " + subprotocol
 			frame := append([]byte{0x81, byte(len(msg))}, msg...) // FIN + text, short length
 			_, _ = c.Write(frame)
 		},
@@ -35,7 +35,7 @@ func ExampleDial() {
 	defer srv.Close()
 	defer s.Close()
 
-	c, resp, err := websocket.Dial(context.Background(), "ws"+srv.URL[len("http"):]+"/chat", &websocket.DialOptions{
+	c, err := websocket.Dial(context.Background(), "ws"+srv.URL[len("http"):]+"/chat", &websocket.DialOptions{
 		Header:       http.Header{"Origin": {srv.URL}},
 		Subprotocols: []string{"chat.v1", "chat.v2"},
 	})
@@ -44,8 +44,8 @@ func ExampleDial() {
 		return
 	}
 	defer c.Close()
-	fmt.Println(resp.Status)
-	fmt.Println("subprotocol:", websocket.Subprotocol(c))
+	fmt.Println(c.Response.Status)
+	fmt.Println("subprotocol:", c.Response.Header.Get("Sec-WebSocket-Protocol"))
 
 	var head [2]byte
 	if _, err := io.ReadFull(c, head[:]); err != nil {

@@ -19,8 +19,8 @@ import (
 func h2Server(t *testing.T, h *Handler) string {
 	t.Helper()
 	if h.Serve == nil {
-		h.Serve = func(c *upgrade.Conn) {
-			_, _ = io.WriteString(c, "subprotocol="+Subprotocol(c)+"\n")
+		h.Serve = func(c *upgrade.Conn, subprotocol string) {
+			_, _ = io.WriteString(c, "subprotocol="+subprotocol+"\n")
 			_, _ = io.Copy(c, c)
 		}
 	}

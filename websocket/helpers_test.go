@@ -32,11 +32,11 @@ const (
 
 // newServer returns an upgrade.Server with h registered for "websocket"
 // (through h.Route() if route is true). Without a Serve, h writes
-// "subprotocol=<Subprotocol(c)>\n", then echoes.
+// "subprotocol=<the subprotocol selected>\n", then echoes.
 func newServer(h *Handler, route bool) *upgrade.Server {
 	if h.Serve == nil {
-		h.Serve = func(c *upgrade.Conn) {
-			_, _ = io.WriteString(c, "subprotocol="+Subprotocol(c)+"\n")
+		h.Serve = func(c *upgrade.Conn, subprotocol string) {
+			_, _ = io.WriteString(c, "subprotocol="+subprotocol+"\n")
 			_, _ = io.Copy(c, c)
 		}
 	}

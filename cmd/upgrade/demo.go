@@ -10,13 +10,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-upgrade/upgrade"
-	"github.com/go-upgrade/upgrade/internal/httplist"
 )
 
 //go:embed page.html
@@ -76,16 +75,13 @@ type hold struct {
 
 func (h *hold) release() { h.once.Do(func() { close(h.released) }) }
 
-func newDemoHandler(us *upgrade.Server, policy upgrade.Policy) *demoHandler {
+func newDemoHandler(us *upgrade.Server, serverOrder bool) *demoHandler {
 	d := &demoHandler{
-		policy: "client",
+		policy: policyName(serverOrder),
 		holds:  make(map[string]*hold),
 		done:   make(chan struct{}),
 	}
-	if policy == upgrade.ServerOrder {
-		d.policy = "server"
-	}
-	d.protocols = slices.Collect(httplist.Elements([]string{us.Protocols()}))
+	d.protocols = strings.Split(protocolList(us.Protocols()), ", ")
 	d.mux = http.NewServeMux()
 	d.mux.HandleFunc("GET /{$}", d.servePage)
 	d.mux.HandleFunc("POST /{$}", d.serveEchoBody)

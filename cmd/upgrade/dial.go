@@ -149,7 +149,7 @@ func parseDial(args []string) (*dialConfig, error) {
 	}
 	cfg.url = fs.Arg(0)
 	for _, s := range strings.Split(fs.Arg(1), ",") {
-		p, err := upgrade.ParseProtocol(strings.TrimSpace(s))
+		p, err := parseProtocol(strings.TrimSpace(s))
 		if err != nil {
 			var he *upgrade.HeaderError
 			if errors.As(err, &he) {
@@ -481,4 +481,17 @@ func trimEOL(b []byte) []byte {
 		}
 	}
 	return b
+}
+
+// parseProtocol parses one protocol, NAME or NAME/VERSION, as a command
+// line gives it.
+func parseProtocol(s string) (upgrade.Protocol, error) {
+	ps, err := upgrade.ParseProtocols([]string{s})
+	switch {
+	case err != nil:
+		return upgrade.Protocol{}, err
+	case len(ps) != 1 || ps[0].String() != s:
+		return upgrade.Protocol{}, &upgrade.HeaderError{Element: s, Reason: "not a single protocol"}
+	}
+	return ps[0], nil
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wsframe"
-	"github.com/go-upgrade/upgrade/websocket"
 )
 
 // serveEcho serves echo/1: every byte read is written back, until the
@@ -29,7 +28,7 @@ func (s *demoServer) serveEcho(c *upgrade.Conn) connEnd {
 	case err == nil:
 		end.how = "client half-closed"
 		_ = c.CloseWrite()
-	case isClosed(c.Draining()) && errors.Is(err, net.ErrClosed):
+	case isClosed(upgrade.Draining(c.Context())) && errors.Is(err, net.ErrClosed):
 		end.how = "closed at the end of the shutdown grace period"
 	default:
 		end.how, end.err = "connection failed", err
@@ -50,17 +49,17 @@ const viaPrefix = "via "
 // completed (wsframe.Echo); with the demo subprotocol, a first message
 // names the HTTP version.
 //
-// When the server starts shutting down (c.Draining), it sends a close
+// When the server starts shutting down (upgrade.Draining), it sends a close
 // frame with 1001 Going Away and keeps reading until the client's close
 // frame completes the handshake; messages the client sent before it saw
 // the close frame are dropped, since no data may follow a close frame
 // (RFC 6455 §5.5.1). A client that does not answer is closed at the end
 // of the grace period.
-func (s *demoServer) serveWebSocket(c *upgrade.Conn) connEnd {
+func (s *demoServer) serveWebSocket(c *upgrade.Conn, subprotocol string) connEnd {
 	// The upgrade.Conn, not its net.Conn: it holds any frame bytes that
 	// arrived with the handshake.
 	ws := wsframe.NewConn(c, false)
-	if websocket.Subprotocol(c) == demoSubprotocol {
+	if subprotocol == demoSubprotocol {
 		// The demo page's subprotocol: say first which HTTP version
 		// carries the WebSocket, which a page cannot find out itself.
 		if err := ws.WriteMessage(wsframe.OpText, []byte(viaPrefix+c.Request.Proto)); err != nil {
@@ -72,7 +71,7 @@ func (s *demoServer) serveWebSocket(c *upgrade.Conn) connEnd {
 	defer close(served)
 	go func() {
 		select {
-		case <-c.Draining():
+		case <-upgrade.Draining(c.Context()):
 			goingAway.Store(true)
 			_ = ws.WriteClose(wsframe.CloseGoingAway, "server shutting down")
 		case <-served:
@@ -84,8 +83,8 @@ func (s *demoServer) serveWebSocket(c *upgrade.Conn) connEnd {
 	_ = ws.Close(wsframe.CloseNormalClosure, "")
 
 	var end connEnd
-	if p := websocket.Subprotocol(c); p != "" {
-		end.attrs = []any{"subprotocol", p}
+	if subprotocol != "" {
+		end.attrs = []any{"subprotocol", subprotocol}
 	}
 	var pe *wsframe.ProtocolError
 	switch {
@@ -95,7 +94,7 @@ func (s *demoServer) serveWebSocket(c *upgrade.Conn) connEnd {
 		end.how = "closed by the client"
 	case errors.As(err, &pe):
 		end.how, end.err, end.warn = "protocol error", err, true
-	case isClosed(c.Draining()) && errors.Is(err, net.ErrClosed):
+	case isClosed(upgrade.Draining(c.Context())) && errors.Is(err, net.ErrClosed):
 		end.how = "closed at the end of the shutdown grace period"
 	default:
 		end.how, end.err = "connection failed", err

@@ -99,7 +99,7 @@ func parseProxy(args []string) (proxyConfig, error) {
 	if *allow != "" {
 		for _, p := range strings.Split(*allow, ",") {
 			p = strings.TrimSpace(p)
-			if _, err := upgrade.ParseProtocol(p); err != nil {
+			if _, err := parseProtocol(p); err != nil {
 				return cfg, fmt.Errorf("invalid -allow element %q: want name, name/version or name/*", p)
 			}
 			cfg.allow = append(cfg.allow, p)

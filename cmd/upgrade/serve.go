@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -24,7 +25,7 @@ import (
 // serveConfig is the parsed command line of upgrade serve.
 type serveConfig struct {
 	addr        string
-	policy      upgrade.Policy
+	serverOrder bool // -policy server
 	grace       time.Duration
 	readTimeout time.Duration // http.Server.ReadTimeout; 0: none
 	verbose     bool          // one log line per switched connection
@@ -102,8 +103,7 @@ func parseServe(args []string) (serveConfig, error) {
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs := serveCommand.flagSet()
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
-	cfg.policy = upgrade.ClientOrder
-	fs.Var((*policyValue)(&cfg.policy), "policy", "client or server: whose preference picks among offers")
+	fs.Var((*policyValue)(&cfg.serverOrder), "policy", "client or server: whose preference picks among offers")
 	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
 	durationVar(fs, &cfg.readTimeout, "read-timeout", defaultReadTimeout, "bound on reading a plain request, body included (0: none)")
 	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
@@ -111,21 +111,29 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	return fs
 }
 
-// policyValue is the flag.Value of -policy.
-type policyValue upgrade.Policy
+// policyValue is the flag.Value of -policy: whether the server's order
+// of preference decides.
+type policyValue bool
 
-func (p *policyValue) String() string { return upgrade.Policy(*p).String() }
+func (p *policyValue) String() string { return policyName(bool(*p)) }
 
 func (p *policyValue) Set(s string) error {
 	switch s {
-	case "client":
-		*p = policyValue(upgrade.ClientOrder)
-	case "server":
-		*p = policyValue(upgrade.ServerOrder)
+	case "client", "server":
+		*p = s == "server"
 	default:
 		return errors.New("want client or server")
 	}
 	return nil
+}
+
+// policyName names a negotiation policy: "server" if the server's order
+// of preference decides, "client" otherwise.
+func policyName(serverOrder bool) string {
+	if serverOrder {
+		return "server"
+	}
+	return "client"
 }
 
 // runServe runs upgrade serve until SIGINT or SIGTERM.
@@ -148,7 +156,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(ln) }()
 
-	log.Info("serving", "addr", ln.Addr().String(), "protocols", s.upgrade.Protocols(), "policy", cfg.policy.String(),
+	log.Info("serving", "addr", ln.Addr().String(), "protocols", protocolList(s.upgrade.Protocols()), "policy", policyName(cfg.serverOrder),
 		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "tls", cfg.tls, "verbose", cfg.verbose,
 		"extended_connect", upgrade.ExtendedConnect())
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
@@ -224,7 +232,7 @@ type demoServer struct {
 // that order, /required as an upgrade-required endpoint and the demo
 // handler, upgrade-optional, on every other path.
 func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
-	us := &upgrade.Server{Policy: cfg.policy, ErrorLog: log}
+	us := &upgrade.Server{ServerOrder: cfg.serverOrder, ErrorLog: log}
 	hs := &http.Server{
 		ReadHeaderTimeout: readHeaderTimeout,
 		// Bounds a plain request's body too (POST /); Hijack clears the
@@ -257,7 +265,12 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	// GET and OPTIONS only (the default): a POST offering websocket and
 	// h2c goes on to h2c instead of being refused by the WebSocket
 	// handshake.
-	us.Handle("websocket", &websocket.Handler{Serve: s.logged(s.serveWebSocket), Subprotocols: []string{demoSubprotocol, "echo"}})
+	us.Handle("websocket", &websocket.Handler{
+		Serve: func(c *upgrade.Conn, sub string) {
+			s.serveLogged(c, func() connEnd { return s.serveWebSocket(c, sub) })
+		},
+		Subprotocols: []string{demoSubprotocol, "echo"},
+	})
 	h2 := &h2c.Handler{Server: hs}
 	h2Route := h2.Route()
 	h2Route.Handler = accepter{Accepter: h2, serve: s.logged(func(c *upgrade.Conn) connEnd {
@@ -266,7 +279,7 @@ func newDemoServer(cfg serveConfig, log *slog.Logger) *demoServer {
 	})}
 	us.HandleRoute(h2c.Protocol, h2Route)
 
-	s.demo = newDemoHandler(us, cfg.policy)
+	s.demo = newDemoHandler(us, cfg.serverOrder)
 	mux := http.NewServeMux()
 	mux.Handle("/required", us)
 	mux.Handle("/", us.Middleware(s.demo))
@@ -310,7 +323,7 @@ func asterisk(options, next http.Handler) http.Handler {
 func (s *demoServer) serveOptions(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	if r.ProtoMajor == 1 && r.ProtoMinor >= 1 {
-		h.Set("Upgrade", s.upgrade.Protocols())
+		h.Set("Upgrade", protocolList(s.upgrade.Protocols()))
 		h.Set("Connection", "Upgrade")
 	}
 	h.Set("Content-Length", "0")
@@ -331,28 +344,34 @@ type connEnd struct {
 // how long the connection lasted and how it ended. Without -v it logs
 // nothing: a log write per connection is a cost every upgrade pays.
 func (s *demoServer) logged(serve func(c *upgrade.Conn) connEnd) func(c *upgrade.Conn) {
-	if !s.verbose {
-		return func(c *upgrade.Conn) { serve(c) }
-	}
 	return func(c *upgrade.Conn) {
-		start := time.Now()
-		end := serve(c)
-		args := make([]any, 0, 12+len(end.attrs))
-		args = append(args, "protocol", c.Protocol.String(), "remote", c.RemoteAddr().String(),
-			"proto", c.Request.Proto, "duration", time.Since(start).Round(time.Millisecond))
-		if end.how != "" {
-			args = append(args, "how", end.how)
-		}
-		args = append(args, end.attrs...)
-		if end.err != nil {
-			args = append(args, "err", end.err)
-		}
-		level := slog.LevelInfo
-		if end.warn {
-			level = slog.LevelWarn
-		}
-		s.log.Log(context.Background(), level, "connection closed", args...)
+		s.serveLogged(c, func() connEnd { return serve(c) })
 	}
+}
+
+// serveLogged runs serve, which serves c, and with -v logs how it ended.
+func (s *demoServer) serveLogged(c *upgrade.Conn, serve func() connEnd) {
+	if !s.verbose {
+		serve()
+		return
+	}
+	start := time.Now()
+	end := serve()
+	args := make([]any, 0, 12+len(end.attrs))
+	args = append(args, "protocol", c.Protocol.String(), "remote", c.RemoteAddr().String(),
+		"proto", c.Request.Proto, "duration", time.Since(start).Round(time.Millisecond))
+	if end.how != "" {
+		args = append(args, "how", end.how)
+	}
+	args = append(args, end.attrs...)
+	if end.err != nil {
+		args = append(args, "err", end.err)
+	}
+	level := slog.LevelInfo
+	if end.warn {
+		level = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), level, "connection closed", args...)
 }
 
 // accepter is a protocol handler made of an Accepter and a serve
@@ -381,4 +400,20 @@ func (s *demoServer) shutdown(grace time.Duration) {
 		_ = s.http.Close()
 	}
 	wg.Wait()
+}
+
+// protocolList formats registered protocols as an Upgrade field value,
+// "name/*" as "name".
+func protocolList(ps []upgrade.Protocol) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if p.Version == "*" {
+			p.Version = ""
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
 }

@@ -44,7 +44,6 @@ func main() {
 
 	up := newServer(*maxConns)
 	srv := &http.Server{Addr: *addr, Handler: up, ReadHeaderTimeout: 10 * time.Second}
-	up.RegisterOnShutdown(srv, *grace)
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
@@ -78,9 +77,9 @@ func newServer(maxConns int) *upgrade.Server {
 
 	up := &upgrade.Server{MaxConns: maxConns}
 	up.HandleRoute("websocket", upgrade.Route{
-		Handler: upgrade.Delegate(libs),
-		Methods: []string{http.MethodGet}, // RFC 6455: GET, without a body
-		MaxBody: -1,
+		Delegate: libs,
+		Methods:  []string{http.MethodGet}, // RFC 6455: GET, without a body
+		MaxBody:  -1,
 	})
 	up.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
 	return up

@@ -35,7 +35,7 @@ func main() {
 // echo serves a switched connection with gobwas/ws: it reads client
 // messages and writes them back, until the client closes (wsutil answers
 // the close frame) or the connection ends.
-func echo(c *upgrade.Conn) {
+func echo(c *upgrade.Conn, _ string) {
 	for {
 		// c, not c.NetConn(): Read returns the bytes that arrived with the
 		// handshake first.
@@ -61,25 +61,25 @@ func run(out io.Writer) error {
 		return err
 	}
 	hs := &http.Server{Handler: &s, ReadHeaderTimeout: 5 * time.Second}
-	s.RegisterOnShutdown(hs, 5*time.Second)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(ctx)
+		_ = s.Shutdown(ctx) // the switched connections, which hs does not track
 		<-served
 	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	url := "ws://" + ln.Addr().String() + "/echo"
-	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"echo"}})
+	c, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"echo"}})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	fmt.Fprintf(out, "%s, subprotocol %q\n", resp.Status, websocket.Subprotocol(c))
+	fmt.Fprintf(out, "%s, subprotocol %q\n", c.Response.Status, c.Response.Header.Get("Sec-WebSocket-Protocol"))
 
 	for _, msg := range []string{"hello", "framing by gobwas/ws"} {
 		if err := wsutil.WriteClientText(c, []byte(msg)); err != nil {

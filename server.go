@@ -15,65 +15,53 @@ import (
 
 // Defaults applied where the corresponding Server field is zero.
 const (
-	// DefaultMaxRequestBody is the default bound on a request body read
-	// before the switch.
-	DefaultMaxRequestBody = 1 << 20
-	// DefaultHandshakeTimeout is the default bound on the 100 Continue,
-	// request body and 101 phase of a switch on the server, and on the
-	// whole handshake of a Dialer.
-	DefaultHandshakeTimeout = 10 * time.Second
+	defaultMaxRequestBody   = 1 << 20
+	defaultHandshakeTimeout = 10 * time.Second
 )
 
-// A Server negotiates protocol upgrades (RFC 9110 §7.8) for the protocols
-// registered with Handle and HandleRoute, and serves the switched
-// connections. The same registrations serve HTTP/2 extended CONNECT
-// streams (RFC 8441), when net/http's HTTP/2 server accepts them (see
-// ExtendedConnect).
+// A Server switches connections to the protocols registered with Handle
+// and HandleRoute (RFC 9110 §7.8), and serves the switched connections.
+// The same registrations serve HTTP/2 extended CONNECT streams (RFC 8441)
+// when net/http accepts them (see ExtendedConnect).
 //
-// Used directly as an http.Handler, a Server is an endpoint that requires
-// an upgrade: a request it cannot switch is answered with 426 Upgrade
-// Required listing the registered protocols. Middleware wraps another
-// handler instead, which serves every request that is not switched.
+// Used as an http.Handler, a Server is an endpoint that requires an
+// upgrade: a request it cannot switch is answered 426 Upgrade Required,
+// listing the protocols available. Middleware serves other requests with
+// another handler instead.
 //
-// The rules applied to every request:
-//   - An Upgrade header is considered only in an HTTP/1.1 request whose
-//     Connection header carries the "upgrade" option; in HTTP/1.0 it is
-//     ignored (RFC 9110 §7.8) and no 1xx response is ever sent.
-//   - HTTP/2 has no Upgrade and no 101 (RFC 9113 §8.6): an HTTP/2 request
-//     never switches that way, and its response never carries Upgrade or
-//     Connection. An HTTP/2 CONNECT with a :protocol pseudo-header
-//     (RFC 8441) is negotiated as a one-protocol offer instead, with the
-//     same Accepters, caps and shutdown: it is answered 200 and its
-//     stream becomes the Conn, or refused with an error status (501 for a
-//     protocol not served; a 426 rejection becomes 400), in both the
-//     endpoint and Middleware. The protocol handler runs on the request's
-//     goroutine, since the stream lives only as long as ServeHTTP runs.
-//     Route.Methods and Route.MaxBody do not apply to it.
-//   - A malformed Upgrade header is answered with 400, an oversized one with
-//     431; neither switches.
-//   - Only a protocol the client offered is switched to. Offers are
-//     compared with registrations by name ASCII case-insensitively and by
-//     version exactly.
+// An Upgrade header counts only in an HTTP/1.1 request whose Connection
+// header carries "upgrade": in HTTP/1.0 it is ignored, and no 1xx is ever
+// sent. A malformed Upgrade list is answered 400, one over Limits 431.
+// Only a protocol the client offered is switched to; names compare ASCII
+// case-insensitively, versions exactly. After refusing a request that
+// carried Upgrade, the Server closes the connection, so that bytes sent
+// behind it are never read as another request; a request framed by
+// Transfer-Encoding is never switched. Over HTTP/2, a request never
+// switches with Upgrade and its response never carries Upgrade or
+// Connection; an extended CONNECT is negotiated as a single offer and
+// answered 200, or refused with an error status (501 for a protocol not
+// served).
 //
 // The zero Server is ready to use once protocols are registered; its
 // fields must not be changed after its first request.
 type Server struct {
-	// Policy selects between several acceptable offers. The zero value is
-	// ClientOrder.
-	Policy Policy
+	// ServerOrder makes negotiation pick the first registered protocol
+	// that accepts one of the offers. By default it picks the first
+	// offer, in the client's order of preference, that a registered
+	// protocol accepts.
+	ServerOrder bool
 
-	// Limits bounds the Upgrade header parser. The zero value means
-	// DefaultMaxProtocols and DefaultMaxUpgradeBytes.
+	// Limits bounds the Upgrade header parser.
 	Limits Limits
 
-	// MaxRequestBody bounds a request body read before the switch for
-	// routes whose MaxBody is zero. Zero means DefaultMaxRequestBody.
+	// MaxRequestBody bounds a request body read before the switch, for
+	// routes whose MaxBody is zero: a larger one is answered 413. Zero
+	// means 1 MiB.
 	MaxRequestBody int64
 
-	// HandshakeTimeout bounds the phase from the start of the switch to
-	// the 101 response being written: reading the request body and
-	// writing the 100 and 101 responses. Zero means
-	// DefaultHandshakeTimeout; a negative value means no bound.
+	// HandshakeTimeout bounds reading the request body and writing the
+	// 100 and 101 responses. Zero means 10 seconds; a negative value
+	// means no bound.
 	HandshakeTimeout time.Duration
 
 	// ShouldUpgrade, if non-nil, is asked before negotiation; false makes
@@ -82,16 +70,15 @@ type Server struct {
 	ShouldUpgrade func(r *http.Request) bool
 
 	// MaxConns caps the switched connections served at once, across all
-	// protocols (Route.MaxConns caps one protocol). An upgrade beyond a
-	// cap is refused before the 101 with 503 Service Unavailable and a
-	// Retry-After field, never accepted and dropped; a protocol at its cap
-	// is skipped in favour of the client's other acceptable offers. Zero
+	// protocols (Route.MaxConns caps one). A protocol at its cap is
+	// skipped for the client's next acceptable offer; with none left the
+	// request is answered 503 with Retry-After, before any 101. Zero
 	// means no cap.
 	MaxConns int
 
-	// ErrorLog receives errors that cannot be reported to the client:
-	// failed hijacks and writes, handler panics, and errors returned by
-	// AcceptUpgrade. Nil means slog.Default().
+	// ErrorLog receives what cannot be reported to the client: failed
+	// hijacks and writes, handler panics, errors from AcceptUpgrade. Nil
+	// means slog.Default().
 	ErrorLog *slog.Logger
 
 	mu       sync.Mutex
@@ -132,21 +119,25 @@ func (s *Server) HandleFunc(pattern string, f func(c *Conn)) {
 //
 // Names match ASCII case-insensitively; the 101 response names the
 // protocol in the registered spelling. Registration order is the server's
-// order of preference. HandleRoute panics if pattern is malformed, already
-// registered, or rt.Handler is nil, like http.ServeMux.
+// order of preference. HandleRoute panics, like http.ServeMux, if pattern
+// is malformed or already registered, or unless exactly one of rt.Handler
+// and rt.Delegate is set.
 func (s *Server) HandleRoute(pattern string, rt Route) {
-	if rt.Handler == nil {
-		panic("upgrade: nil handler for " + pattern)
+	if (rt.Handler == nil) == (rt.Delegate == nil) {
+		panic("upgrade: a Route for " + pattern + " needs either a Handler or a Delegate")
 	}
 	r, err := parsePattern(pattern)
 	if err != nil {
 		panic("upgrade: invalid pattern: " + strings.TrimPrefix(err.Error(), "upgrade: "))
 	}
 	r.Route = rt
-	r.accepter, _ = rt.Handler.(Accepter)
-	if d, ok := rt.Handler.(*delegate); ok {
-		r.delegate = d.h
-		d.adapt(&r)
+	if rt.Delegate != nil {
+		r.accepter, _ = rt.Delegate.(Accepter)
+		r.Available = func(req *http.Request) bool {
+			return req.ProtoMajor == 1 && (rt.Available == nil || rt.Available(req))
+		}
+	} else {
+		r.accepter, _ = rt.Handler.(Accepter)
 	}
 	r.srv = s
 	s.mu.Lock()
@@ -186,13 +177,18 @@ func advertise(routes []route, r *http.Request) string {
 }
 
 // Protocols returns the registered protocols in the server's order of
-// preference, as advertised in a 426 response's Upgrade field (where
-// those unavailable for the request at hand are left out: see
-// Route.Available).
-func (s *Server) Protocols() string {
+// preference ("name/*" as a Protocol whose Version is "*").
+func (s *Server) Protocols() []Protocol {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.upgrades
+	ps := make([]Protocol, len(s.routes))
+	for i, rt := range s.routes {
+		ps[i] = Protocol{Name: rt.name, Version: rt.version}
+		if rt.anyVer {
+			ps[i].Version = "*"
+		}
+	}
+	return ps
 }
 
 // advertised returns the Upgrade field value of a 426 answering r: the
@@ -246,7 +242,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		// Nothing offered is registered (a speculative "Upgrade: h2c",
 		// say), or nothing registered took it.
 		s.refuseOffers(w, r, next, &d)
-	case d.route.delegate != nil:
+	case d.route.Delegate != nil:
 		s.delegate(w, r, &d)
 	default:
 		s.switchHTTP1(w, r, &d)
@@ -286,7 +282,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.decline(w, r, next, http.StatusUpgradeRequired, "")
 		return nil, false
 	}
-	offers, err := AppendProtocols(buf, upgrades, s.Limits)
+	offers, err := appendProtocols(buf, upgrades, s.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, ErrHeaderTooLarge) {
@@ -342,7 +338,7 @@ func (s *Server) cannotHijack(w http.ResponseWriter, r *http.Request, next http.
 // HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8), and without the
 // Connection option the Upgrade field is not meant for this hop.
 func isUpgradeRequest(r *http.Request) bool {
-	return r.ProtoAtLeast(1, 1) && HasConnectionOption(r.Header, "upgrade")
+	return r.ProtoAtLeast(1, 1) && hasConnectionOption(r.Header, "upgrade")
 }
 
 // decline answers a request the Server does not switch: Middleware passes
@@ -467,7 +463,7 @@ func (s *Server) maxRequestBody() int64 {
 	if s.MaxRequestBody > 0 {
 		return s.MaxRequestBody
 	}
-	return DefaultMaxRequestBody
+	return defaultMaxRequestBody
 }
 
 func (s *Server) handshakeTimeout() time.Duration {
@@ -477,7 +473,7 @@ func (s *Server) handshakeTimeout() time.Duration {
 	case s.HandshakeTimeout < 0:
 		return 0
 	}
-	return DefaultHandshakeTimeout
+	return defaultHandshakeTimeout
 }
 
 func (s *Server) logger() *slog.Logger {
