@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/go-upgrade/upgrade/internal/track"
 )
 
 // Conn is a connection that has switched protocols. It is a net.Conn whose
@@ -68,7 +70,7 @@ type Conn struct {
 	ctxOnce sync.Once
 	reqCtx  bool               // server: ctx is the switched request's context
 	cancel  context.CancelFunc // server: cancels ctx when the handler returns
-	trk     *tracker           // server: its lifetime context and drain signal
+	trk     *track.Tracker     // server: its lifetime context and drain signal
 	route   *route             // server: the route switched to
 	key     string             // server: the key its connection slot is counted under
 }
@@ -170,7 +172,7 @@ func (c *Conn) Context() context.Context {
 		var life context.Context = context.Background()
 		var drain <-chan struct{}
 		if c.trk != nil {
-			life, drain = c.trk.lifetime()
+			life, drain = c.trk.Lifetime()
 		}
 		var values context.Context = context.Background()
 		switch {

@@ -48,8 +48,8 @@ func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *rou
 		s.release(rt)
 		return nil
 	}
-	_, drain := s.conns.lifetime()
-	if s.conns.closing.Load() {
+	_, drain := s.conns.Lifetime()
+	if s.conns.Closing() {
 		// Shutdown began while the body was read.
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")

@@ -178,7 +178,7 @@ func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byt
 		ahead, _ := brw.Reader.Peek(n)
 		c.rbuf = append([]byte(nil), ahead...)
 	}
-	if !w.s.conns.track(c) {
+	if !w.s.track(c) {
 		refuseShuttingDown(nc)
 		return nil, errShuttingDown
 	}

@@ -50,7 +50,7 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	}
 	p := Protocol{Name: rt.name, Version: d.version}
 	c := &Conn{nc: nc, Protocol: p, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
-	if !s.conns.track(c) {
+	if !s.track(c) {
 		// Shutdown began during the handshake: refuse rather than
 		// switch and drop.
 		s.release(rt)

@@ -44,7 +44,7 @@ var errIdle = errors.New("idle timeout")
 // closes both connections and releases the pair's slot. It runs in its
 // own goroutine and starts one more for the client-to-backend direction.
 func (p *Proxy) relay(pr *pair) {
-	defer p.conns.untrack(pr.client)
+	defer p.conns.Untrack(pr.client, pr.client.key)
 	if p.IdleTimeout > 0 {
 		pr.mu.Lock()
 		pr.timer = time.AfterFunc(p.IdleTimeout, pr.checkIdle)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/track"
 )
 
 // A Proxy is an http.Handler that forwards protocol upgrades to a backend
@@ -138,7 +139,7 @@ type Proxy struct {
 	allow     []route // Allow, parsed
 	allowErr  error   // a malformed Allow pattern
 
-	conns tracker // the relayed pairs, by their client Conn
+	conns track.Tracker // the relayed pairs, by their client Conn
 }
 
 // NewProxy returns a Proxy that forwards every allowed upgrade to target
@@ -179,7 +180,7 @@ func (p *Proxy) Middleware(next http.Handler) http.Handler {
 // ActiveConns returns the number of relayed pairs, by protocol as the
 // client spelled it; pairs whose backend handshake is still in progress
 // are counted under "".
-func (p *Proxy) ActiveConns() map[string]int { return p.conns.active() }
+func (p *Proxy) ActiveConns() map[string]int { return p.conns.Active() }
 
 // Shutdown shuts the proxy down gracefully: new upgrade requests are
 // answered 503 with Retry-After from then on, and the relayed pairs go
@@ -187,12 +188,12 @@ func (p *Proxy) ActiveConns() map[string]int { return p.conns.active() }
 // their sides have closed. Shutdown waits for that and returns nil, or,
 // if ctx ends first, closes the remaining pairs and returns ctx.Err().
 // It may be called more than once.
-func (p *Proxy) Shutdown(ctx context.Context) error { return p.conns.shutdown(ctx) }
+func (p *Proxy) Shutdown(ctx context.Context) error { return p.conns.Shutdown(ctx) }
 
 // Close closes every relayed pair at once and refuses new upgrades.
 func (p *Proxy) Close() error {
-	p.conns.startDraining()
-	p.conns.closeAll()
+	p.conns.StartDraining()
+	p.conns.CloseAll()
 	return nil
 }
 
@@ -292,7 +293,7 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 // proxy may take on now, or answers it (503 during Shutdown, 500 when
 // Allow is malformed) and returns false.
 func (p *Proxy) admit(w http.ResponseWriter, r *http.Request) ([]route, bool) {
-	if p.conns.closing.Load() {
+	if p.conns.Closing() {
 		w.Header().Set("Retry-After", "1")
 		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
 		return nil, false
@@ -364,7 +365,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 			return
 		}
 	}
-	if !p.conns.reserve(pendingKey, 0, p.MaxConns) {
+	if !p.conns.Reserve(pendingKey, 0, p.MaxConns) {
 		w.Header().Set("Retry-After", "1")
 		p.refuse(w, r, http.StatusServiceUnavailable, "too many proxied connections, retry later")
 		return
@@ -372,7 +373,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	key, reserved := pendingKey, true
 	defer func() {
 		if reserved {
-			p.conns.release(key)
+			p.conns.Release(key)
 		}
 	}()
 
@@ -394,7 +395,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		p.backendFailed(w, r, err)
 		return
 	}
-	if p.conns.closing.Load() {
+	if p.conns.Closing() {
 		bc.Close()
 		w.Header().Set("Retry-After", "1")
 		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
@@ -403,7 +404,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	// Count the pair under its protocol before the client learns of the
 	// switch, so that ActiveConns agrees with what the client saw.
 	key = bc.Protocol.String()
-	p.conns.rekey(pendingKey, key)
+	p.conns.Rekey(pendingKey, key)
 	up := strings.Join(bc.Response.Header["Upgrade"], ", ")
 	h := switchHeader(bc.Response.Header, cs.bridgeWebSocket)
 	cc, err := cs.accept(w, r, up, h)
@@ -416,7 +417,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	// Its slot was reserved before any Shutdown began, which waits for it:
 	// the pair is relayed like the others until the grace period ends,
 	// even if Shutdown started while the backend was answering.
-	p.conns.adopt(cc)
+	cc.trk = &p.conns
+	p.conns.Adopt(cc)
 	reserved = false
 	backend := pr.Out.URL.Host
 	// The requests and the 101 have been used: keep none of them for

@@ -629,7 +629,7 @@ func TestProxyShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Shutdown(ctx) }()
-	require.Eventually(t, func() bool { return p.conns.closing.Load() }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return p.conns.Closing() }, 5*time.Second, time.Millisecond)
 
 	resp := refused(t, addr, upgradeReq("GET", "echo/1"))
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/track"
 )
 
 // Defaults applied where the corresponding Server field is zero.
@@ -87,7 +88,7 @@ type Server struct {
 	// conditional is set when a route has an Available function, so
 	// that a 426 lists only the protocols available for its request.
 	conditional bool
-	conns       tracker // the switched connections
+	conns       track.Tracker // the switched connections
 }
 
 // Handle registers h for the protocols matched by pattern. If h has a
@@ -259,18 +260,6 @@ func (s *Server) registered() []route {
 	return s.routes
 }
 
-// serveHTTP2 serves a request of HTTP/2 or later: an extended CONNECT is
-// switched, anything else declined.
-func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	if isExtendedConnect(r) {
-		s.serveStream(w, r)
-		return
-	}
-	// No 101 exists in HTTP/2 and later: never an Upgrade or Connection
-	// field on the response either (RFC 9113 §8.2.2).
-	s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires a protocol switch: an HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT")
-}
-
 // admit checks the HTTP/1 request r before negotiation and returns its
 // offers, appended to buf. It reports false, having answered r (or passed
 // it on to next), when r is not to be switched: not an upgrade request, a
@@ -309,7 +298,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.decline(w, r, next, http.StatusForbidden, "upgrade refused")
 		return nil, false
 	}
-	if s.conns.closing.Load() {
+	if s.conns.Closing() {
 		if next == nil {
 			w.Header().Set("Retry-After", "1")
 		}

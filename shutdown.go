@@ -9,7 +9,7 @@ import (
 
 // ActiveConns returns the number of switched connections being served (or
 // being switched), by registered pattern.
-func (s *Server) ActiveConns() map[string]int { return s.conns.active() }
+func (s *Server) ActiveConns() map[string]int { return s.conns.Active() }
 
 // Shutdown shuts the server's switched connections down gracefully. New
 // upgrades are refused from then on (Middleware serves them as plain
@@ -26,14 +26,14 @@ func (s *Server) ActiveConns() map[string]int { return s.conns.active() }
 // http.Server's Shutdown does not know about switched connections: call
 // this Shutdown as well, after it or from a function registered with its
 // RegisterOnShutdown.
-func (s *Server) Shutdown(ctx context.Context) error { return s.conns.shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error { return s.conns.Shutdown(ctx) }
 
 // Close immediately closes every switched connection, cancelling their
 // Contexts, and refuses new upgrades, without waiting for handlers to
 // return.
 func (s *Server) Close() error {
-	s.conns.startDraining()
-	s.conns.closeAll()
+	s.conns.StartDraining()
+	s.conns.CloseAll()
 	return nil
 }
 
@@ -74,19 +74,27 @@ func (s *Server) served(c *Conn) {
 // reserve claims a connection slot for rt before its switch; false if
 // MaxConns or rt's MaxConns is reached.
 func (s *Server) reserve(rt *route) bool {
-	return s.conns.reserve(rt.spelled, rt.MaxConns, s.MaxConns)
+	return s.conns.Reserve(rt.spelled, rt.MaxConns, s.MaxConns)
 }
 
 // release gives back a slot claimed by reserve.
 func (s *Server) release(rt *route) {
-	if !s.conns.release(rt.spelled) {
+	if !s.conns.Release(rt.spelled) {
 		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", rt.spelled)
 	}
 }
 
+// track records c, whose slot is reserved, as served, and gives it the
+// Server's lifetime context and drain signal; false if Shutdown has
+// begun.
+func (s *Server) track(c *Conn) bool {
+	c.trk = &s.conns
+	return s.conns.Track(c)
+}
+
 // untrack forgets c and releases its slot.
 func (s *Server) untrack(c *Conn) {
-	if !s.conns.untrack(c) {
+	if !s.conns.Untrack(c, c.key) {
 		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", c.key)
 	}
 }

@@ -2,8 +2,22 @@ package upgrade
 
 import (
 	"net/http"
+	"os"
+	"strings"
 	"time"
 )
+
+// serveHTTP2 serves a request of HTTP/2 or later: an extended CONNECT is
+// switched, anything else declined.
+func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if isExtendedConnect(r) {
+		s.serveStream(w, r)
+		return
+	}
+	// No 101 exists in HTTP/2 and later: never an Upgrade or Connection
+	// field on the response either (RFC 9113 §8.2.2).
+	s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires a protocol switch: an HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT")
+}
 
 // isExtendedConnect reports whether r is an RFC 8441 extended CONNECT: an
 // HTTP/2 CONNECT carrying the :protocol pseudo-header, which net/http
@@ -29,7 +43,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusForbidden, "upgrade refused")
 		return
 	}
-	if s.conns.closing.Load() {
+	if s.conns.Closing() {
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 		return
@@ -64,7 +78,7 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route,
 		return nil
 	}
 	c := &Conn{Protocol: Protocol{Name: rt.name, Version: version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
-	if !s.conns.track(c) {
+	if !s.track(c) {
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
@@ -109,3 +123,19 @@ func answerStream(w http.ResponseWriter, r *http.Request, h http.Header, timeout
 	}
 	return sc, nil
 }
+
+// extendedConnect records, when this package is initialized (after
+// net/http), whether GODEBUG then held the setting net/http's HTTP/2
+// server reads in its own init; net/http tests it the same way.
+var extendedConnect = strings.Contains(os.Getenv("GODEBUG"), "http2xconnect=1")
+
+// ExtendedConnect reports whether net/http's HTTP/2 server in this process
+// serves RFC 8441 extended CONNECT: whether it advertises
+// SETTINGS_ENABLE_CONNECT_PROTOCOL and passes requests carrying :protocol
+// to handlers, so that a Server can switch HTTP/2 streams too. It is off
+// unless the program imports github.com/go-upgrade/upgrade/extconnect or
+// was started with GODEBUG=http2xconnect=1.
+//
+// It reads the environment as net/http read it when the program started;
+// changing GODEBUG later changes neither.
+func ExtendedConnect() bool { return extendedConnect }
