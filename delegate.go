@@ -27,30 +27,34 @@ func Draining(ctx context.Context) <-chan struct{} {
 // context holds its Server's drain channel.
 type drainingKey struct{}
 
-// delegate lets the http.Handler of the delegated route d chose switch r.
-// The slot goes to the connection if the handler hijacks it, and is
-// released otherwise.
+// delegate lets the http.Handler of the delegated route d chose switch
+// r's connection. The slot goes to the connection if the handler hijacks
+// it, and is released otherwise.
 func (s *Server) delegate(w http.ResponseWriter, r *http.Request, d *decision) {
-	dw := s.startDelegation(w, r, d.route, d.version)
+	rt := d.route
+	if hasBody(r) && !s.readRequestBody(w, r, rt) {
+		s.release(rt)
+		return
+	}
+	proto := Protocol{Name: rt.name, Version: d.version}
+	r1 := new(http.Request)
+	*r1 = *r
+	r1.Header = narrowHeader(r.Header, proto.String())
+	dw := s.startDelegation(w, r, r1, rt, proto)
 	if dw == nil {
 		return
 	}
 	defer dw.finish()
-	d.route.Delegate.ServeHTTP(dw, dw.dc.c.Request)
+	rt.Delegate.ServeHTTP(dw, dw.dc.c.Request)
 }
 
-// startDelegation reads r's body, if it has one, and prepares the
-// ResponseWriter and the narrowed request for the delegated handler. It
-// returns nil, having released the slot and answered, if the body cannot
-// be read or the Server began shutting down.
-func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *route, version string) *delegateWriter {
-	if hasBody(r) && !s.readRequestBody(w, r, rt) {
-		s.release(rt)
-		return nil
-	}
+// startDelegation prepares the ResponseWriter for a delegated handler
+// and the request it gets: req, made r's delegated copy. It returns nil,
+// having released the slot and answered, if the Server began shutting
+// down.
+func (s *Server) startDelegation(w http.ResponseWriter, r, req *http.Request, rt *route, proto Protocol) *delegateWriter {
 	_, drain := s.conns.Lifetime()
 	if s.conns.Closing() {
-		// Shutdown began while the body was read.
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
@@ -60,9 +64,7 @@ func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *rou
 	lifetime, cancel := context.WithCancel(context.Background())
 	dc.ctx = delegateContext{Context: lifetime, values: r.Context(), drain: drain}
 	dc.cancel = cancel
-	proto := Protocol{Name: rt.name, Version: version}
-	req := r.WithContext(&dc.ctx)
-	req.Header = narrowHeader(r.Header, proto.String(), &dc.vals)
+	req = req.WithContext(&dc.ctx)
 	c := &dc.c
 	c.Protocol, c.Request, c.route, c.key = proto, req, rt, rt.spelled
 	c.nc, c.ctx = dc, &dc.ctx
@@ -75,16 +77,15 @@ func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *rou
 }
 
 // narrowHeader returns h offering only proto, with "Connection: Upgrade":
-// h itself if it is already so, else a copy. vals backs the two fields.
-func narrowHeader(h http.Header, proto string, vals *[2]string) http.Header {
+// h itself if it is already so, else a copy.
+func narrowHeader(h http.Header, proto string) http.Header {
 	up, conn := h["Upgrade"], h["Connection"]
 	if len(up) == 1 && up[0] == proto && len(conn) == 1 && conn[0] == "Upgrade" {
 		return h
 	}
 	n := maps.Clone(h)
-	vals[0], vals[1] = proto, "Upgrade"
-	n["Upgrade"] = vals[0:1:1]
-	n["Connection"] = vals[1:2:2]
+	n["Upgrade"] = []string{proto}
+	n["Connection"] = []string{"Upgrade"}
 	return n
 }
 
@@ -118,7 +119,6 @@ type delegatedConn struct {
 	s      *Server
 	ctx    delegateContext
 	cancel context.CancelFunc
-	vals   [2]string // backing the narrowed Upgrade and Connection fields
 	closed atomic.Bool
 	// detached is set at the hijack: from then on the request's context
 	// no longer ends the delegated one.

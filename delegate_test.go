@@ -718,9 +718,9 @@ func TestDelegateBesideNative(t *testing.T) {
 	assert.Equal(t, "websocket, post/1, echo/1", resp.Header.Get("Upgrade"))
 }
 
-// TestDelegateHTTP1Only: a delegated route is never available over
-// HTTP/2, and a Route's own Available is asked as well.
-func TestDelegateHTTP1Only(t *testing.T) {
+// TestDelegateAvailableOverHTTP2: a delegated route is offered over
+// HTTP/2 too, and a Route's own Available is asked as well.
+func TestDelegateAvailableOverHTTP2(t *testing.T) {
 	var s Server
 	s.HandleRoute("websocket", Route{Delegate: http.NotFoundHandler()})
 	s.HandleRoute("never", Route{Delegate: http.NotFoundHandler(), Available: func(*http.Request) bool { return false }})
@@ -728,8 +728,8 @@ func TestDelegateHTTP1Only(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
 	assert.Equal(t, "websocket, echo/1", s.advertised(r))
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
-	assert.Equal(t, "echo/1", s.advertised(r))
-	assert.False(t, s.routes[0].available(r))
+	assert.True(t, s.routes[0].available(r))
+	assert.False(t, s.routes[1].available(r))
 }
 
 // TestRouteNeedsHandlerOrDelegate: a Route with neither a Handler nor a

@@ -26,6 +26,11 @@ type delegateWriter struct {
 	rt   *route
 	dc   *delegatedConn
 	stop func() bool // stops following the request's context (see requestEnded)
+	// bridge, on the stream of an extended CONNECT, is what Hijack hands
+	// out; nil on an HTTP/1.1 connection. The handler's header fields
+	// are then kept in hdr, apart from those of the stream's answer.
+	bridge *streamBridge
+	hdr    http.Header
 
 	// Like net/http's, the ResponseWriter is used by one goroutine at a
 	// time; done alone may be read by another (a library misusing it
@@ -37,8 +42,13 @@ type delegateWriter struct {
 	done     atomic.Bool // ServeHTTP returned
 }
 
-// Header returns the Server's ResponseWriter's header map.
-func (w *delegateWriter) Header() http.Header { return w.rw.Header() }
+// Header returns the header map of the answer.
+func (w *delegateWriter) Header() http.Header {
+	if w.bridge != nil {
+		return w.hdr
+	}
+	return w.rw.Header()
+}
 
 // WriteHeader passes code on, except a 101, which it keeps for Hijack to
 // write. A final status makes net/http close the connection after the
@@ -53,8 +63,20 @@ func (w *delegateWriter) WriteHeader(code int) {
 	case code >= 200 && w.status == 0:
 		// A status after a kept 101 replaces it: the 101 was never sent.
 		w.pending = false
+		if w.bridge != nil && code < 300 {
+			// A 2xx would tell an HTTP/2 client the stream switched.
+			w.s.logError(w.orig, "delegating "+w.rt.spelled, fmt.Errorf("upgrade: the handler answered %d without switching", code))
+			code = http.StatusInternalServerError
+		}
 		w.status = code
 		w.closeAfter()
+		if w.bridge != nil {
+			h := w.rw.Header()
+			for k, vs := range w.hdr {
+				h[k] = vs
+			}
+			dropConnectionFields(h)
+		}
 	}
 	w.rw.WriteHeader(code)
 }
@@ -69,8 +91,7 @@ func (w *delegateWriter) Write(p []byte) (int, error) {
 	case w.pending:
 		return 0, http.ErrBodyNotAllowed
 	case w.status == 0:
-		w.status = http.StatusOK
-		w.closeAfter()
+		w.WriteHeader(http.StatusOK)
 	}
 	return w.rw.Write(p)
 }
@@ -87,8 +108,7 @@ func (w *delegateWriter) FlushError() error {
 	case w.pending:
 		return nil
 	case w.status == 0:
-		w.status = http.StatusOK
-		w.closeAfter()
+		w.WriteHeader(http.StatusOK)
 	}
 	return http.NewResponseController(w.rw).Flush()
 }
@@ -103,6 +123,11 @@ func (w *delegateWriter) Unwrap() http.ResponseWriter { return w.rw }
 // Server does after every refused upgrade: net/http closes when the first
 // Connection line is exactly "close".
 func (w *delegateWriter) closeAfter() {
+	if w.bridge != nil {
+		// A stream has no connection of its own to close, and net/http
+		// would take "close" as a reason to close the HTTP/2 connection.
+		return
+	}
 	h := w.rw.Header()
 	if c := h["Connection"]; len(c) == 0 || c[0] != "close" {
 		h["Connection"] = append([]string{"close"}, c...)
@@ -124,6 +149,13 @@ func (w *delegateWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	var head []byte
 	if w.pending {
 		head = w.head101()
+	}
+	if w.bridge != nil {
+		c, err := w.takeOver(w.bridge, nil, head)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, bridgeReadWriter(c), nil
 	}
 	hj, ok := w.rw.(http.Hijacker)
 	if !ok {
@@ -165,7 +197,8 @@ func (w *delegateWriter) hijackError() error {
 
 // takeOver starts tracking the hijacked nc as the delegated Conn, with the
 // bytes read ahead in brw, writes head (the kept 101), if any, and makes
-// brw, empty, read from and write to the Conn.
+// brw, empty, read from and write to the Conn. On a stream, nc is the
+// bridge and brw nil.
 func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byte) (*Conn, error) {
 	w.hijacked = true
 	dc := w.dc
@@ -174,6 +207,22 @@ func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byt
 	w.stop()
 	dc.Conn = nc
 	c := &dc.c
+	if brw == nil {
+		// A stream: the bridge reads the handler's response head.
+		if !w.s.track(c) {
+			w.s.refuse(w.rw, w.orig, http.StatusServiceUnavailable, "server shutting down")
+			return nil, errShuttingDown
+		}
+		w.switched = true
+		w.bridge.start()
+		if head != nil {
+			if _, err := w.bridge.Write(head); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("upgrade: writing the 101 response: %w", err)
+			}
+		}
+		return c, nil
+	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		ahead, _ := brw.Reader.Peek(n)
 		c.rbuf = append([]byte(nil), ahead...)
@@ -204,7 +253,7 @@ func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byt
 func (w *delegateWriter) head101() []byte {
 	b := appendWriter(make([]byte, 0, 256))
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\n"...)
-	_ = w.rw.Header().WriteSubset(&b, no101Fields)
+	_ = w.Header().WriteSubset(&b, no101Fields)
 	return append(b, "\r\n"...)
 }
 
@@ -244,6 +293,10 @@ func (w *delegateWriter) finish() {
 		dc.c.Close()
 	case !hijacked && pending:
 		w.s.logError(w.orig, "delegating "+w.rt.spelled, errors.New("upgrade: the handler wrote a 101 status but did not hijack the connection"))
+		w.s.refuse(w.rw, w.orig, http.StatusInternalServerError, "upgrade: internal error")
+	case !hijacked && status == 0 && w.bridge != nil:
+		// net/http would send an empty 200, which switches a stream.
+		w.s.logError(w.orig, "delegating "+w.rt.spelled, errors.New("upgrade: the handler neither answered nor switched"))
 		w.s.refuse(w.rw, w.orig, http.StatusInternalServerError, "upgrade: internal error")
 	case !hijacked && status == 0:
 		// net/http sends an empty 200 for the handler.

@@ -94,7 +94,16 @@ type Route struct {
 	// answer written without hijacking (a 403 for a bad Origin, say)
 	// reaches the client, and the connection is closed after it. If
 	// Delegate implements Accepter, it is asked first; the header fields
-	// it adds are not sent. Delegated routes serve HTTP/1.1 only.
+	// it adds are not sent.
+	//
+	// An extended CONNECT (RFC 8441) is served with the handler
+	// unchanged: it gets a GET with "Connection: Upgrade", the protocol
+	// in Upgrade and, for a WebSocket, a fresh Sec-WebSocket-Key and the
+	// stream's other fields, and its Hijack returns the stream. The 101
+	// it writes is read back: its Sec-WebSocket-Accept is checked, its
+	// other fields go into the 200, and the bytes after it are the
+	// stream's. A status it answers with instead (a 403, say) is the
+	// stream's answer; a 2xx that does not switch becomes 500.
 	Delegate http.Handler
 
 	// Methods lists the request methods the protocol can honour

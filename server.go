@@ -134,9 +134,6 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	r.Route = rt
 	if rt.Delegate != nil {
 		r.accepter, _ = rt.Delegate.(Accepter)
-		r.Available = func(req *http.Request) bool {
-			return req.ProtoMajor == 1 && (rt.Available == nil || rt.Available(req))
-		}
 	} else {
 		r.accepter, _ = rt.Handler.(Accepter)
 	}

@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -11,7 +12,17 @@ import (
 // switched, anything else declined.
 func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if isExtendedConnect(r) {
-		s.serveStream(w, r)
+		if len(r.Header[":protocol"]) != 1 {
+			s.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
+			return
+		}
+		s.serveStream(w, r, r.Header.Get(":protocol"), func(h http.Header) (net.Conn, error) {
+			sc, err := answerStream(w, r, h, s.handshakeTimeout())
+			if err != nil {
+				return nil, err
+			}
+			return sc, nil
+		})
 		return
 	}
 	// No 101 exists in HTTP/2 and later: never an Upgrade or Connection
@@ -26,16 +37,20 @@ func isExtendedConnect(r *http.Request) bool {
 	return r.ProtoMajor == 2 && r.Method == http.MethodConnect && len(r.Header[":protocol"]) > 0
 }
 
-// serveStream switches the HTTP/2 stream of an extended CONNECT to the
-// protocol its :protocol names (RFC 8441 §4): negotiation over that one
-// offer, with the same routes, Accepters and caps as an HTTP/1.1 upgrade,
-// a 200 instead of a 101, and the protocol's handler run on the request's
-// goroutine, since the stream lives only as long as ServeHTTP does. A
-// request it does not switch gets an error status, never a 2xx: there is
-// no upgrade-optional path for an extended CONNECT.
-func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
-	offer, err := parseProtocol(r.Header.Get(":protocol"))
-	if err != nil || len(r.Header[":protocol"]) != 1 {
+// An acceptStream answers an extended CONNECT with 200 and the header
+// fields h, and returns its stream as a net.Conn.
+type acceptStream func(h http.Header) (net.Conn, error)
+
+// serveStream switches the stream of an extended CONNECT r (RFC 8441 §4)
+// to protocol, its :protocol: negotiation over that one offer, with the
+// same routes, Accepters and caps as an HTTP/1.1 upgrade, a 200 (sent by
+// accept) instead of a 101, and the protocol's handler run on the
+// request's goroutine, since the stream lives only as long as ServeHTTP
+// does. A request it does not switch gets an error status, never a 2xx:
+// there is no upgrade-optional path for an extended CONNECT.
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, protocol string, accept acceptStream) {
+	offer, err := parseProtocol(protocol)
+	if err != nil {
 		s.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 		return
 	}
@@ -54,37 +69,40 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	if someRouteMatches(r, routes, offers[:]) {
 		d = s.negotiate(r, routes, offers[:])
 	}
-	if d.route == nil {
+	switch {
+	case d.route == nil:
 		s.refuseOffers(w, r, nil, &d)
-		return
+	case d.route.Delegate != nil:
+		s.delegateStream(w, r, &d, accept)
+	default:
+		if c := s.switchStream(w, r, &d, accept); c != nil {
+			s.run(c)
+		}
 	}
-	c := s.switchStream(w, r, d.route, d.version, d.extra)
 	if d.extra != nil {
 		recycleHeader(d.extra)
 	}
-	if c != nil {
-		s.run(c)
-	}
 }
 
-// switchStream answers 200 to the extended CONNECT r, for a negotiated
-// route whose slot is reserved, and returns the stream as a tracked Conn.
+// switchStream answers 200 to the extended CONNECT r, for the route d
+// chose, whose slot is reserved, and returns the stream as a tracked Conn.
 // On failure it returns nil, having released the slot.
-func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, rt *route, version string, extra http.Header) *Conn {
-	if err := checkSwitchHeader(extra); err != nil {
+func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decision, accept acceptStream) *Conn {
+	rt := d.route
+	if err := checkSwitchHeader(d.extra); err != nil {
 		s.release(rt)
 		s.logError(r, "accepting "+rt.spelled, err)
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
 		return nil
 	}
-	c := &Conn{Protocol: Protocol{Name: rt.name, Version: version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
+	c := &Conn{Protocol: Protocol{Name: rt.name, Version: d.version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
 	if !s.track(c) {
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 		return nil
 	}
-	sc, err := answerStream(w, r, extra, s.handshakeTimeout())
+	sc, err := accept(d.extra)
 	if err != nil {
 		s.logPeerError(r, "answering the extended CONNECT for "+rt.spelled, err)
 		s.untrack(c)

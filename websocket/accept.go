@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
+	"github.com/go-upgrade/upgrade/internal/wskey"
 
 	"github.com/go-upgrade/upgrade"
 )
@@ -112,8 +113,8 @@ func (h *Handler) AcceptUpgrade(r *http.Request, hdr http.Header) error {
 	}
 	// One allocation for the value and the slice holding it.
 	v := new(acceptValue)
-	computeAccept(&v.buf, key)
-	v.vals[0] = unsafe.String(&v.buf[0], acceptLen)
+	wskey.Accept(&v.buf, key)
+	v.vals[0] = unsafe.String(&v.buf[0], wskey.AcceptLen)
 	hdr["Sec-Websocket-Accept"] = v.vals[:]
 	return nil
 }
@@ -364,5 +365,5 @@ func reject(status int, msg string) error {
 // of the 101 header that refers to it.
 type acceptValue struct {
 	vals [1]string
-	buf  [acceptLen]byte
+	buf  [wskey.AcceptLen]byte
 }

@@ -1,8 +1,6 @@
 package websocket
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,6 +8,7 @@ import (
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
+	"github.com/go-upgrade/upgrade/internal/wskey"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/go-upgrade/upgrade"
@@ -39,11 +38,7 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 
 // NewKey returns a fresh Sec-WebSocket-Key: 16 bytes from crypto/rand,
 // base64-encoded (RFC 6455 §4.1). Use a new key for every handshake.
-func NewKey() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
-	return base64.StdEncoding.EncodeToString(b[:])
-}
+func NewKey() string { return wskey.NewKey() }
 
 // ClientHeader returns the header fields of an opening handshake request
 // with key, other than Upgrade and Connection: Sec-WebSocket-Key,
@@ -149,8 +144,8 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	case len(accepts) > 1:
 		return fail("Sec-WebSocket-Accept sent "+strconv.Itoa(len(accepts))+" times", nil)
 	default:
-		var want [acceptLen]byte
-		computeAccept(&want, key)
+		var want [wskey.AcceptLen]byte
+		wskey.Accept(&want, key)
 		if accepts[0] != string(want[:]) {
 			return fail("Sec-WebSocket-Accept "+httplist.Quote(accepts[0])+" does not match the key (want "+httplist.Quote(string(want[:]))+")", nil)
 		}

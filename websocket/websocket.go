@@ -35,25 +35,19 @@
 package websocket
 
 import (
-	"crypto/sha1"
 	"encoding/base64"
 	"strconv"
+
+	"github.com/go-upgrade/upgrade/internal/wskey"
 )
 
 // Version is the only WebSocket protocol version this package speaks, as
 // sent in Sec-WebSocket-Version (RFC 6455 §4.1).
 const Version = "13"
 
-// keyGUID is appended to the client's key before hashing (RFC 6455 §1.3).
-const keyGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
 // keyLen is the length of a valid Sec-WebSocket-Key: 16 bytes in padded
 // base64.
-const keyLen = 24
-
-// acceptLen is the length of a Sec-WebSocket-Accept value: a SHA-1 digest
-// (20 bytes) in padded base64.
-const acceptLen = 28
+const keyLen = wskey.KeyLen
 
 // AcceptKey returns the Sec-WebSocket-Accept value for a Sec-WebSocket-Key:
 // the base64 encoding of the SHA-1 digest of key, exactly as received,
@@ -61,28 +55,7 @@ const acceptLen = 28
 //
 // For a key of the valid length the computation is done in stack buffers;
 // the only allocation is the returned string.
-func AcceptKey(key string) string {
-	var out [acceptLen]byte
-	computeAccept(&out, key)
-	return string(out[:])
-}
-
-// computeAccept writes the Sec-WebSocket-Accept value for key into dst
-// without allocating when key has the valid length.
-func computeAccept(dst *[acceptLen]byte, key string) {
-	var buf [keyLen + len(keyGUID)]byte
-	var b []byte
-	if len(key) == keyLen {
-		copy(buf[:], key)
-		copy(buf[keyLen:], keyGUID)
-		b = buf[:]
-	} else {
-		b = make([]byte, 0, len(key)+len(keyGUID))
-		b = append(append(b, key...), keyGUID...)
-	}
-	sum := sha1.Sum(b)
-	base64.StdEncoding.Encode(dst[:], sum[:])
-}
+func AcceptKey(key string) string { return wskey.AcceptString(key) }
 
 // checkKey reports why key is not a valid Sec-WebSocket-Key, or "" if it
 // is: it must be base64 (with padding) decoding to exactly 16 bytes. The
