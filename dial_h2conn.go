@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -123,7 +124,10 @@ func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn, tlsState *tls.Connectio
 	c.fr = http2.NewFramer(c.bw, nc)
 	c.fr.SetMaxReadFrameSize(16 << 10) // the default; we announce no other
 	c.fr.SetReuseFrames()
-	c.fr.MaxHeaderListSize = c.maxHeader
+	// The Framer decodes at most twice our limit, which a stream checks
+	// exactly: a response a little over it fails its stream only, and
+	// one far over it, or a CONTINUATION flood, fails the connection.
+	c.fr.MaxHeaderListSize = uint32(min(2*uint64(c.maxHeader), math.MaxUint32))
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 
