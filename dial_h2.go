@@ -2,14 +2,15 @@ package upgrade
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
@@ -38,9 +39,6 @@ var errUseHTTP1 = errors.New("use HTTP/1.1")
 // nil if HTTP/2 does not apply at all.
 func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) (*h2Attempt, error) {
 	if len(d.Body) > 0 || !t.secure && !d.HTTP2.UnencryptedHTTP2 {
-		return nil, nil
-	}
-	if _, err := xnetCheck(); err != nil {
 		return nil, nil
 	}
 	proxyURL, addr, err := d.proxyFor(req, t)
@@ -246,35 +244,23 @@ func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *ht
 
 // extendedConnect asks to switch a stream to offer with xreq: it returns
 // the Conn, the server's refusal, or, when TLS negotiated HTTP/1.1 on the
-// connection it dialed, that connection. A stream that fails on a pooled
-// connection before any answer is tried once more, as browsers do: the
-// connection may have died while idle, and an extended CONNECT has no
-// body to replay.
+// connection it dialed, that connection. A stream the server did not
+// process (GOAWAY, REFUSED_STREAM) is tried once more on another
+// connection, and so is one whose pooled connection fails before any
+// answer, as browsers do: the connection may have died while idle, and an
+// extended CONNECT has no body to replay.
 func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt, xreq *http.Request, offer Protocol) (*Conn, *ResponseError, *serverConn, error) {
-	tr := d.HTTP2
 	for retried := false; ; retried = true {
 		hc, reused, sc, err := d.h2Conn(ctx, hctx, deadline, req, t, a)
 		if sc != nil || err != nil {
 			return nil, nil, sc, err
 		}
-		c, re, answered, err := d.openStream(hctx, hc, xreq, offer)
-		if err == nil || answered {
-			return c, re, nil, err
+		c, re, err := d.openStream(hctx, hc, xreq, t, offer)
+		if err == nil {
+			return c, re, nil, nil
 		}
-		noExtendedConnect, _ := xnetCheck()
-		switch {
-		case errors.Is(err, noExtendedConnect):
-			// HTTP/2, without RFC 8441.
-			tr.rememberHTTP1(a.key)
-			tr.discard(hc)
-			return nil, nil, nil, errUseHTTP1
-		case !t.secure && !reused && !hc.sawSettings() && hctx.Err() == nil:
-			// Prior knowledge, and the server did not answer the preface
-			// with SETTINGS: it does not speak HTTP/2.
-			tr.rememberHTTP1(a.key)
-			tr.discard(hc)
-			return nil, nil, nil, errUseHTTP1
-		case reused && !retried && hctx.Err() == nil:
+		retry := errors.Is(err, errStreamUnprocessed) || reused && errors.Is(err, errH2ConnLost)
+		if retry && !retried && hctx.Err() == nil {
 			continue
 		}
 		return nil, nil, nil, fmt.Errorf("HTTP/2 extended CONNECT: %w", err)
@@ -301,17 +287,20 @@ func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, req *http
 				return nil, false, nil, hctx.Err()
 			}
 		}
-		c, sc, err = d.dialHTTP2(ctx, deadline, req, t, a)
-		tr.dialed(a.key, c, sc != nil)
+		c, sc, err = d.dialHTTP2(ctx, hctx, deadline, t, a)
+		tr.dialed(a.key, c, sc != nil || errors.Is(err, errUseHTTP1))
 		return c, false, sc, err
 	}
 }
 
 // dialHTTP2 opens a connection for a.key: TLS with ALPN h2 and http/1.1,
-// or cleartext with prior knowledge, and starts HTTP/2 on it. If TLS
+// or cleartext with prior knowledge, starts HTTP/2 on it, and reserves a
+// stream once the server's SETTINGS have enabled extended CONNECT. If TLS
 // negotiated HTTP/1.1 (or nothing), it returns the connection instead,
-// still within the handshake's bounds.
-func (d *Dialer) dialHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt) (*h2Conn, *serverConn, error) {
+// still within the handshake's bounds. It returns errUseHTTP1 if the
+// server's SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL, or if a
+// cleartext server does not answer the preface with SETTINGS.
+func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dialTarget, a *h2Attempt) (*h2Conn, *serverConn, error) {
 	sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, h2Protos)
 	if err != nil {
 		return nil, nil, err
@@ -326,83 +315,102 @@ func (d *Dialer) dialHTTP2(ctx context.Context, deadline time.Time, req *http.Re
 		ahead, _ := sc.br.Peek(n)
 		nc = &Conn{nc: nc, rbuf: append([]byte(nil), ahead...)}
 	}
-	if err := sc.release(); err != nil {
-		sc.raw.Close()
+	var tlsState *tls.ConnectionState
+	if tc, ok := sc.conn.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		tlsState = &st
+	}
+	hc, err := d.HTTP2.newConn(a.key, nc, tlsState)
+	if err != nil {
+		sc.close()
+		return nil, nil, fmt.Errorf("starting HTTP/2: %w", err)
+	}
+	// The handshake's deadline and context still bound the connection:
+	// a server that never sends SETTINGS ends the wait with them.
+	select {
+	case <-hc.settingsDone:
+	case <-hctx.Done():
+	}
+	extConnect, serr := hc.settings()
+	if serr != nil {
+		sc.close()
+	} else if err := sc.release(); err != nil {
+		hc.close()
 		return nil, nil, err
 	}
-	hc, err := d.HTTP2.newConn(a.key, nc)
-	if err != nil {
-		sc.raw.Close()
-		return nil, nil, fmt.Errorf("starting HTTP/2: %w", err)
+	switch {
+	case serr != nil && !t.secure && hctx.Err() == nil:
+		// Prior knowledge, and the server did not answer the preface
+		// with SETTINGS: it does not speak HTTP/2.
+		return nil, nil, errUseHTTP1
+	case serr != nil:
+		return nil, nil, fmt.Errorf("starting HTTP/2: %w", serr)
+	case hctx.Err() != nil:
+		hc.close()
+		return nil, nil, hctx.Err()
+	case !extConnect:
+		// HTTP/2, without RFC 8441.
+		hc.close()
+		return nil, nil, errUseHTTP1
+	case !hc.reserve():
+		hc.close()
+		if _, err := hc.settings(); err != nil {
+			return nil, nil, fmt.Errorf("starting HTTP/2: %w", err)
+		}
+		return nil, nil, errors.New("the HTTP/2 server allows no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)")
 	}
 	return hc, nil, nil
 }
 
 // openStream sends xreq, an extended CONNECT, on a stream reserved on hc.
 // A 2xx answer that Check accepts makes the Conn; another final status is
-// a refusal, returned as a *ResponseError. answered reports whether the
-// server's response arrived, even if the switch then failed.
-func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request, offer Protocol) (_ *Conn, _ *ResponseError, answered bool, _ error) {
-	// The stream lives on after the Dial, so its context is not hctx:
-	// hctx cancels it only until the switch is done. It keeps the values
-	// of the Dial's context (an httptrace.ClientTrace, say).
-	sctx, scancel := context.WithCancel(context.WithoutCancel(xreq.Context()))
-	stop := context.AfterFunc(hctx, scancel)
-	pipe := newBodyPipe()
-	resp, err := hc.roundTrip(wireRequest(sctx, xreq, pipe))
-	if err != nil {
-		stop()
-		pipe.closeWith(net.ErrClosed, net.ErrClosed)
-		scancel()
-		return nil, nil, false, err
+// a refusal, returned as a *ResponseError.
+func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request, t dialTarget, offer Protocol) (*Conn, *ResponseError, error) {
+	scheme := "http"
+	if t.secure {
+		scheme = "https"
 	}
-	if resp.StatusCode/100 != 2 {
+	s, err := hc.open(h2RequestFields(xreq, scheme))
+	if err != nil {
+		return nil, nil, err
+	}
+	status, header, err := s.response(hctx.Done())
+	if err != nil {
+		s.Close()
+		if errors.Is(err, errStopped) {
+			return nil, nil, hctx.Err()
+		}
+		return nil, nil, err
+	}
+	resp := &http.Response{
+		Status:        strings.TrimSpace(strconv.Itoa(status) + " " + http.StatusText(status)),
+		StatusCode:    status,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        header,
+		Body:          http.NoBody,
+		ContentLength: -1,
+		Request:       xreq,
+		TLS:           hc.tls,
+	}
+	if status/100 != 2 {
 		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
 		// Errors only cut the excerpt short; hctx bounds the reading.
-		re.Body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		pipe.closeWith(net.ErrClosed, net.ErrClosed)
-		resp.Body.Close()
-		stop()
-		scancel()
-		return nil, re, true, nil
+		re.Body = s.readExcerpt(hctx.Done(), maxErrorBody)
+		s.Close()
+		return nil, re, nil
 	}
-	s := newH2Stream(resp.Body, pipe, scancel, hc.local, hc.remote)
 	// The stream is read through the Conn, never through the response.
-	resp.Body, resp.ContentLength, resp.Request = http.NoBody, 0, xreq
+	resp.ContentLength = 0
 	if d.Check != nil {
 		if err := d.Check(resp); err != nil {
-			stop()
 			s.Close()
-			return nil, nil, true, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
+			return nil, nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
 		}
 	}
-	if !stop() {
+	if hctx.Err() != nil {
 		s.Close()
-		return nil, nil, true, errors.New("handshake interrupted")
+		return nil, nil, errors.New("handshake interrupted")
 	}
-	return &Conn{nc: s, Protocol: offer, Request: xreq, Response: resp}, nil, true, nil
-}
-
-// wireRequest returns the request given to the x/net transport for xreq:
-// the stream's context, the body pipe, and the header without a
-// User-Agent unless xreq has one, as over HTTP/1.1 (x/net would add its
-// own). xreq stays as the caller will see it in Conn.Request.
-func wireRequest(ctx context.Context, xreq *http.Request, body io.ReadCloser) *http.Request {
-	r := xreq.WithContext(ctx)
-	r.Body = body
-	hasUA := false
-	for k := range xreq.Header {
-		if ascii.EqualFold(k, "User-Agent") {
-			hasUA = true
-			break
-		}
-	}
-	if !hasUA {
-		r.Header = make(http.Header, len(xreq.Header)+1)
-		for k, vs := range xreq.Header {
-			r.Header[k] = vs
-		}
-		r.Header["User-Agent"] = []string{""} // x/net sends none
-	}
-	return r
+	return &Conn{nc: s, Protocol: offer, Request: xreq, Response: resp}, nil, nil
 }

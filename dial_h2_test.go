@@ -38,15 +38,6 @@ func schemes(t *testing.T, f func(t *testing.T, secure bool)) {
 	t.Run("cleartext", func(t *testing.T) { f(t, false) })
 }
 
-// TestXNetCheck: the in-memory check finds that x/net sends extended
-// CONNECT, and captures the error of a server that does not enable it.
-func TestXNetCheck(t *testing.T) {
-	noExtendedConnect, err := xnetCheck()
-	require.NoError(t, err)
-	require.Error(t, noExtendedConnect)
-	assert.Contains(t, noExtendedConnect.Error(), "extended connect not supported by peer")
-}
-
 // TestDialHTTP2: over TLS with ALPN h2, and over cleartext with prior
 // knowledge, the Dialer switches an HTTP/2 stream with an extended
 // CONNECT, and the Conn says so.
@@ -683,7 +674,6 @@ func TestDialHTTP2NoLeak(t *testing.T) {
 	s := newH2Server(t, true)
 	tr := &HTTP2Transport{}
 	d := s.dialer(tr)
-	_, _ = xnetCheck() // its goroutines end before it returns; run it first anyway
 	base := goleak.IgnoreCurrent()
 	var conns []*Conn
 	for _, p := range []Protocol{echo1, {Name: "hold"}, {Name: "sink"}, {Name: "halfclose"}} {

@@ -136,6 +136,7 @@ func (s *h2Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 //   - hold: 200, reads until the stream fails, and reports how on s.ended
 //     (or how the 200 failed);
 //   - sink: 200, then never reads;
+//   - flood: 200, then writes until the stream fails;
 //   - anything else: 200, then echoes the stream, flushing each read.
 func (s *h2Server) extended(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
@@ -174,6 +175,13 @@ func (s *h2Server) extended(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "[saw EOF after %d bytes, err=%v]", n, err)
 	case "sink":
 		<-r.Context().Done()
+	case "flood":
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := w.Write(buf); err != nil || rc.Flush() != nil {
+				return
+			}
+		}
 	default:
 		buf := make([]byte, 32<<10)
 		for {

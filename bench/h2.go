@@ -1,20 +1,17 @@
-//lint:file-ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26; x/net's sends extended CONNECT.
-
 package bench
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 
+	"github.com/go-upgrade/upgrade"
 	_ "github.com/go-upgrade/upgrade/extconnect" // RFC 8441 in the child's HTTP/2 server
-	"golang.org/x/net/http2"
 )
 
 // H2Env, set in a child's environment, makes its server speak HTTP/2 with
@@ -29,46 +26,34 @@ func StartH2Child(name string) (*Child, error) { return startChildEnv(name, []st
 // h2Transport returns an HTTP/2 client with prior knowledge over
 // cleartext, whose connections carry up to the server's
 // MAX_CONCURRENT_STREAMS streams each.
-func h2Transport() *http2.Transport {
-	return &http2.Transport{
-		AllowHTTP:          true,
-		DisableCompression: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
+func h2Transport() *upgrade.HTTP2Transport {
+	return &upgrade.HTTP2Transport{UnencryptedHTTP2: true}
 }
 
-// h2Stream is one WebSocket switched by an extended CONNECT: its request
-// body's writer and its response.
+// h2Stream is one WebSocket switched by an extended CONNECT.
 type h2Stream struct {
-	pw   *io.PipeWriter
-	resp *http.Response
+	c *upgrade.Conn
 }
 
 // openH2 opens a WebSocket as an extended CONNECT stream on tr to addr
 // and reads the server's frame, checking its exact bytes.
-func openH2(tr *http2.Transport, addr string) (*h2Stream, error) {
-	pr, pw := io.Pipe()
-	req, err := http.NewRequest(http.MethodConnect, "http://"+addr+"/chat", pr)
+func openH2(tr *upgrade.HTTP2Transport, addr string) (*h2Stream, error) {
+	d := upgrade.Dialer{
+		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
+		Header: http.Header{"Sec-Websocket-Version": {"13"}},
+		HTTP2:  tr,
+	}
+	c, err := d.Dial(context.Background(), "http://"+addr+"/chat", upgrade.Protocol{Name: "websocket"})
 	if err != nil {
 		return nil, err
 	}
-	req.Header[":protocol"] = []string{"websocket"}
-	req.Header["Sec-Websocket-Version"] = []string{"13"}
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		pw.Close()
-		return nil, err
-	}
-	st := &h2Stream{pw: pw, resp: resp}
-	if resp.StatusCode != http.StatusOK {
+	st := &h2Stream{c: c}
+	if c.Request.ProtoMajor != 2 {
 		st.close()
-		return nil, fmt.Errorf("extended CONNECT answered %s", resp.Status)
+		return nil, fmt.Errorf("switched over HTTP/%d, not with an extended CONNECT", c.Request.ProtoMajor)
 	}
 	var f [3]byte
-	if _, err := io.ReadFull(resp.Body, f[:]); err != nil {
+	if _, err := io.ReadFull(c, f[:]); err != nil {
 		st.close()
 		return nil, fmt.Errorf("reading the frame: %w", err)
 	}
@@ -82,16 +67,17 @@ func openH2(tr *http2.Transport, addr string) (*h2Stream, error) {
 // end half-closes the stream (END_STREAM), which ends the server's read
 // loop, and waits for the server to end its side.
 func (st *h2Stream) end() error {
-	st.pw.Close()
-	_, err := io.Copy(io.Discard, st.resp.Body)
-	st.resp.Body.Close()
+	defer st.c.Close()
+	if err := st.c.CloseWrite(); err != nil {
+		return err
+	}
+	_, err := io.Copy(io.Discard, st.c)
 	return err
 }
 
 // close resets the stream.
 func (st *h2Stream) close() {
-	st.pw.CloseWithError(net.ErrClosed)
-	st.resp.Body.Close()
+	st.c.Close()
 }
 
 // RunH2Handshakes performs n WebSocket switches as extended CONNECT

@@ -242,7 +242,7 @@ func (h *Handler) ServeUpgrade(c *upgrade.Conn) {
 	//lint:ignore SA1019 see above.
 	h2s.ServeConn(c, &http2.ServeConnOpts{
 		Context:        ctx,
-		BaseConfig:     hs,
+		BaseConfig:     serveConnBase(hs),
 		Handler:        handle,
 		UpgradeRequest: h2Request(c.Request, ctx),
 		Settings:       settings,

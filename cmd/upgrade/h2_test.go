@@ -114,3 +114,48 @@ func TestDialHTTP2(t *testing.T) {
 	assert.Equal(t, "switched to echo/1 over HTTP/1.1\n", r.stderr)
 	assert.Equal(t, "old\n", r.stdout)
 }
+
+// TestDialHTTP2Fallback: dial -http2 upgrades over HTTP/1.1 when the
+// server speaks HTTP/2 without extended CONNECT (upgrade serve with
+// GODEBUG=http2xconnect=0), with prior knowledge and over TLS.
+func TestDialHTTP2Fallback(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "prior knowledge", true: "TLS"}[secure], func(t *testing.T) {
+			args := []string{"-addr", "127.0.0.1:0", "-v"}
+			scheme := "http"
+			if secure {
+				args, scheme = append(args, "-tls"), "https"
+			}
+			s, _ := startCommandEnv(t, []string{"GODEBUG=http2xconnect=0"}, "serve", args...)
+			c := wiretest.DialH2(t, s.addr, map[bool]*tls.Config{true: {InsecureSkipVerify: true}}[secure])
+			_, ok := c.Setting(http2.SettingEnableConnectProtocol)
+			require.False(t, ok, "the server speaks HTTP/2 without extended CONNECT")
+			c.Close()
+
+			r := runDialCmd(t, strings.NewReader("fallback\n"), "-http2", "-insecure", scheme+"://"+s.addr+"/", "echo/1")
+			assert.Equal(t, 0, r.code, r.stderr)
+			assert.Equal(t, "switched to echo/1 over HTTP/1.1\n", r.stderr)
+			assert.Equal(t, "fallback\n", r.stdout)
+		})
+	}
+}
+
+// TestDialHTTP2OffersInOrder: dial -http2 asks for the offers one at a
+// time, in order: upgrade serve refuses nosuch/1 (501) and switches the
+// next offer's stream, and the first of two it serves wins.
+func TestDialHTTP2OffersInOrder(t *testing.T) {
+	s := startServer(t, "-v")
+	r := runDialCmd(t, strings.NewReader("second\n"), "-http2", "http://"+s.addr+"/", "nosuch/1,echo/1,websocket")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "switched to echo/1 over HTTP/2\n", r.stderr)
+	assert.Equal(t, "second\n", r.stdout)
+
+	r = runDialCmd(t, strings.NewReader("first\n"), "-http2", "http://"+s.addr+"/", "websocket,echo/1")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "switched to websocket over HTTP/2\n", r.stderr)
+	assert.Equal(t, "first\n", r.stdout)
+
+	r = runDialCmd(t, strings.NewReader(""), "-http2", "http://"+s.addr+"/", "nosuch/1,nosuch/2")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "501")
+}

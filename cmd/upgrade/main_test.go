@@ -101,8 +101,17 @@ func startServer(t *testing.T, args ...string) *server {
 // line, whose scheme it returns too, and kills it at the end of the test.
 func startCommand(t *testing.T, command string, args ...string) (*server, string) {
 	t.Helper()
+	return startCommandEnv(t, nil, command, args...)
+}
+
+// startCommandEnv is startCommand with env added to the environment.
+func startCommandEnv(t *testing.T, env []string, command string, args ...string) (*server, string) {
+	t.Helper()
 	s := &server{stdout: newSyncBuffer(), stderr: newSyncBuffer(), exited: make(chan struct{})}
 	s.cmd = exec.Command(binPath, append([]string{command}, args...)...)
+	if env != nil {
+		s.cmd.Env = append(os.Environ(), env...)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	require.NoError(t, s.cmd.Start())
 	go func() {

@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"io"
 	"net"
 	"os"
 	"testing"
@@ -10,42 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// TestBodyPipeWriteDeadline: a Write cut short by its deadline reports
-// exactly the bytes the reader took, and the rest are never read.
-func TestBodyPipeWriteDeadline(t *testing.T) {
-	p := newBodyPipe()
-	var d deadline
-	read := make(chan string, 1)
-	go func() {
-		b := make([]byte, 4)
-		n, _ := p.Read(b)
-		read <- string(b[:n])
-	}()
-	d.set(time.Now().Add(50 * time.Millisecond))
-	n, err := p.write([]byte("0123456789"), &d)
-	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
-	assert.Equal(t, 4, n)
-	assert.Equal(t, "0123", <-read)
-
-	// The deadline cleared, the next Write goes through.
-	d.set(time.Time{})
-	go func() {
-		b := make([]byte, 16)
-		n, _ := p.Read(b)
-		read <- string(b[:n])
-	}()
-	n, err = p.write([]byte("456789"), &d)
-	require.NoError(t, err)
-	assert.Equal(t, 6, n)
-	assert.Equal(t, "456789", <-read)
-
-	p.closeWith(io.EOF, errWriteClosed)
-	_, err = p.Read(make([]byte, 1))
-	assert.Equal(t, io.EOF, err)
-	_, err = p.write([]byte("x"), &d)
-	assert.Equal(t, errWriteClosed, err)
-}
 
 // TestDeadlinePendingWait: expired, cleared, extended and then moved to
 // the past while a wait is pending, renewed.
@@ -88,7 +51,7 @@ func TestDeadlinePendingWait(t *testing.T) {
 func TestStreamOpError(t *testing.T) {
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2}
-	s := newH2Stream(io.NopCloser(nil), newBodyPipe(), func() {}, local, remote)
+	s := &h2Stream{c: &h2Conn{local: local, remote: remote}}
 	err := s.opError("read", os.ErrDeadlineExceeded)
 	var oe *net.OpError
 	require.ErrorAs(t, err, &oe)

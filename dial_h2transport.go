@@ -2,19 +2,9 @@ package upgrade
 
 import (
 	"crypto/tls"
-	"net"
-	"net/http"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 )
-
-// The HTTP/2 client is golang.org/x/net/http2's Transport and ClientConn,
-// deprecated in favour of net/http's: net/http's Transport rejects the
-// ":protocol" pseudo-header an extended CONNECT needs (Go 1.26), so
-// x/net's is the only Go client that can send one. Every use below is
-// marked for staticcheck with that reason.
 
 // defaultHTTP2IdleConnTimeout is how long an HTTP2Transport keeps a
 // connection without streams open, unless its IdleConnTimeout says
@@ -40,12 +30,9 @@ const defaultHTTP2IdleConnTimeout = 90 * time.Second
 // The zero value is ready to use. An HTTP2Transport is safe for concurrent
 // use by multiple goroutines and must not be copied after first use.
 // Create one and share it, as with http.Transport; connections stay open
-// until they have been idle for IdleConnTimeout, the server closes them,
-// or CloseIdleConnections is called.
-//
-// If the golang.org/x/net/http2 client linked into the program cannot send
-// extended CONNECT requests (checked once, in memory, on first use; see
-// Dialer.HTTP2), Dialers using the transport switch over HTTP/1.1 only.
+// until they have been idle for IdleConnTimeout, the server closes them
+// (a GOAWAY sends later Dials to a new connection while the streams it
+// carries finish), or CloseIdleConnections is called.
 type HTTP2Transport struct {
 	// UnencryptedHTTP2 lets Dialers speak HTTP/2 without TLS, with prior
 	// knowledge (RFC 9113 §3.3), to http and ws URLs. Nothing can tell a
@@ -57,16 +44,13 @@ type HTTP2Transport struct {
 	UnencryptedHTTP2 bool
 
 	// IdleConnTimeout is how long a connection without streams is kept
-	// open. Zero means defaultHTTP2IdleConnTimeout; a negative value
-	// means no limit.
+	// open. Zero means 90 seconds; a negative value means no limit.
 	IdleConnTimeout time.Duration
 
 	mu      sync.Mutex
 	conns   map[h2Key][]*h2Conn
 	dialing map[h2Key]chan struct{} // closed when the dial is done
 	http1   map[h2Key]time.Time     // when to try HTTP/2 again
-	//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
-	xnet map[uint32]*http2.Transport // by MaxHeaderListSize
 }
 
 // h2Key identifies the connections Dials may share.
@@ -77,15 +61,6 @@ type h2Key struct {
 	proxy      string // the proxy URL, "" without one
 	tls        *tls.Config
 	maxHeader  uint32 // SETTINGS_MAX_HEADER_LIST_SIZE the connection announced
-}
-
-// h2Conn is a pooled HTTP/2 client connection.
-type h2Conn struct {
-	//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
-	cc     *http2.ClientConn
-	key    h2Key
-	local  net.Addr
-	remote net.Addr
 }
 
 // http1Memory is how long an HTTP2Transport sends a server's Dials straight
@@ -106,15 +81,18 @@ func (t *HTTP2Transport) CloseIdleConnections() {
 		delete(t.conns, key)
 	}
 	t.mu.Unlock()
-	// Out of the pool, a connection takes no new stream, so the state read
-	// now stays true for idleness; those still in use go back.
+	// Out of the pool, a connection takes no new stream: one without
+	// streams stays idle, the others go back.
 	for _, c := range all {
-		st := c.cc.State()
-		switch {
-		case st.StreamsActive == 0 && st.StreamsReserved == 0:
-			c.close()
-		case !st.Closed && !st.Closing:
+		if c.closeIfIdle() {
+			<-c.readDone // at once: its connection is closed
+			continue
+		}
+		if c.usable() {
 			t.mu.Lock()
+			if t.conns == nil {
+				t.conns = make(map[h2Key][]*h2Conn)
+			}
 			t.conns[c.key] = append(t.conns[c.key], c)
 			t.mu.Unlock()
 		}
@@ -144,7 +122,7 @@ func (t *HTTP2Transport) get(key h2Key) (c *h2Conn, wait <-chan struct{}, useHTT
 	}
 	cs := t.conns[key]
 	for i := len(cs) - 1; i >= 0; i-- {
-		if cs[i].cc.ReserveNewRequest() {
+		if cs[i].reserve() {
 			return cs[i], nil, false
 		}
 	}
@@ -159,14 +137,13 @@ func (t *HTTP2Transport) get(key h2Key) (c *h2Conn, wait <-chan struct{}, useHTT
 }
 
 // dialed ends the dial get asked for: c, if not nil, is the new connection,
-// added to the pool with a stream reserved for the caller; useHTTP1 makes
+// with a stream reserved for the caller, added to the pool; useHTTP1 makes
 // the transport remember the server cannot switch over HTTP/2.
 func (t *HTTP2Transport) dialed(key h2Key, c *h2Conn, useHTTP1 bool) {
 	t.mu.Lock()
 	ch := t.dialing[key]
 	delete(t.dialing, key)
 	if c != nil {
-		c.cc.ReserveNewRequest() // a fresh connection has room
 		if t.conns == nil {
 			t.conns = make(map[h2Key][]*h2Conn)
 		}
@@ -177,13 +154,6 @@ func (t *HTTP2Transport) dialed(key h2Key, c *h2Conn, useHTTP1 bool) {
 	}
 	t.mu.Unlock()
 	close(ch)
-}
-
-// rememberHTTP1 makes Dials to key use HTTP/1.1 for a while.
-func (t *HTTP2Transport) rememberHTTP1(key h2Key) {
-	t.mu.Lock()
-	t.rememberHTTP1Locked(key)
-	t.mu.Unlock()
 }
 
 func (t *HTTP2Transport) rememberHTTP1Locked(key h2Key) {
@@ -216,12 +186,6 @@ func (t *HTTP2Transport) useHTTP1Locked(key h2Key) bool {
 	return ok
 }
 
-// discard removes c from the pool and closes it.
-func (t *HTTP2Transport) discard(c *h2Conn) {
-	t.remove(c)
-	c.close()
-}
-
 // remove removes c from the pool.
 func (t *HTTP2Transport) remove(c *h2Conn) {
 	t.mu.Lock()
@@ -241,71 +205,5 @@ func (t *HTTP2Transport) removeLocked(c *h2Conn) {
 		delete(t.conns, c.key)
 	} else {
 		t.conns[c.key] = cs
-	}
-}
-
-// newConn starts HTTP/2 on nc, a connection made for key: it sends the
-// connection preface and SETTINGS, and starts reading the server's frames.
-func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn) (*h2Conn, error) {
-	t.mu.Lock()
-	tr := t.xnet[key.maxHeader]
-	if tr == nil {
-		// DisableCompression: else x/net adds "accept-encoding: gzip" to
-		// the CONNECT. ConnPool: x/net tells it when a connection dies, so
-		// that it leaves the pool at once.
-		//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
-		tr = &http2.Transport{DisableCompression: true, MaxHeaderListSize: key.maxHeader, IdleConnTimeout: t.idleConnTimeout(), ConnPool: deadConns{t}}
-		if t.xnet == nil {
-			//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
-			t.xnet = make(map[uint32]*http2.Transport)
-		}
-		t.xnet[key.maxHeader] = tr
-	}
-	t.mu.Unlock()
-	//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
-	cc, err := tr.NewClientConn(nc)
-	if err != nil {
-		return nil, err
-	}
-	return &h2Conn{cc: cc, key: key, local: nc.LocalAddr(), remote: nc.RemoteAddr()}, nil
-}
-
-// roundTrip sends req on a stream reserved by get or dialed, and returns
-// the response once its header has arrived.
-func (c *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
-	return c.cc.RoundTrip(req)
-}
-
-// sawSettings reports whether the server has sent its SETTINGS frame,
-// which is the first thing an HTTP/2 server sends.
-func (c *h2Conn) sawSettings() bool {
-	// MaxConcurrentStreams is zero until the first SETTINGS frame.
-	return c.cc.State().MaxConcurrentStreams != 0
-}
-
-func (c *h2Conn) close() {
-	_ = c.cc.Close()
-}
-
-// deadConns is the ConnPool of the x/net Transports: x/net tells it when
-// a connection has died. The transport never asks it for connections.
-type deadConns struct{ t *HTTP2Transport }
-
-//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
-func (deadConns) GetClientConn(*http.Request, string) (*http2.ClientConn, error) {
-	return nil, http2.ErrNoCachedConn
-}
-
-//lint:ignore SA1019 net/http's Transport rejects ":protocol" in Go 1.26: see the top of the file.
-func (p deadConns) MarkDead(cc *http2.ClientConn) {
-	p.t.mu.Lock()
-	defer p.t.mu.Unlock()
-	for _, cs := range p.t.conns {
-		for _, c := range cs {
-			if c.cc == cc {
-				p.t.removeLocked(c)
-				return
-			}
-		}
 	}
 }
