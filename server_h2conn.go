@@ -298,7 +298,7 @@ func (c *streamConn) close(reset bool) error {
 	}
 	c.mu.Lock()
 	if first {
-		c.busy--
+		c.leaveLocked() // wakes a Close waiting in another goroutine
 	}
 	for c.busy > 0 {
 		c.idle.Wait()
