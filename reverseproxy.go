@@ -31,8 +31,9 @@ import (
 //   - The request goes to the backend Rewrite chose, dialed with Dialer,
 //     as an HTTP/1.1 upgrade request offering the allowed protocols, with
 //     the same method, target and end-to-end header fields, a
-//     Content-Length body if the client sent one, and X-Forwarded-For,
-//     X-Forwarded-Host, X-Forwarded-Proto and Forwarded (RFC 7239) added.
+//     Content-Length body if the client sent one, and the forwarding
+//     fields SetForwarded sets: the client's X-Forwarded-For and
+//     Forwarded elements kept, the proxy's own appended last.
 //     Hop-by-hop fields (Connection, the fields it names, Keep-Alive, TE,
 //     Trailer, Proxy-*) are dropped; the upgrade's own fields are not.
 //   - A 101 from the backend is relayed only if it names protocols the

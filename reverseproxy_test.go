@@ -3,6 +3,7 @@ package upgrade
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -873,4 +874,51 @@ func TestBridgeWebSocket(t *testing.T) {
 		c.Close()
 	}
 	assert.Equal(t, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", webSocketAccept("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+// TestProxyForwardedAppended: the client's X-Forwarded-For and Forwarded
+// are kept, the proxy's own element appended last.
+func TestProxyForwardedAppended(t *testing.T) {
+	b := startBackend(t, echoScript)
+	addr := startProxy(t, proxyTo(b), nil)
+	switched(t, addr, upgradeReq("GET", "echo/1", "Forwarded: for=198.51.100.1;proto=https", "X-Forwarded-For: 198.51.100.1"))
+	req := b.request()
+	assert.Equal(t, "for=198.51.100.1;proto=https, for=127.0.0.1;host=example.com;proto=http", req.Header.Get("Forwarded"))
+	assert.Equal(t, "198.51.100.1, 127.0.0.1", req.Header.Get("X-Forwarded-For"))
+}
+
+// TestSetForwarded: the forwarding fields of the request forwarded are
+// the received request's, with its hop appended last.
+func TestSetForwarded(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		remote, host         string
+		tls                  bool
+		in                   http.Header
+		xff, fwd, xfh, proto string
+	}{
+		{name: "first hop", remote: "192.0.2.1:5000", host: "example.com",
+			xff: "192.0.2.1", fwd: "for=192.0.2.1;host=example.com;proto=http", xfh: "example.com", proto: "http"},
+		{name: "appended", remote: "192.0.2.1:5000", host: "example.com:8443", tls: true,
+			in:  http.Header{"X-Forwarded-For": {"198.51.100.7", "203.0.113.9"}, "Forwarded": {"for=198.51.100.7"}},
+			xff: "198.51.100.7, 203.0.113.9, 192.0.2.1", fwd: `for=198.51.100.7, for=192.0.2.1;host="example.com:8443";proto=https`,
+			xfh: "example.com:8443", proto: "https"},
+		{name: "IPv6", remote: "[2001:db8::1]:5000", host: "[2001:db8::2]",
+			xff: "2001:db8::1", fwd: `for="[2001:db8::1]";host="[2001:db8::2]";proto=http`, xfh: "[2001:db8::2]", proto: "http"},
+		{name: "no address, odd host", remote: "pipe", host: `bad"host`,
+			fwd: "proto=http", xfh: `bad"host`, proto: "http"},
+	} {
+		in := &http.Request{RemoteAddr: tc.remote, Host: tc.host, Header: tc.in}
+		if tc.tls {
+			in.TLS = &tls.ConnectionState{}
+		}
+		// What httputil.ReverseProxy leaves for Rewrite: no forwarding
+		// fields, or, in a Proxy, the client's own.
+		out := http.Header{"X-Forwarded-For": {"stale"}, "Forwarded": {"stale"}}
+		SetForwarded(out, in)
+		assert.Equal(t, tc.xff, out.Get("X-Forwarded-For"), tc.name)
+		assert.Equal(t, tc.fwd, out.Get("Forwarded"), tc.name)
+		assert.Equal(t, tc.xfh, out.Get("X-Forwarded-Host"), tc.name)
+		assert.Equal(t, tc.proto, out.Get("X-Forwarded-Proto"), tc.name)
+	}
 }

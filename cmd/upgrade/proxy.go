@@ -39,7 +39,9 @@ var proxyCommand = &subcommand{
 Proxy forwards every request to the backend URL, keeping the client's
 Host: upgrade requests through upgrade.Proxy, which relays the switched
 connection both ways without changing or losing a byte, plain requests
-through httputil.ReverseProxy. An upgrade offering nothing -allow allows
+through httputil.ReverseProxy. Both keep the client's X-Forwarded-For and
+Forwarded elements and end them with the proxy's own: trust only the
+elements your own proxies added, from the end. An upgrade offering nothing -allow allows
 is proxied as a plain request, without its Upgrade field. HTTP/2 clients
 (with prior knowledge over cleartext; by ALPN with -tls) may open
 WebSockets and other protocols as RFC 8441 extended CONNECT streams: each
@@ -160,7 +162,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 
 // newProxyServer builds the proxy: upgrades through upgrade.Proxy, every
 // other request through httputil.ReverseProxy, both to cfg.to, both
-// keeping the client's Host and adding X-Forwarded-For.
+// keeping the client's Host and setting the forwarding fields alike.
 func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Server) {
 	up := upgrade.NewProxy(cfg.to)
 	up.Allow = cfg.allow
@@ -169,10 +171,7 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(cfg.to)
 			pr.Out.Host = pr.In.Host
-			// Append to the client's X-Forwarded-For, as upgrade.Proxy
-			// does, so both kinds of request say the same.
-			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
-			pr.SetXForwarded()
+			upgrade.SetForwarded(pr.Out.Header, pr.In)
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

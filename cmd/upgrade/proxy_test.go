@@ -147,3 +147,39 @@ func TestProxySIGTERM(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), grace)
 	assert.Equal(t, 0, p.wait(t, 5*time.Second))
 }
+
+// headerLine returns the value of the field name in a raw request head.
+func headerLine(head, name string) string {
+	for _, l := range strings.Split(head, "\r\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// TestProxyForwardedOnePolicy: plain requests and upgrades reach the
+// backend with the same X-Forwarded-For and Forwarded fields: the
+// client's, then the proxy's own element, last.
+func TestProxyForwardedOnePolicy(t *testing.T) {
+	back := startFake(t, func(c net.Conn, br *bufio.Reader) {
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo/1\r\nConnection: Upgrade\r\n\r\n")
+	})
+	plainBack := startFake(t, func(c net.Conn, br *bufio.Reader) {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	spoof := "Forwarded: for=198.51.100.7;proto=https\r\nX-Forwarded-For: 198.51.100.7\r\n"
+	p, _ := startProxyCmd(t, back.addr())
+	_, _, status, _ := sendHead(t, p.addr, "GET / HTTP/1.1\r\nHost: front.example\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n"+spoof+"\r\n")
+	require.Equal(t, "HTTP/1.1 101 Switching Protocols", status)
+	p2, _ := startProxyCmd(t, plainBack.addr())
+	resp, body := rawRequest(t, p2.addr, "GET / HTTP/1.1\r\nHost: front.example\r\n"+spoof+"\r\n")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+
+	up, plain := back.lastRequest(), plainBack.lastRequest()
+	const want = "for=198.51.100.7;proto=https, for=127.0.0.1;host=front.example;proto=http"
+	assert.Equal(t, want, headerLine(up, "Forwarded"), "upgrade:\n%s", up)
+	assert.Equal(t, want, headerLine(plain, "Forwarded"), "plain:\n%s", plain)
+	assert.Equal(t, "198.51.100.7, 127.0.0.1", headerLine(up, "X-Forwarded-For"))
+	assert.Equal(t, "198.51.100.7, 127.0.0.1", headerLine(plain, "X-Forwarded-For"))
+}
