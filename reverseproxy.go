@@ -69,8 +69,11 @@ import (
 // An HTTP/1.0 request, a request whose Connection field lacks the
 // "upgrade" option, and any other HTTP/2 request are not upgrades; Proxy
 // as an endpoint (ServeHTTP) answers them 400 Bad Request, Middleware
-// passes them on. A Proxy has no 426 of its own to give: only the backend
-// knows which protocols it speaks.
+// passes them on. Whatever Middleware passes on goes without its Upgrade
+// field, the Connection options naming it or HTTP2-Settings, and
+// HTTP2-Settings itself (RFC 9110 §7.6.1, §7.8): the next handler cannot
+// forward an upgrade the Proxy did not. A Proxy has no 426 of its own to
+// give: only the backend knows which protocols it speaks.
 //
 // The relayed pairs are tracked: Shutdown and Close end them, ActiveConns
 // counts them, MaxConns caps them.
@@ -163,12 +166,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Middleware returns a handler that forwards the upgrade requests the
-// Proxy accepts and passes every other request to next: plain requests
-// unchanged, and upgrade requests offering no allowed protocol (a
-// speculative "Upgrade: h2c", say) as plain requests, with their Upgrade
-// field, the "upgrade" option of Connection and the fields that belong
-// to the upgrade (HTTP2-Settings) removed, so that next, an
-// httputil.ReverseProxy for one, cannot forward the upgrade on its own.
+// Proxy accepts and passes every other request to next as a plain
+// request: without Upgrade, the Connection options naming it and
+// HTTP2-Settings (see Proxy), so that next, an httputil.ReverseProxy for
+// one, cannot forward an upgrade on its own. Upgrade requests offering no
+// allowed protocol (a speculative "Upgrade: h2c", say), HTTP/1.0 ones and
+// ones whose Connection field lacks "upgrade" are passed on so.
 // Malformed and oversized Upgrade fields are still answered 400 and 431,
 // and upgrades during Shutdown 503.
 func (p *Proxy) Middleware(next http.Handler) http.Handler {
@@ -213,7 +216,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	if r.ProtoMajor != 1 || !isUpgradeRequest(r) {
 		if next != nil {
-			next.ServeHTTP(w, r)
+			p.passOn(w, r, next)
 			return
 		}
 		p.refuse(w, r, http.StatusBadRequest, "upgrade: this endpoint forwards protocol upgrades only")
@@ -234,7 +237,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		// (RFC 9112 §6.1), as the Server does.
 		if next != nil {
 			w.Header()["Connection"] = []string{"close"}
-			next.ServeHTTP(w, withoutUpgrade(r))
+			p.passOn(w, r, next)
 			return
 		}
 		p.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
@@ -247,7 +250,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	offers = filterOffers(offers, allow)
 	if len(offers) == 0 {
 		if next != nil {
-			next.ServeHTTP(w, withoutUpgrade(r))
+			p.passOn(w, r, next)
 			return
 		}
 		// 403, not 426: a 426 must list protocols that would be

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"runtime"
@@ -874,6 +875,66 @@ func TestBridgeWebSocket(t *testing.T) {
 		c.Close()
 	}
 	assert.Equal(t, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", webSocketAccept("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+// ---- requests passed on, not forwarded ----
+
+// switchingBackend answers a request carrying Upgrade with a 101 to its
+// first offer and echoes, and any other request with 200 "plain": a
+// backend that switches whenever it is asked to.
+func switchingBackend(nc net.Conn, br *bufio.Reader, req *http.Request) {
+	if req.Header.Get("Upgrade") != "" {
+		echoScript(nc, br, req)
+		return
+	}
+	_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nplain")
+}
+
+// TestProxyHTTP10UpgradeNotForwarded: requests the Proxy does not
+// forward as upgrades — HTTP/1.0 ones, and ones whose Connection lacks
+// the "upgrade" option — reach Middleware's next handler without Upgrade,
+// the Connection options naming it, or HTTP2-Settings, so that an
+// httputil.ReverseProxy there cannot forward the upgrade past Allow.
+func TestProxyHTTP10UpgradeNotForwarded(t *testing.T) {
+	b := startBackend(t, switchingBackend)
+	p := proxyTo(b)
+	p.Allow = []string{"echo/1"}
+	seen := make(chan http.Header, 8)
+	plain := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(b.url()) }}
+	mux := http.NewServeMux()
+	mux.Handle("/rp/", p.Middleware(plain))
+	mux.Handle("/seen/", p.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header
+		_, _ = io.WriteString(w, "next")
+	})))
+	addr := startProxy(t, p, mux)
+
+	for _, tc := range []struct{ name, req string }{
+		{"HTTP/1.0", "GET %s HTTP/1.0\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, X-Keep\r\nUpgrade: websocket\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"},
+		{"HTTP/1.0, allowed offer", "GET %s HTTP/1.0\r\nHost: x\r\nConnection: Upgrade, X-Keep\r\nUpgrade: echo/1\r\n\r\n"},
+		{"no upgrade option", "GET %s HTTP/1.1\r\nHost: x\r\nConnection: X-Keep\r\nUpgrade: echo/1\r\n\r\n"},
+		{"no Connection", "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"},
+	} {
+		c := wiretest.Dial(t, addr)
+		c.Send(strings.Replace(tc.req, "%s", "/rp/", 1))
+		resp := c.Response(http.MethodGet)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: the backend was asked to switch", tc.name)
+		assert.Equal(t, "plain", bodyString(t, resp), tc.name)
+		req := b.request()
+		assert.Empty(t, req.Header["Upgrade"], tc.name)
+		assert.False(t, HasConnectionOption(req.Header, "upgrade"), tc.name)
+
+		c = wiretest.Dial(t, addr)
+		c.Send(strings.Replace(tc.req, "%s", "/seen/", 1))
+		assert.Equal(t, "next", bodyString(t, c.Response(http.MethodGet)), tc.name)
+		h := <-seen
+		assert.Empty(t, h["Upgrade"], "%s: next gets no Upgrade", tc.name)
+		assert.Empty(t, h["Http2-Settings"], tc.name)
+		assert.False(t, HasConnectionOption(h, "upgrade"), tc.name)
+		assert.False(t, HasConnectionOption(h, "http2-settings"), tc.name)
+		assert.True(t, HasConnectionOption(h, "x-keep") || tc.name == "no Connection", "%s: other options stay", tc.name)
+	}
+	assert.Empty(t, p.ActiveConns())
 }
 
 // TestProxyForwardedAppended: the client's X-Forwarded-For and Forwarded

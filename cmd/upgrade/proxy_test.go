@@ -148,6 +148,23 @@ func TestProxySIGTERM(t *testing.T) {
 	assert.Equal(t, 0, p.wait(t, 5*time.Second))
 }
 
+// TestProxyHTTP10UpgradeNotForwarded: an HTTP/1.0 request offering a
+// protocol -allow does not allow is proxied as a plain request: upgrade
+// serve answers it normally, never with a 101.
+func TestProxyHTTP10UpgradeNotForwarded(t *testing.T) {
+	back := startServer(t)
+	p, _ := startProxyCmd(t, back.addr, "-allow", "echo/1")
+	for _, req := range []string{
+		"GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+		"GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n",
+	} {
+		resp, _ := rawRequest(t, p.addr, req)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "%q", req)
+		assert.Empty(t, resp.Header.Get("Upgrade"))
+	}
+}
+
 // headerLine returns the value of the field name in a raw request head.
 func headerLine(head, name string) string {
 	for _, l := range strings.Split(head, "\r\n") {
