@@ -39,10 +39,17 @@ import (
 //   - A 101 from the backend is relayed only if it names protocols the
 //     client offered (and the proxy forwarded): the Dialer checks it.
 //     Otherwise the client gets 502 Bad Gateway and both connections are
-//     closed. A refusal (426 with its Upgrade list, any 4xx or 5xx) is
-//     relayed as it is, its hop-by-hop fields dropped and its body cut at
-//     4 KiB. An unreachable backend is a 502 (504 past the handshake
+//     closed. An unreachable backend is a 502 (504 past the handshake
 //     timeout), answered by ErrorHandler.
+//   - Any other final answer (2xx to 5xx: a backend that refuses, or one
+//     that ignores Upgrade) is relayed whole, as httputil.ReverseProxy
+//     relays a response: its status, end-to-end fields, trailers, and body
+//     as it arrives, in its own framing (Content-Length, chunked or ended
+//     by the close; a HEAD's Content-Length kept), each read of it bounded
+//     by the handshake timeout. A 426 carries its Upgrade list
+//     (RFC 9110 §15.5.22) with only the protocols Allow lets through, and
+//     "Connection: Upgrade"; when none is left the proxy answers 403
+//     instead: the client could not switch through it.
 //   - After the 101, bytes flow both ways unchanged, starting with those
 //     that arrived with the client's request and with the backend's 101.
 //     When one side half-closes, the Proxy half-closes the other
@@ -60,11 +67,13 @@ import (
 // relayed for as long as ServeHTTP runs. A WebSocket is bridged: RFC 8441
 // has no Sec-WebSocket-Key, so the proxy sends the backend a fresh one,
 // checks its Sec-WebSocket-Accept (502 if wrong) and keeps it from the
-// client. A refusal is relayed without Upgrade and Connection fields,
-// which HTTP/2 lacks (a 426 as 400). net/http's HTTP/2 server sends a
-// stream's END_STREAM only when its handler returns, so the backend's
-// half-close reaches an HTTP/2 client when the client has ended its own
-// side too; a reset on either side is passed on as a reset.
+// client. Any other answer is relayed without Upgrade and Connection
+// fields, which HTTP/2 lacks (a 426 as 400), except a 2xx, which would
+// tell the client its stream had switched: that is a 502. net/http's
+// HTTP/2 server sends a stream's END_STREAM only when its handler
+// returns, so the backend's half-close reaches an HTTP/2 client when the
+// client has ended its own side too; a reset on either side is passed on
+// as a reset.
 //
 // An HTTP/1.0 request, a request whose Connection field lacks the
 // "upgrade" option, and any other HTTP/2 request are not upgrades; Proxy
@@ -92,7 +101,8 @@ type Proxy struct {
 	// Method, Header and Body are replaced by each request's. Nil means
 	// a zero Dialer (which honours HTTP_PROXY and HTTPS_PROXY, as
 	// http.DefaultTransport does). Its HandshakeTimeout also bounds
-	// reading the client's request body and writing the 101 to it.
+	// reading the client's request body, writing the 101 to it, and each
+	// read of the body of an answer that is not a switch.
 	Dialer *Dialer
 
 	// Allow lists the protocols that may be forwarded, as patterns like
@@ -395,6 +405,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	d := p.dialer(pr, body, cs)
 	bc, err := d.Dial(r.Context(), pr.Out.URL.String(), cs.offers...)
 	if err != nil {
+		// A refusal is an ordinary response from here on: Shutdown does
+		// not wait for it, the http.Server does.
+		p.conns.release(key)
+		reserved = false
 		p.backendFailed(w, r, err)
 		return
 	}
@@ -485,10 +499,12 @@ func (p *Proxy) dialer0() *Dialer {
 }
 
 // dialer returns the Dialer for one request: the configured one with the
-// request's method, header and body.
+// request's method, header and body, keeping an answer that is not a
+// switch whole, for relayAnswer.
 func (p *Proxy) dialer(pr *ProxyRequest, body []byte, cs *clientSide) *Dialer {
 	d := *p.dialer0()
 	d.Method, d.Body = pr.Out.Method, body
+	d.keepRefusal = true
 	h := pr.Out.Header
 	if pr.Out.Host != "" {
 		h["Host"] = []string{pr.Out.Host}
