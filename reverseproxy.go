@@ -35,7 +35,10 @@ import (
 //     fields SetForwarded sets: the client's X-Forwarded-For and
 //     Forwarded elements kept, the proxy's own appended last.
 //     Hop-by-hop fields (Connection, the fields it names, Keep-Alive, TE,
-//     Trailer, Proxy-*) are dropped; the upgrade's own fields are not.
+//     Trailer, Proxy-*) are dropped; the upgrade's own fields are not. The
+//     backend is asked over HTTP/1.1 even by a Dialer that can switch
+//     HTTP/2 streams, as net/http's Transport asks for a WebSocket through
+//     httputil.ReverseProxy, and nginx for every upgrade.
 //   - A 101 from the backend is relayed only if it names protocols the
 //     client offered (and the proxy forwarded): the Dialer checks it.
 //     Otherwise the client gets 502 Bad Gateway and both connections are
@@ -97,12 +100,13 @@ type Proxy struct {
 	Rewrite func(*ProxyRequest)
 
 	// Dialer opens the connection to the backend: its network, TLS,
-	// proxy, handshake timeout, Prepare and Check settings apply. Its
-	// Method, Header and Body are replaced by each request's. Nil means
-	// a zero Dialer (which honours HTTP_PROXY and HTTPS_PROXY, as
-	// http.DefaultTransport does). Its HandshakeTimeout also bounds
-	// reading the client's request body, writing the 101 to it, and each
-	// read of the body of an answer that is not a switch.
+	// proxy, handshake timeout, Prepare and Check settings apply; HTTP2
+	// does not (the backend is asked over HTTP/1.1). Its Method, Header
+	// and Body are replaced by each request's. Nil means a zero Dialer
+	// (which honours HTTP_PROXY and HTTPS_PROXY, as http.DefaultTransport
+	// does). Its HandshakeTimeout also bounds reading the client's
+	// request body, writing the 101 to it, and each read of the body of
+	// an answer that is not a switch.
 	Dialer *Dialer
 
 	// Allow lists the protocols that may be forwarded, as patterns like
@@ -499,12 +503,12 @@ func (p *Proxy) dialer0() *Dialer {
 }
 
 // dialer returns the Dialer for one request: the configured one with the
-// request's method, header and body, keeping an answer that is not a
-// switch whole, for relayAnswer.
+// request's method, header and body, upgrading over HTTP/1.1 only, and
+// keeping an answer that is not a switch whole, for relayAnswer.
 func (p *Proxy) dialer(pr *ProxyRequest, body []byte, cs *clientSide) *Dialer {
 	d := *p.dialer0()
 	d.Method, d.Body = pr.Out.Method, body
-	d.keepRefusal = true
+	d.HTTP2, d.keepRefusal = nil, true
 	h := pr.Out.Header
 	if pr.Out.Host != "" {
 		h["Host"] = []string{pr.Out.Host}
