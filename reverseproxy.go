@@ -39,6 +39,10 @@ import (
 //     backend is asked over HTTP/1.1 even by a Dialer that can switch
 //     HTTP/2 streams, as net/http's Transport asks for a WebSocket through
 //     httputil.ReverseProxy, and nginx for every upgrade.
+//   - The dial and the backend's answer are bounded by the Dialer's
+//     HandshakeTimeout, not by the client's connection: a client may
+//     half-close right after its request, as clients of protocols whose
+//     server speaks first do.
 //   - A 101 from the backend is relayed only if it names protocols the
 //     client offered (and the proxy forwarded): the Dialer checks it.
 //     Otherwise the client gets 502 Bad Gateway and both connections are
@@ -104,9 +108,10 @@ type Proxy struct {
 	// does not (the backend is asked over HTTP/1.1). Its Method, Header
 	// and Body are replaced by each request's. Nil means a zero Dialer
 	// (which honours HTTP_PROXY and HTTPS_PROXY, as http.DefaultTransport
-	// does). Its HandshakeTimeout also bounds reading the client's
-	// request body, writing the 101 to it, and each read of the body of
-	// an answer that is not a switch.
+	// does). Its HandshakeTimeout bounds the dial and the backend's
+	// answer, reading the client's request body, writing the 101 to the
+	// client, and each read of the body of an answer that is not a
+	// switch.
 	Dialer *Dialer
 
 	// Allow lists the protocols that may be forwarded, as patterns like
@@ -407,7 +412,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		return
 	}
 	d := p.dialer(pr, body, cs)
-	bc, err := d.Dial(r.Context(), pr.Out.URL.String(), cs.offers...)
+	ctx := r.Context()
+	if !cs.stream {
+		// net/http cancels an HTTP/1.x request's context when the client
+		// half-closes, which a client of a protocol whose server speaks
+		// first may do at once: the Dialer's timeout bounds the dial.
+		ctx = context.WithoutCancel(ctx)
+	}
+	bc, err := d.Dial(ctx, pr.Out.URL.String(), cs.offers...)
 	if err != nil {
 		// A refusal is an ordinary response from here on: Shutdown does
 		// not wait for it, the http.Server does.

@@ -937,6 +937,38 @@ func TestProxyHTTP10UpgradeNotForwarded(t *testing.T) {
 	assert.Empty(t, p.ActiveConns())
 }
 
+// TestProxyClientHalfCloseServerSpeaksFirst: a client that half-closes
+// right after its request still gets the backend's 101 and what the
+// backend says first; the backend sees the client's EOF. The dial is
+// bounded by the Proxy's timeouts, not by net/http noticing the EOF.
+func TestProxyClientHalfCloseServerSpeaksFirst(t *testing.T) {
+	gotEOF := make(chan error, 1)
+	b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+		time.Sleep(200 * time.Millisecond) // long after net/http has seen the client's EOF
+		if backend101(nc, "echo/1", nil, "hello from the backend") != nil {
+			return
+		}
+		_, err := br.ReadByte()
+		gotEOF <- err
+		_ = nc.(*net.TCPConn).CloseWrite()
+	})
+	p := proxyTo(b)
+	addr := startProxy(t, p, nil)
+	c := wiretest.Dial(t, addr)
+	c.Send(upgradeReq("GET", "echo/1"))
+	c.CloseWrite()
+	head := c.Head()
+	require.True(t, strings.HasPrefix(head, "HTTP/1.1 101 Switching Protocols\r\n"), head)
+	assert.Equal(t, "hello from the backend", c.Rest())
+	select {
+	case err := <-gotEOF:
+		assert.ErrorIs(t, err, io.EOF, "the client's half-close reaches the backend")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend saw no EOF")
+	}
+	waitProxyIdle(t, p)
+}
+
 // TestProxyForwardedAppended: the client's X-Forwarded-For and Forwarded
 // are kept, the proxy's own element appended last.
 func TestProxyForwardedAppended(t *testing.T) {
