@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -21,6 +22,11 @@ type pair struct {
 	endpoint string // the backend's host, for the log
 	start    time.Time
 
+	// stream is set when the client is an HTTP/2 stream, which net/http
+	// ends only when the handler returns: the pair ends as soon as either
+	// side does.
+	stream bool
+
 	// last is when a byte last moved, as time since start: written by
 	// each direction after every burst, read by the idle timer.
 	last atomic.Int64
@@ -34,15 +40,20 @@ type pair struct {
 }
 
 func newPair(p *Proxy, client, backend *Conn, endpoint string) *pair {
-	return &pair{p: p, client: client, backend: backend, endpoint: endpoint, start: time.Now()}
+	_, stream := client.nc.(*streamConn)
+	return &pair{p: p, client: client, backend: backend, endpoint: endpoint, stream: stream, start: time.Now()}
 }
 
 // errIdle ends a pair that moved no byte for the proxy's IdleTimeout.
 var errIdle = errors.New("idle timeout")
 
 // relay copies bytes both ways until both directions are done, then
-// closes both connections and releases the pair's slot. It runs in its
-// own goroutine and starts one more for the client-to-backend direction.
+// closes both connections and releases the pair's slot. It starts one
+// goroutine for the client-to-backend direction.
+//
+// A half-close is passed on (CloseWrite) and the other direction goes on,
+// except toward an HTTP/2 client: net/http ends its stream only when the
+// handler returns, so the backend's EOF ends the pair (END_STREAM).
 func (p *Proxy) relay(pr *pair) {
 	defer p.conns.untrack(pr.client)
 	if p.IdleTimeout > 0 {
@@ -58,6 +69,9 @@ func (p *Proxy) relay(pr *pair) {
 		up, upErr = pr.copy(pr.backend, pr.client)
 	}()
 	down, downErr := pr.copy(pr.client, pr.backend)
+	if pr.stream {
+		pr.close(nil, false)
+	}
 	<-done
 
 	pr.mu.Lock()
@@ -144,18 +158,27 @@ func (pr *pair) close(why error, reset bool) {
 	pr.closeOnce.Do(func() {
 		pr.why = why
 		if reset {
-			for _, c := range [...]net.Conn{pr.client.nc, pr.backend.nc} {
-				switch c := c.(type) {
-				case *net.TCPConn:
-					_ = c.SetLinger(0)
-				case *streamConn:
-					c.reset()
-				}
-			}
+			abort(pr.client.nc)
+			abort(pr.backend.nc)
 		}
 		pr.client.nc.Close()
 		pr.backend.nc.Close()
 	})
+}
+
+// abort makes closing c reset it rather than end it gracefully: a TCP
+// connection (under TLS too) sends RST, an HTTP/2 stream RST_STREAM.
+func abort(c net.Conn) {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		_ = c.SetLinger(0)
+	case *tls.Conn:
+		abort(c.NetConn())
+	case *Conn:
+		abort(c.nc)
+	case *streamConn:
+		c.reset()
+	}
 }
 
 // isReset reports whether err is a connection reset by the peer (or a

@@ -76,11 +76,14 @@ import (
 // checks its Sec-WebSocket-Accept (502 if wrong) and keeps it from the
 // client. Any other answer is relayed without Upgrade and Connection
 // fields, which HTTP/2 lacks (a 426 as 400), except a 2xx, which would
-// tell the client its stream had switched: that is a 502. net/http's
-// HTTP/2 server sends a stream's END_STREAM only when its handler
-// returns, so the backend's half-close reaches an HTTP/2 client when the
-// client has ended its own side too; a reset on either side is passed on
-// as a reset.
+// tell the client its stream had switched: that is a 502. The client's
+// END_STREAM reaches the backend as a half-close. net/http's HTTP/2
+// server ends a stream only when its handler returns, so the backend's
+// EOF ends the pair at once: the client gets END_STREAM (and a RST_STREAM
+// NO_ERROR if it is still sending) and the backend connection is closed.
+// A reset on either side is passed on as a reset; the client's stream is
+// reset with INTERNAL_ERROR, the one code net/http's server resets a
+// stream with from a handler (RFC 9113 §8.5 would have CONNECT_ERROR).
 //
 // An HTTP/1.0 request, a request whose Connection field lacks the
 // "upgrade" option, and any other HTTP/2 request are not upgrades; Proxy
@@ -442,6 +445,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	h := switchHeader(bc.Response.Header, cs.bridgeWebSocket)
 	cc, err := cs.accept(w, r, up, h)
 	if err != nil {
+		// The backend has switched, the client will not: tell the backend
+		// as a reset, as the relay would.
+		abort(bc.nc)
 		bc.Close()
 		p.logger().Error("upgrade: proxy switching the client", "remote", r.RemoteAddr, "err", err)
 		return

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -183,6 +184,83 @@ func TestProxyHTTP2ResetPassedOn(t *testing.T) {
 		assert.True(t, errors.Is(err, syscall.ECONNRESET), "the backend sees a reset, got %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the backend connection was not ended")
+	}
+}
+
+// streamEnd waits up to d for the server to end stream id, and returns
+// the frame that ended it ("" if none did): "END_STREAM" or
+// "RST_STREAM <code>".
+func streamEnd(c *wiretest.H2Conn, id uint32, d time.Duration) string {
+	prefix := " stream=" + strconv.FormatUint(uint64(id), 10)
+	deadline := time.Now().Add(d)
+	for {
+		for _, f := range c.Log() {
+			if !strings.Contains(f+" ", prefix+" ") {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(f, "RST_STREAM"):
+				return "RST_STREAM " + f[strings.LastIndexByte(f, ' ')+1:]
+			case strings.HasSuffix(f, " END_STREAM"):
+				return "END_STREAM"
+			}
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestProxyHTTP2BackendCloseEndsStream: the backend's close reaches an
+// HTTP/2 client within a second, though the client never writes: a FIN
+// (half-close or close) ends the stream with END_STREAM and the proxy
+// closes its backend connection; a reset resets the stream (with
+// INTERNAL_ERROR, the code net/http's server resets with). Both sides are
+// gone once either is.
+func TestProxyHTTP2BackendCloseEndsStream(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"close", "END_STREAM"},
+		{"half-close", "END_STREAM"},
+		{"reset", "RST_STREAM INTERNAL_ERROR"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxyClosed := make(chan error, 1)
+			b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+				if backend101(nc, "echo/1", nil, "bye") != nil {
+					return
+				}
+				switch tc.name {
+				case "half-close":
+					_ = nc.(*net.TCPConn).CloseWrite()
+					_, err := br.ReadByte()
+					proxyClosed <- err
+				case "reset":
+					time.Sleep(50 * time.Millisecond) // "bye" first
+					_ = nc.(*net.TCPConn).SetLinger(0)
+				}
+			})
+			p := proxyTo(b)
+			addr := startH2Proxy(t, p)
+			c := wiretest.DialH2(t, addr, nil)
+			st := c.Connect("http", "example.com", "/", "echo/1")
+			require.Equal(t, "200", st.Status())
+			if tc.name != "reset" {
+				assert.Equal(t, "bye", string(st.Read(3)))
+			}
+			assert.Equal(t, tc.want, streamEnd(c, st.ID, time.Second), "frames: %q", c.Log())
+			if tc.name == "half-close" {
+				select {
+				case err := <-proxyClosed:
+					assert.ErrorIs(t, err, io.EOF, "the proxy closes its backend connection")
+				case <-time.After(time.Second):
+					t.Error("the proxy kept its backend connection open")
+				}
+			}
+			require.Eventually(t, func() bool { return len(p.ActiveConns()) == 0 }, time.Second, 5*time.Millisecond,
+				"the pair is still relayed: %v", p.ActiveConns())
+			assert.Nil(t, c.GoAway())
+		})
 	}
 }
 
