@@ -193,9 +193,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // HTTP2-Settings (see Proxy), so that next, an httputil.ReverseProxy for
 // one, cannot forward an upgrade on its own. Upgrade requests offering no
 // allowed protocol (a speculative "Upgrade: h2c", say), HTTP/1.0 ones and
-// ones whose Connection field lacks "upgrade" are passed on so.
-// Malformed and oversized Upgrade fields are still answered 400 and 431,
-// and upgrades during Shutdown 503.
+// ones whose Connection field lacks "upgrade" are passed on so. A 426
+// next answers with is made to list only what the Proxy would forward,
+// with "Connection: Upgrade" (403 if nothing is left; to an HTTP/2 client,
+// 400); give an httputil.ReverseProxy the RoundTripper of Transport, or it
+// drops the backend's list. Malformed and oversized Upgrade fields are
+// still answered 400 and 431, and upgrades during Shutdown 503.
 func (p *Proxy) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.serve(w, r, next)

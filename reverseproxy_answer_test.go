@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,6 +107,63 @@ func TestProxyStreamsNonSwitch(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	assert.Equal(t, "next", string(rest))
+}
+
+// TestProxy426ListsForwardable: a 426 reaching the client through the
+// Proxy — the backend's answer to an upgrade, or next's answer to a
+// request passed on (the backend's through an httputil.ReverseProxy with
+// Transport, or next's own) — carries "Connection: Upgrade" and an
+// Upgrade list holding only what the proxy would forward; with nothing
+// left, the proxy answers 403.
+func TestProxy426ListsForwardable(t *testing.T) {
+	b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+		_, _ = io.WriteString(nc, "HTTP/1.1 426 Upgrade Required\r\nUpgrade: h2c, echo/2, websocket\r\nConnection: Upgrade\r\n"+
+			"Content-Length: 4\r\n\r\nneed")
+	})
+	for _, tc := range []struct {
+		allow []string
+		want  string // "" for a 403
+	}{
+		{nil, "echo/2, websocket"},
+		{[]string{"echo/*", "h2c"}, "h2c, echo/2"},
+		{[]string{"other/1"}, ""},
+	} {
+		p := proxyTo(b)
+		p.Allow = tc.allow
+		tr := &http.Transport{}
+		t.Cleanup(tr.CloseIdleConnections)
+		plain := &httputil.ReverseProxy{Transport: p.Transport(tr), Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(b.url()) }}
+		own := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Upgrade", "h2c, echo/2, websocket")
+			w.WriteHeader(http.StatusUpgradeRequired)
+			_, _ = io.WriteString(w, "need")
+		})
+		mux := http.NewServeMux()
+		mux.Handle("/", p.Middleware(plain))
+		mux.Handle("/own", p.Middleware(own))
+		addr := startProxy(t, p, mux)
+		for _, req := range []string{
+			upgradeReq("GET", "echo/2"),
+			upgradeReq("GET", "other/2"),
+			"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+			"GET /own HTTP/1.1\r\nHost: x\r\n\r\n",
+			"GET /own HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: other/2\r\n\r\n",
+		} {
+			c := wiretest.Dial(t, addr)
+			c.Send(req)
+			resp := c.Response(http.MethodGet)
+			if tc.want == "" {
+				assert.Equal(t, http.StatusForbidden, resp.StatusCode, "%v: %q", tc.allow, req)
+				assert.Empty(t, resp.Header["Upgrade"])
+				assert.NotEqual(t, "need", bodyString(t, resp))
+				continue
+			}
+			assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode, "%v: %q", tc.allow, req)
+			assert.Equal(t, []string{tc.want}, resp.Header["Upgrade"], "%v: %q", tc.allow, req)
+			assert.True(t, HasConnectionOption(resp.Header, "upgrade"), "%v: %q: %q", tc.allow, req, resp.Header["Connection"])
+			assert.Equal(t, "need", bodyString(t, resp))
+		}
+	}
 }
 
 // TestProxyHTTP2Non101: for an HTTP/2 client, the backend's 2xx without a

@@ -41,7 +41,9 @@ Host: upgrade requests through upgrade.Proxy, which relays the switched
 connection both ways without changing or losing a byte, plain requests
 through httputil.ReverseProxy. Both keep the client's X-Forwarded-For and
 Forwarded elements and end them with the proxy's own: trust only the
-elements your own proxies added, from the end. An upgrade offering nothing -allow allows
+elements your own proxies added, from the end. A 426 from the backend
+lists only the protocols -allow lets through, with "Connection: Upgrade"
+(a 403 if none is left). An upgrade offering nothing -allow allows
 is proxied as a plain request, without its Upgrade field. HTTP/2 clients
 (with prior knowledge over cleartext; by ALPN with -tls) may open
 WebSockets and other protocols as RFC 8441 extended CONNECT streams: each
@@ -173,7 +175,9 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 			pr.Out.Host = pr.In.Host
 			upgrade.SetForwarded(pr.Out.Header, pr.In)
 		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Keeps the Upgrade list of a backend's 426 for up to pass on.
+		Transport: up.Transport(nil),
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	// HTTP/1.1 and HTTP/2 (prior knowledge over cleartext, ALPN with
 	// -tls): an HTTP/2 client's extended CONNECT streams (RFC 8441) are

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -199,4 +200,29 @@ func TestProxyForwardedOnePolicy(t *testing.T) {
 	assert.Equal(t, want, headerLine(plain, "Forwarded"), "plain:\n%s", plain)
 	assert.Equal(t, "198.51.100.7, 127.0.0.1", headerLine(up, "X-Forwarded-For"))
 	assert.Equal(t, "198.51.100.7, 127.0.0.1", headerLine(plain, "X-Forwarded-For"))
+}
+
+// TestProxy426ListsForwardable: a backend's 426 reaches the client with
+// "Connection: Upgrade" and an Upgrade list holding only what the proxy
+// would forward (no h2c by default), whether the request was forwarded
+// as an upgrade, passed on as a plain request because it offered nothing
+// allowed, or was plain; when nothing would be forwarded, the proxy
+// answers 403.
+func TestProxy426ListsForwardable(t *testing.T) {
+	back := startServer(t)
+	p, _ := startProxyCmd(t, back.addr)
+	for _, req := range []string{
+		"GET /required HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/2\r\n\r\n",
+		"GET /required HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+		"GET /required HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		_, _, status, h := sendHead(t, p.addr, req)
+		assert.Equal(t, "HTTP/1.1 426 Upgrade Required", status, "%q", req)
+		assert.Equal(t, "echo/1, websocket", h.Get("Upgrade"), "%q", req)
+		assert.True(t, upgrade.HasConnectionOption(h, "upgrade"), "%q: %q", req, h["Connection"])
+	}
+	p2, _ := startProxyCmd(t, back.addr, "-allow", "other/1")
+	resp, _ := rawRequest(t, p2.addr, "GET /required HTTP/1.1\r\nHost: x\r\n\r\n")
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+	assert.Empty(t, resp.Header.Get("Upgrade"))
 }
