@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -41,6 +40,7 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 	rc := http.NewResponseController(w)
 	nc, brw, err := rc.Hijack()
 	if err != nil {
+		p.logger().Error("upgrade: proxy switching the client", "remote", r.RemoteAddr, "err", err)
 		w.Header().Set("Connection", "close")
 		http.Error(w, "upgrade: could not switch protocols", http.StatusInternalServerError)
 		return nil, fmt.Errorf("hijacking the connection: %w", err)
@@ -79,14 +79,17 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 }
 
 // backendFailed answers a request whose backend did not switch: the
-// backend's own answer is relayed whole (relayAnswer), anything else goes
-// to ErrorHandler.
-func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error) {
+// backend's own answer is relayed whole (relayAnswer); a failure to reach
+// it, or an invalid 101, goes to ErrorHandler and is logged as an error.
+func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error, rec *proxyLog) {
 	var live *liveRefusal
 	if errors.As(err, &live) {
-		p.relayAnswer(w, r, live.resp)
+		p.relayAnswer(w, r, live.resp, rec)
 		return
 	}
+	how, code := backendFailure(err)
+	p.logger().Warn("upgrade: proxy: "+how, "remote", r.RemoteAddr, "backend", rec.backend, "err", err)
+	defer rec.end(how, "status", code, "err", err)
 	if r.ProtoMajor == 1 {
 		// On HTTP/2, net/http would take "close" as a reason to shut
 		// down the whole connection, every other stream with it.
@@ -96,11 +99,6 @@ func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error)
 		p.ErrorHandler(w, r, err)
 		return
 	}
-	code := http.StatusBadGateway
-	if errors.Is(err, context.DeadlineExceeded) {
-		code = http.StatusGatewayTimeout
-	}
-	p.logger().Warn("upgrade: proxy: backend did not switch", "remote", r.RemoteAddr, "err", err)
 	p.refuse(w, r, code, http.StatusText(code))
 }
 

@@ -2,6 +2,8 @@ package upgrade
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +15,7 @@ import (
 )
 
 // The backend's side of a Proxy when the backend does not switch: its
-// answer, relayed whole.
+// answer, relayed whole, and its failures, named.
 
 // A liveRefusal is the error of a Dial with keepRefusal set whose server
 // answered with a final status other than 101: the response, whose Body
@@ -72,10 +74,11 @@ func (b *answerBody) Close() error { return b.conn.Close() }
 // none); an HTTP/2 client gets no Upgrade or Connection field, a 426 as
 // 400, and a 502 for a 2xx, which would read as a switched stream. The
 // client's HTTP/1.x connection is closed after it.
-func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.Response) {
+func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.Response, rec *proxyLog) {
 	body := resp.Body.(*answerBody)
 	defer body.Close()
 	status := resp.StatusCode
+	how := "refused by backend with " + strconv.Itoa(status)
 	src := resp.Header
 	upgrade := src["Upgrade"]
 	removeHopByHop(src)
@@ -85,8 +88,9 @@ func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.R
 	switch {
 	case r.ProtoMajor != 1 && status/100 == 2:
 		p.logger().Warn("upgrade: proxy: backend answered an upgrade with a 2xx without switching", "remote", r.RemoteAddr,
-			"status", resp.Status)
+			"backend", rec.backend, "status", resp.Status)
 		p.refuse(w, r, http.StatusBadGateway, http.StatusText(http.StatusBadGateway))
+		rec.end(how, "status", http.StatusBadGateway)
 		return
 	case status == http.StatusUpgradeRequired && r.ProtoMajor != 1:
 		// A 426 must list protocols in Upgrade (RFC 9110 §15.5.22),
@@ -95,6 +99,7 @@ func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.R
 	case status == http.StatusUpgradeRequired:
 		if advertise = p.advertisable(upgrade); len(advertise) == 0 {
 			p.refuse(w, r, http.StatusForbidden, "upgrade: the backend requires a protocol this proxy does not forward")
+			rec.end(how, "status", http.StatusForbidden)
 			return
 		}
 	}
@@ -126,11 +131,17 @@ func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.R
 		defer stop()
 	}
 	w.WriteHeader(status)
-	if _, err := copyAnswer(w, body, resp.ContentLength < 0); err == nil {
+	n, err := copyAnswer(w, body, resp.ContentLength < 0)
+	if err == nil {
 		for k, vs := range resp.Trailer {
 			h[k] = vs
 		}
 	}
+	attrs := []any{"status", status, "received", n}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	rec.end(how, attrs...)
 }
 
 // isChunked reports whether resp came with chunked framing.
@@ -176,4 +187,36 @@ func (p *Proxy) advertisable(upgrade []string) []Protocol {
 		return nil
 	}
 	return filterOffers(parseAdvertised(upgrade), allow)
+}
+
+// backendFailure names how the backend failed to switch, for the log,
+// and the status answering it: 504 for a timeout, 502 otherwise.
+func backendFailure(err error) (how string, code int) {
+	var (
+		re     *ResponseError
+		verify *tls.CertificateVerificationError
+		ua     x509.UnknownAuthorityError
+		host   x509.HostnameError
+		inv    x509.CertificateInvalidError
+		alert  tls.AlertError
+		record tls.RecordHeaderError
+		op     *net.OpError
+	)
+	switch {
+	case errors.As(err, &re) && re.Proxy:
+		return "refused by forward proxy with " + strconv.Itoa(re.StatusCode), http.StatusBadGateway
+	case errors.Is(err, context.DeadlineExceeded):
+		return "backend timed out", http.StatusGatewayTimeout
+	case errors.As(err, &verify) || errors.As(err, &ua) || errors.As(err, &host) || errors.As(err, &inv):
+		return "backend TLS verification failed", http.StatusBadGateway
+	case errors.As(err, &alert) || errors.As(err, &record):
+		return "backend TLS handshake failed", http.StatusBadGateway
+	case errors.As(err, &op) && op.Op == "dial":
+		return "backend unreachable", http.StatusBadGateway
+	case errors.Is(err, ErrInvalidSwitch), errors.Is(err, errBadAccept):
+		return "backend sent an invalid 101", http.StatusBadGateway
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "backend closed before answering", http.StatusBadGateway
+	}
+	return "backend failed", http.StatusBadGateway
 }

@@ -33,11 +33,11 @@ import (
 //     the same method, target and end-to-end header fields, a
 //     Content-Length body if the client sent one, and the forwarding
 //     fields SetForwarded sets: the client's X-Forwarded-For and
-//     Forwarded elements kept, the proxy's own appended last.
-//     Hop-by-hop fields (Connection, the fields it names, Keep-Alive, TE,
-//     Trailer, Proxy-*) are dropped; the upgrade's own fields are not. The
-//     backend is asked over HTTP/1.1 even by a Dialer that can switch
-//     HTTP/2 streams, as net/http's Transport asks for a WebSocket through
+//     Forwarded elements kept, the proxy's own appended last. Hop-by-hop
+//     fields (Connection, the fields it names, Keep-Alive, TE, Trailer,
+//     Proxy-*) are dropped; the upgrade's own fields are not. The backend
+//     is asked over HTTP/1.1 even by a Dialer that can switch HTTP/2
+//     streams, as net/http's Transport asks for a WebSocket through
 //     httputil.ReverseProxy, and nginx for every upgrade.
 //   - The dial and the backend's answer are bounded by the Dialer's
 //     HandshakeTimeout, not by the client's connection: a client may
@@ -155,9 +155,16 @@ type Proxy struct {
 	// Limits bounds the Upgrade header parser, as Server.Limits does.
 	Limits Limits
 
-	// ErrorLog receives errors: backends that fail, failed hijacks and
-	// writes. At slog.LevelDebug it also gets one record per relayed
-	// pair when it ends. Nil means slog.Default().
+	// ErrorLog receives errors, at slog.LevelWarn and above: backends
+	// that cannot be reached or answer with an invalid 101, failed
+	// hijacks. At slog.LevelDebug it also gets one record per upgrade
+	// request, forwarded or not, when it ends: "upgrade: proxied
+	// connection closed" with the protocol, the client's address and HTTP
+	// version (proto), the backend, the duration and how it ended
+	// ("closed by client", "closed by backend", "reset by client", "idle
+	// timeout", "refused by backend with 426", "refused by proxy with
+	// 403", "backend unreachable", "backend TLS verification failed"...).
+	// Nil means slog.Default().
 	ErrorLog *slog.Logger
 
 	allowOnce sync.Once
@@ -247,6 +254,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		p.refuse(w, r, http.StatusBadRequest, "upgrade: this endpoint forwards protocol upgrades only")
 		return
 	}
+	rec := newProxyLog(p, r, strings.Join(r.Header["Upgrade"], ", "))
 	var arr [4]Protocol
 	offers, err := AppendProtocols(arr[:0], r.Header["Upgrade"], p.Limits)
 	if err != nil {
@@ -254,7 +262,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		if errors.Is(err, ErrHeaderTooLarge) {
 			code = http.StatusRequestHeaderFieldsTooLarge
 		}
-		p.refuse(w, r, code, err.Error())
+		p.refuseUpgrade(w, r, &rec, code, err.Error())
 		return
 	}
 	if len(r.TransferEncoding) > 0 {
@@ -265,10 +273,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			p.passOn(w, r, next)
 			return
 		}
-		p.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
+		p.refuseUpgrade(w, r, &rec, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
 		return
 	}
-	allow, ok := p.admit(w, r)
+	allow, ok := p.admit(w, r, &rec)
 	if !ok {
 		return
 	}
@@ -280,10 +288,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 		// 403, not 426: a 426 must list protocols that would be
 		// accepted, and only the backend knows those.
-		p.refuse(w, r, http.StatusForbidden, "upgrade: none of the offered protocols may be forwarded")
+		p.refuseUpgrade(w, r, &rec, http.StatusForbidden, "upgrade: none of the offered protocols may be forwarded")
 		return
 	}
-	p.forward(w, r, &clientSide{offers: offers, accept: p.accept11})
+	rec.protocol = formatProtocols(offers)
+	p.forward(w, r, &clientSide{offers: offers, accept: p.accept11}, &rec)
 }
 
 // serveStream forwards an HTTP/2 extended CONNECT (RFC 8441) to the
@@ -295,18 +304,19 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 // the request on to Middleware's next handler: an extended CONNECT is
 // not a plain request.
 func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
+	rec := newProxyLog(p, r, r.Header.Get(":protocol"))
 	offer, err := ParseProtocol(r.Header.Get(":protocol"))
 	if err != nil || len(r.Header[":protocol"]) != 1 {
-		p.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
+		p.refuseUpgrade(w, r, &rec, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 		return
 	}
-	allow, ok := p.admit(w, r)
+	allow, ok := p.admit(w, r, &rec)
 	if !ok {
 		return
 	}
 	offers := filterOffers([]Protocol{offer}, allow)
 	if len(offers) == 0 {
-		p.refuse(w, r, http.StatusForbidden, "upgrade: protocol "+offer.String()+" may not be forwarded")
+		p.refuseUpgrade(w, r, &rec, http.StatusForbidden, "upgrade: protocol "+offer.String()+" may not be forwarded")
 		return
 	}
 	p.forward(w, r, &clientSide{
@@ -314,22 +324,22 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		stream:          true,
 		bridgeWebSocket: offer.Version == "" && ascii.EqualFold(offer.Name, "websocket"),
 		accept:          p.acceptStream,
-	})
+	}, &rec)
 }
 
 // admit returns the parsed Allow patterns for an upgrade request the
 // proxy may take on now, or answers it (503 during Shutdown, 500 when
-// Allow is malformed) and returns false.
-func (p *Proxy) admit(w http.ResponseWriter, r *http.Request) ([]route, bool) {
+// Allow is malformed), logs it and returns false.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, rec *proxyLog) ([]route, bool) {
 	if p.conns.closing.Load() {
 		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
+		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "proxy shutting down")
 		return nil, false
 	}
 	allow, err := p.allowed()
 	if err != nil {
 		p.logger().Error("upgrade: proxy misconfigured", "err", err)
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		p.refuseUpgrade(w, r, rec, http.StatusInternalServerError, "upgrade: proxy misconfigured")
 		return nil, false
 	}
 	return allow, true
@@ -379,23 +389,24 @@ func filterOffers(offers []Protocol, allow []route) []Protocol {
 // yet.
 const pendingKey = ""
 
-// forward sends r to the backend and, if it switches, relays the pair.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) {
+// forward sends r to the backend and, if it switches, relays the pair;
+// every way it ends is logged with rec.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide, rec *proxyLog) {
 	if p.Rewrite == nil {
 		p.logger().Error("upgrade: Proxy.Rewrite is nil: no backend to forward to")
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		p.refuseUpgrade(w, r, rec, http.StatusInternalServerError, "upgrade: proxy misconfigured")
 		return
 	}
 	var body []byte
 	if !cs.stream {
 		var ok bool
-		if body, ok = p.readBody(w, r); !ok {
+		if body, ok = p.readBody(w, r, rec); !ok {
 			return
 		}
 	}
 	if !p.conns.reserve(pendingKey, 0, p.MaxConns) {
 		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "too many proxied connections, retry later")
+		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "too many proxied connections, retry later")
 		return
 	}
 	key, reserved := pendingKey, true
@@ -414,9 +425,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	p.Rewrite(pr)
 	if pr.Out.URL == nil {
 		p.logger().Error("upgrade: Proxy.Rewrite set no URL", "path", r.URL.Path)
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		p.refuseUpgrade(w, r, rec, http.StatusInternalServerError, "upgrade: proxy misconfigured")
 		return
 	}
+	rec.backend = pr.Out.URL.Host
 	d := p.dialer(pr, body, cs)
 	ctx := r.Context()
 	if !cs.stream {
@@ -431,13 +443,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		// not wait for it, the http.Server does.
 		p.conns.release(key)
 		reserved = false
-		p.backendFailed(w, r, err)
+		p.backendFailed(w, r, err, rec)
 		return
 	}
 	if p.conns.closing.Load() {
 		bc.Close()
 		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
+		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "proxy shutting down")
 		return
 	}
 	// Count the pair under its protocol before the client learns of the
@@ -452,24 +464,24 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 		// as a reset, as the relay would.
 		abort(bc.nc)
 		bc.Close()
-		p.logger().Error("upgrade: proxy switching the client", "remote", r.RemoteAddr, "err", err)
+		rec.end("closed by client before the switch", "err", err)
 		return
 	}
 	cc.Protocol, cc.key = offerSpelling(cs.offers, bc.Protocol), key
+	rec.protocol = cc.Protocol.String()
 	// Its slot was reserved before any Shutdown began, which waits for it:
 	// the pair is relayed like the others until the grace period ends,
 	// even if Shutdown started while the backend was answering.
 	p.conns.adopt(cc)
 	reserved = false
-	backend := pr.Out.URL.Host
 	// The requests and the 101 have been used: keep none of them for
 	// the life of the pair.
 	cc.Request, bc.Request, bc.Response = nil, nil, nil
 	if cs.stream {
-		p.relay(newPair(p, cc, bc, backend))
+		p.relay(newPair(p, cc, bc, *rec))
 		return
 	}
-	go p.relay(newPair(p, cc, bc, backend))
+	go p.relay(newPair(p, cc, bc, *rec))
 }
 
 // offerSpelling returns the offer as the client spelled it.
@@ -483,7 +495,7 @@ func offerSpelling(offers []Protocol, p Protocol) Protocol {
 // readBody reads r's body, bounded, before the backend is dialed: it is
 // sent with the request. net/http sends the 100 Continue a client
 // expecting one waits for. On failure it answers r and returns false.
-func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request, rec *proxyLog) ([]byte, bool) {
 	if !hasBody(r) {
 		return nil, true
 	}
@@ -492,7 +504,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 		limit = DefaultMaxRequestBody
 	}
 	if r.ContentLength > limit {
-		p.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+		p.refuseUpgrade(w, r, rec, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 		return nil, false
 	}
 	rc := http.NewResponseController(w)
@@ -503,13 +515,13 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 	_ = rc.SetReadDeadline(time.Time{})
 	switch {
 	case err == nil && int64(len(body)) > limit:
-		p.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+		p.refuseUpgrade(w, r, rec, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 		return nil, false
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		p.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
+		p.refuseUpgrade(w, r, rec, http.StatusRequestTimeout, "request body not received within the handshake timeout")
 		return nil, false
 	case err != nil:
-		p.refuse(w, r, http.StatusBadRequest, "could not read request body")
+		p.refuseUpgrade(w, r, rec, http.StatusBadRequest, "could not read request body")
 		return nil, false
 	}
 	return body, true
@@ -554,6 +566,13 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, code int, msg str
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, msg+"\n")
+}
+
+// refuseUpgrade refuses an upgrade request the proxy does not forward,
+// as refuse does, and logs it.
+func (p *Proxy) refuseUpgrade(w http.ResponseWriter, r *http.Request, rec *proxyLog, code int, msg string) {
+	p.refuse(w, r, code, msg)
+	rec.end("refused by proxy with "+strconv.Itoa(code), "status", code)
 }
 
 func (p *Proxy) logger() *slog.Logger {
