@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,19 +23,20 @@ import (
 
 // proxyConfig is the parsed command line of upgrade proxy.
 type proxyConfig struct {
-	addr    string
-	to      *url.URL
-	allow   []string // nil: every protocol but h2c
-	tls     bool
-	grace   time.Duration
-	verbose bool
+	addr     string
+	to       *url.URL
+	allow    []string // nil: every protocol but h2c
+	tls      bool
+	insecure bool // do not verify the backend's TLS certificate
+	grace    time.Duration
+	verbose  bool
 }
 
 // proxyCommand is "upgrade proxy".
 var proxyCommand = &subcommand{
 	name:     "proxy",
-	synopsis: "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]",
-	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
+	synopsis: "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]",
+	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
 
 Proxy forwards every request to the backend URL, keeping the client's
 Host: upgrade requests through upgrade.Proxy, which relays the switched
@@ -64,6 +66,8 @@ Flags:
                     let requests past the proxy on one HTTP/2 connection)
   -tls              serve HTTPS with an ephemeral self-signed certificate
                     for 127.0.0.1, ::1 and localhost
+  -insecure         do not verify the backend's TLS certificate (for a
+                    backend with a self-signed one, such as serve -tls)
   -grace D          how long proxied connections get to finish on
                     shutdown (default 5s)
   -v                log one line per proxied connection, when it ends
@@ -120,6 +124,7 @@ func proxyFlags(cfg *proxyConfig, to, allow *string) *flag.FlagSet {
 	fs.StringVar(to, "to", "", "the backend's URL (http or https)")
 	fs.StringVar(allow, "allow", "", "protocols that may be forwarded, comma-separated patterns (default: all but h2c)")
 	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
+	fs.BoolVar(&cfg.insecure, "insecure", false, "do not verify the backend's TLS certificate")
 	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long proxied connections get to finish on shutdown")
 	fs.BoolVar(&cfg.verbose, "v", false, "log one line per proxied connection, when it ends")
 	return fs
@@ -154,7 +159,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		allow = strings.Join(cfg.allow, ",")
 	}
 	log.Info("proxying", "addr", ln.Addr().String(), "to", cfg.to.Redacted(), "allow", allow, "tls", cfg.tls,
-		"grace", cfg.grace, "verbose", cfg.verbose)
+		"insecure", cfg.insecure, "grace", cfg.grace, "verbose", cfg.verbose)
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
 	return untilSignal(ctx, stop, serveErr, "upgrade proxy", stderr, log, cfg.grace, func(grace time.Duration) {
@@ -169,6 +174,11 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 	up := upgrade.NewProxy(cfg.to)
 	up.Allow = cfg.allow
 	up.ErrorLog = log
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.insecure {
+		up.Dialer = &upgrade.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+		transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
 	plain := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(cfg.to)
@@ -176,7 +186,7 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 			upgrade.SetForwarded(pr.Out.Header, pr.In)
 		},
 		// Keeps the Upgrade list of a backend's 426 for up to pass on.
-		Transport: up.Transport(nil),
+		Transport: up.Transport(transport),
 		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	// HTTP/1.1 and HTTP/2 (prior knowledge over cleartext, ALPN with

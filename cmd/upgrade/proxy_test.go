@@ -52,7 +52,7 @@ func TestProxyUsageError(t *testing.T) {
 	}
 	out, err := command(t, "proxy", "-h").CombinedOutput()
 	require.NoError(t, err)
-	assert.Contains(t, string(out), "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]")
+	assert.Contains(t, string(out), "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]")
 }
 
 // TestProxyEchoAndPlain: through `upgrade proxy` in front of `upgrade
@@ -225,4 +225,26 @@ func TestProxy426ListsForwardable(t *testing.T) {
 	resp, _ := rawRequest(t, p2.addr, "GET /required HTTP/1.1\r\nHost: x\r\n\r\n")
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 	assert.Empty(t, resp.Header.Get("Upgrade"))
+}
+
+// TestProxyInsecure: -insecure reaches a backend with a self-signed
+// certificate (upgrade serve -tls) for upgrades and plain requests alike;
+// without it the backend's certificate is refused and the log says so.
+func TestProxyInsecure(t *testing.T) {
+	back := startServer(t, "-tls")
+	p, _ := startCommand(t, "proxy", "-addr", "127.0.0.1:0", "-to", "https://"+back.addr, "-insecure", "-v")
+	c, br := switchEcho(t, p.addr)
+	require.NoError(t, c.CloseWrite())
+	_, err := io.ReadAll(br)
+	require.NoError(t, err)
+	resp, body := rawRequest(t, p.addr, "GET /protocols HTTP/1.1\r\nHost: x\r\n\r\n")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), "echo/1")
+
+	strict, _ := startCommand(t, "proxy", "-addr", "127.0.0.1:0", "-to", "https://"+back.addr, "-v")
+	resp, _ = rawRequest(t, strict.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	require.Eventually(t, func() bool {
+		return strings.Contains(strict.stderr.String(), `how="backend TLS verification failed"`)
+	}, testTimeout, 10*time.Millisecond, strict.stderr.String())
 }
