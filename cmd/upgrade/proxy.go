@@ -70,7 +70,14 @@ Flags:
                     backend with a self-signed one, such as serve -tls)
   -grace D          how long proxied connections get to finish on
                     shutdown (default 5s)
-  -v                log one line per proxied connection, when it ends
+  -v                log one INFO line per proxied connection or stream,
+                    when it ends: the protocol, the client's HTTP version
+                    (proto=HTTP/1.1 or proto=HTTP/2.0), the backend, and
+                    how it ended (how="closed by client", "closed by
+                    backend", "reset by client", "refused by backend with
+                    426", "backend unreachable", "backend TLS verification
+                    failed", "idle timeout"...). Failures to reach the
+                    backend are logged as WARN lines, with or without -v
 
 Examples:
 
@@ -126,7 +133,7 @@ func proxyFlags(cfg *proxyConfig, to, allow *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "do not verify the backend's TLS certificate")
 	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long proxied connections get to finish on shutdown")
-	fs.BoolVar(&cfg.verbose, "v", false, "log one line per proxied connection, when it ends")
+	fs.BoolVar(&cfg.verbose, "v", false, "log one line per proxied connection or stream, when it ends")
 	return fs
 }
 
@@ -136,11 +143,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return proxyCommand.parseFailed(stdout, stderr, err)
 	}
-	level := slog.LevelInfo
-	if cfg.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, nil))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -174,6 +177,9 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 	up := upgrade.NewProxy(cfg.to)
 	up.Allow = cfg.allow
 	up.ErrorLog = log
+	if cfg.verbose {
+		up.ErrorLog = slog.New(debugAsInfo{log.Handler()})
+	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg.insecure {
 		up.Dialer = &upgrade.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
@@ -204,6 +210,29 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return up, hs
+}
+
+// debugAsInfo is a slog.Handler that logs records below slog.LevelInfo
+// as INFO records: with -v, the record upgrade.Proxy logs at DEBUG for
+// each proxied connection is the INFO line serve -v writes for each of
+// its own.
+type debugAsInfo struct{ slog.Handler }
+
+func (h debugAsInfo) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, max(l, slog.LevelInfo))
+}
+
+func (h debugAsInfo) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = max(r.Level, slog.LevelInfo)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h debugAsInfo) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return debugAsInfo{h.Handler.WithAttrs(attrs)}
+}
+
+func (h debugAsInfo) WithGroup(name string) slog.Handler {
+	return debugAsInfo{h.Handler.WithGroup(name)}
 }
 
 // shutdownProxy stops the proxy: no new connections or upgrades, proxied

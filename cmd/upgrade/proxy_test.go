@@ -6,14 +6,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
 )
 
 // startProxyCmd starts `upgrade proxy -addr 127.0.0.1:0 -to http://BACKEND
@@ -225,6 +228,64 @@ func TestProxy426ListsForwardable(t *testing.T) {
 	resp, _ := rawRequest(t, p2.addr, "GET /required HTTP/1.1\r\nHost: x\r\n\r\n")
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 	assert.Empty(t, resp.Header.Get("Upgrade"))
+}
+
+// TestProxyVerboseLog: with -v the proxy logs one INFO line per proxied
+// connection or stream when it ends, naming the protocol, the client's
+// HTTP version and what happened; backend failures are also logged as
+// errors, with or without -v.
+func TestProxyVerboseLog(t *testing.T) {
+	back := startServer(t)
+	line := func(p *server, how string) string {
+		t.Helper()
+		re := regexp.MustCompile(`(?m)^time=\S+ level=INFO msg="upgrade: proxied connection closed" .*how="` + regexp.QuoteMeta(how) + `".*$`)
+		var l string
+		require.Eventually(t, func() bool {
+			l = re.FindString(p.stderr.String())
+			return l != ""
+		}, testTimeout, 10*time.Millisecond, "no line with how=%q in:\n%s", how, p.stderr)
+		return l
+	}
+	p, _ := startProxyCmd(t, back.addr, "-v")
+
+	c, br := switchEcho(t, p.addr)
+	require.NoError(t, c.CloseWrite())
+	_, err := io.ReadAll(br)
+	require.NoError(t, err)
+	assert.Regexp(t, `protocol=echo/1 remote=`+regexp.QuoteMeta(c.LocalAddr().String())+` proto=HTTP/1\.1 backend=\S+ duration=\S+ how="closed by client" sent=4 received=4$`,
+		line(p, "closed by client"))
+
+	rawRequest(t, p.addr, "GET /required HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/2\r\n\r\n")
+	assert.Contains(t, line(p, "refused by backend with 426"), "protocol=echo/2 ")
+
+	h2 := wiretest.DialH2(t, p.addr, nil)
+	st := h2.Connect("http", p.addr, "/", "echo/1")
+	require.Equal(t, "200", st.Status())
+	st.Write([]byte("x"))
+	assert.Equal(t, "x", string(st.Read(1)))
+	st.Reset(http2.ErrCodeCancel)
+	assert.Regexp(t, `protocol=echo/1 remote=\S+ proto=HTTP/2\.0 `, line(p, "closed by client (stream cancelled)"))
+
+	dead, _ := startProxyCmd(t, closedAddr(t), "-v")
+	resp, _ := rawRequest(t, dead.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	assert.Contains(t, line(dead, "backend unreachable"), "protocol=echo/1 ")
+	assert.Contains(t, dead.stderr.String(), "level=WARN")
+
+	quiet, _ := startProxyCmd(t, closedAddr(t))
+	rawRequest(t, quiet.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
+	require.Eventually(t, func() bool { return strings.Contains(quiet.stderr.String(), "level=WARN") }, testTimeout, 10*time.Millisecond)
+	assert.NotContains(t, quiet.stderr.String(), "proxied connection closed", "no line per connection without -v")
+}
+
+// closedAddr returns a 127.0.0.1 address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
 }
 
 // TestProxyInsecure: -insecure reaches a backend with a self-signed
