@@ -211,7 +211,7 @@ Examples:
 
   upgrade serve                                        # then open http://127.0.0.1:8080/
   echo hello | upgrade dial http://127.0.0.1:8080/ echo/1
-  upgrade proxy -addr 127.0.0.1:9090 -to http://127.0.0.1:8080   # forward to serve
+  upgrade proxy -to http://127.0.0.1:8080              # in front of serve, on 127.0.0.1:9090
 `
 
 // versionCommand is "upgrade version".

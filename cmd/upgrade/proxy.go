@@ -32,6 +32,10 @@ type proxyConfig struct {
 	verbose  bool
 }
 
+// defaultProxyAddr is the proxy's default address: not serve's
+// (127.0.0.1:8080), so that the two run side by side with their defaults.
+const defaultProxyAddr = "127.0.0.1:9090"
+
 // proxyCommand is "upgrade proxy".
 var proxyCommand = &subcommand{
 	name:     "proxy",
@@ -41,25 +45,37 @@ var proxyCommand = &subcommand{
 Proxy forwards every request to the backend URL, keeping the client's
 Host: upgrade requests through upgrade.Proxy, which relays the switched
 connection both ways without changing or losing a byte, plain requests
-through httputil.ReverseProxy. Both keep the client's X-Forwarded-For and
-Forwarded elements and end them with the proxy's own: trust only the
-elements your own proxies added, from the end. A 426 from the backend
-lists only the protocols -allow lets through, with "Connection: Upgrade"
-(a 403 if none is left). An upgrade offering nothing -allow allows
-is proxied as a plain request, without its Upgrade field. HTTP/2 clients
-(with prior knowledge over cleartext; by ALPN with -tls) may open
-WebSockets and other protocols as RFC 8441 extended CONNECT streams: each
-is forwarded as an HTTP/1.1 upgrade, a WebSocket with the key and accept
-check RFC 6455 needs. When ready it
-prints "listening on http://HOST:PORT" (https with -tls) on stdout; logs
-go to stderr. SIGINT (Ctrl-C) or SIGTERM: proxied connections relay until
-they end or -grace passes, then exit 0.
+through httputil.ReverseProxy. HTTP/2 clients (with prior knowledge over
+cleartext; by ALPN with -tls) may open WebSockets and other protocols as
+RFC 8441 extended CONNECT streams: each is forwarded as an HTTP/1.1
+upgrade, a WebSocket with the key and accept check RFC 6455 needs. When
+ready it prints "listening on http://HOST:PORT" (https with -tls) on
+stdout; logs go to stderr. SIGINT (Ctrl-C) or SIGTERM: proxied
+connections relay until they end or -grace passes, then exit 0.
+
+What passes:
+
+  - An upgrade offering nothing -allow allows, an HTTP/1.0 one, and one
+    whose Connection field lacks "upgrade" are proxied as plain requests,
+    without Upgrade, the Connection options naming it and HTTP2-Settings.
+  - The backend is always asked over HTTP/1.1. An answer other than 101 is
+    relayed whole (status, fields, body), and the connection closed after
+    it. A 426 lists only the protocols -allow lets through, with
+    "Connection: Upgrade" (a 403 if none is left); to an HTTP/2 client it
+    is a 400.
+  - X-Forwarded-For and Forwarded keep the client's elements and end with
+    the proxy's own, on upgrades and plain requests alike: trust only the
+    elements your own proxies added, from the end.
+  - A stream from an HTTP/2 client ends when the backend closes
+    (END_STREAM) and is reset when the backend resets (INTERNAL_ERROR: the
+    one code net/http's HTTP/2 server can reset a stream with from a
+    handler).
 
 Flags:
 
   -to URL           the backend, an http:// or https:// URL (required);
                     its path is joined with each request's
-  -addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0:
+  -addr HOST:PORT   address to listen on (default 127.0.0.1:9090; port 0:
                     any free port)
   -allow P,...      protocols that may be forwarded: name, name/version or
                     name/* (default: every protocol but h2c, which would
@@ -81,10 +97,11 @@ Flags:
 
 Examples:
 
-  upgrade serve -addr 127.0.0.1:8080 &
-  upgrade proxy -addr 127.0.0.1:9090 -to http://127.0.0.1:8080
+  upgrade serve &                               # the demo server, on 127.0.0.1:8080
+  upgrade proxy -to http://127.0.0.1:8080 &     # in front of it, on 127.0.0.1:9090
   echo hi | upgrade dial http://127.0.0.1:9090/ echo/1
-  upgrade proxy -to http://127.0.0.1:8080 -allow websocket,echo/1 -v
+  upgrade serve -tls -addr 127.0.0.1:8443 &     # the demo over HTTPS, self-signed
+  upgrade proxy -addr 127.0.0.1:9091 -to https://127.0.0.1:8443 -insecure -allow websocket,echo/1 -v
 `,
 }
 
@@ -127,7 +144,7 @@ func parseProxy(args []string) (proxyConfig, error) {
 // and allow.
 func proxyFlags(cfg *proxyConfig, to, allow *string) *flag.FlagSet {
 	fs := proxyCommand.flagSet()
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(&cfg.addr, "addr", defaultProxyAddr, "address to listen on")
 	fs.StringVar(to, "to", "", "the backend's URL (http or https)")
 	fs.StringVar(allow, "allow", "", "protocols that may be forwarded, comma-separated patterns (default: all but h2c)")
 	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")

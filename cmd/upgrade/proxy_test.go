@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"syscall"
@@ -230,6 +231,18 @@ func TestProxy426ListsForwardable(t *testing.T) {
 	assert.Empty(t, resp.Header.Get("Upgrade"))
 }
 
+// TestProxyDefaultAddr: the proxy's default address is not the demo
+// server's, so the two run side by side with their defaults.
+func TestProxyDefaultAddr(t *testing.T) {
+	pc, err := parseProxy([]string{"-to", "http://127.0.0.1:8080"})
+	require.NoError(t, err)
+	sc, err := parseServe(nil)
+	require.NoError(t, err)
+	assert.NotEqual(t, sc.addr, pc.addr)
+	assert.Equal(t, "127.0.0.1:9090", pc.addr)
+	assert.Equal(t, "http://"+sc.addr, pc.to.String(), "the demo's own line points at serve's default")
+}
+
 // TestProxyVerboseLog: with -v the proxy logs one INFO line per proxied
 // connection or stream when it ends, naming the protocol, the client's
 // HTTP version and what happened; backend failures are also logged as
@@ -308,4 +321,81 @@ func TestProxyInsecure(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(strict.stderr.String(), `how="backend TLS verification failed"`)
 	}, testTimeout, 10*time.Millisecond, strict.stderr.String())
+}
+
+// TestHelpExamples: the example lines of every help text work as written,
+// in the order given: each upgrade command line parses, no two servers
+// started by them listen on the same address, and every dial and proxy
+// target is one of them (or the demo server a text says is running).
+func TestHelpExamples(t *testing.T) {
+	for name, text := range map[string]string{
+		"overview": overview, "serve": serveCommand.help, "dial": dialCommand.help, "proxy": proxyCommand.help,
+	} {
+		_, examples, ok := strings.Cut(text, "\nExamples")
+		require.True(t, ok, "%s help has examples", name)
+		listening := map[string]string{} // address -> the line that listens on it
+		if strings.Contains(examples, `"upgrade serve" running`) {
+			listening["127.0.0.1:8080"] = "upgrade serve (another terminal)"
+		}
+		for _, line := range strings.Split(examples, "\n")[1:] {
+			line, _, _ = strings.Cut(strings.TrimSpace(line), " #")
+			if i := strings.LastIndex(line, "| "); i >= 0 {
+				line = line[i+2:]
+			}
+			words := shellWords(line)
+			if len(words) < 2 || words[0] != "upgrade" {
+				continue
+			}
+			var listen, target string
+			switch words[1] {
+			case "serve":
+				cfg, err := parseServe(words[2:])
+				require.NoError(t, err, "%s: %q", name, line)
+				listen = cfg.addr
+			case "proxy":
+				cfg, err := parseProxy(words[2:])
+				require.NoError(t, err, "%s: %q", name, line)
+				listen, target = cfg.addr, cfg.to.Host
+			case "dial":
+				cfg, err := parseDial(words[2:])
+				require.NoError(t, err, "%s: %q", name, line)
+				u, err := url.Parse(cfg.url)
+				require.NoError(t, err)
+				target = u.Host
+			}
+			if target != "" {
+				assert.Contains(t, listening, target, "%s: %q: nothing listens on %s", name, line, target)
+			}
+			if listen != "" && !strings.HasSuffix(listen, ":0") {
+				prev, clash := listening[listen]
+				assert.False(t, clash, "%s: %q listens on %s, as %q does", name, line, listen, prev)
+				listening[listen] = line
+			}
+		}
+	}
+}
+
+// shellWords splits a command line as a shell would, for the simple lines
+// of the help texts: words separated by spaces, single quotes kept
+// together, redirections and a trailing & dropped.
+func shellWords(line string) []string {
+	var words []string
+	for len(line) > 0 {
+		line = strings.TrimLeft(line, " ")
+		var w string
+		if strings.HasPrefix(line, "'") {
+			end := strings.Index(line[1:], "'")
+			if end < 0 {
+				end = len(line) - 1
+			}
+			w, line = line[1:1+end], line[min(len(line), end+2):]
+		} else {
+			w, line, _ = strings.Cut(line, " ")
+		}
+		if w == "" || w == "&" || strings.HasPrefix(w, "<") || strings.HasPrefix(w, ">") {
+			continue
+		}
+		words = append(words, w)
+	}
+	return words
 }
