@@ -169,6 +169,11 @@ type Dialer struct {
 	// returned Conn is a stream of a shared connection, and its
 	// Request.ProtoMajor is 2 (see Conn).
 	HTTP2 *HTTP2Transport
+
+	// keepRefusal makes an HTTP/1.1 Dial return a final response other
+	// than 101 whole, as a *liveRefusal whose body streams from the
+	// connection, rather than a *ResponseError (see Proxy).
+	keepRefusal bool
 }
 
 // Dial opens a connection upgraded to one of offers with a zero Dialer:
@@ -424,6 +429,9 @@ func (sc *serverConn) close() {
 func (d *Dialer) switchHTTP1(sc *serverConn, req *http.Request, wire []byte, offers []Protocol) (*Conn, error) {
 	sc.lr.n = d.maxHeaderBytes()
 	c, err := d.exchange(sc.conn, sc.br, sc.lr, req, wire, offers)
+	if live, ok := err.(*liveRefusal); ok {
+		return nil, sc.handOver(live)
+	}
 	if err != nil {
 		sc.close()
 		return nil, err
@@ -456,7 +464,13 @@ func (d *Dialer) exchange(conn net.Conn, br *bufio.Reader, lr *limitReader, req 
 		return nil, fmt.Errorf("writing the request: %w", err)
 	}
 	resp, proto, err := readSwitch(br, lr, req, offers)
-	if err != nil {
+	switch {
+	case err == errNotSwitched && d.keepRefusal:
+		return nil, &liveRefusal{resp: resp}
+	case err == errNotSwitched:
+		lr.n = maxErrorBody
+		return nil, newResponseError(resp)
+	case err != nil:
 		return nil, err
 	}
 	if d.Check != nil {

@@ -14,7 +14,8 @@ import (
 // anything but h2c) go through upgrade.Proxy, which relays the switched
 // connections without losing a byte; every other request, and an upgrade
 // offering nothing allowed (with its upgrade removed), through
-// httputil.ReverseProxy.
+// httputil.ReverseProxy, whose Transport keeps a backend's 426 list and
+// whose forwarding fields are set as the Proxy sets them.
 func ExampleProxy_Middleware() {
 	backend, _ := url.Parse("http://127.0.0.1:8080")
 
@@ -22,11 +23,14 @@ func ExampleProxy_Middleware() {
 	up.Allow = []string{"websocket", "echo/*"} // nil: everything but h2c
 	up.IdleTimeout = time.Hour
 
-	plain := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		pr.SetURL(backend)
-		pr.Out.Host = pr.In.Host
-		pr.SetXForwarded()
-	}}
+	plain := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(backend)
+			pr.Out.Host = pr.In.Host
+			upgrade.SetForwarded(pr.Out.Header, pr.In)
+		},
+		Transport: up.Transport(nil),
+	}
 
 	srv := &http.Server{Addr: ":9090", Handler: up.Middleware(plain), ReadHeaderTimeout: 10 * time.Second}
 	up.RegisterOnShutdown(srv, 10*time.Second) // srv.Shutdown also drains the relayed pairs

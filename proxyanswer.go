@@ -1,11 +1,9 @@
 package upgrade
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -42,6 +40,7 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 	rc := http.NewResponseController(w)
 	nc, brw, err := rc.Hijack()
 	if err != nil {
+		p.logger().Error("upgrade: proxy switching the client", "remote", r.RemoteAddr, "err", err)
 		w.Header().Set("Connection", "close")
 		http.Error(w, "upgrade: could not switch protocols", http.StatusInternalServerError)
 		return nil, fmt.Errorf("hijacking the connection: %w", err)
@@ -76,63 +75,28 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 	return c, nil
 }
 
-// backendFailed answers a request whose backend did not switch: a
-// backend's refusal is relayed, anything else goes to ErrorHandler.
-func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error) {
+// backendFailed answers a request whose backend did not switch: the
+// backend's own answer is relayed whole (relayAnswer); a failure to reach
+// it, or an invalid 101, goes to ErrorHandler and is logged as an error.
+func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error, rec *proxyLog) {
+	var live *liveRefusal
+	if errors.As(err, &live) {
+		p.relayAnswer(w, r, live.resp, rec)
+		return
+	}
+	how, code := backendFailure(err)
+	p.logger().Warn("upgrade: proxy: "+how, "remote", r.RemoteAddr, "backend", rec.backend, "err", err)
+	defer rec.end(how, "status", code, "err", err)
 	if r.ProtoMajor == 1 {
 		// On HTTP/2, net/http would take "close" as a reason to shut
 		// down the whole connection, every other stream with it.
 		w.Header()["Connection"] = []string{"close"}
 	}
-	var re *ResponseError
-	if errors.As(err, &re) && !re.Proxy {
-		p.relayRefusal(w, r, re)
-		return
-	}
 	if p.ErrorHandler != nil {
 		p.ErrorHandler(w, r, err)
 		return
 	}
-	code := http.StatusBadGateway
-	if errors.Is(err, context.DeadlineExceeded) {
-		code = http.StatusGatewayTimeout
-	}
-	p.logger().Warn("upgrade: proxy: backend did not switch", "remote", r.RemoteAddr, "err", err)
 	p.refuse(w, r, code, http.StatusText(code))
-}
-
-// relayRefusal relays a backend's final answer other than 101: its
-// status, end-to-end fields (and its Upgrade list, with the "upgrade"
-// option RFC 9110 §7.8 requires beside it) and body excerpt. The client's
-// connection is closed after it.
-func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, re *ResponseError) {
-	h := w.Header()
-	src := re.Header.Clone()
-	upgrade := src["Upgrade"]
-	removeHopByHop(src)
-	delete(src, "Upgrade")
-	delete(src, "Content-Length")
-	for k, vs := range src {
-		h[k] = vs
-	}
-	status := re.StatusCode
-	switch {
-	case r.ProtoMajor != 1:
-		// HTTP/2 has neither Upgrade nor Connection fields, and a 426
-		// must list protocols in Upgrade (RFC 9110 §15.5.22): an HTTP/2
-		// client gets 400 instead, as the Server answers it.
-		if status == http.StatusUpgradeRequired {
-			status = http.StatusBadRequest
-		}
-	case len(upgrade) > 0:
-		h["Upgrade"] = upgrade
-		h["Connection"] = []string{"close", "Upgrade"}
-	default:
-		h["Connection"] = []string{"close"}
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(re.Body))}
-	w.WriteHeader(status)
-	_, _ = w.Write(re.Body)
 }
 
 // acceptStream switches an HTTP/2 client's stream (RFC 8441): a 200 with

@@ -127,7 +127,7 @@ func newProxyRequest(r *http.Request, offers []Protocol) *ProxyRequest {
 		h["Http2-Settings"] = settings
 		h["Connection"] = []string{"HTTP2-Settings"}
 	}
-	addForwarded(h, r)
+	SetForwarded(h, r)
 	return &ProxyRequest{In: r, Out: out}
 }
 
@@ -161,33 +161,51 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// addForwarded adds r's hop to X-Forwarded-For (appended to what r
-// carries, as httputil.ReverseProxy's Director path does: a proxy at the
-// edge may delete the client's own in Rewrite), X-Forwarded-Host,
-// X-Forwarded-Proto and Forwarded (RFC 7239).
-func addForwarded(h http.Header, r *http.Request) {
+// SetForwarded sets the forwarding fields of out, the header of a request
+// a proxy forwards, for in, the request it received: X-Forwarded-For and
+// Forwarded (RFC 7239) hold in's elements followed by in's hop (the
+// client's address; for Forwarded also the Host and scheme it used), and
+// X-Forwarded-Host and X-Forwarded-Proto in's Host and scheme. The
+// proxy's own element is always present and last; earlier ones come from
+// the client or the proxies before it, so a backend must trust only the
+// elements its own proxies added, counting from the end (RFC 7239 §8.1),
+// as with nginx's $proxy_add_x_forwarded_for.
+//
+// A Proxy sets them so for every upgrade it forwards. Call SetForwarded in
+// the Rewrite of the httputil.ReverseProxy beside it (with pr.Out.Header
+// and pr.In) so that plain requests carry the same fields.
+func SetForwarded(out http.Header, in *http.Request) {
 	proto := "http"
-	if r.TLS != nil {
+	if in.TLS != nil {
 		proto = "https"
 	}
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	ip, _, err := net.SplitHostPort(in.RemoteAddr)
 	if err != nil {
 		ip = ""
 	}
-	if ip != "" {
-		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-			ip4xff := strings.Join(prior, ", ") + ", " + ip
-			h["X-Forwarded-For"] = []string{ip4xff}
-		} else {
-			h["X-Forwarded-For"] = []string{ip}
-		}
+	xff := in.Header["X-Forwarded-For"]
+	switch {
+	case ip != "" && len(xff) > 0:
+		out["X-Forwarded-For"] = []string{strings.Join(xff, ", ") + ", " + ip}
+	case ip != "":
+		out["X-Forwarded-For"] = []string{ip}
+	case len(xff) > 0:
+		out["X-Forwarded-For"] = []string{strings.Join(xff, ", ")}
+	default:
+		delete(out, "X-Forwarded-For")
 	}
-	if r.Host != "" {
-		h["X-Forwarded-Host"] = []string{r.Host}
+	if in.Host != "" {
+		out["X-Forwarded-Host"] = []string{in.Host}
+	} else {
+		delete(out, "X-Forwarded-Host")
 	}
-	h["X-Forwarded-Proto"] = []string{proto}
+	out["X-Forwarded-Proto"] = []string{proto}
 
 	var b strings.Builder
+	if prior := in.Header["Forwarded"]; len(prior) > 0 {
+		b.WriteString(strings.Join(prior, ", "))
+		b.WriteString(", ")
+	}
 	if ip != "" {
 		b.WriteString("for=")
 		if strings.Contains(ip, ":") {
@@ -198,18 +216,14 @@ func addForwarded(h http.Header, r *http.Request) {
 		}
 		b.WriteByte(';')
 	}
-	if r.Host != "" && validForwardedHost(r.Host) {
+	if in.Host != "" && validForwardedHost(in.Host) {
 		b.WriteString("host=")
-		b.WriteString(forwardedValue(r.Host))
+		b.WriteString(forwardedValue(in.Host))
 		b.WriteByte(';')
 	}
 	b.WriteString("proto=")
 	b.WriteString(proto)
-	if prior := h["Forwarded"]; len(prior) > 0 {
-		h["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + b.String()}
-	} else {
-		h["Forwarded"] = []string{b.String()}
-	}
+	out["Forwarded"] = []string{b.String()}
 }
 
 // validForwardedHost reports whether host can be put in a Forwarded

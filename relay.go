@@ -1,10 +1,9 @@
 package upgrade
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,34 +14,46 @@ import (
 // A pair is a client connection and a backend connection a Proxy relays
 // between once both have switched.
 type pair struct {
-	p        *Proxy
-	client   *Conn // tracked: Close and Shutdown's end close it
-	backend  *Conn
-	endpoint string // the backend's host, for the log
-	start    time.Time
+	p       *Proxy
+	client  *Conn // tracked: Close and Shutdown's end close it
+	backend *Conn
+	rec     proxyLog
+	start   time.Time
+
+	// stream is set when the client is an HTTP/2 stream, which net/http
+	// ends only when the handler returns: the pair ends as soon as either
+	// side does.
+	stream bool
 
 	// last is when a byte last moved, as time since start: written by
 	// each direction after every burst, read by the idle timer.
 	last atomic.Int64
 
-	mu    sync.Mutex
-	timer *time.Timer // the idle timer; nil without IdleTimeout
-	ended bool        // the relay is over: the timer must not rearm
+	mu      sync.Mutex
+	timer   *time.Timer // the idle timer; nil without IdleTimeout
+	ended   bool        // the relay is over: the timer must not rearm
+	endSide string      // the side that ended first: "client" or "backend"
+	endErr  error       // how it ended: nil for EOF
 
 	closeOnce sync.Once
 	why       error // what closed the pair early, set in closeOnce
 }
 
-func newPair(p *Proxy, client, backend *Conn, endpoint string) *pair {
-	return &pair{p: p, client: client, backend: backend, endpoint: endpoint, start: time.Now()}
+func newPair(p *Proxy, client, backend *Conn, rec proxyLog) *pair {
+	_, stream := client.nc.(*streamConn)
+	return &pair{p: p, client: client, backend: backend, rec: rec, stream: stream, start: time.Now()}
 }
 
 // errIdle ends a pair that moved no byte for the proxy's IdleTimeout.
 var errIdle = errors.New("idle timeout")
 
 // relay copies bytes both ways until both directions are done, then
-// closes both connections and releases the pair's slot. It runs in its
-// own goroutine and starts one more for the client-to-backend direction.
+// closes both connections, releases the pair's slot and logs how the pair
+// ended. It starts one goroutine for the client-to-backend direction.
+//
+// A half-close is passed on (CloseWrite) and the other direction goes on,
+// except toward an HTTP/2 client: net/http ends its stream only when the
+// handler returns, so the backend's EOF ends the pair (END_STREAM).
 func (p *Proxy) relay(pr *pair) {
 	defer p.conns.Untrack(pr.client, pr.client.key)
 	if p.IdleTimeout > 0 {
@@ -50,14 +61,16 @@ func (p *Proxy) relay(pr *pair) {
 		pr.timer = time.AfterFunc(p.IdleTimeout, pr.checkIdle)
 		pr.mu.Unlock()
 	}
-	var up int64
-	var upErr error
+	var up, down int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		up, upErr = pr.copy(pr.backend, pr.client)
+		up = pr.copy(pr.backend, pr.client, "client", "backend")
 	}()
-	down, downErr := pr.copy(pr.client, pr.backend)
+	down = pr.copy(pr.client, pr.backend, "backend", "client")
+	if pr.stream {
+		pr.close(nil, false)
+	}
 	<-done
 
 	pr.mu.Lock()
@@ -68,26 +81,19 @@ func (p *Proxy) relay(pr *pair) {
 	pr.mu.Unlock()
 	pr.close(nil, false)
 
-	if log := p.logger(); log.Enabled(context.Background(), slog.LevelDebug) {
-		how := "both sides closed"
-		switch {
-		case pr.why != nil:
-			how = pr.why.Error()
-		case upErr != nil:
-			how = "client: " + upErr.Error()
-		case downErr != nil:
-			how = "backend: " + downErr.Error()
-		}
-		log.Debug("upgrade: proxied connection closed", "protocol", pr.client.Protocol.String(),
-			"remote", pr.client.RemoteAddr().String(), "backend", pr.endpoint,
-			"duration", time.Since(pr.start).Round(time.Millisecond), "sent", up, "received", down, "how", how)
+	how, err := pr.how()
+	if err != nil {
+		pr.rec.end(how, "sent", up, "received", down, "err", err)
+		return
 	}
+	pr.rec.end(how, "sent", up, "received", down)
 }
 
-// copy relays src to dst: first the bytes src read ahead during the
-// handshake, then the connection. At EOF it half-closes dst; on an error
-// it closes both connections. It returns the bytes copied.
-func (pr *pair) copy(dst, src *Conn) (int64, error) {
+// copy relays src to dst, the sides named srcSide and dstSide: first the
+// bytes src read ahead during the handshake, then the connection. At EOF
+// it half-closes dst; on an error it closes both connections. It records
+// which side ended and how, and returns the bytes copied.
+func (pr *pair) copy(dst, src *Conn, srcSide, dstSide string) int64 {
 	var n int64
 	if len(src.rbuf) > 0 {
 		m, err := dst.nc.Write(src.rbuf)
@@ -95,23 +101,51 @@ func (pr *pair) copy(dst, src *Conn) (int64, error) {
 		src.rbuf = nil
 		pr.touch()
 		if err != nil {
-			pr.close(err, isReset(err))
-			return n, err
+			pr.fail(dstSide, err)
+			return n
 		}
 	}
 	m, err := copyConn(dst.nc, src.nc, pr.touch)
 	n += m
 	if err != nil {
-		pr.close(err, isReset(err))
-		return n, err
+		side := dstSide
+		if isReadError(err) {
+			side = srcSide
+		}
+		pr.fail(side, err)
+		return n
 	}
+	pr.note(srcSide, nil)
 	if err := dst.CloseWrite(); err != nil {
 		// A side that cannot half-close cannot be told the other is
 		// done sending: end the pair.
+		pr.note(dstSide, err)
 		pr.close(err, false)
-		return n, err
 	}
-	return n, nil
+	return n
+}
+
+// fail ends the pair on an error of side, passing a reset on as a reset.
+func (pr *pair) fail(side string, err error) {
+	pr.note(side, err)
+	pr.close(err, isReset(err))
+}
+
+// note records that side ended, with err (nil: EOF), unless a side ended
+// before it.
+func (pr *pair) note(side string, err error) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if pr.endSide == "" {
+		pr.endSide, pr.endErr = side, err
+	}
+}
+
+// isReadError reports whether err, which ended a copy, came from reading
+// (rather than writing).
+func isReadError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "read"
 }
 
 // touch records that bytes moved now.
@@ -144,18 +178,27 @@ func (pr *pair) close(why error, reset bool) {
 	pr.closeOnce.Do(func() {
 		pr.why = why
 		if reset {
-			for _, c := range [...]net.Conn{pr.client.nc, pr.backend.nc} {
-				switch c := c.(type) {
-				case *net.TCPConn:
-					_ = c.SetLinger(0)
-				case *streamConn:
-					c.reset()
-				}
-			}
+			abort(pr.client.nc)
+			abort(pr.backend.nc)
 		}
 		pr.client.nc.Close()
 		pr.backend.nc.Close()
 	})
+}
+
+// abort makes closing c reset it rather than end it gracefully: a TCP
+// connection (under TLS too) sends RST, an HTTP/2 stream RST_STREAM.
+func abort(c net.Conn) {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		_ = c.SetLinger(0)
+	case *tls.Conn:
+		abort(c.NetConn())
+	case *Conn:
+		abort(c.nc)
+	case *streamConn:
+		c.reset()
+	}
 }
 
 // isReset reports whether err is a connection reset by the peer (or a

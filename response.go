@@ -131,8 +131,8 @@ func responseReadError(err error) error {
 }
 
 // readSwitch reads responses from br until a final one, skipping interim
-// 1xx responses. It returns a valid 101 and the offer it selects, a
-// *ResponseError for another final status, or another error.
+// 1xx responses. It returns a valid 101 and the offer it selects, another
+// final response (body unread) with errNotSwitched, or another error.
 func readSwitch(br *bufio.Reader, lr *limitReader, req *http.Request, offers []Protocol) (*http.Response, Protocol, error) {
 	for interim := 0; ; interim++ {
 		// A 101 is parsed here: http.ReadResponse would reject (or
@@ -163,10 +163,13 @@ func readSwitch(br *bufio.Reader, lr *limitReader, req *http.Request, offers []P
 			}
 			continue
 		}
-		lr.n = maxErrorBody
-		return nil, Protocol{}, newResponseError(resp)
+		return resp, Protocol{}, errNotSwitched
 	}
 }
+
+// errNotSwitched is readSwitch's error for a final response other than
+// 101, which it returns with its body unread.
+var errNotSwitched = errors.New("upgrade: final response other than 101")
 
 // eofIsUnexpected turns io.EOF into io.ErrUnexpectedEOF: in the middle of
 // a handshake the connection can end only too early.

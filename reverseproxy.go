@@ -32,17 +32,32 @@ import (
 //   - The request goes to the backend Rewrite chose, dialed with Dialer,
 //     as an HTTP/1.1 upgrade request offering the allowed protocols, with
 //     the same method, target and end-to-end header fields, a
-//     Content-Length body if the client sent one, and X-Forwarded-For,
-//     X-Forwarded-Host, X-Forwarded-Proto and Forwarded (RFC 7239) added.
-//     Hop-by-hop fields (Connection, the fields it names, Keep-Alive, TE,
-//     Trailer, Proxy-*) are dropped; the upgrade's own fields are not.
+//     Content-Length body if the client sent one, and the forwarding
+//     fields SetForwarded sets: the client's X-Forwarded-For and
+//     Forwarded elements kept, the proxy's own appended last. Hop-by-hop
+//     fields (Connection, the fields it names, Keep-Alive, TE, Trailer,
+//     Proxy-*) are dropped; the upgrade's own fields are not. The backend
+//     is asked over HTTP/1.1 even by a Dialer that can switch HTTP/2
+//     streams, as net/http's Transport asks for a WebSocket through
+//     httputil.ReverseProxy, and nginx for every upgrade.
+//   - The dial and the backend's answer are bounded by the Dialer's
+//     HandshakeTimeout, not by the client's connection: a client may
+//     half-close right after its request, as clients of protocols whose
+//     server speaks first do.
 //   - A 101 from the backend is relayed only if it names protocols the
 //     client offered (and the proxy forwarded): the Dialer checks it.
 //     Otherwise the client gets 502 Bad Gateway and both connections are
-//     closed. A refusal (426 with its Upgrade list, any 4xx or 5xx) is
-//     relayed as it is, its hop-by-hop fields dropped and its body cut at
-//     4 KiB. An unreachable backend is a 502 (504 past the handshake
+//     closed. An unreachable backend is a 502 (504 past the handshake
 //     timeout), answered by ErrorHandler.
+//   - Any other final answer (2xx to 5xx: a backend that refuses, or one
+//     that ignores Upgrade) is relayed whole, as httputil.ReverseProxy
+//     relays a response: its status, end-to-end fields, trailers, and body
+//     as it arrives, in its own framing (Content-Length, chunked or ended
+//     by the close; a HEAD's Content-Length kept), each read of it bounded
+//     by the handshake timeout. A 426 carries its Upgrade list
+//     (RFC 9110 §15.5.22) with only the protocols Allow lets through, and
+//     "Connection: Upgrade"; when none is left the proxy answers 403
+//     instead: the client could not switch through it.
 //   - After the 101, bytes flow both ways unchanged, starting with those
 //     that arrived with the client's request and with the backend's 101.
 //     When one side half-closes, the Proxy half-closes the other
@@ -60,17 +75,25 @@ import (
 // relayed for as long as ServeHTTP runs. A WebSocket is bridged: RFC 8441
 // has no Sec-WebSocket-Key, so the proxy sends the backend a fresh one,
 // checks its Sec-WebSocket-Accept (502 if wrong) and keeps it from the
-// client. A refusal is relayed without Upgrade and Connection fields,
-// which HTTP/2 lacks (a 426 as 400). net/http's HTTP/2 server sends a
-// stream's END_STREAM only when its handler returns, so the backend's
-// half-close reaches an HTTP/2 client when the client has ended its own
-// side too; a reset on either side is passed on as a reset.
+// client. Any other answer is relayed without Upgrade and Connection
+// fields, which HTTP/2 lacks (a 426 as 400), except a 2xx, which would
+// tell the client its stream had switched: that is a 502. The client's
+// END_STREAM reaches the backend as a half-close. net/http's HTTP/2
+// server ends a stream only when its handler returns, so the backend's
+// EOF ends the pair at once: the client gets END_STREAM (and a RST_STREAM
+// NO_ERROR if it is still sending) and the backend connection is closed.
+// A reset on either side is passed on as a reset; the client's stream is
+// reset with INTERNAL_ERROR, the one code net/http's server resets a
+// stream with from a handler (RFC 9113 §8.5 would have CONNECT_ERROR).
 //
 // An HTTP/1.0 request, a request whose Connection field lacks the
 // "upgrade" option, and any other HTTP/2 request are not upgrades; Proxy
 // as an endpoint (ServeHTTP) answers them 400 Bad Request, Middleware
-// passes them on. A Proxy has no 426 of its own to give: only the backend
-// knows which protocols it speaks.
+// passes them on. Whatever Middleware passes on goes without its Upgrade
+// field, the Connection options naming it or HTTP2-Settings, and
+// HTTP2-Settings itself (RFC 9110 §7.6.1, §7.8): the next handler cannot
+// forward an upgrade the Proxy did not. A Proxy has no 426 of its own to
+// give: only the backend knows which protocols it speaks.
 //
 // The relayed pairs are tracked: Shutdown and Close end them, ActiveConns
 // counts them, MaxConns caps them.
@@ -85,11 +108,14 @@ type Proxy struct {
 	Rewrite func(*ProxyRequest)
 
 	// Dialer opens the connection to the backend: its network, TLS,
-	// proxy, handshake timeout, Prepare and Check settings apply. Its
-	// Method, Header and Body are replaced by each request's. Nil means
-	// a zero Dialer (which honours HTTP_PROXY and HTTPS_PROXY, as
-	// http.DefaultTransport does). Its HandshakeTimeout also bounds
-	// reading the client's request body and writing the 101 to it.
+	// proxy, handshake timeout, Prepare and Check settings apply; HTTP2
+	// does not (the backend is asked over HTTP/1.1). Its Method, Header
+	// and Body are replaced by each request's. Nil means a zero Dialer
+	// (which honours HTTP_PROXY and HTTPS_PROXY, as http.DefaultTransport
+	// does). Its HandshakeTimeout bounds the dial and the backend's
+	// answer, reading the client's request body, writing the 101 to the
+	// client, and each read of the body of an answer that is not a
+	// switch.
 	Dialer *Dialer
 
 	// Allow lists the protocols that may be forwarded, as patterns like
@@ -130,9 +156,16 @@ type Proxy struct {
 	// Limits bounds the Upgrade header parser, as Server.Limits does.
 	Limits Limits
 
-	// ErrorLog receives errors: backends that fail, failed hijacks and
-	// writes. At slog.LevelDebug it also gets one record per relayed
-	// pair when it ends. Nil means slog.Default().
+	// ErrorLog receives errors, at slog.LevelWarn and above: backends
+	// that cannot be reached or answer with an invalid 101, failed
+	// hijacks. At slog.LevelDebug it also gets one record per upgrade
+	// request, forwarded or not, when it ends: "upgrade: proxied
+	// connection closed" with the protocol, the client's address and HTTP
+	// version (proto), the backend, the duration and how it ended
+	// ("closed by client", "closed by backend", "reset by client", "idle
+	// timeout", "refused by backend with 426", "refused by proxy with
+	// 403", "backend unreachable", "backend TLS verification failed"...).
+	// Nil means slog.Default().
 	ErrorLog *slog.Logger
 
 	allowOnce sync.Once
@@ -163,14 +196,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Middleware returns a handler that forwards the upgrade requests the
-// Proxy accepts and passes every other request to next: plain requests
-// unchanged, and upgrade requests offering no allowed protocol (a
-// speculative "Upgrade: h2c", say) as plain requests, with their Upgrade
-// field, the "upgrade" option of Connection and the fields that belong
-// to the upgrade (HTTP2-Settings) removed, so that next, an
-// httputil.ReverseProxy for one, cannot forward the upgrade on its own.
-// Malformed and oversized Upgrade fields are still answered 400 and 431,
-// and upgrades during Shutdown 503.
+// Proxy accepts and passes every other request to next as a plain
+// request: without Upgrade, the Connection options naming it and
+// HTTP2-Settings (see Proxy), so that next, an httputil.ReverseProxy for
+// one, cannot forward an upgrade on its own. Upgrade requests offering no
+// allowed protocol (a speculative "Upgrade: h2c", say), HTTP/1.0 ones and
+// ones whose Connection field lacks "upgrade" are passed on so. A 426
+// next answers with is made to list only what the Proxy would forward,
+// with "Connection: Upgrade" (403 if nothing is left; to an HTTP/2 client,
+// 400); give an httputil.ReverseProxy the RoundTripper of Transport, or it
+// drops the backend's list. Malformed and oversized Upgrade fields are
+// still answered 400 and 431, and upgrades during Shutdown 503.
 func (p *Proxy) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.serve(w, r, next)
@@ -213,12 +249,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	if r.ProtoMajor != 1 || !isUpgradeRequest(r) {
 		if next != nil {
-			next.ServeHTTP(w, r)
+			p.passOn(w, r, next)
 			return
 		}
 		p.refuse(w, r, http.StatusBadRequest, "upgrade: this endpoint forwards protocol upgrades only")
 		return
 	}
+	rec := newProxyLog(p, r, strings.Join(r.Header["Upgrade"], ", "))
 	var arr [4]Protocol
 	offers, err := appendProtocols(arr[:0], r.Header["Upgrade"], p.Limits)
 	if err != nil {
@@ -226,7 +263,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		if errors.Is(err, ErrHeaderTooLarge) {
 			code = http.StatusRequestHeaderFieldsTooLarge
 		}
-		p.refuse(w, r, code, err.Error())
+		p.refuseUpgrade(w, r, &rec, code, err.Error())
 		return
 	}
 	if len(r.TransferEncoding) > 0 {
@@ -234,28 +271,29 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		// (RFC 9112 §6.1), as the Server does.
 		if next != nil {
 			w.Header()["Connection"] = []string{"close"}
-			next.ServeHTTP(w, withoutUpgrade(r))
+			p.passOn(w, r, next)
 			return
 		}
-		p.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
+		p.refuseUpgrade(w, r, &rec, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
 		return
 	}
-	allow, ok := p.admit(w, r)
+	allow, ok := p.admit(w, r, &rec)
 	if !ok {
 		return
 	}
 	offers = filterOffers(offers, allow)
 	if len(offers) == 0 {
 		if next != nil {
-			next.ServeHTTP(w, withoutUpgrade(r))
+			p.passOn(w, r, next)
 			return
 		}
 		// 403, not 426: a 426 must list protocols that would be
 		// accepted, and only the backend knows those.
-		p.refuse(w, r, http.StatusForbidden, "upgrade: none of the offered protocols may be forwarded")
+		p.refuseUpgrade(w, r, &rec, http.StatusForbidden, "upgrade: none of the offered protocols may be forwarded")
 		return
 	}
-	p.forward(w, r, &clientSide{offers: offers, accept: p.accept11})
+	rec.protocol = formatProtocols(offers)
+	p.forward(w, r, &clientSide{offers: offers, accept: p.accept11}, &rec)
 }
 
 // serveStream forwards an HTTP/2 extended CONNECT (RFC 8441) to the
@@ -267,18 +305,19 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 // the request on to Middleware's next handler: an extended CONNECT is
 // not a plain request.
 func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
+	rec := newProxyLog(p, r, r.Header.Get(":protocol"))
 	offer, err := parseProtocol(r.Header.Get(":protocol"))
 	if err != nil || len(r.Header[":protocol"]) != 1 {
-		p.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
+		p.refuseUpgrade(w, r, &rec, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 		return
 	}
-	allow, ok := p.admit(w, r)
+	allow, ok := p.admit(w, r, &rec)
 	if !ok {
 		return
 	}
 	offers := filterOffers([]Protocol{offer}, allow)
 	if len(offers) == 0 {
-		p.refuse(w, r, http.StatusForbidden, "upgrade: protocol "+offer.String()+" may not be forwarded")
+		p.refuseUpgrade(w, r, &rec, http.StatusForbidden, "upgrade: protocol "+offer.String()+" may not be forwarded")
 		return
 	}
 	p.forward(w, r, &clientSide{
@@ -286,22 +325,22 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 		stream:          true,
 		bridgeWebSocket: offer.Version == "" && ascii.EqualFold(offer.Name, "websocket"),
 		accept:          p.acceptStream,
-	})
+	}, &rec)
 }
 
 // admit returns the parsed Allow patterns for an upgrade request the
 // proxy may take on now, or answers it (503 during Shutdown, 500 when
-// Allow is malformed) and returns false.
-func (p *Proxy) admit(w http.ResponseWriter, r *http.Request) ([]route, bool) {
+// Allow is malformed), logs it and returns false.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, rec *proxyLog) ([]route, bool) {
 	if p.conns.Closing() {
 		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
+		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "proxy shutting down")
 		return nil, false
 	}
 	allow, err := p.allowed()
 	if err != nil {
 		p.logger().Error("upgrade: proxy misconfigured", "err", err)
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		p.refuseUpgrade(w, r, rec, http.StatusInternalServerError, "upgrade: proxy misconfigured")
 		return nil, false
 	}
 	return allow, true
@@ -351,23 +390,24 @@ func filterOffers(offers []Protocol, allow []route) []Protocol {
 // yet.
 const pendingKey = ""
 
-// forward sends r to the backend and, if it switches, relays the pair.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) {
+// forward sends r to the backend and, if it switches, relays the pair;
+// every way it ends is logged with rec.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide, rec *proxyLog) {
 	if p.Rewrite == nil {
 		p.logger().Error("upgrade: Proxy.Rewrite is nil: no backend to forward to")
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		p.refuseUpgrade(w, r, rec, http.StatusInternalServerError, "upgrade: proxy misconfigured")
 		return
 	}
 	var body []byte
 	if !cs.stream {
 		var ok bool
-		if body, ok = p.readBody(w, r); !ok {
+		if body, ok = p.readBody(w, r, rec); !ok {
 			return
 		}
 	}
 	if !p.conns.Reserve(pendingKey, 0, p.MaxConns) {
 		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "too many proxied connections, retry later")
+		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "too many proxied connections, retry later")
 		return
 	}
 	key, reserved := pendingKey, true
@@ -386,19 +426,31 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	p.Rewrite(pr)
 	if pr.Out.URL == nil {
 		p.logger().Error("upgrade: Proxy.Rewrite set no URL", "path", r.URL.Path)
-		p.refuse(w, r, http.StatusInternalServerError, "upgrade: proxy misconfigured")
+		p.refuseUpgrade(w, r, rec, http.StatusInternalServerError, "upgrade: proxy misconfigured")
 		return
 	}
+	rec.backend = pr.Out.URL.Host
 	d := p.dialer(pr, body, cs)
-	bc, err := d.Dial(r.Context(), pr.Out.URL.String(), cs.offers...)
+	ctx := r.Context()
+	if !cs.stream {
+		// net/http cancels an HTTP/1.x request's context when the client
+		// half-closes, which a client of a protocol whose server speaks
+		// first may do at once: the Dialer's timeout bounds the dial.
+		ctx = context.WithoutCancel(ctx)
+	}
+	bc, err := d.Dial(ctx, pr.Out.URL.String(), cs.offers...)
 	if err != nil {
-		p.backendFailed(w, r, err)
+		// A refusal is an ordinary response from here on: Shutdown does
+		// not wait for it, the http.Server does.
+		p.conns.Release(key)
+		reserved = false
+		p.backendFailed(w, r, err, rec)
 		return
 	}
 	if p.conns.Closing() {
 		bc.Close()
 		w.Header().Set("Retry-After", "1")
-		p.refuse(w, r, http.StatusServiceUnavailable, "proxy shutting down")
+		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "proxy shutting down")
 		return
 	}
 	// Count the pair under its protocol before the client learns of the
@@ -409,26 +461,29 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide) 
 	h := switchHeader(bc.Response.Header, cs.bridgeWebSocket)
 	cc, err := cs.accept(w, r, up, h)
 	if err != nil {
+		// The backend has switched, the client will not: tell the backend
+		// as a reset, as the relay would.
+		abort(bc.nc)
 		bc.Close()
-		p.logger().Error("upgrade: proxy switching the client", "remote", r.RemoteAddr, "err", err)
+		rec.end("closed by client before the switch", "err", err)
 		return
 	}
 	cc.Protocol, cc.key = offerSpelling(cs.offers, bc.Protocol), key
+	rec.protocol = cc.Protocol.String()
 	// Its slot was reserved before any Shutdown began, which waits for it:
 	// the pair is relayed like the others until the grace period ends,
 	// even if Shutdown started while the backend was answering.
 	cc.trk = &p.conns
 	p.conns.Adopt(cc)
 	reserved = false
-	backend := pr.Out.URL.Host
 	// The requests and the 101 have been used: keep none of them for
 	// the life of the pair.
 	cc.Request, bc.Request, bc.Response = nil, nil, nil
 	if cs.stream {
-		p.relay(newPair(p, cc, bc, backend))
+		p.relay(newPair(p, cc, bc, *rec))
 		return
 	}
-	go p.relay(newPair(p, cc, bc, backend))
+	go p.relay(newPair(p, cc, bc, *rec))
 }
 
 // offerSpelling returns the offer as the client spelled it.
@@ -442,7 +497,7 @@ func offerSpelling(offers []Protocol, p Protocol) Protocol {
 // readBody reads r's body, bounded, before the backend is dialed: it is
 // sent with the request. net/http sends the 100 Continue a client
 // expecting one waits for. On failure it answers r and returns false.
-func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request, rec *proxyLog) ([]byte, bool) {
 	if !hasBody(r) {
 		return nil, true
 	}
@@ -451,7 +506,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 		limit = defaultMaxRequestBody
 	}
 	if r.ContentLength > limit {
-		p.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+		p.refuseUpgrade(w, r, rec, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 		return nil, false
 	}
 	rc := http.NewResponseController(w)
@@ -462,13 +517,13 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 	_ = rc.SetReadDeadline(time.Time{})
 	switch {
 	case err == nil && int64(len(body)) > limit:
-		p.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+		p.refuseUpgrade(w, r, rec, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 		return nil, false
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		p.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
+		p.refuseUpgrade(w, r, rec, http.StatusRequestTimeout, "request body not received within the handshake timeout")
 		return nil, false
 	case err != nil:
-		p.refuse(w, r, http.StatusBadRequest, "could not read request body")
+		p.refuseUpgrade(w, r, rec, http.StatusBadRequest, "could not read request body")
 		return nil, false
 	}
 	return body, true
@@ -483,10 +538,12 @@ func (p *Proxy) dialer0() *Dialer {
 }
 
 // dialer returns the Dialer for one request: the configured one with the
-// request's method, header and body.
+// request's method, header and body, upgrading over HTTP/1.1 only, and
+// keeping an answer that is not a switch whole, for relayAnswer.
 func (p *Proxy) dialer(pr *ProxyRequest, body []byte, cs *clientSide) *Dialer {
 	d := *p.dialer0()
 	d.Method, d.Body = pr.Out.Method, body
+	d.HTTP2, d.keepRefusal = nil, true
 	h := pr.Out.Header
 	if pr.Out.Host != "" {
 		h["Host"] = []string{pr.Out.Host}
@@ -511,6 +568,13 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, code int, msg str
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, msg+"\n")
+}
+
+// refuseUpgrade refuses an upgrade request the proxy does not forward,
+// as refuse does, and logs it.
+func (p *Proxy) refuseUpgrade(w http.ResponseWriter, r *http.Request, rec *proxyLog, code int, msg string) {
+	p.refuse(w, r, code, msg)
+	rec.end("refused by proxy with "+strconv.Itoa(code), "status", code)
 }
 
 func (p *Proxy) logger() *slog.Logger {

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -182,5 +184,180 @@ func TestProxyHTTP2ResetPassedOn(t *testing.T) {
 		assert.True(t, errors.Is(err, syscall.ECONNRESET), "the backend sees a reset, got %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the backend connection was not ended")
+	}
+}
+
+// streamEnd waits up to d for the server to end stream id, and returns
+// the frame that ended it ("" if none did): "END_STREAM" or
+// "RST_STREAM <code>".
+func streamEnd(c *wiretest.H2Conn, id uint32, d time.Duration) string {
+	prefix := " stream=" + strconv.FormatUint(uint64(id), 10)
+	deadline := time.Now().Add(d)
+	for {
+		for _, f := range c.Log() {
+			if !strings.Contains(f+" ", prefix+" ") {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(f, "RST_STREAM"):
+				return "RST_STREAM " + f[strings.LastIndexByte(f, ' ')+1:]
+			case strings.HasSuffix(f, " END_STREAM"):
+				return "END_STREAM"
+			}
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestProxyHTTP2BackendCloseEndsStream: the backend's close reaches an
+// HTTP/2 client within a second, though the client never writes: a FIN
+// (half-close or close) ends the stream with END_STREAM and the proxy
+// closes its backend connection; a reset resets the stream (with
+// INTERNAL_ERROR, the code net/http's server resets with). Both sides are
+// gone once either is.
+func TestProxyHTTP2BackendCloseEndsStream(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"close", "END_STREAM"},
+		{"half-close", "END_STREAM"},
+		{"reset", "RST_STREAM INTERNAL_ERROR"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxyClosed := make(chan error, 1)
+			b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+				if backend101(nc, "echo/1", nil, "bye") != nil {
+					return
+				}
+				switch tc.name {
+				case "half-close":
+					_ = nc.(*net.TCPConn).CloseWrite()
+					_, err := br.ReadByte()
+					proxyClosed <- err
+				case "reset":
+					time.Sleep(50 * time.Millisecond) // "bye" first
+					_ = nc.(*net.TCPConn).SetLinger(0)
+				}
+			})
+			p := proxyTo(b)
+			addr := startH2Proxy(t, p)
+			c := wiretest.DialH2(t, addr, nil)
+			st := c.Connect("http", "example.com", "/", "echo/1")
+			require.Equal(t, "200", st.Status())
+			if tc.name != "reset" {
+				assert.Equal(t, "bye", string(st.Read(3)))
+			}
+			assert.Equal(t, tc.want, streamEnd(c, st.ID, time.Second), "frames: %q", c.Log())
+			if tc.name == "half-close" {
+				select {
+				case err := <-proxyClosed:
+					assert.ErrorIs(t, err, io.EOF, "the proxy closes its backend connection")
+				case <-time.After(time.Second):
+					t.Error("the proxy kept its backend connection open")
+				}
+			}
+			require.Eventually(t, func() bool { return len(p.ActiveConns()) == 0 }, time.Second, 5*time.Millisecond,
+				"the pair is still relayed: %v", p.ActiveConns())
+			assert.Nil(t, c.GoAway())
+		})
+	}
+}
+
+// wsRoute is a websocket route for a test backend: its Accepter answers
+// an HTTP/1.1 key as RFC 6455 says, and the protocol says which HTTP
+// version the request came over, then echoes.
+type wsRoute struct{}
+
+func (wsRoute) AcceptUpgrade(r *http.Request, h http.Header) error {
+	if r.ProtoMajor == 1 {
+		h.Set("Sec-WebSocket-Accept", webSocketAccept(r.Header.Get("Sec-WebSocket-Key")))
+	}
+	return nil
+}
+
+func (wsRoute) ServeUpgrade(c *Conn) {
+	_, _ = io.WriteString(c, "via "+c.Request.Proto+"|")
+	echo(c)
+}
+
+// TestProxyHTTP2DialerUpgradesOverHTTP11: a Proxy whose Dialer can switch
+// HTTP/2 streams (HTTP2 set) still reaches the backend with an HTTP/1.1
+// upgrade, as net/http's Transport does for httputil.ReverseProxy: both
+// kinds of client (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) get a
+// correct switch — a 101 naming the protocol with the Sec-WebSocket-Accept
+// of their key, or a 200 — from both kinds of backend (HTTP/1.1 only, and
+// one serving extended CONNECT over HTTP/2 too).
+func TestProxyHTTP2DialerUpgradesOverHTTP11(t *testing.T) {
+	h1 := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+		if req.Header.Get("Upgrade") == "websocket" {
+			wsBackend(false, "via HTTP/1.1|")(nc, br, req)
+			return
+		}
+		echoScript(nc, br, req)
+	})
+	up := echoServer("echo/1")
+	up.Handle("websocket", wsRoute{})
+	protos := make(chan string, 16)
+	h2 := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protos <- r.Proto
+		up.ServeHTTP(w, r)
+	}))
+	h2.Config.Protocols = new(http.Protocols)
+	h2.Config.Protocols.SetHTTP1(true)
+	h2.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2.Start()
+	t.Cleanup(func() {
+		h2.Close()
+		closeAndWait(t, up)
+	})
+	h2URL, err := url.Parse(h2.URL)
+	require.NoError(t, err)
+
+	for _, backend := range []struct {
+		name string
+		url  *url.URL
+	}{{"HTTP/1.1 backend", h1.url()}, {"HTTP/2 backend", h2URL}} {
+		t.Run(backend.name, func(t *testing.T) {
+			tr := newTransport(t)
+			p := NewProxy(backend.url)
+			p.Dialer = &Dialer{Proxy: noProxy, HTTP2: tr}
+			addr := startH2Proxy(t, p)
+
+			c := wiretest.Dial(t, addr)
+			c.Send(upgradeReq("GET", "websocket", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"))
+			resp := c.Response(http.MethodGet)
+			require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+			assert.Equal(t, []string{"websocket"}, resp.Header["Upgrade"])
+			assert.Equal(t, []string{"Upgrade"}, resp.Header["Connection"])
+			assert.Equal(t, []string{"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, resp.Header["Sec-Websocket-Accept"])
+			assert.Equal(t, "via HTTP/1.1|", c.ReadN(len("via HTTP/1.1|")))
+			checkEcho(t, c.NC, c.BR, "over HTTP/1.1")
+
+			c = wiretest.Dial(t, addr)
+			c.Send(upgradeReq("GET", "echo/1"))
+			resp = c.Response(http.MethodGet)
+			require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+			assert.Equal(t, []string{"echo/1"}, resp.Header["Upgrade"])
+			checkEcho(t, c.NC, c.BR, "echo over HTTP/1.1")
+
+			hc := wiretest.DialH2(t, addr, nil)
+			ws := hc.Connect("http", "example.com", "/", "websocket", [2]string{"sec-websocket-version", "13"})
+			h := ws.Header()
+			require.Equal(t, []string{"200"}, h[":status"])
+			assert.NotContains(t, h, "sec-websocket-accept")
+			assert.Equal(t, "via HTTP/1.1|", string(ws.Read(len("via HTTP/1.1|"))))
+			ws.Write([]byte("over HTTP/2"))
+			assert.Equal(t, "over HTTP/2", string(ws.Read(len("over HTTP/2"))))
+
+			e := hc.Connect("http", "example.com", "/", "echo/1")
+			require.Equal(t, "200", e.Status())
+			e.Write([]byte("echo over HTTP/2"))
+			assert.Equal(t, "echo over HTTP/2", string(e.Read(len("echo over HTTP/2"))))
+		})
+	}
+	close(protos)
+	for proto := range protos {
+		assert.Equal(t, "HTTP/1.1", proto, "the backend is reached over HTTP/1.1")
 	}
 }

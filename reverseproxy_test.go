@@ -3,12 +3,14 @@ package upgrade
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"runtime"
@@ -873,4 +875,143 @@ func TestBridgeWebSocket(t *testing.T) {
 		c.Close()
 	}
 	assert.Equal(t, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", webSocketAccept("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+// ---- requests passed on, not forwarded ----
+
+// switchingBackend answers a request carrying Upgrade with a 101 to its
+// first offer and echoes, and any other request with 200 "plain": a
+// backend that switches whenever it is asked to.
+func switchingBackend(nc net.Conn, br *bufio.Reader, req *http.Request) {
+	if req.Header.Get("Upgrade") != "" {
+		echoScript(nc, br, req)
+		return
+	}
+	_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nplain")
+}
+
+// TestProxyHTTP10UpgradeNotForwarded: requests the Proxy does not
+// forward as upgrades — HTTP/1.0 ones, and ones whose Connection lacks
+// the "upgrade" option — reach Middleware's next handler without Upgrade,
+// the Connection options naming it, or HTTP2-Settings, so that an
+// httputil.ReverseProxy there cannot forward the upgrade past Allow.
+func TestProxyHTTP10UpgradeNotForwarded(t *testing.T) {
+	b := startBackend(t, switchingBackend)
+	p := proxyTo(b)
+	p.Allow = []string{"echo/1"}
+	seen := make(chan http.Header, 8)
+	plain := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(b.url()) }}
+	mux := http.NewServeMux()
+	mux.Handle("/rp/", p.Middleware(plain))
+	mux.Handle("/seen/", p.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header
+		_, _ = io.WriteString(w, "next")
+	})))
+	addr := startProxy(t, p, mux)
+
+	for _, tc := range []struct{ name, req string }{
+		{"HTTP/1.0", "GET %s HTTP/1.0\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, X-Keep\r\nUpgrade: websocket\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"},
+		{"HTTP/1.0, allowed offer", "GET %s HTTP/1.0\r\nHost: x\r\nConnection: Upgrade, X-Keep\r\nUpgrade: echo/1\r\n\r\n"},
+		{"no upgrade option", "GET %s HTTP/1.1\r\nHost: x\r\nConnection: X-Keep\r\nUpgrade: echo/1\r\n\r\n"},
+		{"no Connection", "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"},
+	} {
+		c := wiretest.Dial(t, addr)
+		c.Send(strings.Replace(tc.req, "%s", "/rp/", 1))
+		resp := c.Response(http.MethodGet)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: the backend was asked to switch", tc.name)
+		assert.Equal(t, "plain", bodyString(t, resp), tc.name)
+		req := b.request()
+		assert.Empty(t, req.Header["Upgrade"], tc.name)
+		assert.False(t, hasConnectionOption(req.Header, "upgrade"), tc.name)
+
+		c = wiretest.Dial(t, addr)
+		c.Send(strings.Replace(tc.req, "%s", "/seen/", 1))
+		assert.Equal(t, "next", bodyString(t, c.Response(http.MethodGet)), tc.name)
+		h := <-seen
+		assert.Empty(t, h["Upgrade"], "%s: next gets no Upgrade", tc.name)
+		assert.Empty(t, h["Http2-Settings"], tc.name)
+		assert.False(t, hasConnectionOption(h, "upgrade"), tc.name)
+		assert.False(t, hasConnectionOption(h, "http2-settings"), tc.name)
+		assert.True(t, hasConnectionOption(h, "x-keep") || tc.name == "no Connection", "%s: other options stay", tc.name)
+	}
+	assert.Empty(t, p.ActiveConns())
+}
+
+// TestProxyClientHalfCloseServerSpeaksFirst: a client that half-closes
+// right after its request still gets the backend's 101 and what the
+// backend says first; the backend sees the client's EOF. The dial is
+// bounded by the Proxy's timeouts, not by net/http noticing the EOF.
+func TestProxyClientHalfCloseServerSpeaksFirst(t *testing.T) {
+	gotEOF := make(chan error, 1)
+	b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+		time.Sleep(200 * time.Millisecond) // long after net/http has seen the client's EOF
+		if backend101(nc, "echo/1", nil, "hello from the backend") != nil {
+			return
+		}
+		_, err := br.ReadByte()
+		gotEOF <- err
+		_ = nc.(*net.TCPConn).CloseWrite()
+	})
+	p := proxyTo(b)
+	addr := startProxy(t, p, nil)
+	c := wiretest.Dial(t, addr)
+	c.Send(upgradeReq("GET", "echo/1"))
+	c.CloseWrite()
+	head := c.Head()
+	require.True(t, strings.HasPrefix(head, "HTTP/1.1 101 Switching Protocols\r\n"), head)
+	assert.Equal(t, "hello from the backend", c.Rest())
+	select {
+	case err := <-gotEOF:
+		assert.ErrorIs(t, err, io.EOF, "the client's half-close reaches the backend")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend saw no EOF")
+	}
+	waitProxyIdle(t, p)
+}
+
+// TestProxyForwardedAppended: the client's X-Forwarded-For and Forwarded
+// are kept, the proxy's own element appended last.
+func TestProxyForwardedAppended(t *testing.T) {
+	b := startBackend(t, echoScript)
+	addr := startProxy(t, proxyTo(b), nil)
+	switched(t, addr, upgradeReq("GET", "echo/1", "Forwarded: for=198.51.100.1;proto=https", "X-Forwarded-For: 198.51.100.1"))
+	req := b.request()
+	assert.Equal(t, "for=198.51.100.1;proto=https, for=127.0.0.1;host=example.com;proto=http", req.Header.Get("Forwarded"))
+	assert.Equal(t, "198.51.100.1, 127.0.0.1", req.Header.Get("X-Forwarded-For"))
+}
+
+// TestSetForwarded: the forwarding fields of the request forwarded are
+// the received request's, with its hop appended last.
+func TestSetForwarded(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		remote, host         string
+		tls                  bool
+		in                   http.Header
+		xff, fwd, xfh, proto string
+	}{
+		{name: "first hop", remote: "192.0.2.1:5000", host: "example.com",
+			xff: "192.0.2.1", fwd: "for=192.0.2.1;host=example.com;proto=http", xfh: "example.com", proto: "http"},
+		{name: "appended", remote: "192.0.2.1:5000", host: "example.com:8443", tls: true,
+			in:  http.Header{"X-Forwarded-For": {"198.51.100.7", "203.0.113.9"}, "Forwarded": {"for=198.51.100.7"}},
+			xff: "198.51.100.7, 203.0.113.9, 192.0.2.1", fwd: `for=198.51.100.7, for=192.0.2.1;host="example.com:8443";proto=https`,
+			xfh: "example.com:8443", proto: "https"},
+		{name: "IPv6", remote: "[2001:db8::1]:5000", host: "[2001:db8::2]",
+			xff: "2001:db8::1", fwd: `for="[2001:db8::1]";host="[2001:db8::2]";proto=http`, xfh: "[2001:db8::2]", proto: "http"},
+		{name: "no address, odd host", remote: "pipe", host: `bad"host`,
+			fwd: "proto=http", xfh: `bad"host`, proto: "http"},
+	} {
+		in := &http.Request{RemoteAddr: tc.remote, Host: tc.host, Header: tc.in}
+		if tc.tls {
+			in.TLS = &tls.ConnectionState{}
+		}
+		// What httputil.ReverseProxy leaves for Rewrite: no forwarding
+		// fields, or, in a Proxy, the client's own.
+		out := http.Header{"X-Forwarded-For": {"stale"}, "Forwarded": {"stale"}}
+		SetForwarded(out, in)
+		assert.Equal(t, tc.xff, out.Get("X-Forwarded-For"), tc.name)
+		assert.Equal(t, tc.fwd, out.Get("Forwarded"), tc.name)
+		assert.Equal(t, tc.xfh, out.Get("X-Forwarded-Host"), tc.name)
+		assert.Equal(t, tc.proto, out.Get("X-Forwarded-Proto"), tc.name)
+	}
 }

@@ -813,7 +813,7 @@ c_proxy_ws_node_server() {
 	echo "--- proxy stderr"; cat "$tmp/proxyws.err"
 	[ "$rc" = 0 ] || because "$(tail -n 1 "$tmp/err")" || return 1
 	[ "$srv_rc" = 0 ] || because "node ws server exit $srv_rc: $(tail -n 1 "$tmp/wssrv.err")" || return 1
-	grep -q 'proxied connection closed" protocol=websocket' "$tmp/proxyws.err" || because "no -v line for the proxied pair" || return 1
+	grep -q 'level=INFO msg="upgrade: proxied connection closed" protocol=websocket .*proto=HTTP/1.1 .*how="closed by ' "$tmp/proxyws.err" || because "no -v INFO line for the proxied pair" || return 1
 }
 
 # h2c is not forwarded by default: curl's speculative Upgrade: h2c through

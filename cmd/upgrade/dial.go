@@ -105,12 +105,13 @@ Examples, with "upgrade serve" running in another terminal:
 
   upgrade dial http://127.0.0.1:8080/ echo/1           # type lines; Ctrl-D ends
   echo hello | upgrade dial http://127.0.0.1:8080/ echo/1
-  upgrade dial http://127.0.0.1:8080/ echo/1 <file >copy
+  upgrade dial http://127.0.0.1:8080/ echo/1 </etc/hosts >copy
   echo hello | upgrade dial ws://127.0.0.1:8080/ websocket
   upgrade dial -H 'Sec-WebSocket-Protocol: echo' ws://127.0.0.1:8080/ websocket
   upgrade dial -X POST -d 'hi there' http://127.0.0.1:8080/ h2c
   upgrade dial http://127.0.0.1:8080/required nosuch/1   # exit 1: 426
   echo hello | upgrade dial -http2 ws://127.0.0.1:8080/ websocket
+  upgrade serve -tls -addr 127.0.0.1:8443 &          # HTTPS, self-signed
   echo hello | upgrade dial -http2 -insecure https://127.0.0.1:8443/ echo/1
 `,
 }

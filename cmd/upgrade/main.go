@@ -5,7 +5,7 @@
 //
 //	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]
-//	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
+//	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
 //	upgrade version
 //	upgrade help [serve|dial|proxy|version]
 //
@@ -191,7 +191,7 @@ Usage:
 
   upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]
-  upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
+  upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
   upgrade version
   upgrade help [serve|dial|proxy|version]
 
@@ -211,7 +211,7 @@ Examples:
 
   upgrade serve                                        # then open http://127.0.0.1:8080/
   echo hello | upgrade dial http://127.0.0.1:8080/ echo/1
-  upgrade proxy -addr 127.0.0.1:9090 -to http://127.0.0.1:8080   # forward to serve
+  upgrade proxy -to http://127.0.0.1:8080              # in front of serve, on 127.0.0.1:9090
 `
 
 // versionCommand is "upgrade version".

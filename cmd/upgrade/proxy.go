@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,54 +23,85 @@ import (
 
 // proxyConfig is the parsed command line of upgrade proxy.
 type proxyConfig struct {
-	addr    string
-	to      *url.URL
-	allow   []string // nil: every protocol but h2c
-	tls     bool
-	grace   time.Duration
-	verbose bool
+	addr     string
+	to       *url.URL
+	allow    []string // nil: every protocol but h2c
+	tls      bool
+	insecure bool // do not verify the backend's TLS certificate
+	grace    time.Duration
+	verbose  bool
 }
+
+// defaultProxyAddr is the proxy's default address: not serve's
+// (127.0.0.1:8080), so that the two run side by side with their defaults.
+const defaultProxyAddr = "127.0.0.1:9090"
 
 // proxyCommand is "upgrade proxy".
 var proxyCommand = &subcommand{
 	name:     "proxy",
-	synopsis: "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]",
-	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-grace D] [-v]
+	synopsis: "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]",
+	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
 
 Proxy forwards every request to the backend URL, keeping the client's
 Host: upgrade requests through upgrade.Proxy, which relays the switched
 connection both ways without changing or losing a byte, plain requests
-through httputil.ReverseProxy. An upgrade offering nothing -allow allows
-is proxied as a plain request, without its Upgrade field. HTTP/2 clients
-(with prior knowledge over cleartext; by ALPN with -tls) may open
-WebSockets and other protocols as RFC 8441 extended CONNECT streams: each
-is forwarded as an HTTP/1.1 upgrade, a WebSocket with the key and accept
-check RFC 6455 needs. When ready it
-prints "listening on http://HOST:PORT" (https with -tls) on stdout; logs
-go to stderr. SIGINT (Ctrl-C) or SIGTERM: proxied connections relay until
-they end or -grace passes, then exit 0.
+through httputil.ReverseProxy. HTTP/2 clients (with prior knowledge over
+cleartext; by ALPN with -tls) may open WebSockets and other protocols as
+RFC 8441 extended CONNECT streams: each is forwarded as an HTTP/1.1
+upgrade, a WebSocket with the key and accept check RFC 6455 needs. When
+ready it prints "listening on http://HOST:PORT" (https with -tls) on
+stdout; logs go to stderr. SIGINT (Ctrl-C) or SIGTERM: proxied
+connections relay until they end or -grace passes, then exit 0.
+
+What passes:
+
+  - An upgrade offering nothing -allow allows, an HTTP/1.0 one, and one
+    whose Connection field lacks "upgrade" are proxied as plain requests,
+    without Upgrade, the Connection options naming it and HTTP2-Settings.
+  - The backend is always asked over HTTP/1.1. An answer other than 101 is
+    relayed whole (status, fields, body), and the connection closed after
+    it. A 426 lists only the protocols -allow lets through, with
+    "Connection: Upgrade" (a 403 if none is left); to an HTTP/2 client it
+    is a 400.
+  - X-Forwarded-For and Forwarded keep the client's elements and end with
+    the proxy's own, on upgrades and plain requests alike: trust only the
+    elements your own proxies added, from the end.
+  - A stream from an HTTP/2 client ends when the backend closes
+    (END_STREAM) and is reset when the backend resets (INTERNAL_ERROR: the
+    one code net/http's HTTP/2 server can reset a stream with from a
+    handler).
 
 Flags:
 
   -to URL           the backend, an http:// or https:// URL (required);
                     its path is joined with each request's
-  -addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0:
+  -addr HOST:PORT   address to listen on (default 127.0.0.1:9090; port 0:
                     any free port)
   -allow P,...      protocols that may be forwarded: name, name/version or
                     name/* (default: every protocol but h2c, which would
                     let requests past the proxy on one HTTP/2 connection)
   -tls              serve HTTPS with an ephemeral self-signed certificate
                     for 127.0.0.1, ::1 and localhost
+  -insecure         do not verify the backend's TLS certificate (for a
+                    backend with a self-signed one, such as serve -tls)
   -grace D          how long proxied connections get to finish on
                     shutdown (default 5s)
-  -v                log one line per proxied connection, when it ends
+  -v                log one INFO line per proxied connection or stream,
+                    when it ends: the protocol, the client's HTTP version
+                    (proto=HTTP/1.1 or proto=HTTP/2.0), the backend, and
+                    how it ended (how="closed by client", "closed by
+                    backend", "reset by client", "refused by backend with
+                    426", "backend unreachable", "backend TLS verification
+                    failed", "idle timeout"...). Failures to reach the
+                    backend are logged as WARN lines, with or without -v
 
 Examples:
 
-  upgrade serve -addr 127.0.0.1:8080 &
-  upgrade proxy -addr 127.0.0.1:9090 -to http://127.0.0.1:8080
+  upgrade serve &                               # the demo server, on 127.0.0.1:8080
+  upgrade proxy -to http://127.0.0.1:8080 &     # in front of it, on 127.0.0.1:9090
   echo hi | upgrade dial http://127.0.0.1:9090/ echo/1
-  upgrade proxy -to http://127.0.0.1:8080 -allow websocket,echo/1 -v
+  upgrade serve -tls -addr 127.0.0.1:8443 &     # the demo over HTTPS, self-signed
+  upgrade proxy -addr 127.0.0.1:9091 -to https://127.0.0.1:8443 -insecure -allow websocket,echo/1 -v
 `,
 }
 
@@ -112,12 +144,13 @@ func parseProxy(args []string) (proxyConfig, error) {
 // and allow.
 func proxyFlags(cfg *proxyConfig, to, allow *string) *flag.FlagSet {
 	fs := proxyCommand.flagSet()
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(&cfg.addr, "addr", defaultProxyAddr, "address to listen on")
 	fs.StringVar(to, "to", "", "the backend's URL (http or https)")
 	fs.StringVar(allow, "allow", "", "protocols that may be forwarded, comma-separated patterns (default: all but h2c)")
 	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
+	fs.BoolVar(&cfg.insecure, "insecure", false, "do not verify the backend's TLS certificate")
 	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long proxied connections get to finish on shutdown")
-	fs.BoolVar(&cfg.verbose, "v", false, "log one line per proxied connection, when it ends")
+	fs.BoolVar(&cfg.verbose, "v", false, "log one line per proxied connection or stream, when it ends")
 	return fs
 }
 
@@ -127,11 +160,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return proxyCommand.parseFailed(stdout, stderr, err)
 	}
-	level := slog.LevelInfo
-	if cfg.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, nil))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -150,7 +179,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		allow = strings.Join(cfg.allow, ",")
 	}
 	log.Info("proxying", "addr", ln.Addr().String(), "to", cfg.to.Redacted(), "allow", allow, "tls", cfg.tls,
-		"grace", cfg.grace, "verbose", cfg.verbose)
+		"insecure", cfg.insecure, "grace", cfg.grace, "verbose", cfg.verbose)
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
 	return untilSignal(ctx, stop, serveErr, "upgrade proxy", stderr, log, cfg.grace, func(grace time.Duration) {
@@ -160,21 +189,28 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 
 // newProxyServer builds the proxy: upgrades through upgrade.Proxy, every
 // other request through httputil.ReverseProxy, both to cfg.to, both
-// keeping the client's Host and adding X-Forwarded-For.
+// keeping the client's Host and setting the forwarding fields alike.
 func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Server) {
 	up := upgrade.NewProxy(cfg.to)
 	up.Allow = cfg.allow
 	up.ErrorLog = log
+	if cfg.verbose {
+		up.ErrorLog = slog.New(debugAsInfo{log.Handler()})
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.insecure {
+		up.Dialer = &upgrade.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+		transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
 	plain := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(cfg.to)
 			pr.Out.Host = pr.In.Host
-			// Append to the client's X-Forwarded-For, as upgrade.Proxy
-			// does, so both kinds of request say the same.
-			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
-			pr.SetXForwarded()
+			upgrade.SetForwarded(pr.Out.Header, pr.In)
 		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Keeps the Upgrade list of a backend's 426 for up to pass on.
+		Transport: up.Transport(transport),
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	// HTTP/1.1 and HTTP/2 (prior knowledge over cleartext, ALPN with
 	// -tls): an HTTP/2 client's extended CONNECT streams (RFC 8441) are
@@ -191,6 +227,29 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return up, hs
+}
+
+// debugAsInfo is a slog.Handler that logs records below slog.LevelInfo
+// as INFO records: with -v, the record upgrade.Proxy logs at DEBUG for
+// each proxied connection is the INFO line serve -v writes for each of
+// its own.
+type debugAsInfo struct{ slog.Handler }
+
+func (h debugAsInfo) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, max(l, slog.LevelInfo))
+}
+
+func (h debugAsInfo) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = max(r.Level, slog.LevelInfo)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h debugAsInfo) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return debugAsInfo{h.Handler.WithAttrs(attrs)}
+}
+
+func (h debugAsInfo) WithGroup(name string) slog.Handler {
+	return debugAsInfo{h.Handler.WithGroup(name)}
 }
 
 // shutdownProxy stops the proxy: no new connections or upgrades, proxied
