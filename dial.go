@@ -170,9 +170,8 @@ type Dialer struct {
 	// Request.ProtoMajor is 2 (see Conn).
 	HTTP2 *HTTP2Transport
 
-	// keepRefusal makes an HTTP/1.1 Dial return a final response other
-	// than 101 whole, as a *liveRefusal whose body streams from the
-	// connection, rather than a *ResponseError (see Proxy).
+	// keepRefusal makes a refusal's *ResponseError hold the live
+	// response, whose body streams the rest of it (see DialResponse).
 	keepRefusal bool
 }
 
@@ -181,6 +180,26 @@ type Dialer struct {
 func Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error) {
 	var d Dialer
 	return d.Dial(ctx, rawURL, offers...)
+}
+
+// DialResponse is Dial for a caller that takes an answer other than a
+// switch as it comes, such as a reverse proxy relaying it whole: when the
+// server answers with a final status other than a switch, DialResponse
+// returns that response, and a nil Conn and error, instead of a
+// *ResponseError. The response's Body streams the rest of the answer
+// from the connection (over HTTP/2, the stream), with no bound but the
+// caller's; closing it closes the connection (or stream), and the caller
+// must close it. With HTTP2 set and several offers refused over HTTP/2,
+// it is the response to the last one.
+func (d *Dialer) DialResponse(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, *http.Response, error) {
+	d2 := *d
+	d2.keepRefusal = true
+	c, err := d2.Dial(ctx, rawURL, offers...)
+	var re *ResponseError
+	if errors.As(err, &re) && re.live != nil {
+		return nil, re.live, nil
+	}
+	return c, nil, err
 }
 
 // Dial connects to the server at rawURL (scheme http, https, ws or wss; ws
@@ -429,8 +448,8 @@ func (sc *serverConn) close() {
 func (d *Dialer) switchHTTP1(sc *serverConn, req *http.Request, wire []byte, offers []Protocol) (*Conn, error) {
 	sc.lr.n = d.maxHeaderBytes()
 	c, err := d.exchange(sc.conn, sc.br, sc.lr, req, wire, offers)
-	if live, ok := err.(*liveRefusal); ok {
-		return nil, sc.handOver(live)
+	if re, ok := err.(*ResponseError); ok && re.live != nil {
+		return nil, sc.handOver(re)
 	}
 	if err != nil {
 		sc.close()
@@ -466,7 +485,9 @@ func (d *Dialer) exchange(conn net.Conn, br *bufio.Reader, lr *limitReader, req 
 	resp, proto, err := readSwitch(br, lr, req, offers)
 	switch {
 	case err == errNotSwitched && d.keepRefusal:
-		return nil, &liveRefusal{resp: resp}
+		re := newResponseError(&http.Response{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header})
+		re.live = resp
+		return nil, re
 	case err == errNotSwitched:
 		lr.n = maxErrorBody
 		return nil, newResponseError(resp)

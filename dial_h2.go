@@ -219,8 +219,18 @@ func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *ht
 		defer cancel()
 	}
 	var refused *ResponseError
+	// DialResponse keeps the last refusal's stream open: any other
+	// outcome closes it.
+	drop := func(re *ResponseError) {
+		if re != nil && re.live != nil {
+			re.live.Body.Close()
+		}
+	}
 	for i, xreq := range a.reqs {
 		c, re, sc, err := d.extendedConnect(ctx, hctx, deadline, req, t, a, xreq, offers[i])
+		if err != nil || sc != nil || c != nil || re != nil && re.StatusCode == http.StatusHTTPVersionNotSupported {
+			drop(refused)
+		}
 		switch {
 		case sc != nil:
 			return d.switchHTTP1(sc, req, wire, offers)
@@ -232,8 +242,10 @@ func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *ht
 			// The endpoint does not take this offer, or any, over
 			// HTTP/2 (an upgrade.Server without RFC 8441 says so): the
 			// answer is about the version, not the protocol.
+			drop(re)
 			return http1()
 		case re != nil:
+			drop(refused)
 			refused = re
 			continue
 		}
@@ -395,6 +407,11 @@ func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request
 	}
 	if status/100 != 2 {
 		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
+		if d.keepRefusal {
+			resp.Body = s // the rest of the answer; closing it ends the stream
+			re.live = resp
+			return nil, re, nil
+		}
 		// Errors only cut the excerpt short; hctx bounds the reading.
 		re.Body = s.readExcerpt(hctx.Done(), maxErrorBody)
 		s.Close()

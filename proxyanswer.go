@@ -79,9 +79,9 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 // backend's own answer is relayed whole (relayAnswer); a failure to reach
 // it, or an invalid 101, goes to ErrorHandler and is logged as an error.
 func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error, rec *proxyLog) {
-	var live *liveRefusal
-	if errors.As(err, &live) {
-		p.relayAnswer(w, r, live.resp, rec)
+	var re *ResponseError
+	if errors.As(err, &re) && re.live != nil {
+		p.relayAnswer(w, r, re.live, rec)
 		return
 	}
 	how, code := backendFailure(err)

@@ -17,21 +17,11 @@ import (
 // The backend's side of a Proxy when the backend does not switch: its
 // answer, relayed whole, and its failures, named.
 
-// A liveRefusal is the error of a Dial with keepRefusal set whose server
-// answered with a final status other than 101: the response, whose Body
-// streams the rest of it from the connection. Closing the Body closes the
-// connection; the caller must close it.
-type liveRefusal struct{ resp *http.Response }
-
-func (e *liveRefusal) Error() string {
-	return "upgrade: server answered " + strconv.Quote(e.resp.Status) + " instead of 101 Switching Protocols"
-}
-
-// handOver gives the connection to the body of live: the handshake's
-// deadline, context and header bound no longer apply, and closing the body
-// closes the connection. It returns live, or an error if the context ended
-// the handshake just now, having closed the connection.
-func (sc *serverConn) handOver(live *liveRefusal) error {
+// handOver gives the connection to the body of re's live response: the
+// handshake's deadline, context and header bound no longer apply, and
+// closing the body closes the connection. It returns re, or an error if
+// the context ended the handshake just now, having closed the connection.
+func (sc *serverConn) handOver(re *ResponseError) error {
 	if sc.stop != nil && !sc.stop() {
 		sc.close()
 		return errors.New("handshake interrupted")
@@ -42,9 +32,9 @@ func (sc *serverConn) handOver(live *liveRefusal) error {
 		return fmt.Errorf("clearing the handshake deadline: %w", err)
 	}
 	sc.lr.n = math.MaxInt64
-	live.resp.Body = &answerBody{body: live.resp.Body, conn: sc.raw}
+	re.live.Body = &answerBody{body: re.live.Body, conn: sc.raw}
 	sc.br = nil // the body reads through it: it never goes back to the pool
-	return live
+	return re
 }
 
 // answerBody is the body of a backend's answer that is not a switch: it

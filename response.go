@@ -54,6 +54,8 @@ type ResponseError struct {
 	// Proxy reports whether the response came from the proxy, refusing
 	// the CONNECT request, rather than from the server.
 	Proxy bool
+
+	live *http.Response // with its body, for DialResponse
 }
 
 // Error names the status and the protocols the server advertised.

@@ -16,13 +16,7 @@ func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Ha
 			s.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 			return
 		}
-		s.serveStream(w, r, r.Header.Get(":protocol"), func(h http.Header) (net.Conn, error) {
-			sc, err := answerStream(w, r, h, s.handshakeTimeout())
-			if err != nil {
-				return nil, err
-			}
-			return sc, nil
-		})
+		s.serveStream(w, r, r.Header.Get(":protocol"), streamAccepter(w, r, s.handshakeTimeout()))
 		return
 	}
 	// No 101 exists in HTTP/2 and later: never an Upgrade or Connection
@@ -30,11 +24,51 @@ func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Ha
 	s.decline(w, r, next, http.StatusHTTPVersionNotSupported, "upgrade: this endpoint requires a protocol switch: an HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT")
 }
 
-// isExtendedConnect reports whether r is an RFC 8441 extended CONNECT: an
-// HTTP/2 CONNECT carrying the :protocol pseudo-header, which net/http
-// passes on in the Header (only when ExtendedConnect is on).
+// A StreamAccepter is the ResponseWriter of an extended CONNECT whose
+// stream is not served by net/http's HTTP/2 server: HTTP/3 (RFC 9220),
+// say. A Server serves such a request as it serves an HTTP/2 one, with
+// the same routes, when the request has Method CONNECT, ProtoMajor 2 or
+// more and its :protocol in Header[":protocol"], as net/http presents an
+// HTTP/2 extended CONNECT, and its ResponseWriter (or one that Unwrap
+// returns) is a StreamAccepter. The package
+// github.com/go-upgrade/upgrade/http3 presents quic-go's requests so.
+type StreamAccepter interface {
+	// AcceptStream answers the request with 200 and the header fields h
+	// and returns the request's stream as a net.Conn: Read returns the
+	// peer's data and io.EOF at its end, Write sends data, CloseWrite
+	// ends the sending side, Close resets the stream unless both sides
+	// have ended it, and deadlines apply to the stream alone.
+	AcceptStream(h http.Header) (net.Conn, error)
+}
+
+// streamAccepter returns how to switch the stream of the extended CONNECT
+// r: w's StreamAccepter, if it has one, or net/http's HTTP/2 stream.
+func streamAccepter(w http.ResponseWriter, r *http.Request, timeout time.Duration) acceptStream {
+	for rw := w; rw != nil; {
+		if sa, ok := rw.(StreamAccepter); ok {
+			return sa.AcceptStream
+		}
+		u, ok := rw.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		rw = u.Unwrap()
+	}
+	return func(h http.Header) (net.Conn, error) {
+		sc, err := answerStream(w, r, h, timeout)
+		if err != nil {
+			return nil, err
+		}
+		return sc, nil
+	}
+}
+
+// isExtendedConnect reports whether r is an extended CONNECT (RFC 8441,
+// RFC 9220): a CONNECT of HTTP/2 or later carrying the :protocol
+// pseudo-header, which net/http passes on in the Header (only when
+// ExtendedConnect is on).
 func isExtendedConnect(r *http.Request) bool {
-	return r.ProtoMajor == 2 && r.Method == http.MethodConnect && len(r.Header[":protocol"]) > 0
+	return r.ProtoMajor >= 2 && r.Method == http.MethodConnect && len(r.Header[":protocol"]) > 0
 }
 
 // An acceptStream answers an extended CONNECT with 200 and the header
