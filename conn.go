@@ -11,56 +11,38 @@ import (
 	"github.com/go-upgrade/upgrade/internal/track"
 )
 
-// Conn is a connection that has switched protocols. It is a net.Conn whose
-// Read returns, before anything read from the network, the bytes that
-// arrived behind the HTTP exchange (pipelined after the request on the
-// server, after the 101 response on the client): not one byte is lost.
+// Conn is a connection that has switched protocols: a net.Conn whose Read
+// returns first the bytes that arrived behind the HTTP exchange (behind
+// the request on the server, the 101 on the client), so that not one byte
+// is lost.
 //
-// A Conn is either a whole HTTP/1.1 connection switched by an Upgrade, or
-// one HTTP/2 stream switched by an extended CONNECT (RFC 8441; see
-// ExtendedConnect for the server, Dialer.HTTP2 for the client), which
-// shares its TCP connection with other streams. The protocol's code is the
-// same for both; c.Request.ProtoMajor says which carries it, 1 or 2. On a
-// stream, Read returns the stream's DATA and io.EOF at the peer's
-// END_STREAM, Write sends DATA, Close resets the stream, and deadlines
-// apply to the stream alone, as on a net.Conn, except that on the server a
-// write deadline that passes resets the stream, and so does a read
-// deadline that passes during a Read begun without one. See CloseWrite
-// for how a stream ends. On the server, a stream's Conn is closed when the
-// handler returns: Close interrupts the calls in progress and returns once
-// they have, and from then on every method fails with net.ErrClosed, so
-// goroutines the handler left behind never reach the finished response.
+// A Conn is a whole HTTP/1.1 connection switched by an Upgrade, or one
+// stream switched by an extended CONNECT (RFC 8441, RFC 9220), which
+// shares its connection with other streams; c.Request.ProtoMajor says
+// which. On a stream, Read returns io.EOF at the end of the peer's side,
+// Close resets the stream if it is not finished, and deadlines apply to
+// the stream alone; on the server, a write deadline that passes resets
+// the stream, and so does a read deadline that passes during a Read begun
+// without one. A stream's Conn on the server is closed when the handler
+// returns: from then on every method fails with net.ErrClosed.
 //
-// A Conn must not be read from by more than one goroutine at a time, like
-// most net.Conn implementations; Write and Close are as safe as those of
-// the underlying connection.
+// Like most net.Conns, a Conn must not be read by several goroutines at
+// once.
 type Conn struct {
 	// Protocol is the protocol switched to: on the server, the registered
-	// spelling of the name with the client's version, as named in the 101;
-	// on the client, the offer the 101 selected (its first Upgrade
-	// element), or the extended CONNECT accepted, as the caller spelled
-	// it.
+	// spelling of the name with the client's version; on the client, the
+	// offer chosen, as the caller spelled it.
 	Protocol Protocol
 
-	// Request is the request that was switched. On the server its Body, if
-	// the request had one, holds the whole body, read before the switch;
-	// its Context is cancelled once the switch is complete (use Context).
-	// On the client it is the request sent: an HTTP/1.1 upgrade request
-	// (ProtoMajor 1), or an extended CONNECT (Method CONNECT, Proto
-	// "HTTP/2.0", ProtoMajor 2, the offer in Header[":protocol"]).
-	//
-	//
-	// A handler that has taken what it needs of the request (header
-	// fields, the URL) may set Request to nil: a long-lived connection
-	// then no longer keeps the request in memory, about 1.2 KB of an idle
-	// connection's 5. Context still carries the values of the request's
-	// context.
+	// Request is the request that was switched. On the server its Body
+	// holds the body read before the switch, and its context ends with
+	// the switch (use Context). On the client it is the request sent. A
+	// handler that has taken what it needs from it may set it to nil, so
+	// that a long-lived connection no longer keeps it in memory.
 	Request *http.Request
 
-	// Response is, on the client, the 101 response, or the 2xx response
-	// to the extended CONNECT (ProtoMajor 2; its TLS field holds the
-	// shared connection's TLS state); its Body is always empty. It is nil
-	// on the server.
+	// Response is, on the client, the 101 (or 2xx) response, its Body
+	// empty. It is nil on the server.
 	Response *http.Response
 
 	nc   net.Conn // the underlying connection
@@ -112,20 +94,12 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(
 // SetWriteDeadline sets the write deadline of the underlying connection.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 
-// NetConn returns the underlying connection: the *net.TCPConn or
-// *tls.Conn an HTTP/1.1 switch happened on, or, for an HTTP/2 stream, the
-// stream itself (the TCP connection it shares with other streams is not
-// exposed). It is for what a Conn does not offer itself, such as socket
-// options or the TLS connection state.
-//
-// Reading from it directly skips the read-ahead bytes that Read returns
-// first, and loses them: read from c, or from NetConn only once Buffered
-// returns 0. Closing it closes c.
-//
-// For an HTTP/2 stream (c.Request.ProtoMajor 2) it returns the net.Conn
-// of the stream, which c wraps: the TCP connection is shared with other
-// streams and is not exposed (on the client, c.Response.TLS holds its TLS
-// state).
+// NetConn returns the underlying connection, for what a Conn does not
+// offer itself, such as socket options or the TLS state: the *net.TCPConn
+// or *tls.Conn of an HTTP/1.1 switch, or the stream (its shared
+// connection is not exposed). Reading from it directly skips the bytes
+// Read would return first: read from c, or from NetConn once Buffered
+// returns 0.
 func (c *Conn) NetConn() net.Conn {
 	if d, ok := c.nc.(*delegatedConn); ok {
 		return d.Conn
@@ -138,17 +112,10 @@ func (c *Conn) NetConn() net.Conn {
 func (c *Conn) Buffered() int { return len(c.rbuf) }
 
 // CloseWrite shuts down the writing side of the connection (a TCP
-// half-close, a TLS close_notify, or an HTTP/2 END_STREAM), if the
-// underlying connection supports it. It returns an error wrapping
-// errors.ErrUnsupported otherwise.
-//
-// On an HTTP/2 stream served by net/http, later Writes fail at once, but
-// the stream's END_STREAM goes out only when the protocol handler returns:
-// net/http's HTTP/2 server cannot end a stream's sending side while its
-// handler runs. A protocol that half-closes on HTTP/2 should therefore
-// read until the peer's EOF and return; if the peer's side is still open
-// when it returns, a RST_STREAM with NO_ERROR follows the END_STREAM
-// (RFC 9113 §8.1). On the client, CloseWrite sends END_STREAM at once.
+// half-close, a TLS close_notify, the end of a stream's side), or returns
+// an error wrapping errors.ErrUnsupported. On a stream served by net/http's
+// HTTP/2 server, later Writes fail at once but the stream's END_STREAM
+// goes out only when the handler returns, which cannot happen sooner.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
@@ -158,12 +125,9 @@ func (c *Conn) CloseWrite() error {
 
 // Context returns the connection's context. On the server it carries the
 // values of the request's context and is cancelled when the connection is
-// being closed: by Server.Close, when Server.Shutdown's grace period ends,
-// or when the handler returns. It is not cancelled when a graceful
-// shutdown starts (see Draining), so a handler that passes it to the
-// calls it blocks in keeps serving until its connection is really closed.
-// On the client it is the context given to Dial, without its cancellation
-// or deadline.
+// closed: by the handler's return, Server.Close, or the end of Shutdown's
+// grace period; not when a graceful shutdown starts (see Draining). On the
+// client it is the context given to Dial, without its cancellation.
 func (c *Conn) Context() context.Context {
 	c.ctxOnce.Do(func() {
 		if c.ctx != nil && !c.reqCtx {

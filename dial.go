@@ -16,158 +16,93 @@ import (
 	"time"
 )
 
-// defaultMaxResponseHeaderBytes is the default bound on the bytes of the
-// response header blocks a Dialer reads: the status lines and header fields
-// of every interim 1xx response and of the final response together.
+// defaultMaxResponseHeaderBytes is the default of Dialer.MaxHeaderBytes.
 const defaultMaxResponseHeaderBytes = 64 << 10
 
 // errHandshakeTimeout is wrapped by the error of a handshake that ran past
 // the Dialer's HandshakeTimeout.
 var errHandshakeTimeout = fmt.Errorf("handshake timeout: %w", context.DeadlineExceeded)
 
-// A Dialer opens connections upgraded to another protocol: it connects to
-// an HTTP/1.1 server (directly or through a proxy's CONNECT tunnel, over
-// TLS for https and wss), sends one request offering protocols in its
-// Upgrade field, and returns the connection once the server has answered
-// 101 Switching Protocols naming one of them. With HTTP2 set, it switches
-// an HTTP/2 stream instead when the server can (RFC 8441).
+// A Dialer opens connections switched to another protocol. It sends an
+// HTTP/1.1 upgrade request (over TLS for https and wss URLs, ALPN
+// offering only http/1.1, through a proxy's CONNECT tunnel if one
+// applies) with "Connection: Upgrade", the offers in its Upgrade field
+// and never an Expect field, in one write, body included; and it returns
+// the connection once the server has answered 101 naming one of them.
+// With HTTP2 set, it switches an HTTP/2 stream instead when the server
+// can (RFC 8441).
 //
-// The upgrade request is HTTP/1.1, also over TLS, where ALPN offers
-// "http/1.1" only unless HTTP2 is set: an upgrade cannot happen over
-// HTTP/2. It carries one
-// Host field, "Connection: Upgrade", the offers in the caller's order of
-// preference, and never an Expect field; it is written in a single write,
-// body included.
-//
-// The zero Dialer is ready to use: GET, proxies from the environment,
-// defaultHandshakeTimeout and defaultMaxResponseHeaderBytes. A Dialer has
-// no internal state: it may be copied, and used by several goroutines at
-// once as long as its fields are not changed.
+// The zero Dialer is ready to use. A Dialer may be copied, and used by
+// several goroutines at once as long as its fields are not changed.
 type Dialer struct {
 	// NetDialContext dials the TCP connection to the server or proxy. Nil
-	// means a net.Dialer's DialContext.
+	// means a net.Dialer's.
 	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	// TLSClientConfig configures TLS for https and wss URLs. Nil means the
-	// zero config. The Dialer uses a clone with NextProtos set to
-	// ["http/1.1"] (["h2", "http/1.1"] with HTTP2), and ServerName set to
-	// the URL's host if empty (without brackets or an IPv6 zone).
+	// TLSClientConfig configures TLS for https and wss URLs. The Dialer
+	// uses a clone, its NextProtos set to http/1.1 (h2 and http/1.1 with
+	// HTTP2) and its ServerName to the URL's host if empty.
 	TLSClientConfig *tls.Config
 
 	// Proxy returns the proxy for a request, or nil for none. Nil means
-	// http.ProxyFromEnvironment (HTTP_PROXY, HTTPS_PROXY and NO_PROXY, read
-	// once per process; requests to localhost are never proxied). To
-	// disable proxies, use a function returning nil, nil.
-	//
-	// The request given has an http or https URL (ws and wss mapped). The
-	// Dialer reaches the server through an HTTP CONNECT tunnel; the proxy
-	// URL's scheme must be http or https (TLS to the proxy), its default
-	// port is 80 or 443, and its user information, if any, is sent as
-	// Proxy-Authorization Basic credentials. A proxy that refuses the
-	// CONNECT yields a *ResponseError with Proxy set. CONNECT is used for
-	// plain http and ws targets too, since a forwarding proxy would strip
-	// Upgrade and Connection; some proxies allow CONNECT only to port 443
-	// by default (Squid's SSL_ports), and must be configured to allow the
-	// target's port.
+	// http.ProxyFromEnvironment. The server is reached through a CONNECT
+	// tunnel, for plain http targets too, since a forwarding proxy would
+	// drop Upgrade; the proxy's user information is sent as
+	// Proxy-Authorization. A proxy that refuses the CONNECT yields a
+	// *ResponseError with Proxy set.
 	Proxy func(*http.Request) (*url.URL, error)
 
-	// HandshakeTimeout bounds the whole handshake: dial, proxy CONNECT,
-	// TLS, request and response. Zero means defaultHandshakeTimeout; a
-	// negative value means no bound other than the context's.
+	// HandshakeTimeout bounds the whole handshake: dial, proxy, TLS,
+	// request and response. Zero means 10 seconds; a negative value means
+	// no bound but the context's.
 	HandshakeTimeout time.Duration
 
-	// MaxHeaderBytes bounds the response header bytes read (interim 1xx
-	// responses included). Zero means defaultMaxResponseHeaderBytes.
+	// MaxHeaderBytes bounds the response header bytes read, interim 1xx
+	// responses included. Zero means 64 KiB.
 	MaxHeaderBytes int
 
-	// Method is the request method. Empty means GET. CONNECT is not
+	// Method is the request method. Empty means GET; CONNECT is not
 	// allowed.
 	Method string
 
-	// Header holds extra request header fields, written in sorted order
-	// after Host, Connection and Upgrade. A Host field replaces the URL's
-	// host in the Host line; Connection values are added as further
-	// options after "Upgrade" (as h2c needs for HTTP2-Settings). Upgrade,
-	// Content-Length, Transfer-Encoding and Expect are not allowed: the
-	// Dialer sets the first three and never sends the last. Names and
-	// values are checked (no CR, LF or other control bytes) before
-	// anything is dialed, and a Host must be a valid authority, host[:port]
-	// (an internationalized name is converted to its ASCII form; an IPv6
-	// address is bracketed and has no zone).
-	//
-	// The URL's host is sent without the zone of a scoped IPv6 address
-	// ("http://[fe80::1%25eth0]:8080/" dials fe80::1 on eth0 and sends
-	// "Host: [fe80::1]:8080"): a zone means something only on this host
-	// (RFC 6874 §4).
+	// Header holds extra request header fields. A Host field replaces the
+	// URL's host; Connection values are added as options after
+	// "Upgrade". Upgrade, Content-Length, Transfer-Encoding and Expect are
+	// not allowed. Names, values and Host are checked before anything is
+	// dialed. The zone of a scoped IPv6 host is never sent (RFC 6874 §4).
 	Header http.Header
 
-	// Body is the request body, sent with a Content-Length in the same
-	// write as the header. The server reads it before it switches; it is
-	// never part of the new protocol.
+	// Body is the request body, sent with a Content-Length. The server
+	// reads it before it switches; it is never part of the new protocol.
 	Body []byte
 
-	// Prepare, if non-nil, is called with each request before it is
-	// checked and sent. It may add, change or remove fields in req.Header
-	// and set req.Host, which is checked as a Host field in Header is
-	// (changing other fields is not supported). An error
-	// aborts the dial before anything is dialed. A protocol adapter uses
-	// it to add per-connection fields such as Sec-WebSocket-Key.
-	//
-	// With HTTP2 set, the Dial may send the HTTP/1.1 upgrade request or
-	// extended CONNECT requests, and Prepare is called, before anything
-	// is dialed, with each request the Dial may send: the HTTP/1.1 one,
-	// then an extended CONNECT per offer (req.ProtoMajor 2, Method
-	// CONNECT, the offer in req.Header[":protocol"], which Prepare cannot
-	// change). req.ProtoMajor tells them apart.
+	// Prepare, if non-nil, is called with each request the Dial may send,
+	// before anything is dialed: it may change req.Header and req.Host
+	// (a protocol adds per-connection fields such as Sec-WebSocket-Key).
+	// With HTTP2 set, that is the HTTP/1.1 request, then an extended
+	// CONNECT per offer (req.ProtoMajor 2, the offer in
+	// req.Header[":protocol"]). An error aborts the Dial.
 	Prepare func(req *http.Request) error
 
-	// Check, if non-nil, is called with a 101 response the Dialer has
-	// found valid, or, over HTTP/2, with the 2xx response to an extended
-	// CONNECT (resp.ProtoMajor 2; its Body is empty: the stream is the
-	// Conn's). resp.Request is the request sent, as Prepare left it. An
-	// error makes Dial close the connection (or stream) and return the
-	// error wrapped; no other offer is tried. A protocol adapter uses it
-	// to verify its own response fields, such as Sec-WebSocket-Accept.
+	// Check, if non-nil, is called with a 101 the Dialer found valid, or
+	// the 2xx response to an extended CONNECT (resp.Request is the request
+	// sent). An error closes the connection and fails the Dial; no other
+	// offer is tried. A protocol checks its own fields with it, such as
+	// Sec-WebSocket-Accept.
 	Check func(resp *http.Response) error
 
-	// HTTP2, if non-nil, lets the Dialer switch protocols on HTTP/2
-	// streams, with the extended CONNECT of RFC 8441, on connections the
-	// HTTP2Transport keeps and shares between Dials: over TLS (https,
-	// wss) when ALPN picks h2 (the Dialer offers h2 and http/1.1) and,
-	// with HTTP2Transport.UnencryptedHTTP2, over cleartext with prior
-	// knowledge. Nil means HTTP/1.1 only.
-	//
-	// The offers are asked for one at a time, in the caller's order, each
-	// as an extended CONNECT whose :protocol is the offer ("echo/1"); the
-	// first the server answers with a 2xx status is the switched
-	// connection. Any other final status refuses that offer only; when
-	// the server refuses them all, Dial returns the last refusal, a
-	// *ResponseError with Proto "HTTP/2.0" and no Upgrade list, and does
-	// not try HTTP/1.1: a server that enables RFC 8441 has answered (no
-	// browser retries either). The exception is 505 HTTP Version Not
-	// Supported, which refuses HTTP/2 rather than the offer: the Dial then
-	// upgrades over HTTP/1.1 on a new connection, as an upgrade.Server
-	// endpoint that does not serve extended CONNECT asks.
-	//
-	// The Dialer upgrades over HTTP/1.1, as without HTTP2, when the server
-	// cannot switch over HTTP/2: when TLS negotiates http/1.1 (the upgrade
-	// goes on that connection), when the server's first SETTINGS frame
-	// lacks SETTINGS_ENABLE_CONNECT_PROTOCOL, or when a cleartext server
-	// does not speak HTTP/2 (both on a new connection). In all three cases
-	// the HTTP2Transport sends that server's Dials straight to HTTP/1.1
-	// for ten minutes. A Dialer with a Body always uses HTTP/1.1: an
-	// extended CONNECT has no request body before the switch.
-	//
-	// Over HTTP/2 the method is CONNECT, whatever Method says; Header is
-	// sent without the fields HTTP/2 forbids (RFC 9113 §8.2.2: Connection
-	// and the fields it names, Keep-Alive, Proxy-Connection,
-	// Transfer-Encoding, Upgrade, TE other than "trailers"), and a Host
-	// field becomes :authority; MaxHeaderBytes is announced as
-	// SETTINGS_MAX_HEADER_LIST_SIZE, which counts each field's name and
-	// value plus 32 bytes; HandshakeTimeout and the context bound the whole
-	// chain of attempts, waits for a shared connection included. The
-	// returned Conn is a stream of a shared connection, and its
-	// Request.ProtoMajor is 2 (see Conn).
+	// HTTP2, if non-nil, lets the Dialer switch HTTP/2 streams with
+	// extended CONNECT, on connections the HTTP2Transport shares between
+	// Dials: over TLS when ALPN picks h2, and over cleartext with
+	// HTTP2Transport.UnencryptedHTTP2. The offers are asked one at a time,
+	// in order; a 2xx switches, any other status refuses that offer, and
+	// the last refusal is returned as a *ResponseError. A 505, a server
+	// without SETTINGS_ENABLE_CONNECT_PROTOCOL, one that negotiates
+	// http/1.1 or a cleartext one that does not speak HTTP/2 gets the
+	// HTTP/1.1 upgrade instead (the transport remembers that server for
+	// ten minutes), as does any Dialer with a Body. Over HTTP/2 the
+	// method is CONNECT, Header loses the fields HTTP/2 forbids, and
+	// MaxHeaderBytes is announced as SETTINGS_MAX_HEADER_LIST_SIZE.
 	HTTP2 *HTTP2Transport
 
 	// keepRefusal makes a refusal's *ResponseError hold the live
@@ -202,38 +137,24 @@ func (d *Dialer) DialResponse(ctx context.Context, rawURL string, offers ...Prot
 	return c, nil, err
 }
 
-// Dial connects to the server at rawURL (scheme http, https, ws or wss; ws
-// and wss are http and https), asks it to switch to one of offers, given in
-// the caller's order of preference, and returns the switched connection.
+// Dial connects to the server at rawURL (scheme http, https, ws or wss),
+// asks it to switch to one of offers, in the caller's order of
+// preference, and returns the switched connection.
 //
-// Over HTTP/1.1, the server must answer 101 Switching Protocols, with an
-// Upgrade field whose protocols were all offered (names compared ASCII
-// case-insensitively, versions exactly) and a Connection field carrying
-// "upgrade"; otherwise Dial fails with an error wrapping ErrInvalidSwitch.
-// Interim 1xx responses before it are skipped (at most 8). A 101 never has
-// a body, whatever Content-Length or Transfer-Encoding it claims: the bytes
-// after its header block are the new protocol's, and the Conn's first reads
-// return those that arrived with it. Any other final status yields a
-// *ResponseError carrying the status, header, a body excerpt and the
-// server's advertised Upgrade list. Folded header lines (obs-fold) are
-// unfolded, each fold replaced by one SP (RFC 9112 §5.2).
+// The server must answer 101 Switching Protocols with an Upgrade field
+// naming only offered protocols (names ASCII case-insensitively, versions
+// exactly) and a Connection field carrying "upgrade"; otherwise the error
+// wraps ErrInvalidSwitch. Interim 1xx responses are skipped. A 101 has no
+// body: the bytes after it are the new protocol's, and the Conn's first
+// reads return those that arrived with it. Any other final status is a
+// *ResponseError.
 //
-// With HTTP2 set, the switch may happen on an HTTP/2 stream instead: see
-// the HTTP2 field.
-//
-// The returned Conn's Protocol is the offer the server chose (the first
-// protocol of the 101's Upgrade field, or the :protocol of the extended
-// CONNECT it accepted), as the caller spelled it; the response itself is
-// in Response, the request sent in Request, and Context returns ctx
-// without its cancellation and deadline.
-//
-// ctx, and the Dialer's HandshakeTimeout, bound the whole handshake; once
-// Dial has returned they no longer affect the connection. When the
-// context ends the handshake, the error wraps context.Cause(ctx) (such as
-// context.Canceled or context.DeadlineExceeded); past HandshakeTimeout it
-// wraps context.DeadlineExceeded. The URL (which must have a non-empty
-// host), offers, the method and header fields, Host included, are checked
-// before anything is dialed. On every failure the connection is closed.
+// The Conn's Protocol is the offer chosen, as the caller spelled it; its
+// Request and Response are the request sent and the response; its Context
+// is ctx without its cancellation and deadline. ctx and HandshakeTimeout
+// bound the handshake only; when one ends it, the error wraps its cause
+// (context.DeadlineExceeded past HandshakeTimeout). On failure the
+// connection is closed.
 func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error) {
 	if ctx == nil {
 		panic("upgrade: nil Context")

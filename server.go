@@ -2,8 +2,6 @@ package upgrade
 
 import (
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -208,10 +206,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serve(w, r, nil)
 }
 
-// Middleware returns a handler that switches requests it can switch and
-// passes every other request to next, unchanged, exactly as if no upgrade
-// had been asked for (the upgrade is optional). Malformed Upgrade headers
-// are still answered with 400 and oversized ones with 431.
+// Middleware returns a handler that switches the requests it can and
+// passes every other request on to next as if no upgrade had been asked
+// for (the upgrade is optional): without the Upgrade field and the
+// Connection options naming it, so that next cannot act on an upgrade
+// the Server did not take. Malformed Upgrade headers are still answered
+// 400, oversized ones 431.
 func (s *Server) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, next)
@@ -285,7 +285,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 		// protocol.
 		if next != nil {
 			w.Header()["Connection"] = []string{"close"}
-			next.ServeHTTP(w, r)
+			passOn(w, r, next)
 			return nil, false
 		}
 		s.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
@@ -303,146 +303,6 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 		return nil, false
 	}
 	return offers, true
-}
-
-// cannotHijack answers an upgrade request on a connection that cannot be
-// hijacked: an ordinary request if nothing offered is registered, an
-// error otherwise.
-func (s *Server) cannotHijack(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol) {
-	if !someRouteMatches(r, routes, offers) {
-		s.decline(w, r, next, http.StatusUpgradeRequired, "")
-		return
-	}
-	if next == nil {
-		s.logError(r, "switching protocols", errNoHijack)
-	}
-	s.decline(w, r, next, http.StatusInternalServerError, "upgrade: could not switch protocols on this connection")
-}
-
-// isUpgradeRequest reports whether r, which has an Upgrade field, asks for
-// an upgrade: HTTP/1.1 or later, with the "upgrade" option in Connection. An
-// HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8), and without the
-// Connection option the Upgrade field is not meant for this hop.
-func isUpgradeRequest(r *http.Request) bool {
-	return r.ProtoAtLeast(1, 1) && hasConnectionOption(r.Header, "upgrade")
-}
-
-// decline answers a request the Server does not switch: Middleware passes
-// it on to next, unchanged; the endpoint answers it with code, or with
-// 426 and the available protocols.
-func (s *Server) decline(w http.ResponseWriter, r *http.Request, next http.Handler, code int, msg string) {
-	switch {
-	case next != nil:
-		next.ServeHTTP(w, r)
-	case code == http.StatusUpgradeRequired:
-		s.requireUpgrade(w, r)
-	default:
-		s.refuse(w, r, code, msg)
-	}
-}
-
-// refuseOffers answers a request whose offers negotiation did not accept.
-func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, d *decision) {
-	switch {
-	case d.failed:
-		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
-	case d.reject != nil:
-		s.writeReject(w, r, d.reject)
-	case d.full:
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "too many upgraded connections, retry later")
-	case next != nil:
-		next.ServeHTTP(w, r)
-	case d.methodRefused:
-		if allow := s.allowedMethods(r); allow != "" {
-			w.Header().Set("Allow", allow)
-		}
-		s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")
-	case d.bodyRefused:
-		s.refuse(w, r, http.StatusBadRequest, "the offered protocol does not accept a request body")
-	case r.ProtoMajor != 1:
-		// An extended CONNECT: no Upgrade field to list protocols in.
-		s.refuse(w, r, http.StatusNotImplemented, "protocol "+r.Header.Get(":protocol")+" is not served here; this endpoint serves: "+s.advertised(r))
-	default:
-		s.requireUpgrade(w, r)
-	}
-}
-
-// requireUpgrade answers 426 Upgrade Required with the protocols
-// available for r (RFC 9110 §15.5.22).
-func (s *Server) requireUpgrade(w http.ResponseWriter, r *http.Request) {
-	list := s.advertised(r)
-	w.Header().Set("Upgrade", list)
-	s.refuse(w, r, http.StatusUpgradeRequired, "this endpoint requires a protocol upgrade to one of: "+list)
-}
-
-// writeReject answers a request with the status an Accepter rejected it
-// with.
-func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectError) {
-	if st := e.status(); st < 400 || st > 599 {
-		s.logError(r, "rejecting", fmt.Errorf("upgrade: RejectError.Status %d is not a 4xx or 5xx status", st))
-		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
-		return
-	}
-	h := w.Header()
-	for k, vs := range e.Header {
-		for _, v := range vs {
-			h.Add(k, v)
-		}
-	}
-	status := e.status()
-	if status == http.StatusUpgradeRequired {
-		if r.ProtoMajor != 1 {
-			// A 426 must list protocols in Upgrade (RFC 9110 §15.5.22),
-			// which HTTP/2 does not have: answer 400, keeping the
-			// rejection's other fields (Sec-WebSocket-Version, say).
-			status = http.StatusBadRequest
-		} else if h.Get("Upgrade") == "" {
-			h.Set("Upgrade", s.advertised(r))
-		}
-	}
-	s.refuse(w, r, status, e.message())
-}
-
-// refuse writes a short text/plain error response.
-//
-// On HTTP/2, where they are not allowed, Upgrade and Connection are
-// removed. On HTTP/1.x, a response carrying Upgrade carries the "upgrade"
-// connection option (RFC 9110 §7.8), and the connection is closed after
-// refusing a request that carried an Upgrade field: the bytes a client
-// sends behind a refused upgrade must never be read as a next request
-// (a proxy that assumed the switch would pass them on unchecked). It is
-// closed too where net/http would close it anyway (HTTP/1.0,
-// "Connection: close", a request body), so that the upgrade option is
-// never dropped from the response.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
-	h := w.Header()
-	if r.ProtoMajor != 1 {
-		h.Del("Upgrade")
-		h.Del("Connection")
-	} else {
-		var opts []string
-		if len(r.Header["Upgrade"]) > 0 || r.Close || !r.ProtoAtLeast(1, 1) || hasBody(r) {
-			// net/http closes the connection after the response when
-			// the first Connection line is exactly "close", and keeps
-			// any line then; "Upgrade, close" on one line would keep
-			// the connection open.
-			opts = append(opts, "close")
-		}
-		if len(h["Upgrade"]) > 0 {
-			opts = append(opts, "Upgrade")
-		}
-		if opts != nil {
-			h["Connection"] = opts
-		} else {
-			delete(h, "Connection")
-		}
-	}
-	h.Del("Content-Length")
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, msg+"\n")
 }
 
 func (s *Server) maxRequestBody() int64 {

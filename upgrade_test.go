@@ -696,3 +696,33 @@ func TestShutdownDuringHandshake(t *testing.T) {
 	assert.Empty(t, o.active)
 	assert.Zero(t, g.served.Load(), "no protocol handler runs after Shutdown began")
 }
+
+// TestMiddlewarePassesPlainRequests: a request the Server does not switch
+// — HTTP/1.0, Connection without "upgrade", an offer nothing takes, a
+// body framed by Transfer-Encoding — reaches Middleware's handler without
+// Upgrade, HTTP2-Settings and the Connection options naming them, so that
+// a handler that forwards upgrades (httputil.ReverseProxy) cannot.
+func TestMiddlewarePassesPlainRequests(t *testing.T) {
+	s := &Server{}
+	s.HandleFunc("echo/1", echo)
+	type seen struct{ upgrade, connection, settings []string }
+	got := make(chan seen, 1)
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Header["Upgrade"], r.Header["Connection"], r.Header["Http2-Settings"]}
+	})
+	addr := serve(t, s, s.Middleware(next)).addr
+	for _, req := range []string{
+		"GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade, keep-alive\r\nUpgrade: echo/1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nUpgrade: echo/1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, keep-alive\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, keep-alive\r\nUpgrade: echo/1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	} {
+		c := wiretest.Dial(t, addr)
+		c.Send(req)
+		s := <-got
+		assert.Empty(t, s.upgrade, "%q", req)
+		assert.Empty(t, s.settings, "%q", req)
+		assert.Equal(t, []string{"keep-alive"}, s.connection, "%q", req)
+		c.Close()
+	}
+}

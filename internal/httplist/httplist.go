@@ -6,8 +6,10 @@ package httplist
 
 import (
 	"iter"
+	"net/http"
 	"strings"
 
+	"github.com/go-upgrade/upgrade/internal/ascii"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -119,4 +121,25 @@ func Quote(s string) string {
 	}
 	b = append(b, '"')
 	return string(b)
+}
+
+// WithoutUpgrade returns a copy of h without its Upgrade and
+// HTTP2-Settings fields and the Connection options naming them: the
+// request as a plain one (RFC 9110 §7.6.1, §7.8).
+func WithoutUpgrade(h http.Header) http.Header {
+	h = h.Clone()
+	delete(h, "Upgrade")
+	delete(h, "Http2-Settings")
+	var keep []string
+	for o := range Elements(h["Connection"]) {
+		if !ascii.EqualFold(o, "upgrade") && !ascii.EqualFold(o, "http2-settings") {
+			keep = append(keep, o)
+		}
+	}
+	if keep == nil {
+		delete(h, "Connection")
+	} else {
+		h["Connection"] = []string{strings.Join(keep, ", ")}
+	}
+	return h
 }
