@@ -265,9 +265,10 @@ func (c *streamConn) CloseWrite() error {
 }
 
 // Close stops reading and writing; the stream ends when the protocol
-// handler returns. A Write blocked by flow control is interrupted, which
-// resets the stream. Close returns once no call uses the stream any more:
-// from then on, every method fails with net.ErrClosed.
+// handler returns. Writes in progress get closeWriteGrace to finish; one
+// still blocked then (by flow control) is interrupted, which resets the
+// stream. Close returns once no call uses the stream any more: from then
+// on, every method fails with net.ErrClosed.
 func (c *streamConn) Close() error {
 	return c.close(false)
 }
@@ -286,13 +287,13 @@ func (c *streamConn) close(reset bool) error {
 		c.busy++ // this call uses body and rc below
 		c.closed = true
 	}
-	interrupt := reset || c.writers > 0
 	c.mu.Unlock()
 	if first {
 		close(c.done)
 		_ = c.body.Close() // a Read blocked in the body returns
-		if interrupt {
-			// Only a write deadline interrupts a blocked Write.
+		if reset || !c.writesDone(closeWriteGrace) {
+			// Only a write deadline interrupts a blocked Write; it
+			// resets the stream.
 			_ = c.rc.SetWriteDeadline(aLongTimeAgo)
 		}
 	}
@@ -310,6 +311,32 @@ func (c *streamConn) close(reset bool) error {
 	return nil
 }
 
+// closeWriteGrace is how long Close lets Writes in progress finish before
+// it interrupts them: long enough for one that is not blocked by flow
+// control.
+const closeWriteGrace = 100 * time.Millisecond
+
+// writesDone waits, up to d, until no Write is in progress, and reports
+// whether none is. It is called once the Conn is closed: no Write starts.
+func (c *streamConn) writesDone(d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writers == 0 {
+		return true
+	}
+	expired := false
+	t := time.AfterFunc(d, func() {
+		c.mu.Lock()
+		expired = true
+		c.idle.Broadcast()
+		c.mu.Unlock()
+	})
+	defer t.Stop()
+	for c.writers > 0 && !expired {
+		c.idle.Wait()
+	}
+	return c.writers == 0
+}
 func (c *streamConn) LocalAddr() net.Addr  { return c.local }
 func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
 
