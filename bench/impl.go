@@ -36,7 +36,7 @@ var payload = []byte("x")
 
 // Impls lists the implementations in table order; floor comes first and
 // is the reference for every ratio.
-var Impls = []string{"floor", "upgrade", "gorilla", "gorilla-upgrade", "coder", "gobwas"}
+var Impls = []string{"floor", "upgrade", "upgrade-keep", "gorilla", "gorilla-upgrade", "coder", "gobwas"}
 
 // Counters of the server process, maintained by every implementation's
 // handler: active connections (101 and frame written, reading) and
