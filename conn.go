@@ -17,10 +17,11 @@ import (
 // server, after the 101 response on the client): not one byte is lost.
 //
 // A Conn is either a whole HTTP/1.1 connection switched by an Upgrade, or
-// one HTTP/2 stream switched by an extended CONNECT (RFC 8441; see
-// ExtendedConnect for the server, Dialer.HTTP2 for the client), which
-// shares its TCP connection with other streams. The protocol's code is the
-// same for both; c.Request.ProtoMajor says which carries it, 1 or 2. On a
+// one HTTP/2 or HTTP/3 stream switched by an extended CONNECT (RFC 8441,
+// RFC 9220; see ExtendedConnect and StreamAccepter for the server,
+// Dialer.HTTP2 and Dialer.HTTP3 for the client), which shares its
+// connection with other streams. The protocol's code is the same for all;
+// c.Request.ProtoMajor says which carries it, 1, 2 or 3. On an HTTP/2
 // stream, Read returns the stream's DATA and io.EOF at the peer's
 // END_STREAM, Write sends DATA, Close resets the stream, and deadlines
 // apply to the stream alone, as on a net.Conn, except that on the server a
@@ -47,8 +48,8 @@ type Conn struct {
 	// its Context is cancelled once the switch is complete (use Context).
 	// On the client it is the request sent: an HTTP/1.1 upgrade request
 	// (ProtoMajor 1), or an extended CONNECT (Method CONNECT, Proto
-	// "HTTP/2.0", ProtoMajor 2, the offer in Header[":protocol"]).
-	//
+	// "HTTP/2.0" or "HTTP/3.0", ProtoMajor 2 or 3, the offer in
+	// Header[":protocol"]).
 	//
 	// A handler that has taken what it needs of the request (header
 	// fields, the URL) may set Request to nil: a long-lived connection
@@ -58,7 +59,7 @@ type Conn struct {
 	Request *http.Request
 
 	// Response is, on the client, the 101 response, or the 2xx response
-	// to the extended CONNECT (ProtoMajor 2; its TLS field holds the
+	// to the extended CONNECT (ProtoMajor 2 or 3; its TLS field holds the
 	// shared connection's TLS state); its Body is always empty. It is nil
 	// on the server.
 	Response *http.Response

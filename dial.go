@@ -170,6 +170,30 @@ type Dialer struct {
 	// Request.ProtoMajor is 2 (see Conn).
 	HTTP2 *HTTP2Transport
 
+	// HTTP3, if non-nil, makes Dial switch protocols on an HTTP/3 stream
+	// (RFC 9220) for https and wss URLs, HTTP3 opening the streams (the
+	// package github.com/go-upgrade/upgrade/http3 provides a
+	// StreamTransport for it); http and ws URLs are dialed as without it.
+	// Nil means no HTTP/3.
+	//
+	// The offers are asked for one at a time, in the caller's order, each
+	// as an extended CONNECT whose :protocol is the offer, as over HTTP/2;
+	// the first the server answers with a 2xx status is the switched
+	// connection, and when the server refuses them all, Dial returns the
+	// last refusal, a *ResponseError with Proto "HTTP/3.0". Nothing falls
+	// back to HTTP/1.1 or HTTP/2: a server that cannot be reached over
+	// HTTP/3, or that does not enable extended CONNECT, fails the Dial.
+	// An offer with a version ("echo/1") cannot be asked for, since a
+	// :protocol is a single token (RFC 8441 §4), and neither can a Body be
+	// sent: Dial then fails before anything is sent.
+	//
+	// Prepare and Check are called as over HTTP/2, with ProtoMajor 3;
+	// Header is sent without the fields HTTP/3 forbids (the same as
+	// HTTP/2's), and Method is CONNECT. HandshakeTimeout and the context
+	// bound the whole chain of attempts. NetDialContext, TLSClientConfig,
+	// Proxy and MaxHeaderBytes do not apply: HTTP3 holds its own.
+	HTTP3 StreamTransport
+
 	// keepRefusal makes a refusal's *ResponseError hold the live
 	// response, whose body streams the rest of it (see DialResponse).
 	keepRefusal bool
@@ -218,8 +242,8 @@ func (d *Dialer) DialResponse(ctx context.Context, rawURL string, offers ...Prot
 // server's advertised Upgrade list. Folded header lines (obs-fold) are
 // unfolded, each fold replaced by one SP (RFC 9112 §5.2).
 //
-// With HTTP2 set, the switch may happen on an HTTP/2 stream instead: see
-// the HTTP2 field.
+// With HTTP2 set, the switch may happen on an HTTP/2 stream instead, and
+// with HTTP3 set, it happens on an HTTP/3 stream: see those fields.
 //
 // The returned Conn's Protocol is the offer the server chose (the first
 // protocol of the 101's Upgrade field, or the :protocol of the extended
@@ -237,6 +261,9 @@ func (d *Dialer) DialResponse(ctx context.Context, rawURL string, offers ...Prot
 func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error) {
 	if ctx == nil {
 		panic("upgrade: nil Context")
+	}
+	if d.HTTP3 != nil && isSecureURL(rawURL) {
+		return d.dialStream(ctx, rawURL, offers)
 	}
 	req, t, err := d.newRequest(ctx, rawURL, offers)
 	if err != nil {
@@ -263,14 +290,7 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	// The handshake's bound is a plain deadline on the connection, not a
 	// derived context: with a context that cannot be cancelled
 	// (context.Background), Dial sets up no timer, AfterFunc or goroutine.
-	var deadline time.Time
-	if timeout := d.handshakeTimeout(); timeout > 0 {
-		deadline = time.Now().Add(timeout)
-	}
-	ctxDeadline, hasCtxDeadline := ctx.Deadline()
-	if hasCtxDeadline && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
-		deadline = ctxDeadline
-	}
+	deadline := d.handshakeDeadline(ctx)
 	var c *Conn
 	if h2 != nil {
 		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, h2)
@@ -278,31 +298,52 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 		c, err = d.handshake(ctx, deadline, req, t, wire, offers)
 	}
 	if err != nil {
-		var cause error
-		switch {
-		case ctx.Err() != nil:
-			cause = context.Cause(ctx)
-		case !deadline.IsZero() && !time.Now().Before(deadline):
-			if hasCtxDeadline && ctxDeadline.Equal(deadline) {
-				// The conn's deadline can fire a moment before the
-				// context's timer: wait for it, to report its cause.
-				<-ctx.Done()
-				cause = context.Cause(ctx)
-			} else {
-				cause = errHandshakeTimeout
-			}
-		}
-		var re *ResponseError
-		switch {
-		case cause != nil:
-			return nil, fmt.Errorf("upgrade: dial %s: %w: %w", req.URL.Redacted(), cause, err)
-		case errors.As(err, &re):
-			return nil, err
-		}
-		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
+		return nil, dialError(ctx, deadline, req.URL, err)
 	}
 	c.ctx = context.WithoutCancel(ctx)
 	return c, nil
+}
+
+// handshakeDeadline returns when a handshake under ctx must end: after
+// the Dialer's HandshakeTimeout or at ctx's deadline, whichever comes
+// first; zero for no bound.
+func (d *Dialer) handshakeDeadline(ctx context.Context) time.Time {
+	var deadline time.Time
+	if timeout := d.handshakeTimeout(); timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	if ctxDeadline, ok := ctx.Deadline(); ok && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
+		deadline = ctxDeadline
+	}
+	return deadline
+}
+
+// dialError returns the error of a failed handshake with u, err, naming
+// what ended it: the context's cause, the handshake timeout, or err
+// itself. A *ResponseError is returned as it is.
+func dialError(ctx context.Context, deadline time.Time, u *url.URL, err error) error {
+	var cause error
+	switch {
+	case ctx.Err() != nil:
+		cause = context.Cause(ctx)
+	case !deadline.IsZero() && !time.Now().Before(deadline):
+		if ctxDeadline, ok := ctx.Deadline(); ok && ctxDeadline.Equal(deadline) {
+			// The conn's deadline can fire a moment before the
+			// context's timer: wait for it, to report its cause.
+			<-ctx.Done()
+			cause = context.Cause(ctx)
+		} else {
+			cause = errHandshakeTimeout
+		}
+	}
+	var re *ResponseError
+	switch {
+	case cause != nil:
+		return fmt.Errorf("upgrade: dial %s: %w: %w", u.Redacted(), cause, err)
+	case errors.As(err, &re):
+		return err
+	}
+	return fmt.Errorf("upgrade: dial %s: %w", u.Redacted(), err)
 }
 
 func (d *Dialer) handshakeTimeout() time.Duration {
