@@ -202,7 +202,7 @@ type accepter struct {
 }
 
 func (a accepter) AcceptUpgrade(r *http.Request, h http.Header) error { return a.accept(r, h) }
-func (a accepter) ServeUpgrade(c *upgrade.Conn)                     { echo(c) }
+func (a accepter) ServeUpgrade(c *upgrade.Conn)                       { echo(c) }
 
 // TestPlainRequestsPassThrough: requests other than extended CONNECT reach
 // the handler as quic-go made them: an upgrade-optional endpoint serves
