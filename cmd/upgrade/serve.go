@@ -179,6 +179,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	log.Info("serving", "addr", ln.Addr().String(), "protocols", protocolList(s.upgrade.Protocols()), "policy", policyName(cfg.serverOrder),
 		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "tls", cfg.tls, "http3", cfg.http3, "verbose", cfg.verbose,
 		"extended_connect", upgrade.ExtendedConnect())
+	if tlsConf != nil {
+		// For Chromium over HTTP/3: --ignore-certificate-errors-spki-list.
+		log.Info("self-signed certificate", "spki_sha256", spkiHash(tlsConf.Certificates[0]))
+	}
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
 	return untilSignal(ctx, stop, serveErr, "upgrade serve", stderr, log, cfg.grace, s.shutdown)
