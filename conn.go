@@ -17,11 +17,11 @@ import (
 // is lost.
 //
 // A Conn is a whole HTTP/1.1 connection switched by an Upgrade, or one
-// stream switched by an extended CONNECT (RFC 8441, RFC 9220), which
-// shares its connection with other streams; c.Request.ProtoMajor says
-// which. On a stream, Read returns io.EOF at the end of the peer's side,
-// Close resets the stream if it is not finished, and deadlines apply to
-// the stream alone; on the server, a write deadline that passes resets
+// HTTP/2 or HTTP/3 stream switched by an extended CONNECT (RFC 8441,
+// RFC 9220), which shares its connection with other streams;
+// c.Request.ProtoMajor says which: 1, 2 or 3. On a stream, Read returns
+// io.EOF at the end of the peer's side and deadlines apply to the stream
+// alone; on net/http's HTTP/2 server, a write deadline that passes resets
 // the stream, and so does a read deadline that passes during a Read begun
 // without one. A stream's Conn on the server is closed when the handler
 // returns: from then on every method fails with net.ErrClosed.

@@ -105,6 +105,17 @@ type Dialer struct {
 	// MaxHeaderBytes is announced as SETTINGS_MAX_HEADER_LIST_SIZE.
 	HTTP2 *HTTP2Transport
 
+	// HTTP3, if non-nil, makes Dial switch an HTTP/3 stream (RFC 9220)
+	// for https and wss URLs, opened by HTTP3 (package
+	// github.com/go-upgrade/upgrade/http3 provides one). The offers are
+	// asked one at a time, as over HTTP/2, and the last refusal is a
+	// *ResponseError with Proto "HTTP/3.0"; nothing falls back to TCP. An
+	// offer with a version ("echo/1") cannot be asked for, since a
+	// :protocol is a single token, nor a Body sent: Dial fails before
+	// sending. NetDialContext, TLSClientConfig, Proxy and MaxHeaderBytes
+	// do not apply: HTTP3 has its own.
+	HTTP3 StreamTransport
+
 	// keepRefusal makes a refusal's *ResponseError hold the live
 	// response, whose body streams the rest of it (see DialResponse).
 	keepRefusal bool
@@ -149,6 +160,9 @@ func (d *Dialer) DialResponse(ctx context.Context, rawURL string, offers ...Prot
 // reads return those that arrived with it. Any other final status is a
 // *ResponseError.
 //
+// With HTTP2 or HTTP3 set, the switch may happen on a stream instead: see
+// those fields.
+//
 // The Conn's Protocol is the offer chosen, as the caller spelled it; its
 // Request and Response are the request sent and the response; its Context
 // is ctx without its cancellation and deadline. ctx and HandshakeTimeout
@@ -158,6 +172,9 @@ func (d *Dialer) DialResponse(ctx context.Context, rawURL string, offers ...Prot
 func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*Conn, error) {
 	if ctx == nil {
 		panic("upgrade: nil Context")
+	}
+	if d.HTTP3 != nil && isSecureURL(rawURL) {
+		return d.dialStream(ctx, rawURL, offers)
 	}
 	req, t, err := d.newRequest(ctx, rawURL, offers)
 	if err != nil {
@@ -184,14 +201,7 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	// The handshake's bound is a plain deadline on the connection, not a
 	// derived context: with a context that cannot be cancelled
 	// (context.Background), Dial sets up no timer, AfterFunc or goroutine.
-	var deadline time.Time
-	if timeout := d.handshakeTimeout(); timeout > 0 {
-		deadline = time.Now().Add(timeout)
-	}
-	ctxDeadline, hasCtxDeadline := ctx.Deadline()
-	if hasCtxDeadline && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
-		deadline = ctxDeadline
-	}
+	deadline := d.handshakeDeadline(ctx)
 	var c *Conn
 	if h2 != nil {
 		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, h2)
@@ -199,31 +209,52 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 		c, err = d.handshake(ctx, deadline, req, t, wire, offers)
 	}
 	if err != nil {
-		var cause error
-		switch {
-		case ctx.Err() != nil:
-			cause = context.Cause(ctx)
-		case !deadline.IsZero() && !time.Now().Before(deadline):
-			if hasCtxDeadline && ctxDeadline.Equal(deadline) {
-				// The conn's deadline can fire a moment before the
-				// context's timer: wait for it, to report its cause.
-				<-ctx.Done()
-				cause = context.Cause(ctx)
-			} else {
-				cause = errHandshakeTimeout
-			}
-		}
-		var re *ResponseError
-		switch {
-		case cause != nil:
-			return nil, fmt.Errorf("upgrade: dial %s: %w: %w", req.URL.Redacted(), cause, err)
-		case errors.As(err, &re):
-			return nil, err
-		}
-		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
+		return nil, dialError(ctx, deadline, req.URL, err)
 	}
 	c.ctx = context.WithoutCancel(ctx)
 	return c, nil
+}
+
+// handshakeDeadline returns when a handshake under ctx must end: after
+// the Dialer's HandshakeTimeout or at ctx's deadline, whichever comes
+// first; zero for no bound.
+func (d *Dialer) handshakeDeadline(ctx context.Context) time.Time {
+	var deadline time.Time
+	if timeout := d.handshakeTimeout(); timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	if ctxDeadline, ok := ctx.Deadline(); ok && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
+		deadline = ctxDeadline
+	}
+	return deadline
+}
+
+// dialError returns the error of a failed handshake with u, err, naming
+// what ended it: the context's cause, the handshake timeout, or err
+// itself. A *ResponseError is returned as it is.
+func dialError(ctx context.Context, deadline time.Time, u *url.URL, err error) error {
+	var cause error
+	switch {
+	case ctx.Err() != nil:
+		cause = context.Cause(ctx)
+	case !deadline.IsZero() && !time.Now().Before(deadline):
+		if ctxDeadline, ok := ctx.Deadline(); ok && ctxDeadline.Equal(deadline) {
+			// The conn's deadline can fire a moment before the
+			// context's timer: wait for it, to report its cause.
+			<-ctx.Done()
+			cause = context.Cause(ctx)
+		} else {
+			cause = errHandshakeTimeout
+		}
+	}
+	var re *ResponseError
+	switch {
+	case cause != nil:
+		return fmt.Errorf("upgrade: dial %s: %w: %w", u.Redacted(), cause, err)
+	case errors.As(err, &re):
+		return err
+	}
+	return fmt.Errorf("upgrade: dial %s: %w", u.Redacted(), err)
 }
 
 func (d *Dialer) handshakeTimeout() time.Duration {

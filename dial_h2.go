@@ -54,7 +54,7 @@ func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarg
 	}
 	a.reqs = make([]*http.Request, len(offers))
 	for i, o := range offers {
-		if a.reqs[i], err = d.newExtendedConnect(ctx, req.URL, t, o); err != nil {
+		if a.reqs[i], err = d.newExtendedConnect(ctx, req.URL, t, o, 2); err != nil {
 			return nil, err
 		}
 	}
@@ -76,12 +76,13 @@ func (d *Dialer) h2Key(t dialTarget, proxyURL *url.URL) h2Key {
 	return k
 }
 
-// newExtendedConnect builds the extended CONNECT (RFC 8441 §4) asking to
-// switch the stream to offer: :protocol is the offer; :scheme, :path and
-// :authority come from the URL (and a Host field); the Dialer's Header is
-// sent without the fields HTTP/2 forbids (RFC 9113 §8.2.2). Prepare is
-// called with it, and what it leaves is checked.
-func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarget, offer Protocol) (*http.Request, error) {
+// newExtendedConnect builds the extended CONNECT (RFC 8441 §4, RFC 9220)
+// of HTTP/major asking to switch the stream to offer: :protocol is the
+// offer; :scheme, :path and :authority come from the URL (and a Host
+// field); the Dialer's Header is sent without the fields HTTP/2 and
+// HTTP/3 forbid (RFC 9113 §8.2.2, RFC 9114 §4.2). Prepare is called with
+// it, and what it leaves is checked.
+func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarget, offer Protocol, major int) (*http.Request, error) {
 	h := d.header(u, 1)
 	dropConnectionFields(h)
 	protocol := []string{offer.String()}
@@ -89,8 +90,8 @@ func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarge
 	req := &http.Request{
 		Method:     http.MethodConnect,
 		URL:        u,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
+		Proto:      "HTTP/" + strconv.Itoa(major) + ".0",
+		ProtoMajor: major,
 		Header:     h,
 		Host:       t.host,
 	}
@@ -167,10 +168,10 @@ func checkH2Fields(req *http.Request) error {
 		switch textproto.CanonicalMIMEHeaderKey(k) {
 		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade",
 			"Content-Length", "Expect":
-			return fmt.Errorf("header field %s cannot be sent in an HTTP/2 extended CONNECT", k)
+			return fmt.Errorf("header field %s cannot be sent in an HTTP/%d extended CONNECT", k, req.ProtoMajor)
 		case "Te":
 			if !onlyTrailers(vs) {
-				return fmt.Errorf("header field %s other than \"trailers\" cannot be sent in HTTP/2", k)
+				return fmt.Errorf("header field %s other than \"trailers\" cannot be sent in HTTP/%d", k, req.ProtoMajor)
 			}
 		case "Host":
 			if hostField || len(vs) != 1 {

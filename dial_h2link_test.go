@@ -14,7 +14,8 @@ import (
 // (testdata/link/serve) and one that dials (testdata/link/dial), and
 // checks with go tool nm that the HTTP/2 client connection, and x/net's
 // Framer under it, are linked into the second only: nothing outside
-// Dial, Dialer and HTTP2Transport reaches the client.
+// Dial, Dialer and HTTP2Transport reaches the client. Neither links QUIC,
+// which only the http3 package brings in.
 func TestHTTP2ClientLinkedByDialOnly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two programs")
@@ -37,4 +38,7 @@ func TestHTTP2ClientLinkedByDialOnly(t *testing.T) {
 		assert.False(t, strings.Contains(serve, sym), "%s is linked into a program that only serves", sym)
 		assert.True(t, strings.Contains(dial, sym), "%s is not linked into a program that dials", sym)
 	}
+	// QUIC comes in only with the http3 package, which neither imports.
+	assert.False(t, strings.Contains(serve, "github.com/quic-go/"), "QUIC linked into a program that only serves")
+	assert.False(t, strings.Contains(dial, "github.com/quic-go/"), "QUIC linked into a program that dials")
 }

@@ -26,8 +26,8 @@ var ErrInvalidSwitch = errors.New("upgrade: invalid 101 Switching Protocols resp
 // ResponseError is the error Dial returns when the server (or, with Proxy
 // set, a proxy asked to CONNECT) answers with a final status other than
 // the expected one: anything but 101 Switching Protocols from the server
-// over HTTP/1.1, anything but 2xx from the server to an HTTP/2 extended
-// CONNECT or from the proxy. Use errors.As to get it.
+// over HTTP/1.1, anything but 2xx from the server to an HTTP/2 or HTTP/3
+// extended CONNECT or from the proxy. Use errors.As to get it.
 type ResponseError struct {
 	// StatusCode is the response's status code, e.g. 426; Status the
 	// whole status, e.g. "426 Upgrade Required".
@@ -35,7 +35,8 @@ type ResponseError struct {
 	Status     string
 
 	// Proto is the protocol version of the response: "HTTP/1.1" (or
-	// another HTTP/1.x), or "HTTP/2.0" for a refused extended CONNECT.
+	// another HTTP/1.x), or "HTTP/2.0" or "HTTP/3.0" for a refused
+	// extended CONNECT.
 	Proto string
 
 	// Header is the response header.
@@ -48,7 +49,7 @@ type ResponseError struct {
 	// Upgrade lists the protocols the server advertised in its Upgrade
 	// field (a 426 must carry one), in its order. It is parsed leniently:
 	// malformed elements are skipped, and at most 64 are kept. It is
-	// always empty over HTTP/2, which has no Upgrade field.
+	// always empty over HTTP/2 and HTTP/3, which have no Upgrade field.
 	Upgrade []Protocol
 
 	// Proxy reports whether the response came from the proxy, refusing
@@ -63,8 +64,9 @@ func (e *ResponseError) Error() string {
 	if e.Proxy {
 		return "upgrade: proxy answered CONNECT with " + strconv.Quote(e.Status)
 	}
-	if e.Proto == "HTTP/2.0" {
-		return "upgrade: server answered " + strconv.Quote(e.Status) + " to an HTTP/2 extended CONNECT"
+	switch e.Proto {
+	case "HTTP/2.0", "HTTP/3.0":
+		return "upgrade: server answered " + strconv.Quote(e.Status) + " to an " + e.Proto[:6] + " extended CONNECT"
 	}
 	s := "upgrade: server answered " + strconv.Quote(e.Status) + " instead of 101 Switching Protocols"
 	if len(e.Upgrade) > 0 {

@@ -19,8 +19,10 @@ import (
 // TestImportRules keeps the layering of the repository (DESIGN.md §2),
 // for every .go file of the module, tests included:
 //   - the root package never imports an adapter nor the CLI;
-//   - no adapter imports another adapter;
-//   - nothing outside cmd/ imports anything under cmd/.
+//   - no adapter imports another adapter, except that http3/ may import
+//     websocket/ (DESIGN.md §2);
+//   - nothing outside cmd/ imports anything under cmd/;
+//   - QUIC (github.com/quic-go/...) enters only through http3/ and cmd/.
 //
 // An adapter is a package in a top-level directory other than cmd/,
 // internal/ and extconnect/ (websocket/, h2c/); extconnect is not a
@@ -124,12 +126,16 @@ func TestImportRules(t *testing.T) {
 		for _, ip := range f.imports {
 			to := area(ip)
 			switch {
+			case strings.HasPrefix(ip, "github.com/quic-go/") && from != "http3" && from != "cmd":
+				broken = append(broken, f.name+" imports "+ip+": QUIC enters only through http3/ and cmd/")
 			case to == "":
 				// Another module.
 			case to == "cmd" && from != "cmd":
 				broken = append(broken, f.name+" imports "+ip+": nothing outside cmd/ imports cmd/")
 			case from == "." && isAdapter(to):
 				broken = append(broken, f.name+" imports "+ip+": the root package never imports an adapter")
+			case from == "http3" && to == "websocket":
+				// http3/ may import root and websocket/.
 			case isAdapter(from) && isAdapter(to) && to != from:
 				broken = append(broken, f.name+" imports "+ip+": no adapter imports another adapter")
 			}

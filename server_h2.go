@@ -36,8 +36,12 @@ type StreamAccepter interface {
 	// AcceptStream answers the request with 200 and the header fields h
 	// and returns the request's stream as a net.Conn: Read returns the
 	// peer's data and io.EOF at its end, Write sends data, CloseWrite
-	// ends the sending side, Close resets the stream unless both sides
-	// have ended it, and deadlines apply to the stream alone.
+	// ends the sending side, and deadlines apply to the stream alone.
+	// Close ends the stream as net/http's HTTP/2 server does when a
+	// handler returns: what was written is delivered and the sending
+	// side ended, and a side the peer has not ended is reset; a Write
+	// blocked then is interrupted. From then on every method fails with
+	// net.ErrClosed.
 	AcceptStream(h http.Header) (net.Conn, error)
 }
 

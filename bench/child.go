@@ -131,6 +131,13 @@ func RunChild(name string, in *os.File, out *os.File) error {
 	}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
+	if os.Getenv(H3Env) != "" {
+		h3, err := serveH3(ln.Addr().String(), h)
+		if err != nil {
+			return err
+		}
+		defer h3.Close()
+	}
 
 	w := bufio.NewWriter(out)
 	reply := func(format string, args ...any) {

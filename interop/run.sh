@@ -850,6 +850,87 @@ c_proxy_sigterm() { stop_by_sigterm proxy "$proxy_pid" "$tmp/proxy.err"; }
 
 c_sigterm() { stop_by_sigterm serve "$serve_pid" "$tmp/serve.err"; }
 
+# ---- HTTP/3 (RFC 9220): Chromium's WebSocket over QUIC -------------------------
+
+# start_h3 NAME CMD...: start an `upgrade` command that prints its https
+# address and logs its certificate's spki_sha256; sets h3_addr and h3_spki
+# (empty on failure).
+start_h3() {
+	local name=$1
+	shift
+	h3_addr= h3_spki=
+	start "$name" "$@"
+	wait_line "$tmp/$name.out" 10 || return 1
+	h3_addr=$(sed -n '1s#^listening on https://\([^/ ]*\)/\{0,1\}$#\1#p' "$tmp/$name.out")
+	local i
+	for i in $(seq 50); do
+		h3_spki=$(grep -o 'spki_sha256="[^"]*"' "$tmp/$name.err" | head -n 1 | cut -d'"' -f2)
+		[ -n "$h3_spki" ] && break
+		sleep 0.1
+	done
+	[ -n "$h3_addr" ] && [ -n "$h3_spki" ]
+}
+
+# Chromium loads the demo page over HTTP/3 (QUIC forced on for the origin,
+# the self-signed certificate accepted by its SPKI hash, since
+# --ignore-certificate-errors does not cover QUIC) and opens its WebSocket
+# as an RFC 9220 stream: the page says HTTP/3.0, and so does LOG's -v line
+# for the WebSocket (PATTERN).
+c_chromium_h3() {
+	local target=$1 spki=$2 log=$3 pattern=$4 tok
+	tok=hello$RANDOM
+	chromium_n=$((chromium_n + 1))
+	local ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html
+	mkdir -p "$ud"
+	timeout 40 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+		--no-first-run --disable-component-update --disable-sync --disable-dev-shm-usage \
+		--enable-quic --origin-to-force-quic-on="$target" --enable-features=EnableWebsocketsOverHttp3 \
+		--ignore-certificate-errors-spki-list="$spki" --user-data-dir="$ud" --timeout=15000 \
+		--dump-dom "https://$target/?auto=$tok" >"$dom" 2>"$tmp/chromium-$chromium_n.err"
+	local rc=$?
+	{
+		echo "chromium exit $rc"
+		echo "--- dumped DOM"
+		head -c 3000 "$dom"
+		echo
+		echo "--- server log (tail)"
+		tail -n 8 "$log"
+	} >"$tmp/chromium-$chromium_n.diag"
+	diag=$tmp/chromium-$chromium_n.diag
+	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
+	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$dom" | head -n 1))" || return 1
+	grep -q 'id="via"[^>]*>HTTP/3.0<' "$dom" || because "the page says its WebSocket is carried by '$(grep -o 'id="via"[^>]*>[^<]*' "$dom" | sed 's/.*>//')', want HTTP/3.0" || return 1
+	local i
+	for i in $(seq 50); do
+		grep -q "$pattern" "$log" && return 0
+		sleep 0.1
+	done
+	because "no -v line matching '$pattern' in the server's log"
+}
+
+# upgrade dial -http3 against upgrade serve -tls -http3: a WebSocket echo.
+c_dial_h3_serve() {
+	local target=$1 tok out rc
+	tok=$(token)
+	out=$( (echo "$tok"; sleep 0.5) | timeout 15 "$bin" dial -http3 -insecure -timeout 10s "wss://$target/" websocket 2>"$tmp/dialh3.err")
+	rc=$?
+	echo "--- dial stderr"; cat "$tmp/dialh3.err"
+	echo "--- dial stdout"; echo "$out"
+	[ "$rc" = 0 ] || because "dial exit $rc: $(tail -n 1 "$tmp/dialh3.err")" || return 1
+	grep -qx "switched to websocket over HTTP/3" "$tmp/dialh3.err" || because "dial did not switch over HTTP/3: $(head -n 1 "$tmp/dialh3.err")" || return 1
+	[ "$out" = "$tok" ] || because "echo '$out', want '$tok'" || return 1
+}
+
+http3_checks() {
+	if start_h3 serve_h3 "$bin" serve -addr 127.0.0.1:0 -tls -http3 -v; then
+		pass serve-http3
+		run_check chromium-h3 "chromium" c_chromium_h3 "$h3_addr" "$h3_spki" "$tmp/serve_h3.err" 'protocol=websocket .*proto=HTTP/3.0'
+		run_check dial-h3-serve "" c_dial_h3_serve "$h3_addr"
+	else
+		fail serve-http3 "no 'listening on https://HOST:PORT' and spki_sha256 lines within 10s" "$tmp/serve_h3.err"
+	fi
+}
+
 t0=$(date +%s)
 
 if $h2client_only; then
@@ -898,6 +979,7 @@ run_check proxy-ws-node-server "ws" c_proxy_ws_node_server
 run_via nginx-proxy-node-ws "$nginx_ok" "nginx ws" c_node_ws "ws://$ngx_proxy/"
 run_via nginx-proxy-chromium "$nginx_ok" "nginx chromium" c_chromium "$ngx_proxy"
 run_via proxy-sigterm "$proxy_ok" "" c_proxy_sigterm
+http3_checks
 run_check serve-sigterm "" c_sigterm
 
 summary

@@ -107,11 +107,12 @@ func clientHeader(opts *DialOptions) (http.Header, error) {
 // Sec-WebSocket-Extensions that opts did not offer. A failed check is a
 // *HandshakeError.
 //
-// A response with ProtoMajor 2 answers an extended CONNECT over HTTP/2
-// (RFC 8441 §5), which has neither key nor Upgrade: its status must be
-// 200, key is ignored, and so is any Sec-WebSocket-Accept (a proxy
-// translating to an HTTP/1.1 backend may pass the backend's on); the
-// subprotocol and extension rules are the same.
+// A response with ProtoMajor 2 or 3 answers an extended CONNECT over
+// HTTP/2 or HTTP/3 (RFC 8441 §5, RFC 9220 §3), which has neither key nor
+// Upgrade: its status must be 200, key is ignored, and so is any
+// Sec-WebSocket-Accept (a proxy translating to an HTTP/1.1 backend may
+// pass the backend's on); the subprotocol and extension rules are the
+// same.
 func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	if opts == nil {
 		opts = &DialOptions{}
@@ -119,9 +120,9 @@ func CheckResponse(resp *http.Response, key string, opts *DialOptions) error {
 	fail := func(reason string, err error) error {
 		return &HandshakeError{Reason: reason, Response: resp, Err: err}
 	}
-	if resp.ProtoMajor == 2 {
+	if resp.ProtoMajor >= 2 {
 		if resp.StatusCode != http.StatusOK {
-			return fail("status "+strconv.Itoa(resp.StatusCode)+" to the HTTP/2 extended CONNECT, want 200 (RFC 8441 §5)", nil)
+			return fail("status "+strconv.Itoa(resp.StatusCode)+" to the HTTP/"+strconv.Itoa(resp.ProtoMajor)+" extended CONNECT, want 200 (RFC 8441 §5)", nil)
 		}
 		return checkNegotiated(resp, opts, fail)
 	}

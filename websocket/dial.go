@@ -66,8 +66,10 @@ var wsOffer = upgrade.Protocol{Name: "websocket"}
 // with :protocol "websocket", "sec-websocket-version: 13", the offered
 // subprotocols and extensions, Origin and the other fields, and no
 // Sec-WebSocket-Key; the server must answer 200, checked by
-// CheckResponse; a refusal is an *upgrade.ResponseError as above.
-// c.Request.ProtoMajor says which handshake switched c.
+// CheckResponse; a refusal is an *upgrade.ResponseError as above. With
+// opts.Dialer.HTTP3 set, the same handshake goes over HTTP/3 (RFC 9220)
+// for wss and https URLs. c.Request.ProtoMajor says which handshake
+// switched c.
 func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*upgrade.Conn, error) {
 	if opts == nil {
 		opts = &DialOptions{}

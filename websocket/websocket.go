@@ -19,12 +19,12 @@
 //   - a malformed Sec-WebSocket-Protocol, or a malformed
 //     Sec-WebSocket-Extensions when extensions are negotiated: 400.
 //
-// Over HTTP/2, an extended CONNECT with :protocol websocket (RFC 8441 §5)
-// carries no Sec-WebSocket-Key and is answered 200 without
-// Sec-WebSocket-Accept; the version, Origin, subprotocol and extension
-// rules are the same, except that a wrong version is answered 400 with
-// "Sec-WebSocket-Version: 13" (HTTP/2 has no 426), and the Serve function
-// is the same too.
+// Over HTTP/2 and HTTP/3, an extended CONNECT with :protocol websocket
+// (RFC 8441 §5, RFC 9220) carries no Sec-WebSocket-Key and is answered
+// 200 without Sec-WebSocket-Accept; the version, Origin, subprotocol and
+// extension rules are the same, except that a wrong version is answered
+// 400 with "Sec-WebSocket-Version: 13" (neither has a 426), and the Serve
+// function is the same too.
 //
 // Register it for the "websocket" token:
 //

@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"fmt"
 	"math/big"
 	"net"
@@ -43,4 +45,17 @@ func selfSignedCert() (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("creating the certificate: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// spkiHash returns the base64 SHA-256 of the DER SubjectPublicKeyInfo of
+// cert's leaf, as Chromium's --ignore-certificate-errors-spki-list takes
+// it: the way to have it accept the self-signed certificate over QUIC,
+// which --ignore-certificate-errors does not cover.
+func spkiHash(cert tls.Certificate) string {
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }

@@ -83,8 +83,8 @@ func TestHelpTexts(t *testing.T) {
 // stderr; nothing on stdout; exit 2.
 func TestUsageErrors(t *testing.T) {
 	const (
-		serveUsage = "usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v] (see upgrade serve -h)"
-		dialUsage  = "usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...] (see upgrade dial -h)"
+		serveUsage = "usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v] (see upgrade serve -h)"
+		dialUsage  = "usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-http3] [-insecure] URL PROTOCOL[,PROTOCOL...] (see upgrade dial -h)"
 		topUsage   = "usage: upgrade serve|dial|proxy|version|help [flags] [arguments] (see upgrade -h)"
 	)
 	for _, tc := range []struct {
@@ -113,6 +113,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dial", "-X", "CONNECT", "http://127.0.0.1:1/", "echo/1"}, "upgrade dial: invalid method CONNECT: a CONNECT request cannot ask for an upgrade", dialUsage},
 		{[]string{"dial", "-X", "A B", "http://127.0.0.1:1/", "echo/1"}, `upgrade dial: invalid method "A B": not an HTTP token`, dialUsage},
 		{[]string{"dial", "-timeout", "1", "http://127.0.0.1:1/", "echo/1"}, `upgrade dial: invalid value "1" for flag -timeout: want a duration such as 500ms, 10s or 1m30s`, dialUsage},
+		{[]string{"serve", "-http3"}, "upgrade serve: -http3 needs -tls: HTTP/3 runs over QUIC, which is always encrypted", serveUsage},
+		{[]string{"dial", "-http3", "http://127.0.0.1:1/", "websocket"}, `upgrade dial: -http3 needs an https or wss URL, not "http://127.0.0.1:1/": HTTP/3 runs over QUIC, which is always encrypted`, dialUsage},
+		{[]string{"dial", "-http3", "ws://127.0.0.1:1/", "websocket"}, `upgrade dial: -http3 needs an https or wss URL, not "ws://127.0.0.1:1/": HTTP/3 runs over QUIC, which is always encrypted`, dialUsage},
+		{[]string{"dial", "-http3", "https://127.0.0.1:1/", "echo/1"}, `upgrade dial: protocol "echo/1" cannot be asked for over HTTP/3: a :protocol is a single token, without a version (RFC 9220)`, dialUsage},
+		{[]string{"dial", "-http3", "-d", "x", "https://127.0.0.1:1/", "echo"}, "upgrade dial: -d cannot be used with -http3: an extended CONNECT has no request body", dialUsage},
+		{[]string{"dial", "-http3", "-http2", "https://127.0.0.1:1/", "echo"}, "upgrade dial: -http2 and -http3 exclude each other", dialUsage},
 		{[]string{"version", "extra"}, `upgrade version: unexpected argument "extra"`, "usage: upgrade version (see upgrade version -h)"},
 		{[]string{"nosuchcommand"}, `upgrade: unknown command "nosuchcommand"`, topUsage},
 		{[]string{"-x"}, "upgrade: flag provided but not defined: -x (flags go after the command)", topUsage},

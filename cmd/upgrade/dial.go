@@ -19,6 +19,7 @@ import (
 	"github.com/go-upgrade/upgrade/internal/httplist"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/http3"
 	"github.com/go-upgrade/upgrade/internal/wsframe"
 	"github.com/go-upgrade/upgrade/websocket"
 )
@@ -33,6 +34,7 @@ type dialConfig struct {
 	body         []byte
 	timeout      time.Duration
 	http2        bool // try an HTTP/2 extended CONNECT stream first
+	http3        bool // switch an HTTP/3 stream (RFC 9220)
 	insecure     bool // do not verify the server's TLS certificate
 }
 
@@ -63,8 +65,8 @@ func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 // dialCommand is "upgrade dial".
 var dialCommand = &subcommand{
 	name:     "dial",
-	synopsis: "upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]",
-	help: `usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]
+	synopsis: "upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-http3] [-insecure] URL PROTOCOL[,PROTOCOL...]",
+	help: `usage: upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-http3] [-insecure] URL PROTOCOL[,PROTOCOL...]
 
 Dial asks the server at URL (http, https, ws or wss; proxies from the
 environment) to switch to one of the protocols, in that order of
@@ -98,6 +100,12 @@ Flags:
                     an HTTP/1.1 Upgrade when the server has no HTTP/2 or
                     no extended CONNECT. It then prints "switched to
                     PROTOCOL over HTTP/2" (or "over HTTP/1.1")
+  -http3            switch an HTTP/3 stream with an extended CONNECT (RFC
+                    9220), over QUIC: https and wss URLs only, no -d, and
+                    protocols without a version (a :protocol is a token).
+                    No fallback: a server without HTTP/3 or without
+                    extended CONNECT fails the dial. It prints "switched
+                    to PROTOCOL over HTTP/3"
   -insecure         do not verify the server's TLS certificate (for a
                     server with a self-signed one, such as serve -tls)
 
@@ -113,6 +121,8 @@ Examples, with "upgrade serve" running in another terminal:
   echo hello | upgrade dial -http2 ws://127.0.0.1:8080/ websocket
   upgrade serve -tls -addr 127.0.0.1:8443 &          # HTTPS, self-signed
   echo hello | upgrade dial -http2 -insecure https://127.0.0.1:8443/ echo/1
+  upgrade serve -tls -http3 -addr 127.0.0.1:8444 &   # HTTPS and HTTP/3
+  echo hello | upgrade dial -http3 -insecure wss://127.0.0.1:8444/ websocket
 `,
 }
 
@@ -165,7 +175,32 @@ func parseDial(args []string) (*dialConfig, error) {
 			return nil, err
 		}
 	}
+	if cfg.http3 {
+		if err := cfg.checkHTTP3(); err != nil {
+			return nil, err
+		}
+	}
 	return cfg, nil
+}
+
+// checkHTTP3 checks that what -http3 is combined with can be sent as an
+// HTTP/3 extended CONNECT.
+func (cfg *dialConfig) checkHTTP3() error {
+	u, _ := url.Parse(cfg.url)
+	switch {
+	case cfg.http2:
+		return errors.New("-http2 and -http3 exclude each other")
+	case !strings.EqualFold(u.Scheme, "https") && !strings.EqualFold(u.Scheme, "wss"):
+		return fmt.Errorf("-http3 needs an https or wss URL, not %q: HTTP/3 runs over QUIC, which is always encrypted", cfg.url)
+	case len(cfg.body) > 0:
+		return errors.New("-d cannot be used with -http3: an extended CONNECT has no request body")
+	}
+	for _, p := range cfg.offers {
+		if p.Version != "" {
+			return fmt.Errorf("protocol %q cannot be asked for over HTTP/3: a :protocol is a single token, without a version (RFC 9220)", p.String())
+		}
+	}
+	return nil
 }
 
 // dialFlags returns the flag set of upgrade dial, which fills cfg,
@@ -177,6 +212,7 @@ func dialFlags(cfg *dialConfig, headers *headerFlags, body *string) *flag.FlagSe
 	fs.StringVar(body, "d", "", "request body")
 	durationVar(fs, &cfg.timeout, "timeout", 10*time.Second, "bound on the handshake (0: none)")
 	fs.BoolVar(&cfg.http2, "http2", false, "switch an HTTP/2 stream (RFC 8441) if the server can")
+	fs.BoolVar(&cfg.http3, "http3", false, "switch an HTTP/3 stream (RFC 9220)")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "do not verify the server's TLS certificate")
 	return fs
 }
@@ -269,6 +305,9 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if d.HTTP2 != nil {
 		defer d.HTTP2.CloseIdleConnections()
 	}
+	if tr, ok := d.HTTP3.(*http3.Transport); ok {
+		defer tr.Close()
+	}
 	start := time.Now()
 	c, err := d.Dial(context.Background(), cfg.url, cfg.offers...)
 	if err != nil {
@@ -277,8 +316,8 @@ func runDial(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer c.Close()
 
 	switched := "switched to " + c.Protocol.String()
-	if cfg.http2 {
-		switched += " over " + map[int]string{1: "HTTP/1.1", 2: "HTTP/2"}[c.Request.ProtoMajor]
+	if cfg.http2 || cfg.http3 {
+		switched += " over " + map[int]string{1: "HTTP/1.1", 2: "HTTP/2", 3: "HTTP/3"}[c.Request.ProtoMajor]
 	}
 	switch {
 	case isProtocol(c.Protocol, "websocket"):
@@ -322,6 +361,9 @@ func (cfg *dialConfig) newDialer(wsOpts *websocket.DialOptions) (*upgrade.Dialer
 	}
 	if cfg.http2 {
 		d.HTTP2 = &upgrade.HTTP2Transport{UnencryptedHTTP2: true}
+	}
+	if cfg.http3 {
+		d.HTTP3 = &http3.Transport{TLSClientConfig: d.TLSClientConfig}
 	}
 	var wsKey string
 	if cfg.offersProtocol("websocket") {

@@ -3,8 +3,8 @@
 //
 // Usage:
 //
-//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
-//	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]
+//	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v]
+//	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-http3] [-insecure] URL PROTOCOL[,PROTOCOL...]
 //	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
 //	upgrade version
 //	upgrade help [serve|dial|proxy|version]
@@ -16,7 +16,7 @@
 // 2:
 //
 //	upgrade serve: flag provided but not defined: -x
-//	usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v] (see upgrade serve -h)
+//	usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v] (see upgrade serve -h)
 //
 // Every error the command reports is one line, "upgrade SUBCOMMAND:
 // what went wrong", on stderr.
@@ -35,6 +35,13 @@
 // to set, serves echo/1 and websocket on HTTP/2 streams as RFC 8441
 // extended CONNECT: browsers that load the page over HTTP/2 open its
 // WebSocket that way.
+//
+// With -tls -http3 it also serves HTTP/3 (RFC 9114) on UDP, at the same
+// address and port and with the same certificate, and its TCP responses
+// carry "Alt-Svc: h3=":PORT"". Extended CONNECT over HTTP/3 (RFC 9220)
+// switches websocket streams the same way; echo/1 cannot be reached over
+// HTTP/3, whose :protocol is a token (quic-go resets such a stream with
+// H3_MESSAGE_ERROR). -http3 without -tls is a usage error.
 //
 // Logs go to stderr. If it cannot listen, it prints one error line, such
 // as "upgrade serve: cannot listen on 127.0.0.1:8080: address already in
@@ -90,7 +97,9 @@
 //	level=INFO msg="connection closed" protocol=echo/1 remote=127.0.0.1:50312 proto=HTTP/1.1 duration=2.5s how="client half-closed" echoed=42
 //
 // proto is the HTTP version of the request that was switched: HTTP/1.1
-// for an Upgrade, HTTP/2.0 for an extended CONNECT stream. The demo page
+// for an Upgrade, HTTP/2.0 or HTTP/3.0 for an extended CONNECT stream.
+// On SIGINT or SIGTERM, HTTP/3 streams get the same grace as the others.
+// The demo page
 // asks for the WebSocket subprotocol "demo", whose first message ("via
 // HTTP/2.0") says the same to the page. Without -v
 // nothing is written per connection (what a client does wrong on its own
@@ -115,6 +124,13 @@
 //   - anything else: stdin is copied to the connection (the write side is
 //     half-closed at stdin EOF) and the connection, including bytes that
 //     arrived with the 101, to stdout until the server closes. Exit 0.
+//
+// With -http3 it switches an HTTP/3 stream instead, over QUIC, and says
+// "switched to PROTOCOL over HTTP/3"; the URL must be https or wss, the
+// protocols without a version, and -d and -http2 are not allowed (usage
+// errors, exit 2). There is no fallback: a server without HTTP/3, or
+// whose SETTINGS do not enable extended CONNECT, fails the dial (exit 1,
+// saying so).
 //
 // Any other outcome (another final status, an invalid 101, a timeout)
 // prints one line on stderr, naming the status and the protocols the
@@ -189,8 +205,8 @@ connections.
 
 Usage:
 
-  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
-  upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-insecure] URL PROTOCOL[,PROTOCOL...]
+  upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v]
+  upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-http3] [-insecure] URL PROTOCOL[,PROTOCOL...]
   upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
   upgrade version
   upgrade help [serve|dial|proxy|version]

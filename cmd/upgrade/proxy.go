@@ -165,7 +165,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ln, scheme, err := listen(cfg.addr, cfg.tls)
+	ln, scheme, _, err := listen(cfg.addr, cfg.tls)
 	if err != nil {
 		fmt.Fprintf(stderr, "upgrade proxy: %v\n", err)
 		return exitFailure

@@ -30,6 +30,7 @@ type serveConfig struct {
 	readTimeout time.Duration // http.Server.ReadTimeout; 0: none
 	verbose     bool          // one log line per switched connection
 	tls         bool          // HTTPS with an ephemeral self-signed certificate
+	http3       bool          // HTTP/3 too, on UDP (needs tls)
 }
 
 // defaultReadTimeout bounds reading a plain request, body included: a
@@ -43,8 +44,8 @@ const readHeaderTimeout = 10 * time.Second
 // serveCommand is "upgrade serve".
 var serveCommand = &subcommand{
 	name:     "serve",
-	synopsis: "upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]",
-	help: `usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls] [-v]
+	synopsis: "upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v]",
+	help: `usage: upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v]
 
 Serve runs a demo server. It offers echo/1, websocket and h2c, in that
 order of preference, on every path: /required answers 426 Upgrade Required
@@ -52,7 +53,8 @@ when it cannot switch, every other path serves the request normally (/ is
 a WebSocket echo page for a browser, /protocols lists the protocols). It
 speaks HTTP/1.1 and HTTP/2 (with prior knowledge over cleartext; by ALPN
 with -tls), and serves echo/1 and websocket over HTTP/2 too, as RFC 8441
-extended CONNECT streams. When ready it prints "listening on
+extended CONNECT streams (and, with -http3, websocket over HTTP/3, RFC
+9220). When ready it prints "listening on
 http://HOST:PORT" (https with -tls) on stdout; logs go to stderr. SIGINT
 (Ctrl-C) or SIGTERM: graceful shutdown within -grace, exit 0.
 
@@ -69,8 +71,13 @@ Flags:
   -tls              serve HTTPS, with ALPN h2 and http/1.1, with an
                     ephemeral self-signed certificate for 127.0.0.1, ::1
                     and localhost
+  -http3            with -tls: serve HTTP/3 too, on UDP at the same address
+                    and port, with the same certificate; TCP responses
+                    carry Alt-Svc: h3=":PORT". A :protocol is a token, so
+                    echo/1 cannot be reached over HTTP/3; websocket can
   -v                log one line per switched connection, when it ends,
-                    with the HTTP version it came over (proto=HTTP/2.0);
+                    with the HTTP version it came over (proto=HTTP/2.0,
+                    proto=HTTP/3.0);
                     otherwise only the start, the shutdown and errors
 
 Examples:
@@ -96,6 +103,9 @@ func parseServe(args []string) (serveConfig, error) {
 	if _, _, err := net.SplitHostPort(cfg.addr); err != nil {
 		return cfg, fmt.Errorf("invalid -addr %q: want HOST:PORT, such as 127.0.0.1:8080 or :8080", cfg.addr)
 	}
+	if cfg.http3 && !cfg.tls {
+		return cfg, errors.New("-http3 needs -tls: HTTP/3 runs over QUIC, which is always encrypted")
+	}
 	return cfg, nil
 }
 
@@ -107,6 +117,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long upgraded connections get to finish on shutdown")
 	durationVar(fs, &cfg.readTimeout, "read-timeout", defaultReadTimeout, "bound on reading a plain request, body included (0: none)")
 	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
+	fs.BoolVar(&cfg.http3, "http3", false, "with -tls, serve HTTP/3 too, on UDP at the same address")
 	fs.BoolVar(&cfg.verbose, "v", false, "log one line per switched connection, when it ends")
 	return fs
 }
@@ -147,18 +158,31 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ln, scheme, err := listen(cfg.addr, cfg.tls)
+	ln, scheme, tlsConf, err := listen(cfg.addr, cfg.tls)
 	if err != nil {
 		fmt.Fprintf(stderr, "upgrade serve: %v\n", err)
 		return exitFailure
 	}
 	s := newDemoServer(cfg, log)
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
+	if cfg.http3 {
+		if s.h3, err = listenHTTP3(ln.Addr(), tlsConf, s.http.Handler, log); err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "upgrade serve: %v\n", err)
+			return exitFailure
+		}
+		s.http.Handler = s.h3.altSvc(s.http.Handler)
+		go func() { serveErr <- s.h3.serve() }()
+	}
 	go func() { serveErr <- s.http.Serve(ln) }()
 
 	log.Info("serving", "addr", ln.Addr().String(), "protocols", protocolList(s.upgrade.Protocols()), "policy", policyName(cfg.serverOrder),
-		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "tls", cfg.tls, "verbose", cfg.verbose,
+		"grace", cfg.grace, "read_timeout", cfg.readTimeout, "tls", cfg.tls, "http3", cfg.http3, "verbose", cfg.verbose,
 		"extended_connect", upgrade.ExtendedConnect())
+	if tlsConf != nil {
+		// For Chromium over HTTP/3: --ignore-certificate-errors-spki-list.
+		log.Info("self-signed certificate", "spki_sha256", spkiHash(tlsConf.Certificates[0]))
+	}
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
 	return untilSignal(ctx, stop, serveErr, "upgrade serve", stderr, log, cfg.grace, s.shutdown)
@@ -184,23 +208,23 @@ func untilSignal(ctx context.Context, stop func(), serveErr <-chan error, cmd st
 }
 
 // listen listens on addr, with TLS (ALPN h2 and http/1.1, an ephemeral
-// self-signed certificate) if secure, and returns the listener and the
-// URL scheme it serves.
-func listen(addr string, secure bool) (net.Listener, string, error) {
+// self-signed certificate) if secure, and returns the listener, the URL
+// scheme it serves and its TLS configuration (nil without TLS).
+func listen(addr string, secure bool) (net.Listener, string, *tls.Config, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot listen on %s: %w", addr, listenReason(err))
+		return nil, "", nil, fmt.Errorf("cannot listen on %s: %w", addr, listenReason(err))
 	}
 	if !secure {
-		return ln, "http", nil
+		return ln, "http", nil, nil
 	}
 	cert, err := selfSignedCert()
 	if err != nil {
 		ln.Close()
-		return nil, "", fmt.Errorf("making a TLS certificate: %w", err)
+		return nil, "", nil, fmt.Errorf("making a TLS certificate: %w", err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
-	return tls.NewListener(ln, cfg), "https", nil
+	return tls.NewListener(ln, cfg), "https", cfg, nil
 }
 
 // listenReason returns what is wrong in err, an error from net.Listen,
@@ -224,6 +248,7 @@ type demoServer struct {
 	http    *http.Server
 	upgrade *upgrade.Server
 	demo    *demoHandler
+	h3      *http3Endpoint // with -http3
 	log     *slog.Logger
 	verbose bool
 }
@@ -395,11 +420,19 @@ func (s *demoServer) shutdown(grace time.Duration) {
 			s.log.Warn("upgraded connections still open after the grace period were closed", "active", s.upgrade.ActiveConns())
 		}
 	})
+	if s.h3 != nil {
+		// GOAWAY, then the connections close as their streams end, or
+		// at the end of the grace period.
+		wg.Go(func() { _ = s.h3.srv.Shutdown(ctx) })
+	}
 	if err := s.http.Shutdown(ctx); err != nil {
 		s.log.Warn("HTTP connections still open after the grace period are being closed", "err", err)
 		_ = s.http.Close()
 	}
 	wg.Wait()
+	if s.h3 != nil {
+		s.h3.pc.Close()
+	}
 }
 
 // protocolList formats registered protocols as an Upgrade field value,

@@ -1,0 +1,159 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-upgrade/upgrade/internal/httplist"
+)
+
+// A StreamTransport opens the streams of extended CONNECT requests for a
+// Dialer whose HTTP3 field it is. The package
+// github.com/go-upgrade/upgrade/http3 provides one over HTTP/3 (RFC 9220).
+type StreamTransport interface {
+	// OpenStream sends req, an extended CONNECT (Method CONNECT, an https
+	// URL, its :protocol in req.Header[":protocol"]), waits within ctx
+	// for the final response, and returns it with the request's stream
+	// as a net.Conn: for a 2xx status, the switched stream, which ctx no
+	// longer bounds; for another, a stream whose Read returns the
+	// response body. The response's Body is not used. On error nothing is
+	// left open.
+	OpenStream(ctx context.Context, req *http.Request) (*http.Response, net.Conn, error)
+}
+
+// isSecureURL reports whether rawURL parses with the scheme https or wss.
+func isSecureURL(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "wss")
+}
+
+// dialStream is Dial over d.HTTP3: an extended CONNECT per offer, in
+// order, until the server accepts one.
+func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protocol) (*Conn, error) {
+	u, t, _, err := parseTarget(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: dial %s: %w", redactURL(rawURL), err)
+	}
+	reqs, err := d.newStreamRequests(ctx, u, t, offers)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: dial %s: %w", u.Redacted(), err)
+	}
+	deadline := d.handshakeDeadline(ctx)
+	c, err := d.openStreams(ctx, deadline, reqs, offers)
+	if err != nil {
+		return nil, dialError(ctx, deadline, u, err)
+	}
+	c.ctx = context.WithoutCancel(ctx)
+	return c, nil
+}
+
+// newStreamRequests checks what Dial was given for HTTP/3 and builds an
+// extended CONNECT per offer, calling Prepare with each.
+func (d *Dialer) newStreamRequests(ctx context.Context, u *url.URL, t dialTarget, offers []Protocol) ([]*http.Request, error) {
+	if len(offers) == 0 {
+		return nil, errors.New("no protocol offered")
+	}
+	if len(d.Body) > 0 {
+		return nil, errors.New("a request body cannot be sent with an HTTP/3 extended CONNECT")
+	}
+	for _, o := range offers {
+		if r := checkOffer(o); r != "" {
+			return nil, fmt.Errorf("invalid offer %s: %s", httplist.Quote(o.String()), r)
+		}
+		if o.Version != "" {
+			// quic-go, like the RFCs, holds :protocol to the token
+			// grammar: no peer could carry it.
+			return nil, fmt.Errorf("offer %s cannot be asked for over HTTP/3: :protocol is a single token, without a version (RFC 9220, RFC 8441 §4)", httplist.Quote(o.String()))
+		}
+	}
+	reqs := make([]*http.Request, len(offers))
+	for i, o := range offers {
+		var err error
+		if reqs[i], err = d.newExtendedConnect(ctx, u, t, o, 3); err != nil {
+			return nil, err
+		}
+	}
+	return reqs, nil
+}
+
+// openStreams sends reqs one after the other through d.HTTP3 until the
+// server accepts one with a 2xx status, which Check accepts too, and
+// returns its stream as the Conn. When the server refuses every offer, the
+// last refusal is the error.
+func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*http.Request, offers []Protocol) (*Conn, error) {
+	hctx := ctx
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	var refused *ResponseError
+	// DialResponse keeps the last refusal's stream open: any other
+	// outcome closes it.
+	drop := func() {
+		if refused != nil && refused.live != nil {
+			refused.live.Body.Close()
+		}
+	}
+	for i, req := range reqs {
+		resp, sc, err := d.HTTP3.OpenStream(hctx, req)
+		if err != nil {
+			drop()
+			return nil, fmt.Errorf("HTTP/3 extended CONNECT: %w", err)
+		}
+		resp.Status = strings.TrimSpace(strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
+		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/3.0", 3, 0
+		resp.Request = req
+		if resp.StatusCode/100 != 2 {
+			drop()
+			refused = d.streamRefusal(hctx, resp, sc)
+			continue
+		}
+		drop()
+		// The stream is read through the Conn, never through the
+		// response.
+		resp.Body, resp.ContentLength = http.NoBody, 0
+		if d.Check != nil {
+			if err := d.Check(resp); err != nil {
+				sc.Close()
+				return nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
+			}
+		}
+		if hctx.Err() != nil {
+			sc.Close()
+			return nil, errors.New("handshake interrupted")
+		}
+		return &Conn{nc: sc, Protocol: offers[i], Request: req, Response: resp}, nil
+	}
+	return nil, refused
+}
+
+// streamRefusal returns the *ResponseError of resp, a final status other
+// than 2xx, whose body sc streams: for DialResponse, with the live
+// response holding sc; otherwise with an excerpt of the body read within
+// hctx, and sc closed.
+func (d *Dialer) streamRefusal(hctx context.Context, resp *http.Response, sc net.Conn) *ResponseError {
+	re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
+	if d.keepRefusal {
+		resp.Body = sc // the rest of the answer; closing it ends the stream
+		re.live = resp
+		return re
+	}
+	if deadline, ok := hctx.Deadline(); ok {
+		_ = sc.SetReadDeadline(deadline)
+	}
+	stop := context.AfterFunc(hctx, func() { _ = sc.SetReadDeadline(aLongTimeAgo) })
+	// Errors only cut the excerpt short.
+	re.Body, _ = io.ReadAll(io.LimitReader(sc, maxErrorBody))
+	stop()
+	sc.Close()
+	return re
+}
