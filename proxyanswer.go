@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/go-upgrade/upgrade/internal/h2stream"
 )
 
 // clientSide is the client's half of a proxied switch: what the client
@@ -103,7 +105,7 @@ func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error,
 // the end-to-end fields h of the backend's 101, flushed within the
 // handshake timeout, after which the stream is the client's Conn.
 func (p *Proxy) acceptStream(w http.ResponseWriter, r *http.Request, _ string, h http.Header) (*Conn, error) {
-	sc, err := answerStream(w, r, h, p.dialer0().handshakeTimeout())
+	sc, err := h2stream.Accept(w, r, h, p.dialer0().handshakeTimeout())
 	if err != nil {
 		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
 	}

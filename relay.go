@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/go-upgrade/upgrade/internal/h2stream"
 )
 
 // A pair is a client connection and a backend connection a Proxy relays
@@ -40,7 +42,7 @@ type pair struct {
 }
 
 func newPair(p *Proxy, client, backend *Conn, rec proxyLog) *pair {
-	_, stream := client.nc.(*streamConn)
+	_, stream := client.nc.(*h2stream.Conn)
 	return &pair{p: p, client: client, backend: backend, rec: rec, stream: stream, start: time.Now()}
 }
 
@@ -196,8 +198,8 @@ func abort(c net.Conn) {
 		abort(c.NetConn())
 	case *Conn:
 		abort(c.nc)
-	case *streamConn:
-		c.reset()
+	case *h2stream.Conn:
+		c.Reset()
 	}
 }
 
