@@ -129,14 +129,38 @@ func appendSortedFields(b []byte, h http.Header) []byte {
 	return b
 }
 
-// acceptStream switches the client's stream of an HTTP/2 extended
-// CONNECT: a 200 with the end-to-end fields h of the backend's 101,
-// flushed within the handshake timeout, after which the stream is the
-// client's side.
+// acceptStream switches the client's stream of an extended CONNECT: a 200
+// with the end-to-end fields h of the backend's 101, after which the
+// stream is the client's side. The stream is switched by w's
+// upgrade.StreamAccepter if it has one (HTTP/3), or else as a stream of
+// net/http's HTTP/2 server, the 200 flushed within the handshake timeout.
 func (p *Proxy) acceptStream(w http.ResponseWriter, r *http.Request, _ string, h http.Header) (*side, error) {
+	if sa := streamAccepter(w); sa != nil {
+		nc, err := sa.AcceptStream(h)
+		if err != nil {
+			return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
+		}
+		return &side{nc: nc}, nil
+	}
 	sc, err := h2stream.Accept(w, r, h, p.handshakeTimeout())
 	if err != nil {
 		return nil, fmt.Errorf("answering the extended CONNECT: %w", err)
 	}
 	return &side{nc: sc}, nil
+}
+
+// streamAccepter returns w's upgrade.StreamAccepter, or that of a
+// ResponseWriter its Unwrap chain returns; nil if none has one.
+func streamAccepter(w http.ResponseWriter) upgrade.StreamAccepter {
+	for w != nil {
+		if sa, ok := w.(upgrade.StreamAccepter); ok {
+			return sa
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+	return nil
 }

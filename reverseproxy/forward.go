@@ -84,7 +84,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	p.forward(w, r, &clientSide{offers: offers, accept: p.accept11}, &rec)
 }
 
-// serveStream forwards an HTTP/2 extended CONNECT (RFC 8441) to the
+// serveStream forwards an extended CONNECT (RFC 8441, RFC 9220) to the
 // backend as an HTTP/1.1 upgrade offering its :protocol, and relays the
 // stream and the backend connection for as long as both last: the stream
 // lives only as long as ServeHTTP does. A WebSocket is bridged: the
@@ -119,7 +119,7 @@ func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
 // isExtendedConnect reports whether r is an extended CONNECT (RFC 8441,
 // RFC 9220): a CONNECT of HTTP/2 or later carrying the :protocol
 // pseudo-header, which net/http passes on in the Header (only when
-// extended CONNECT is on).
+// extended CONNECT is on), as an upgrade.StreamAccepter's server must.
 func isExtendedConnect(r *http.Request) bool {
 	return r.ProtoMajor >= 2 && r.Method == http.MethodConnect && len(r.Header[":protocol"]) > 0
 }

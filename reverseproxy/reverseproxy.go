@@ -4,8 +4,8 @@
 // the switched connections without losing a byte. It is to the upgrade
 // package what net/http/httputil is to net/http, and works beside
 // httputil: put a Proxy's Middleware in front of an httputil.ReverseProxy
-// for the rest of a site. Clients of HTTP/2 extended CONNECT (RFC 8441)
-// reach HTTP/1.1 backends through it.
+// for the rest of a site. Clients of HTTP/2 (RFC 8441) and HTTP/3
+// (RFC 9220) extended CONNECT reach HTTP/1.1 backends through it.
 package reverseproxy
 
 import (
@@ -72,21 +72,26 @@ import (
 // Every refused upgrade request is answered with "Connection: close":
 // the bytes a client sends behind it must never be read as a request.
 //
-// An HTTP/2 extended CONNECT (RFC 8441; see upgrade.ExtendedConnect) is
-// forwarded the same way, as an HTTP/1.1 GET offering its :protocol, and
-// the backend's 101 is relayed as a 200 on the client's stream, which is
-// then relayed for as long as ServeHTTP runs. A WebSocket is bridged:
-// RFC 8441 has no Sec-WebSocket-Key, so the proxy sends the backend a
-// fresh one, checks its Sec-WebSocket-Accept (502 if wrong) and keeps it
-// from the client. Any other answer is relayed without Upgrade and
-// Connection fields, which HTTP/2 lacks (a 426 as 400), except a 2xx,
-// which would tell the client its stream had switched: that is a 502. The
-// client's END_STREAM reaches the backend as a half-close. net/http's
-// HTTP/2 server ends a stream only when its handler returns, so the
+// An extended CONNECT (ProtoMajor 2 or more, Method CONNECT, its :protocol
+// in Header[":protocol"]) is forwarded the same way, as an HTTP/1.1 GET
+// offering its :protocol, and the backend's 101 is relayed as a 200 on the
+// client's stream, which is then relayed for as long as ServeHTTP runs:
+// a stream of net/http's HTTP/2 server (RFC 8441; see
+// upgrade.ExtendedConnect), or, when the ResponseWriter (or one its Unwrap
+// returns) is an upgrade.StreamAccepter, the stream it switches (HTTP/3,
+// RFC 9220). A WebSocket is bridged: an extended CONNECT has no
+// Sec-WebSocket-Key, so the proxy sends the backend a fresh one, checks
+// its Sec-WebSocket-Accept (502 if wrong) and keeps it from the client.
+// Any other answer is relayed without Upgrade and Connection fields, which
+// HTTP/2 and HTTP/3 lack (a 426 as 400), except a 2xx, which would tell
+// the client its stream had switched: that is a 502. The client's
+// END_STREAM reaches the backend as a half-close, and the backend's
+// half-close ends the sending side of a StreamAccepter's stream. net/http's
+// HTTP/2 server ends a stream only when its handler returns, so there the
 // backend's EOF ends the pair at once: the client gets END_STREAM (and a
 // RST_STREAM NO_ERROR if it is still sending) and the backend connection
-// is closed. A reset on either side is passed on as a reset; the client's
-// stream is reset with INTERNAL_ERROR, the one code net/http's server
+// is closed. A reset on either side is passed on as a reset; net/http
+// resets the client's stream with INTERNAL_ERROR, the one code its server
 // resets a stream with from a handler (RFC 9113 §8.5 would have
 // CONNECT_ERROR).
 //
