@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/h2stream"
 	"github.com/go-upgrade/upgrade/internal/httplist"
 	"github.com/go-upgrade/upgrade/internal/wskey"
 )
@@ -297,10 +298,10 @@ func (b *streamBridge) LocalAddr() net.Addr {
 	if a, ok := b.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		return a
 	}
-	return stringAddr("")
+	return h2stream.Addr("")
 }
 
-func (b *streamBridge) RemoteAddr() net.Addr { return remoteAddr(b.r.RemoteAddr) }
+func (b *streamBridge) RemoteAddr() net.Addr { return h2stream.Addr(b.r.RemoteAddr) }
 
 func (b *streamBridge) SetDeadline(t time.Time) error {
 	if err := b.SetReadDeadline(t); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/deadline"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -35,7 +36,7 @@ type h2Stream struct {
 	rwake    chan struct{} // a token when there is something new to read
 	wwake    chan struct{} // a token when a window grew or the stream ended
 	wsem     chan struct{} // held by the Write or CloseWrite in progress
-	rd, wd   deadline
+	rd, wd   deadline.Deadline
 
 	// Guarded by c.mu.
 	gotResp     bool
@@ -274,7 +275,7 @@ func (s *h2Stream) read(p []byte, stop <-chan struct{}) (int, error) {
 		select {
 		case <-s.rwake:
 		case <-s.closed:
-		case <-s.rd.done():
+		case <-s.rd.Done():
 			return 0, os.ErrDeadlineExceeded
 		case <-stop:
 			return 0, errStopped
@@ -286,7 +287,7 @@ func (s *h2Stream) read(p []byte, stop <-chan struct{}) (int, error) {
 // first.
 func (s *h2Stream) lockWrite() error {
 	select {
-	case <-s.wd.done():
+	case <-s.wd.Done():
 		return os.ErrDeadlineExceeded
 	case s.wsem <- struct{}{}:
 		return nil
@@ -295,7 +296,7 @@ func (s *h2Stream) lockWrite() error {
 	select {
 	case s.wsem <- struct{}{}:
 		return nil
-	case <-s.wd.done():
+	case <-s.wd.Done():
 		return os.ErrDeadlineExceeded
 	case <-s.closed:
 		return net.ErrClosed
@@ -330,7 +331,7 @@ func (s *h2Stream) write(p []byte) (n int, err error) {
 			return n, nil
 		}
 		select {
-		case <-s.wd.done():
+		case <-s.wd.Done():
 			c.mu.Unlock()
 			return n, os.ErrDeadlineExceeded
 		default:
@@ -341,7 +342,7 @@ func (s *h2Stream) write(p []byte) (n int, err error) {
 			select {
 			case <-s.wwake:
 			case <-s.closed:
-			case <-s.wd.done():
+			case <-s.wd.Done():
 				return n, os.ErrDeadlineExceeded
 			}
 			continue
@@ -412,20 +413,20 @@ func (s *h2Stream) RemoteAddr() net.Addr { return s.c.remote }
 
 // SetDeadline sets the read and write deadlines of the stream.
 func (s *h2Stream) SetDeadline(t time.Time) error {
-	s.rd.set(t)
-	s.wd.set(t)
+	s.rd.Set(t)
+	s.wd.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the read deadline of the stream.
 func (s *h2Stream) SetReadDeadline(t time.Time) error {
-	s.rd.set(t)
+	s.rd.Set(t)
 	return nil
 }
 
 // SetWriteDeadline sets the write deadline of the stream.
 func (s *h2Stream) SetWriteDeadline(t time.Time) error {
-	s.wd.set(t)
+	s.wd.Set(t)
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/go-upgrade/upgrade/internal/h2stream"
 )
 
 // serveHTTP2 serves a request of HTTP/2 or later: an extended CONNECT is
@@ -59,7 +61,7 @@ func streamAccepter(w http.ResponseWriter, r *http.Request, timeout time.Duratio
 		rw = u.Unwrap()
 	}
 	return func(h http.Header) (net.Conn, error) {
-		sc, err := answerStream(w, r, h, timeout)
+		sc, err := h2stream.Accept(w, r, h, timeout)
 		if err != nil {
 			return nil, err
 		}
@@ -148,36 +150,6 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decisio
 	}
 	c.nc = sc
 	return c
-}
-
-// answerStream answers the extended CONNECT r with a 200 carrying the
-// fields h, flushed within timeout (zero: no bound), and returns its
-// stream as a net.Conn. The stream then lives as long as the protocol:
-// the handshake deadline and any per-request timeouts of the http.Server
-// are cleared. On failure the stream is closed.
-func answerStream(w http.ResponseWriter, r *http.Request, h http.Header, timeout time.Duration) (*streamConn, error) {
-	sc := newStreamConn(w, r)
-	r.Body = http.NoBody // the stream's data is the protocol's, read through the Conn
-	hdr := w.Header()
-	for k, vs := range h {
-		hdr[k] = append([]string(nil), vs...)
-	}
-	if timeout > 0 {
-		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))
-	}
-	w.WriteHeader(http.StatusOK)
-	err := sc.rc.Flush()
-	if err == nil {
-		err = sc.rc.SetWriteDeadline(time.Time{})
-	}
-	if err == nil {
-		err = sc.rc.SetReadDeadline(time.Time{})
-	}
-	if err != nil {
-		sc.Close()
-		return nil, err
-	}
-	return sc, nil
 }
 
 // extendedConnect records, when this package is initialized (after

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -285,53 +284,4 @@ func TestH2ConnReadDeadlineDuringRead(t *testing.T) {
 	assert.True(t, ne.Timeout())
 	_, _, _ = st.End()
 	waitNoActive(t, s)
-}
-
-// slowBody is a request body whose Read blocks until Close, and whose
-// Close then waits for release.
-type slowBody struct {
-	closed, release chan struct{}
-}
-
-func (b *slowBody) Read([]byte) (int, error) {
-	<-b.closed
-	return 0, io.ErrClosedPipe
-}
-
-func (b *slowBody) Close() error {
-	close(b.closed)
-	<-b.release
-	return nil
-}
-
-// TestH2ConnConcurrentCloses: a Close that starts while another is still
-// interrupting a blocked Read returns once the first has finished.
-func TestH2ConnConcurrentCloses(t *testing.T) {
-	body := &slowBody{closed: make(chan struct{}), release: make(chan struct{})}
-	r := httptest.NewRequest("CONNECT", "/", body)
-	c := newStreamConn(httptest.NewRecorder(), r)
-	read := make(chan error, 1)
-	go func() {
-		_, err := c.Read(make([]byte, 1))
-		read <- err
-	}()
-	require.Eventually(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.busy == 1
-	}, 5*time.Second, time.Millisecond, "the Read is blocked")
-	first := make(chan error, 1)
-	go func() { first <- c.Close() }()
-	assert.ErrorIs(t, waitErr(t, read, "the interrupted Read"), net.ErrClosed)
-	second := make(chan error, 1)
-	go func() { second <- c.Close() }()
-	require.Eventually(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.busy == 1 // only the first Close, still in body.Close
-	}, 5*time.Second, time.Millisecond)
-	time.Sleep(10 * time.Millisecond) // let the second Close wait
-	close(body.release)
-	assert.NoError(t, waitErr(t, first, "the first Close"))
-	assert.ErrorIs(t, waitErr(t, second, "the second Close"), net.ErrClosed)
 }

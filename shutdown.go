@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"runtime"
-	"time"
 )
 
 // ActiveConns returns the number of switched connections being served (or
@@ -35,20 +34,6 @@ func (s *Server) Close() error {
 	s.conns.StartDraining()
 	s.conns.CloseAll()
 	return nil
-}
-
-// registerOnShutdown makes hs.Shutdown call shutdown, bounded by timeout
-// (zero: unbounded), in the goroutine net/http runs such hooks in.
-func registerOnShutdown(hs *http.Server, timeout time.Duration, shutdown func(context.Context) error) {
-	hs.RegisterOnShutdown(func() {
-		ctx := context.Background()
-		if timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
-		}
-		_ = shutdown(ctx)
-	})
 }
 
 // run serves c with its route's handler.

@@ -7,7 +7,7 @@ package bench
 //	          between the raw connections (splice on Linux); it does not
 //	          parse HTTP at all: the floor for any user-space proxy
 //	httputil  net/http/httputil.ReverseProxy
-//	upgrade   upgrade.Proxy
+//	upgrade   reverseproxy.Proxy
 //
 // The backend and each proxy run in child processes of their own (this
 // executable started again with ChildEnv set to "proxy-backend" or
@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/reverseproxy"
 )
 
 // ProxyImpls lists the proxy benchmark's implementations in table order;
@@ -71,7 +72,7 @@ func runProxyChild(name string, in, out *os.File) error {
 			pr.SetXForwarded()
 		}})
 	case "proxy:upgrade":
-		go serveHTTP(ln, upgrade.NewProxy(&url.URL{Scheme: "http", Host: backend}))
+		go serveHTTP(ln, reverseproxy.New(&url.URL{Scheme: "http", Host: backend}))
 	default:
 		return fmt.Errorf("unknown proxy child %q", name)
 	}

@@ -149,8 +149,8 @@
 // Proxy listens on -addr (default 127.0.0.1:8080) and forwards everything
 // to the backend -to (an http or https URL; its path is joined with each
 // request's), keeping the client's Host: upgrade requests through
-// upgrade.Proxy, which relays the switched connections without losing a
-// byte, every other request through httputil.ReverseProxy. -allow lists
+// reverseproxy.Proxy, which relays the switched connections without losing
+// a byte, every other request through httputil.ReverseProxy. -allow lists
 // the protocols that may be forwarded (patterns: name, name/version,
 // name/*); the default is every protocol but h2c, and an upgrade offering
 // nothing allowed is proxied as a plain request without its upgrade. With

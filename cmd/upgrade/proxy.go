@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/reverseproxy"
 )
 
 // proxyConfig is the parsed command line of upgrade proxy.
@@ -43,9 +44,9 @@ var proxyCommand = &subcommand{
 	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
 
 Proxy forwards every request to the backend URL, keeping the client's
-Host: upgrade requests through upgrade.Proxy, which relays the switched
-connection both ways without changing or losing a byte, plain requests
-through httputil.ReverseProxy. HTTP/2 clients (with prior knowledge over
+Host: upgrade requests through reverseproxy.Proxy, which relays the
+switched connection both ways without changing or losing a byte, plain
+requests through httputil.ReverseProxy. HTTP/2 clients (with prior knowledge over
 cleartext; by ALPN with -tls) may open WebSockets and other protocols as
 RFC 8441 extended CONNECT streams: each is forwarded as an HTTP/1.1
 upgrade, a WebSocket with the key and accept check RFC 6455 needs. When
@@ -187,11 +188,11 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-// newProxyServer builds the proxy: upgrades through upgrade.Proxy, every
+// newProxyServer builds the proxy: upgrades through reverseproxy.Proxy, every
 // other request through httputil.ReverseProxy, both to cfg.to, both
 // keeping the client's Host and setting the forwarding fields alike.
-func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Server) {
-	up := upgrade.NewProxy(cfg.to)
+func newProxyServer(cfg proxyConfig, log *slog.Logger) (*reverseproxy.Proxy, *http.Server) {
+	up := reverseproxy.New(cfg.to)
 	up.Allow = cfg.allow
 	up.ErrorLog = log
 	if cfg.verbose {
@@ -206,7 +207,7 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(cfg.to)
 			pr.Out.Host = pr.In.Host
-			upgrade.SetForwarded(pr.Out.Header, pr.In)
+			reverseproxy.SetForwarded(pr.Out.Header, pr.In)
 		},
 		// Keeps the Upgrade list of a backend's 426 for up to pass on.
 		Transport: up.Transport(transport),
@@ -230,7 +231,7 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*upgrade.Proxy, *http.Se
 }
 
 // debugAsInfo is a slog.Handler that logs records below slog.LevelInfo
-// as INFO records: with -v, the record upgrade.Proxy logs at DEBUG for
+// as INFO records: with -v, the record reverseproxy.Proxy logs at DEBUG for
 // each proxied connection is the INFO line serve -v writes for each of
 // its own.
 type debugAsInfo struct{ slog.Handler }
@@ -254,7 +255,7 @@ func (h debugAsInfo) WithGroup(name string) slog.Handler {
 
 // shutdownProxy stops the proxy: no new connections or upgrades, proxied
 // pairs relaying until they end or grace passes, then closed.
-func shutdownProxy(hs *http.Server, up *upgrade.Proxy, grace time.Duration, log *slog.Logger) {
+func shutdownProxy(hs *http.Server, up *reverseproxy.Proxy, grace time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	var wg sync.WaitGroup

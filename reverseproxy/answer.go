@@ -1,4 +1,4 @@
-package upgrade
+package reverseproxy
 
 import (
 	"context"
@@ -7,74 +7,37 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"github.com/go-upgrade/upgrade"
 )
 
 // The backend's side of a Proxy when the backend does not switch: its
 // answer, relayed whole, and its failures, named.
 
-// handOver gives the connection to the body of re's live response: the
-// handshake's deadline, context and header bound no longer apply, and
-// closing the body closes the connection. It returns re, or an error if
-// the context ended the handshake just now, having closed the connection.
-func (sc *serverConn) handOver(re *ResponseError) error {
-	if sc.stop != nil && !sc.stop() {
-		sc.close()
-		return errors.New("handshake interrupted")
-	}
-	sc.stop = nil
-	if err := sc.raw.SetDeadline(time.Time{}); err != nil {
-		sc.close()
-		return fmt.Errorf("clearing the handshake deadline: %w", err)
-	}
-	sc.lr.n = math.MaxInt64
-	re.live.Body = &answerBody{body: re.live.Body, conn: sc.raw}
-	sc.br = nil // the body reads through it: it never goes back to the pool
-	return re
-}
-
-// answerBody is the body of a backend's answer that is not a switch: it
-// reads the rest of the answer from the connection, each read bounded by
-// timeout (zero: no bound), and closing it closes the connection.
-type answerBody struct {
-	body    io.ReadCloser
-	conn    net.Conn // the TCP connection to the backend (or its proxy)
-	timeout time.Duration
-}
-
-func (b *answerBody) Read(p []byte) (int, error) {
-	if b.timeout > 0 {
-		_ = b.conn.SetReadDeadline(time.Now().Add(b.timeout))
-	}
-	return b.body.Read(p)
-}
-
-// Close closes the connection. The body itself is not closed: net/http's
-// would read the rest of the answer first.
-func (b *answerBody) Close() error { return b.conn.Close() }
-
 // relayAnswer relays a backend's final answer other than 101 to the
 // client, whole and as it comes: status, end-to-end fields, the body in
 // its own framing (a HEAD's Content-Length kept) and its trailers. A 426
 // lists only the protocols the proxy would forward (403 from the proxy if
-// none); an HTTP/2 client gets no Upgrade or Connection field, a 426 as
-// 400, and a 502 for a 2xx, which would read as a switched stream. The
-// client's HTTP/1.x connection is closed after it.
+// none); a client of HTTP/2 or later gets no Upgrade or Connection field,
+// a 426 as 400, and a 502 for a 2xx, which would read as a switched
+// stream. The client's HTTP/1.x connection is closed after it.
 func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.Response, rec *proxyLog) {
-	body := resp.Body.(*answerBody)
+	body := &timedBody{body: resp.Body, timeout: p.handshakeTimeout()}
 	defer body.Close()
 	status := resp.StatusCode
 	how := "refused by backend with " + strconv.Itoa(status)
 	src := resp.Header
-	upgrade := src["Upgrade"]
+	upgradeList := src["Upgrade"]
 	removeHopByHop(src)
 	delete(src, "Upgrade")
 	delete(src, "Content-Length")
-	var advertise []Protocol
+	var advertise []upgrade.Protocol
 	switch {
 	case r.ProtoMajor != 1 && status/100 == 2:
 		p.logger().Warn("upgrade: proxy: backend answered an upgrade with a 2xx without switching", "remote", r.RemoteAddr,
@@ -84,45 +47,25 @@ func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.R
 		return
 	case status == http.StatusUpgradeRequired && r.ProtoMajor != 1:
 		// A 426 must list protocols in Upgrade (RFC 9110 §15.5.22),
-		// which HTTP/2 does not have: answer 400, as a Server does.
+		// which HTTP/2 does not have: answer 400, as an upgrade.Server does.
 		status = http.StatusBadRequest
 	case status == http.StatusUpgradeRequired:
-		if advertise = p.advertisable(upgrade); len(advertise) == 0 {
+		if advertise = p.advertisable(upgradeList); len(advertise) == 0 {
 			p.refuse(w, r, http.StatusForbidden, "upgrade: the backend requires a protocol this proxy does not forward")
 			rec.end(how, "status", http.StatusForbidden)
 			return
 		}
 	}
-	h := w.Header()
-	for k, vs := range src {
-		h[k] = vs
-	}
-	if r.ProtoMajor == 1 {
-		h["Connection"] = []string{"close"}
-		if advertise != nil {
-			h["Upgrade"] = []string{formatProtocols(advertise)}
-			h["Connection"] = []string{"close", "Upgrade"}
-		}
-	}
-	if resp.ContentLength >= 0 && status != http.StatusNoContent && !isChunked(resp) {
-		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
-	}
-	if len(resp.Trailer) > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
-		for k := range resp.Trailer {
-			keys = append(keys, k)
-		}
-		h["Trailer"] = keys
-	}
-	body.timeout = p.dialer0().handshakeTimeout()
+	answerHeader(w.Header(), r, resp, src, advertise)
 	if r.ProtoMajor != 1 {
 		// A stream reset by the client ends the request's context.
-		stop := context.AfterFunc(r.Context(), func() { body.conn.Close() })
+		stop := context.AfterFunc(r.Context(), func() { resp.Body.Close() })
 		defer stop()
 	}
 	w.WriteHeader(status)
 	n, err := copyAnswer(w, body, resp.ContentLength < 0)
 	if err == nil {
+		h := w.Header()
 		for k, vs := range resp.Trailer {
 			h[k] = vs
 		}
@@ -134,9 +77,77 @@ func (p *Proxy) relayAnswer(w http.ResponseWriter, r *http.Request, resp *http.R
 	rec.end(how, attrs...)
 }
 
+// answerHeader sets h, the header of the answer to r, from resp, whose
+// end-to-end fields are src: with "Connection: close" for an HTTP/1.x
+// client (and the Upgrade list advertise, if any, with its option), the
+// Content-Length of a body of known length, and the names of the
+// trailers to come.
+func answerHeader(h http.Header, r *http.Request, resp *http.Response, src http.Header, advertise []upgrade.Protocol) {
+	for k, vs := range src {
+		h[k] = vs
+	}
+	if r.ProtoMajor == 1 {
+		h["Connection"] = []string{"close"}
+		if advertise != nil {
+			h["Upgrade"] = []string{formatProtocols(advertise)}
+			h["Connection"] = []string{"close", "Upgrade"}
+		}
+	}
+	if resp.ContentLength >= 0 && resp.StatusCode != http.StatusNoContent && !isChunked(resp) {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+	}
+	if len(resp.Trailer) > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = keys
+	}
+}
+
 // isChunked reports whether resp came with chunked framing.
 func isChunked(resp *http.Response) bool {
 	return len(resp.TransferEncoding) > 0 && resp.TransferEncoding[len(resp.TransferEncoding)-1] == "chunked"
+}
+
+// A timedBody is the body of a backend's answer with each Read bounded by
+// timeout (zero: no bound): a Read that gets nothing for that long closes
+// the body, and with it the backend connection, and fails.
+type timedBody struct {
+	body    io.ReadCloser
+	timeout time.Duration
+	timer   *time.Timer // closes body; armed during a Read
+	expired atomic.Bool // the timer closed body
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	if b.timeout <= 0 {
+		return b.body.Read(p)
+	}
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.timeout, b.expire)
+	} else {
+		b.timer.Reset(b.timeout)
+	}
+	n, err := b.body.Read(p)
+	b.timer.Stop()
+	if err != nil && b.expired.Load() {
+		err = fmt.Errorf("nothing received for %v: %w", b.timeout, os.ErrDeadlineExceeded)
+	}
+	return n, err
+}
+
+func (b *timedBody) expire() {
+	b.expired.Store(true)
+	b.body.Close()
+}
+
+// Close closes the body and the backend connection.
+func (b *timedBody) Close() error {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	return b.body.Close()
 }
 
 // copyAnswer copies body to w as it arrives, flushing after each write
@@ -171,19 +182,38 @@ func copyAnswer(w http.ResponseWriter, body io.Reader, flush bool) (int64, error
 
 // advertisable returns the protocols of a backend's Upgrade list the
 // proxy would forward, in the backend's order.
-func (p *Proxy) advertisable(upgrade []string) []Protocol {
+func (p *Proxy) advertisable(upgradeList []string) []upgrade.Protocol {
 	allow, err := p.allowed()
 	if err != nil {
 		return nil
 	}
-	return filterOffers(parseAdvertised(upgrade), allow)
+	return filterOffers(parseAdvertised(upgradeList), allow)
+}
+
+// backendFailed answers a request whose backend could not be reached or
+// answered with an invalid 101: the error goes to ErrorHandler and is
+// logged as a warning.
+func (p *Proxy) backendFailed(w http.ResponseWriter, r *http.Request, err error, rec *proxyLog) {
+	how, code := backendFailure(err)
+	p.logger().Warn("upgrade: proxy: "+how, "remote", r.RemoteAddr, "backend", rec.backend, "err", err)
+	defer rec.end(how, "status", code, "err", err)
+	if r.ProtoMajor == 1 {
+		// On HTTP/2, net/http would take "close" as a reason to shut
+		// down the whole connection, every other stream with it.
+		w.Header()["Connection"] = []string{"close"}
+	}
+	if p.ErrorHandler != nil {
+		p.ErrorHandler(w, r, err)
+		return
+	}
+	p.refuse(w, r, code, http.StatusText(code))
 }
 
 // backendFailure names how the backend failed to switch, for the log,
 // and the status answering it: 504 for a timeout, 502 otherwise.
 func backendFailure(err error) (how string, code int) {
 	var (
-		re     *ResponseError
+		re     *upgrade.ResponseError
 		verify *tls.CertificateVerificationError
 		ua     x509.UnknownAuthorityError
 		host   x509.HostnameError
@@ -203,7 +233,7 @@ func backendFailure(err error) (how string, code int) {
 		return "backend TLS handshake failed", http.StatusBadGateway
 	case errors.As(err, &op) && op.Op == "dial":
 		return "backend unreachable", http.StatusBadGateway
-	case errors.Is(err, ErrInvalidSwitch), errors.Is(err, errBadAccept):
+	case errors.Is(err, upgrade.ErrInvalidSwitch), errors.Is(err, errBadAccept):
 		return "backend sent an invalid 101", http.StatusBadGateway
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "backend closed before answering", http.StatusBadGateway

@@ -1,4 +1,4 @@
-package upgrade
+package reverseproxy
 
 import (
 	"crypto/tls"
@@ -9,20 +9,23 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/go-upgrade/upgrade/internal/h2stream"
 )
 
 // A pair is a client connection and a backend connection a Proxy relays
 // between once both have switched.
 type pair struct {
 	p       *Proxy
-	client  *Conn // tracked: Close and Shutdown's end close it
-	backend *Conn
+	client  *side // tracked: Close and Shutdown's end close it
+	backend *side
+	key     string // the tracker key of the pair's slot: its protocol
 	rec     proxyLog
 	start   time.Time
 
-	// stream is set when the client is an HTTP/2 stream, which net/http
-	// ends only when the handler returns: the pair ends as soon as either
-	// side does.
+	// stream is set when the client is a stream of net/http's HTTP/2
+	// server, which ends it only when the handler returns: the pair ends
+	// as soon as either side does.
 	stream bool
 
 	// last is when a byte last moved, as time since start: written by
@@ -39,9 +42,9 @@ type pair struct {
 	why       error // what closed the pair early, set in closeOnce
 }
 
-func newPair(p *Proxy, client, backend *Conn, rec proxyLog) *pair {
-	_, stream := client.nc.(*streamConn)
-	return &pair{p: p, client: client, backend: backend, rec: rec, stream: stream, start: time.Now()}
+func newPair(p *Proxy, client, backend *side, key string, rec proxyLog) *pair {
+	_, stream := client.nc.(*h2stream.Conn)
+	return &pair{p: p, client: client, backend: backend, key: key, rec: rec, stream: stream, start: time.Now()}
 }
 
 // errIdle ends a pair that moved no byte for the proxy's IdleTimeout.
@@ -52,10 +55,11 @@ var errIdle = errors.New("idle timeout")
 // ended. It starts one goroutine for the client-to-backend direction.
 //
 // A half-close is passed on (CloseWrite) and the other direction goes on,
-// except toward an HTTP/2 client: net/http ends its stream only when the
-// handler returns, so the backend's EOF ends the pair (END_STREAM).
+// except toward a client on net/http's HTTP/2 server: it ends the stream
+// only when the handler returns, so the backend's EOF ends the pair
+// (END_STREAM).
 func (p *Proxy) relay(pr *pair) {
-	defer p.conns.Untrack(pr.client, pr.client.key)
+	defer p.conns.Untrack(pr.client, pr.key)
 	if p.IdleTimeout > 0 {
 		pr.mu.Lock()
 		pr.timer = time.AfterFunc(p.IdleTimeout, pr.checkIdle)
@@ -93,12 +97,12 @@ func (p *Proxy) relay(pr *pair) {
 // bytes src read ahead during the handshake, then the connection. At EOF
 // it half-closes dst; on an error it closes both connections. It records
 // which side ended and how, and returns the bytes copied.
-func (pr *pair) copy(dst, src *Conn, srcSide, dstSide string) int64 {
+func (pr *pair) copy(dst, src *side, srcSide, dstSide string) int64 {
 	var n int64
-	if len(src.rbuf) > 0 {
-		m, err := dst.nc.Write(src.rbuf)
+	if len(src.ahead) > 0 {
+		m, err := dst.nc.Write(src.ahead)
 		n += int64(m)
-		src.rbuf = nil
+		src.ahead = nil
 		pr.touch()
 		if err != nil {
 			pr.fail(dstSide, err)
@@ -116,7 +120,7 @@ func (pr *pair) copy(dst, src *Conn, srcSide, dstSide string) int64 {
 		return n
 	}
 	pr.note(srcSide, nil)
-	if err := dst.CloseWrite(); err != nil {
+	if err := closeWrite(dst.nc); err != nil {
 		// A side that cannot half-close cannot be told the other is
 		// done sending: end the pair.
 		pr.note(dstSide, err)
@@ -194,11 +198,18 @@ func abort(c net.Conn) {
 		_ = c.SetLinger(0)
 	case *tls.Conn:
 		abort(c.NetConn())
-	case *Conn:
-		abort(c.nc)
-	case *streamConn:
-		c.reset()
+	case *h2stream.Conn:
+		c.Reset()
 	}
+}
+
+// closeWrite shuts down the writing side of c, if it can: a TCP
+// half-close, a TLS close_notify, or the end of a stream.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return &net.OpError{Op: "close", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.ErrUnsupported}
 }
 
 // isReset reports whether err is a connection reset by the peer (or a

@@ -1,23 +1,25 @@
-package upgrade
+// Package deadline implements the renewable read and write deadlines of
+// connections that keep net.Conn's deadlines themselves (HTTP/2 streams):
+// the server's stream Conn and the client's share it.
+package deadline
 
 import (
 	"sync"
 	"time"
 )
 
-// deadline is a renewable deadline for a connection that implements
-// net.Conn's deadlines itself: done returns a channel that is closed once
-// the deadline has passed, and a new deadline (or none) replaces it with an
-// open one. Its zero value has no deadline.
-type deadline struct {
+// A Deadline is a renewable deadline: Done returns a channel that is
+// closed once the deadline has passed, and a new deadline (or none)
+// replaces it with an open one. Its zero value has no deadline.
+type Deadline struct {
 	mu      sync.Mutex
 	timer   *time.Timer
 	expired chan struct{} // closed when the deadline passes; nil until first needed
-	gen     uint64        // counts set calls, so a stale timer does nothing
+	gen     uint64        // counts Set calls, so a stale timer does nothing
 }
 
-// set sets the deadline to t; the zero t means none.
-func (d *deadline) set(t time.Time) {
+// Set sets the deadline to t; the zero t means none.
+func (d *Deadline) Set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.gen++
@@ -46,9 +48,9 @@ func (d *deadline) set(t time.Time) {
 	})
 }
 
-// done returns a channel closed once the current deadline has passed; it
+// Done returns a channel closed once the current deadline has passed; it
 // is never closed while there is no deadline.
-func (d *deadline) done() <-chan struct{} {
+func (d *Deadline) Done() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.expired == nil {
@@ -56,6 +58,9 @@ func (d *deadline) done() <-chan struct{} {
 	}
 	return d.expired
 }
+
+// Passed reports whether the current deadline has passed.
+func (d *Deadline) Passed() bool { return isClosed(d.Done()) }
 
 // isClosed reports whether ch is closed.
 func isClosed(ch <-chan struct{}) bool {

@@ -1,4 +1,4 @@
-package upgrade
+package reverseproxy
 
 import (
 	"bufio"
@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -190,4 +192,102 @@ func TestProxyHTTP2Non101(t *testing.T) {
 	assert.True(t, ended)
 	assert.Equal(t, len(bigBody), len(rest))
 	assert.Nil(t, c.GoAway())
+}
+
+// TestProxyUnofferedProtocol: a 101 naming a protocol the client did not
+// offer is a 502, and both connections are closed.
+func TestProxyUnofferedProtocol(t *testing.T) {
+	closed := make(chan error, 1)
+	b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+		if backend101(nc, "h2c", nil, "") != nil {
+			return
+		}
+		_, err := br.ReadByte()
+		closed <- err
+	})
+	addr := startProxy(t, proxyTo(b), nil)
+	resp := refused(t, addr, upgradeReq("GET", "echo/1, websocket")+"smuggled")
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	select {
+	case err := <-closed:
+		assert.ErrorIs(t, err, io.EOF, "the proxy closed the backend connection")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend connection stayed open")
+	}
+}
+
+// TestProxyRelaysRefusals: a backend's 426 (with its Upgrade list), 403
+// and 503 reach the client with their end-to-end fields and body, and
+// the client's connection is closed after them.
+func TestProxyRelaysRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		status string
+		extra  string
+		body   string
+	}{
+		{"426 Upgrade Required", "Upgrade: echo/2, websocket\r\nConnection: Upgrade\r\n", "need echo/2"},
+		{"403 Forbidden", "X-Reason: origin\r\nConnection: X-Secret\r\nX-Secret: 1\r\n", "no"},
+		{"503 Service Unavailable", "Retry-After: 7\r\n", ""},
+	} {
+		b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+			_, _ = io.WriteString(nc, "HTTP/1.1 "+tc.status+"\r\n"+tc.extra+"Content-Length: "+
+				strconv.Itoa(len(tc.body))+"\r\n\r\n"+tc.body)
+		})
+		addr := startProxy(t, proxyTo(b), nil)
+		resp := refused(t, addr, upgradeReq("GET", "echo/1"))
+		assert.Equal(t, tc.status, resp.Status)
+		assert.Equal(t, tc.body, bodyString(t, resp))
+		switch resp.StatusCode {
+		case http.StatusUpgradeRequired:
+			assert.Equal(t, "echo/2, websocket", resp.Header.Get("Upgrade"))
+			assert.Equal(t, []string{"close", "Upgrade"}, resp.Header["Connection"])
+		case http.StatusForbidden:
+			assert.Equal(t, "origin", resp.Header.Get("X-Reason"))
+			assert.Empty(t, resp.Header.Get("X-Secret"))
+		case http.StatusServiceUnavailable:
+			assert.Equal(t, "7", resp.Header.Get("Retry-After"))
+		}
+	}
+}
+
+// TestProxyUnreachableBackend: a backend that cannot be reached is a
+// 502 from the default error handler, and ErrorHandler replaces it.
+func TestProxyUnreachableBackend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	require.NoError(t, ln.Close())
+
+	log, logs := testLogger()
+	p := New(dead)
+	p.ErrorLog = log
+	addr := startProxy(t, p, nil)
+	resp := refused(t, addr, upgradeReq("GET", "echo/1"))
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	assert.Contains(t, logs.String(), "connection refused")
+
+	p2 := New(dead)
+	var got error
+	p2.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		got = err
+		w.WriteHeader(http.StatusTeapot)
+	}
+	addr = startProxy(t, p2, nil)
+	resp = refused(t, addr, upgradeReq("GET", "echo/1"))
+	assert.Equal(t, http.StatusTeapot, resp.StatusCode)
+	var op *net.OpError
+	assert.ErrorAs(t, got, &op)
+}
+
+// TestProxyBackendTimeout: a backend that never answers is a 504 once
+// the Dialer's handshake timeout passes.
+func TestProxyBackendTimeout(t *testing.T) {
+	b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+		_, _ = br.ReadByte() // until the proxy gives up
+	})
+	p := proxyTo(b)
+	p.Dialer = &upgrade.Dialer{HandshakeTimeout: 200 * time.Millisecond}
+	addr := startProxy(t, p, nil)
+	resp := refused(t, addr, upgradeReq("GET", "echo/1"))
+	assert.Equal(t, http.StatusGatewayTimeout, resp.StatusCode)
 }

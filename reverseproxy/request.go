@@ -1,19 +1,19 @@
-package upgrade
+package reverseproxy
 
 import (
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 
+	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
 )
 
-// A ProxyRequest is the request a Proxy received and the one it is about
-// to send to the backend, given to Rewrite.
-type ProxyRequest struct {
+// A Request is the request a Proxy received and the one it is about to
+// send to the backend, given to Rewrite.
+type Request struct {
 	// In is the request the client sent. It must not be modified.
 	In *http.Request
 
@@ -31,7 +31,7 @@ type ProxyRequest struct {
 // followed by In's. Out.Host is cleared, so the backend gets target's
 // host in its Host field; set Out.Host = In.Host afterwards to keep the
 // client's.
-func (pr *ProxyRequest) SetURL(target *url.URL) {
+func (pr *Request) SetURL(target *url.URL) {
 	u := *target
 	u.User = target.User
 	in := pr.In.URL
@@ -75,29 +75,15 @@ func singleJoiningSlash(a, b string) string {
 func withoutUpgrade(r *http.Request) *http.Request {
 	r2 := new(http.Request)
 	*r2 = *r
-	h := r.Header.Clone()
-	delete(h, "Upgrade")
-	delete(h, "Http2-Settings")
-	var keep []string
-	for o := range httplist.Elements(h["Connection"]) {
-		if !ascii.EqualFold(o, "upgrade") && !ascii.EqualFold(o, "http2-settings") {
-			keep = append(keep, o)
-		}
-	}
-	if keep == nil {
-		delete(h, "Connection")
-	} else {
-		h["Connection"] = []string{strings.Join(keep, ", ")}
-	}
-	r2.Header = h
+	r2.Header = httplist.WithoutUpgrade(r.Header)
 	return r2
 }
 
-// newProxyRequest makes the request to the backend: In's method, target
+// newRequest makes the request to the backend: In's method, target
 // and end-to-end fields, with the forwarding fields added. The upgrade's
 // own HTTP2-Settings field is kept, named in Connection, when h2c is
 // among the offers forwarded.
-func newProxyRequest(r *http.Request, offers []Protocol) *ProxyRequest {
+func newRequest(r *http.Request, offers []upgrade.Protocol) *Request {
 	out := &http.Request{
 		Method:     r.Method,
 		Proto:      "HTTP/1.1",
@@ -112,7 +98,7 @@ func newProxyRequest(r *http.Request, offers []Protocol) *ProxyRequest {
 		h[k] = append([]string(nil), vs...)
 	}
 	keepSettings := len(h["Http2-Settings"]) > 0 && hasConnectionOption(r.Header, "HTTP2-Settings") &&
-		slices.ContainsFunc(offers, func(o Protocol) bool { return ascii.EqualFold(o.Name, "h2c") })
+		slices.ContainsFunc(offers, func(o upgrade.Protocol) bool { return ascii.EqualFold(o.Name, "h2c") })
 	settings := h["Http2-Settings"]
 	removeHopByHop(h)
 	delete(h, "Upgrade")
@@ -128,7 +114,7 @@ func newProxyRequest(r *http.Request, offers []Protocol) *ProxyRequest {
 		h["Connection"] = []string{"HTTP2-Settings"}
 	}
 	SetForwarded(h, r)
-	return &ProxyRequest{In: r, Out: out}
+	return &Request{In: r, Out: out}
 }
 
 // hopByHop lists the fields that apply to one connection only
@@ -159,91 +145,6 @@ func removeHopByHop(h http.Header) {
 	for _, k := range hopByHop {
 		delete(h, k)
 	}
-}
-
-// SetForwarded sets the forwarding fields of out, the header of a request
-// a proxy forwards, for in, the request it received: X-Forwarded-For and
-// Forwarded (RFC 7239) hold in's elements followed by in's hop (the
-// client's address; for Forwarded also the Host and scheme it used), and
-// X-Forwarded-Host and X-Forwarded-Proto in's Host and scheme. The
-// proxy's own element is always present and last; earlier ones come from
-// the client or the proxies before it, so a backend must trust only the
-// elements its own proxies added, counting from the end (RFC 7239 §8.1),
-// as with nginx's $proxy_add_x_forwarded_for.
-//
-// A Proxy sets them so for every upgrade it forwards. Call SetForwarded in
-// the Rewrite of the httputil.ReverseProxy beside it (with pr.Out.Header
-// and pr.In) so that plain requests carry the same fields.
-func SetForwarded(out http.Header, in *http.Request) {
-	proto := "http"
-	if in.TLS != nil {
-		proto = "https"
-	}
-	ip, _, err := net.SplitHostPort(in.RemoteAddr)
-	if err != nil {
-		ip = ""
-	}
-	xff := in.Header["X-Forwarded-For"]
-	switch {
-	case ip != "" && len(xff) > 0:
-		out["X-Forwarded-For"] = []string{strings.Join(xff, ", ") + ", " + ip}
-	case ip != "":
-		out["X-Forwarded-For"] = []string{ip}
-	case len(xff) > 0:
-		out["X-Forwarded-For"] = []string{strings.Join(xff, ", ")}
-	default:
-		delete(out, "X-Forwarded-For")
-	}
-	if in.Host != "" {
-		out["X-Forwarded-Host"] = []string{in.Host}
-	} else {
-		delete(out, "X-Forwarded-Host")
-	}
-	out["X-Forwarded-Proto"] = []string{proto}
-
-	var b strings.Builder
-	if prior := in.Header["Forwarded"]; len(prior) > 0 {
-		b.WriteString(strings.Join(prior, ", "))
-		b.WriteString(", ")
-	}
-	if ip != "" {
-		b.WriteString("for=")
-		if strings.Contains(ip, ":") {
-			// An IPv6 address is bracketed and quoted (RFC 7239 §6).
-			b.WriteString(`"[` + ip + `]"`)
-		} else {
-			b.WriteString(ip)
-		}
-		b.WriteByte(';')
-	}
-	if in.Host != "" && validForwardedHost(in.Host) {
-		b.WriteString("host=")
-		b.WriteString(forwardedValue(in.Host))
-		b.WriteByte(';')
-	}
-	b.WriteString("proto=")
-	b.WriteString(proto)
-	out["Forwarded"] = []string{b.String()}
-}
-
-// validForwardedHost reports whether host can be put in a Forwarded
-// host parameter: printable ASCII without quotes or backslashes.
-func validForwardedHost(host string) bool {
-	for i := 0; i < len(host); i++ {
-		if c := host[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// forwardedValue returns v as a Forwarded parameter value: a token as it
-// is, anything else quoted.
-func forwardedValue(v string) string {
-	if httplist.IsToken(v) {
-		return v
-	}
-	return `"` + v + `"`
 }
 
 // switchHeader returns the fields of the backend's 101 to relay to the

@@ -1,10 +1,9 @@
-package upgrade
+package reverseproxy
 
 import (
 	"bufio"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -26,19 +26,30 @@ import (
 // where they were before.
 func TestProxyFailuresGiveBackResources(t *testing.T) {
 	base := baseline(t)
-	quiet := log.New(io.Discard, "", 0)
-	upgradeOnce := func(t *testing.T, p *Proxy, req string) *http.Response {
-		t.Helper()
-		addr := startProxy(t, p, nil)
-		c := wiretest.Dial(t, addr)
-		c.Send(req)
-		resp := c.Response(http.MethodGet)
-		c.Close()
-		return resp
-	}
+	failuresBeforeSwitch(t)
+	failuresAfterAnswer(t)
+	failuresOverHTTP2(t)
+	backTo(t, base, "after the failure modes")
+}
 
+// upgradeOnce sends req to a server of its own serving p, and returns the
+// answer, having closed the connection.
+func upgradeOnce(t *testing.T, p *Proxy, req string) *http.Response {
+	t.Helper()
+	addr := startProxy(t, p, nil)
+	c := wiretest.Dial(t, addr)
+	c.Send(req)
+	resp := c.Response(http.MethodGet)
+	c.Close()
+	return resp
+}
+
+// failuresBeforeSwitch: backends that cannot be reached, verified,
+// waited for, or switch to what was not offered.
+func failuresBeforeSwitch(t *testing.T) {
+	quiet := log.New(io.Discard, "", 0)
 	t.Run("unreachable", func(t *testing.T) {
-		p := NewProxy(&url.URL{Scheme: "http", Host: closedAddr(t)})
+		p := New(&url.URL{Scheme: "http", Host: closedAddr(t)})
 		p.ErrorLog = discardLogger()
 		assert.Equal(t, http.StatusBadGateway, upgradeOnce(t, p, upgradeReq("GET", "echo/1")).StatusCode)
 	})
@@ -49,7 +60,7 @@ func TestProxyFailuresGiveBackResources(t *testing.T) {
 		t.Cleanup(ts.Close)
 		u, err := url.Parse(ts.URL)
 		require.NoError(t, err)
-		p := NewProxy(u)
+		p := New(u)
 		p.ErrorLog = discardLogger()
 		assert.Equal(t, http.StatusBadGateway, upgradeOnce(t, p, upgradeReq("GET", "echo/1")).StatusCode)
 	})
@@ -57,7 +68,7 @@ func TestProxyFailuresGiveBackResources(t *testing.T) {
 		b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) { _, _ = br.ReadByte() })
 		p := proxyTo(b)
 		p.ErrorLog = discardLogger()
-		p.Dialer = &Dialer{HandshakeTimeout: 100 * time.Millisecond}
+		p.Dialer = &upgrade.Dialer{HandshakeTimeout: 100 * time.Millisecond}
 		assert.Equal(t, http.StatusGatewayTimeout, upgradeOnce(t, p, upgradeReq("GET", "echo/1")).StatusCode)
 	})
 	t.Run("invalid 101", func(t *testing.T) {
@@ -66,6 +77,11 @@ func TestProxyFailuresGiveBackResources(t *testing.T) {
 		p.ErrorLog = discardLogger()
 		assert.Equal(t, http.StatusBadGateway, upgradeOnce(t, p, upgradeReq("GET", "echo/1")).StatusCode)
 	})
+}
+
+// failuresAfterAnswer: answers other than a switch, a client gone early,
+// and requests passed on.
+func failuresAfterAnswer(t *testing.T) {
 	t.Run("answer relayed", func(t *testing.T) {
 		b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
 			_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\n\r\n"+strings.Repeat("x", 100000))
@@ -81,7 +97,7 @@ func TestProxyFailuresGiveBackResources(t *testing.T) {
 			close(gaveUp)
 		})
 		p := proxyTo(b)
-		p.Dialer = &Dialer{HandshakeTimeout: 200 * time.Millisecond}
+		p.Dialer = &upgrade.Dialer{HandshakeTimeout: 200 * time.Millisecond}
 		addr := startProxy(t, p, nil)
 		c := wiretest.Dial(t, addr)
 		c.Send(upgradeReq("GET", "echo/1"))
@@ -120,6 +136,11 @@ func TestProxyFailuresGiveBackResources(t *testing.T) {
 		c.Send("GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n")
 		assert.Equal(t, "plain", bodyString(t, c.Response(http.MethodGet)))
 	})
+}
+
+// failuresOverHTTP2: HTTP/2 clients whose pairs end every way, and a
+// Dialer that can switch HTTP/2 streams.
+func failuresOverHTTP2(t *testing.T) {
 	for _, how := range []string{"close", "reset", "client reset"} {
 		t.Run("HTTP/2 "+how, func(t *testing.T) {
 			b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
@@ -160,8 +181,8 @@ func TestProxyFailuresGiveBackResources(t *testing.T) {
 		})
 		u, err := url.Parse(ts.URL)
 		require.NoError(t, err)
-		p := NewProxy(u)
-		p.Dialer = &Dialer{Proxy: noProxy, HTTP2: newTransport(t)}
+		p := New(u)
+		p.Dialer = &upgrade.Dialer{Proxy: noProxy, HTTP2: newTransport(t)}
 		addr := startProxy(t, p, nil)
 		c := wiretest.Dial(t, addr)
 		c.Send(upgradeReq("GET", "echo/1"))
@@ -170,10 +191,4 @@ func TestProxyFailuresGiveBackResources(t *testing.T) {
 		c.Close()
 		require.Eventually(t, func() bool { return len(p.ActiveConns()) == 0 }, 5*time.Second, 5*time.Millisecond)
 	})
-
-	backTo(t, base, "after the failure modes")
 }
-
-// discardLogger returns a logger that drops everything, for tests that
-// make a Proxy log errors on purpose.
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,4 +1,8 @@
-package upgrade
+// Package h2stream is the server side of a stream switched by an HTTP/2
+// extended CONNECT (RFC 8441) served by net/http: the 200 that switches it
+// (Accept) and the stream as a net.Conn (Conn). The upgrade.Server and the
+// reverse proxy share it.
+package h2stream
 
 import (
 	"context"
@@ -12,10 +16,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/go-upgrade/upgrade/internal/deadline"
 )
 
-// streamConn is the net.Conn of a protocol switched to on an HTTP/2 stream
-// by an extended CONNECT (RFC 8441), served by net/http's HTTP/2 server:
+// Conn is the net.Conn of a protocol switched to on an HTTP/2 stream by
+// an extended CONNECT (RFC 8441), served by net/http's HTTP/2 server:
 // Read returns the stream's DATA (the request body), Write sends DATA (the
 // response body) and flushes it.
 //
@@ -32,7 +38,7 @@ import (
 // gave up is returned by the next Read. A Read without a deadline reads
 // the body directly, and an idle stream holds no goroutine or buffer of
 // its own.
-type streamConn struct {
+type Conn struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
 	body   io.ReadCloser
@@ -50,11 +56,11 @@ type streamConn struct {
 	rdSet   bool      // a read deadline is set
 	done    chan struct{}
 
-	rmu     sync.Mutex // serializes Read; guards ahead
-	ahead   *readAhead // a Read under a deadline in progress, or its unread result
-	rd      deadline   // the read deadline Reads wait under
-	wmu     sync.Mutex // serializes Write: a ResponseWriter is not safe for concurrent use
-	wclosed bool       // CloseWrite was called; guarded by wmu
+	rmu     sync.Mutex        // serializes Read; guards ahead
+	ahead   *readAhead        // a Read under a deadline in progress, or its unread result
+	rd      deadline.Deadline // the read deadline Reads wait under
+	wmu     sync.Mutex        // serializes Write: a ResponseWriter is not safe for concurrent use
+	wclosed bool              // CloseWrite was called; guarded by wmu
 }
 
 // readAhead is a read of the body done in a goroutine for a Read under a
@@ -72,28 +78,27 @@ var errWriteClosed = errors.New("write after CloseWrite")
 // maxReadAhead bounds the buffer of a Read under a deadline.
 const maxReadAhead = 16 << 10
 
-// newStreamConn returns the Conn of the stream of r, whose body it takes
-// over.
-func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
-	c := &streamConn{
+// newConn returns the Conn of the stream of r, whose body it takes over.
+func newConn(w http.ResponseWriter, r *http.Request) *Conn {
+	c := &Conn{
 		w:      w,
 		rc:     http.NewResponseController(w),
 		body:   r.Body,
 		ctx:    r.Context(),
-		remote: remoteAddr(r.RemoteAddr),
+		remote: Addr(r.RemoteAddr),
 		done:   make(chan struct{}),
 	}
 	c.idle.L = &c.mu
 	c.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if c.local == nil {
-		c.local = remoteAddr("")
+		c.local = Addr("")
 	}
 	return c
 }
 
 // enter marks a call that uses w, rc or body; false once Close has begun.
 // The caller holds c.mu.
-func (c *streamConn) enterLocked() bool {
+func (c *Conn) enterLocked() bool {
 	if c.closed {
 		return false
 	}
@@ -102,13 +107,13 @@ func (c *streamConn) enterLocked() bool {
 }
 
 // leave ends a call enter allowed.
-func (c *streamConn) leave() {
+func (c *Conn) leave() {
 	c.mu.Lock()
 	c.leaveLocked()
 	c.mu.Unlock()
 }
 
-func (c *streamConn) leaveLocked() {
+func (c *Conn) leaveLocked() {
 	c.busy--
 	if c.closed {
 		c.idle.Broadcast()
@@ -117,14 +122,14 @@ func (c *streamConn) leaveLocked() {
 
 // Read reads the stream's data. io.EOF means the peer ended its side of the
 // stream (END_STREAM).
-func (c *streamConn) Read(p []byte) (int, error) {
+func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
 		if a := c.ahead; a != nil {
 			select {
 			case <-a.done:
-			case <-c.rd.done():
+			case <-c.rd.Done():
 				return 0, c.opError("read", os.ErrDeadlineExceeded)
 			case <-c.done:
 				return 0, c.opError("read", net.ErrClosed)
@@ -143,7 +148,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			}
 			continue // an empty read
 		}
-		if isClosed(c.rd.done()) {
+		if c.rd.Passed() {
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
 		}
 		c.mu.Lock()
@@ -178,7 +183,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 
 // startReadAhead reads up to n bytes of the body in a goroutine that holds
 // the call enter allowed until the body returns.
-func (c *streamConn) startReadAhead(n int) {
+func (c *Conn) startReadAhead(n int) {
 	a := &readAhead{done: make(chan struct{}), buf: make([]byte, min(max(n, 1), maxReadAhead))}
 	c.ahead = a
 	go func() {
@@ -190,7 +195,7 @@ func (c *streamConn) startReadAhead(n int) {
 }
 
 // readError turns an error of the body into the Read's.
-func (c *streamConn) readError(err error) error {
+func (c *Conn) readError(err error) error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
@@ -212,7 +217,7 @@ func (c *streamConn) readError(err error) error {
 // Write sends p as DATA on the stream and flushes it. A write deadline
 // that passes resets the stream: net/http's HTTP/2 server cannot resume a
 // stream after a write timeout.
-func (c *streamConn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	if !c.enterLocked() {
 		c.mu.Unlock()
@@ -251,7 +256,7 @@ func (c *streamConn) Write(p []byte) (int, error) {
 // peer learns of it when the protocol handler returns; if the peer has not
 // ended its own side by then, a RST_STREAM with NO_ERROR follows, which
 // RFC 9113 §8.1 allows.
-func (c *streamConn) CloseWrite() error {
+func (c *Conn) CloseWrite() error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
@@ -269,18 +274,18 @@ func (c *streamConn) CloseWrite() error {
 // still blocked then (by flow control) is interrupted, which resets the
 // stream. Close returns once no call uses the stream any more: from then
 // on, every method fails with net.ErrClosed.
-func (c *streamConn) Close() error {
+func (c *Conn) Close() error {
 	return c.close(false)
 }
 
-// reset ends the stream with RST_STREAM rather than END_STREAM, as a TCP
+// Reset ends the stream with RST_STREAM rather than END_STREAM, as a TCP
 // reset ends a connection: a write deadline already passed makes net/http
 // reset the stream (its only way to), and the Conn is closed.
-func (c *streamConn) reset() {
+func (c *Conn) Reset() {
 	_ = c.close(true)
 }
 
-func (c *streamConn) close(reset bool) error {
+func (c *Conn) close(reset bool) error {
 	c.mu.Lock()
 	first := !c.closed
 	if first {
@@ -318,7 +323,7 @@ const closeWriteGrace = 100 * time.Millisecond
 
 // writesDone waits, up to d, until no Write is in progress, and reports
 // whether none is. It is called once the Conn is closed: no Write starts.
-func (c *streamConn) writesDone(d time.Duration) bool {
+func (c *Conn) writesDone(d time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.writers == 0 {
@@ -337,12 +342,13 @@ func (c *streamConn) writesDone(d time.Duration) bool {
 	}
 	return c.writers == 0
 }
-func (c *streamConn) LocalAddr() net.Addr  { return c.local }
-func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *Conn) LocalAddr() net.Addr  { return c.local }
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets the read and write deadlines, as SetReadDeadline and
 // SetWriteDeadline do.
-func (c *streamConn) SetDeadline(t time.Time) error {
+func (c *Conn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
@@ -354,13 +360,13 @@ func (c *streamConn) SetDeadline(t time.Time) error {
 // exception: a deadline that passes while a Read that started without one
 // is blocked ends the reading side for good, since only net/http's own
 // read deadline can interrupt that Read.
-func (c *streamConn) SetReadDeadline(t time.Time) error {
+func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return c.opError("set", net.ErrClosed)
 	}
-	c.rd.set(t)
+	c.rd.Set(t)
 	c.rdSet = !t.IsZero()
 	if c.direct || c.rcRead {
 		// w is in use by the blocked Read: the handler has not returned.
@@ -373,7 +379,7 @@ func (c *streamConn) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline sets the write deadline of the stream. Unlike a TCP
 // connection's, it cannot be renewed once it has passed: the stream is
 // reset.
-func (c *streamConn) SetWriteDeadline(t time.Time) error {
+func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	if !c.enterLocked() {
 		c.mu.Unlock()
@@ -384,12 +390,14 @@ func (c *streamConn) SetWriteDeadline(t time.Time) error {
 	return c.rc.SetWriteDeadline(t)
 }
 
-func (c *streamConn) opError(op string, err error) error {
+func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "http2", Source: c.local, Addr: c.remote, Err: err}
 }
 
-// remoteAddr turns an http.Request's RemoteAddr into a net.Addr.
-func remoteAddr(s string) net.Addr {
+// Addr returns an address in the form of an http.Request's RemoteAddr as
+// a net.Addr: a *net.TCPAddr for an IP address and port, otherwise one
+// known only by its string form (whose network is "tcp").
+func Addr(s string) net.Addr {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return net.TCPAddrFromAddrPort(ap)
 	}

@@ -1,8 +1,7 @@
-package upgrade
+package reverseproxy
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -10,61 +9,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/wiretest"
+	"github.com/go-upgrade/upgrade/internal/wskey"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 )
-
-// startH2Proxy serves p with HTTP/1.1 and HTTP/2 with prior knowledge on
-// 127.0.0.1; cleanup closes the relayed pairs and waits for them.
-func startH2Proxy(t *testing.T, p *Proxy) string {
-	t.Helper()
-	ts := httptest.NewUnstartedServer(p)
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	ts.Config.Protocols = &protocols
-	ts.Start()
-	t.Cleanup(func() {
-		assert.NoError(t, p.Close())
-		ts.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, p.Shutdown(ctx), "still active: %v", p.ActiveConns())
-	})
-	return ts.Listener.Addr().String()
-}
-
-// wsBackend answers an RFC 6455 opening handshake with a correct accept
-// value (or a wrong one), the subprotocol asked for, and then the bytes of
-// greeting; it echoes until EOF and half-closes.
-func wsBackend(wrongAccept bool, greeting string) func(net.Conn, *bufio.Reader, *http.Request) {
-	return func(nc net.Conn, br *bufio.Reader, req *http.Request) {
-		accept := webSocketAccept(req.Header.Get("Sec-WebSocket-Key"))
-		if wrongAccept {
-			accept = webSocketAccept("something else")
-		}
-		extra := []string{"Sec-WebSocket-Accept: " + accept}
-		if p := req.Header.Get("Sec-WebSocket-Protocol"); p != "" {
-			sub, _, _ := strings.Cut(p, ",")
-			extra = append(extra, "Sec-WebSocket-Protocol: "+strings.TrimSpace(sub))
-		}
-		if backend101(nc, "websocket", extra, greeting) != nil || wrongAccept {
-			return
-		}
-		_, _ = io.Copy(struct{ io.Writer }{nc}, struct{ io.Reader }{br})
-		_ = nc.(*net.TCPConn).CloseWrite()
-		_, _ = io.Copy(io.Discard, nc)
-	}
-}
 
 // TestProxyBridgesHTTP2WebSocket: an HTTP/2 WebSocket (RFC 8441 §5, no
 // key) reaches an HTTP/1.1 backend as an RFC 6455 opening handshake — a
@@ -187,31 +143,6 @@ func TestProxyHTTP2ResetPassedOn(t *testing.T) {
 	}
 }
 
-// streamEnd waits up to d for the server to end stream id, and returns
-// the frame that ended it ("" if none did): "END_STREAM" or
-// "RST_STREAM <code>".
-func streamEnd(c *wiretest.H2Conn, id uint32, d time.Duration) string {
-	prefix := " stream=" + strconv.FormatUint(uint64(id), 10)
-	deadline := time.Now().Add(d)
-	for {
-		for _, f := range c.Log() {
-			if !strings.Contains(f+" ", prefix+" ") {
-				continue
-			}
-			switch {
-			case strings.HasPrefix(f, "RST_STREAM"):
-				return "RST_STREAM " + f[strings.LastIndexByte(f, ' ')+1:]
-			case strings.HasSuffix(f, " END_STREAM"):
-				return "END_STREAM"
-			}
-		}
-		if time.Now().After(deadline) {
-			return ""
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestProxyHTTP2BackendCloseEndsStream: the backend's close reaches an
 // HTTP/2 client within a second, though the client never writes: a FIN
 // (half-close or close) ends the stream with END_STREAM and the proxy
@@ -271,12 +202,12 @@ type wsRoute struct{}
 
 func (wsRoute) AcceptUpgrade(r *http.Request, h http.Header) error {
 	if r.ProtoMajor == 1 {
-		h.Set("Sec-WebSocket-Accept", webSocketAccept(r.Header.Get("Sec-WebSocket-Key")))
+		h.Set("Sec-WebSocket-Accept", wskey.AcceptString(r.Header.Get("Sec-WebSocket-Key")))
 	}
 	return nil
 }
 
-func (wsRoute) ServeUpgrade(c *Conn) {
+func (wsRoute) ServeUpgrade(c *upgrade.Conn) {
 	_, _ = io.WriteString(c, "via "+c.Request.Proto+"|")
 	echo(c)
 }
@@ -320,8 +251,8 @@ func TestProxyHTTP2DialerUpgradesOverHTTP11(t *testing.T) {
 	}{{"HTTP/1.1 backend", h1.url()}, {"HTTP/2 backend", h2URL}} {
 		t.Run(backend.name, func(t *testing.T) {
 			tr := newTransport(t)
-			p := NewProxy(backend.url)
-			p.Dialer = &Dialer{Proxy: noProxy, HTTP2: tr}
+			p := New(backend.url)
+			p.Dialer = &upgrade.Dialer{Proxy: noProxy, HTTP2: tr}
 			addr := startH2Proxy(t, p)
 
 			c := wiretest.Dial(t, addr)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package upgrade
+package reverseproxy
 
 import (
 	"net"
