@@ -104,9 +104,13 @@ func onDrain(ctx context.Context, goodbye func()) (stop func()) {
 // goingAway is the reason sent with 1001 Going Away.
 const goingAway = "server shutting down"
 
-// gorillaUpgrader is gorilla/websocket's, with its defaults: same-origin
-// requests only.
-var gorillaUpgrader gorilla.Upgrader
+// subprotocol is the WebSocket subprotocol each library selects when the
+// client offers it: the messages it sends come back.
+const subprotocol = "echo"
+
+// gorillaUpgrader is gorilla/websocket's, with its defaults (same-origin
+// requests only) and the subprotocol.
+var gorillaUpgrader = gorilla.Upgrader{Subprotocols: []string{subprotocol}}
 
 // gorillaEcho is a gorilla/websocket echo, as its users write it, plus a
 // 1001 when the Server starts shutting down.
@@ -136,7 +140,7 @@ func gorillaEcho(w http.ResponseWriter, r *http.Request) {
 // here: behind the Server it ends when the connection does, not when
 // ServeHTTP returns.
 func coderEcho(w http.ResponseWriter, r *http.Request) {
-	c, err := coder.Accept(w, r, nil)
+	c, err := coder.Accept(w, r, &coder.AcceptOptions{Subprotocols: []string{subprotocol}})
 	if err != nil {
 		return // coder answered the request
 	}
@@ -154,6 +158,9 @@ func coderEcho(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// gobwasUpgrader is gobwas/ws's, selecting the subprotocol.
+var gobwasUpgrader = ws.HTTPUpgrader{Protocol: func(p string) bool { return p == subprotocol }}
+
 // gobwasEcho is a gobwas/ws echo, plus the same-origin check gobwas does
 // not make and a 1001 when the Server starts shutting down.
 func gobwasEcho(w http.ResponseWriter, r *http.Request) {
@@ -161,7 +168,7 @@ func gobwasEcho(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 		return
 	}
-	conn, _, _, err := ws.UpgradeHTTP(r, w)
+	conn, _, _, err := gobwasUpgrader.Upgrade(r, w)
 	if err != nil {
 		return // gobwas answered on the connection, which the Server closes
 	}
