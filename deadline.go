@@ -57,6 +57,14 @@ func (d *deadline) done() <-chan struct{} {
 	return d.expired
 }
 
+// passed reports whether the current deadline has passed, without making
+// the channel done returns.
+func (d *deadline) passed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.expired != nil && isClosed(d.expired)
+}
+
 // isClosed reports whether ch is closed.
 func isClosed(ch <-chan struct{}) bool {
 	select {

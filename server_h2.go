@@ -154,9 +154,12 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decisio
 func answerStream(w http.ResponseWriter, r *http.Request, h http.Header, timeout time.Duration) (*streamConn, error) {
 	sc := newStreamConn(w, r)
 	r.Body = http.NoBody // the stream's data is the protocol's, read through the Conn
-	hdr := w.Header()
-	for k, vs := range h {
-		hdr[k] = append([]string(nil), vs...)
+	if len(h) > 0 {
+		// Asked for only when needed: net/http makes the map on demand.
+		hdr := w.Header()
+		for k, vs := range h {
+			hdr[k] = append([]string(nil), vs...)
+		}
 	}
 	if timeout > 0 {
 		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))

@@ -31,30 +31,30 @@ import (
 // under a deadline kept here; what that goroutine reads after the Read
 // gave up is returned by the next Read. A Read without a deadline reads
 // the body directly, and an idle stream holds no goroutine or buffer of
-// its own.
+// its own; the channels only a Read under a deadline or a waiting Close
+// need are made when first needed.
 type streamConn struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
 	body   io.ReadCloser
 	ctx    context.Context // the request's: cancelled when the peer resets the stream
-	local  net.Addr
-	remote net.Addr
+	remote string          // the request's RemoteAddr
 
 	mu      sync.Mutex
-	idle    sync.Cond // signalled when busy drops while closed
-	closed  bool      // Close has begun: w, rc and body are no longer used
-	busy    int       // calls using w, rc or body now
-	writers int       // Writes among them, which Close interrupts
-	direct  bool      // a Read without a deadline is blocked in body.Read
-	rcRead  bool      // net/http's own read deadline is set (see SetReadDeadline)
-	rdSet   bool      // a read deadline is set
-	done    chan struct{}
+	busy    int32         // calls using w, rc or body now
+	writers int32         // Writes among them, which Close interrupts
+	closed  bool          // Close has begun: w, rc and body are no longer used
+	direct  bool          // a Read without a deadline is blocked in body.Read
+	rcRead  bool          // net/http's own read deadline is set (see SetReadDeadline)
+	rdSet   bool          // a read deadline is set
+	wclosed bool          // CloseWrite was called; guarded by wmu, not mu
+	idle    chan struct{} // closed when busy drops to zero while closed; made by a Close that waits
+	done    chan struct{} // closed by Close; made with the first read-ahead, which waits on it
 
-	rmu     sync.Mutex // serializes Read; guards ahead
-	ahead   *readAhead // a Read under a deadline in progress, or its unread result
-	rd      deadline   // the read deadline Reads wait under
-	wmu     sync.Mutex // serializes Write: a ResponseWriter is not safe for concurrent use
-	wclosed bool       // CloseWrite was called; guarded by wmu
+	rmu   sync.Mutex // serializes Read; guards ahead
+	ahead *readAhead // a Read under a deadline in progress, or its unread result
+	rd    deadline   // the read deadline Reads wait under
+	wmu   sync.Mutex // serializes Write: a ResponseWriter is not safe for concurrent use
 }
 
 // readAhead is a read of the body done in a goroutine for a Read under a
@@ -75,20 +75,13 @@ const maxReadAhead = 16 << 10
 // newStreamConn returns the Conn of the stream of r, whose body it takes
 // over.
 func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
-	c := &streamConn{
+	return &streamConn{
 		w:      w,
 		rc:     http.NewResponseController(w),
 		body:   r.Body,
 		ctx:    r.Context(),
-		remote: remoteAddr(r.RemoteAddr),
-		done:   make(chan struct{}),
+		remote: r.RemoteAddr,
 	}
-	c.idle.L = &c.mu
-	c.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if c.local == nil {
-		c.local = remoteAddr("")
-	}
-	return c
 }
 
 // enter marks a call that uses w, rc or body; false once Close has begun.
@@ -110,8 +103,9 @@ func (c *streamConn) leave() {
 
 func (c *streamConn) leaveLocked() {
 	c.busy--
-	if c.closed {
-		c.idle.Broadcast()
+	if c.busy == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
 	}
 }
 
@@ -143,7 +137,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			}
 			continue // an empty read
 		}
-		if isClosed(c.rd.done()) {
+		if c.rd.passed() {
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
 		}
 		c.mu.Lock()
@@ -152,6 +146,9 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			return 0, c.opError("read", net.ErrClosed)
 		}
 		if c.rdSet {
+			if c.done == nil {
+				c.done = make(chan struct{})
+			}
 			c.mu.Unlock()
 			c.startReadAhead(len(p))
 			continue
@@ -287,9 +284,12 @@ func (c *streamConn) close(reset bool) error {
 		c.closed = true
 	}
 	interrupt := reset || c.writers > 0
+	done := c.done // no read-ahead starts from now on
 	c.mu.Unlock()
 	if first {
-		close(c.done)
+		if done != nil {
+			close(done)
+		}
 		_ = c.body.Close() // a Read blocked in the body returns
 		if interrupt {
 			// Only a write deadline interrupts a blocked Write.
@@ -300,18 +300,33 @@ func (c *streamConn) close(reset bool) error {
 	if first {
 		c.leaveLocked() // wakes a Close waiting in another goroutine
 	}
-	for c.busy > 0 {
-		c.idle.Wait()
+	var idle chan struct{}
+	if c.busy > 0 {
+		if c.idle == nil {
+			c.idle = make(chan struct{})
+		}
+		idle = c.idle
 	}
 	c.mu.Unlock()
+	if idle != nil {
+		<-idle
+	}
 	if !first {
 		return c.opError("close", net.ErrClosed)
 	}
 	return nil
 }
 
-func (c *streamConn) LocalAddr() net.Addr  { return c.local }
-func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
+// LocalAddr returns the address of the connection the stream is on.
+func (c *streamConn) LocalAddr() net.Addr {
+	if a, ok := c.ctx.Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a
+	}
+	return stringAddr("")
+}
+
+// RemoteAddr returns the peer's address.
+func (c *streamConn) RemoteAddr() net.Addr { return remoteAddr(c.remote) }
 
 // SetDeadline sets the read and write deadlines, as SetReadDeadline and
 // SetWriteDeadline do.
@@ -358,7 +373,7 @@ func (c *streamConn) SetWriteDeadline(t time.Time) error {
 }
 
 func (c *streamConn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "http2", Source: c.local, Addr: c.remote, Err: err}
+	return &net.OpError{Op: op, Net: "http2", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // remoteAddr turns an http.Request's RemoteAddr into a net.Addr.

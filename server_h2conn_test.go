@@ -335,3 +335,50 @@ func TestH2ConnConcurrentCloses(t *testing.T) {
 	assert.NoError(t, waitErr(t, first, "the first Close"))
 	assert.ErrorIs(t, waitErr(t, second, "the second Close"), net.ErrClosed)
 }
+
+// TestH2ConnIdleMakesNoChannels: a stream served without deadlines makes
+// none of the channels deadlines or a waiting Close need, however much it
+// reads and writes; its addresses are those of the connection.
+func TestH2ConnIdleMakesNoChannels(t *testing.T) {
+	s := &Server{}
+	type state struct {
+		done, idle, expired bool
+		local, remote       string
+	}
+	seen := make(chan state, 1)
+	s.HandleFunc("echo/1", func(c *Conn) {
+		sc := c.NetConn().(*streamConn)
+		buf := make([]byte, 4)
+		for range 2 {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+		sc.mu.Lock()
+		st := state{done: sc.done != nil, idle: sc.idle != nil}
+		sc.mu.Unlock()
+		sc.rd.mu.Lock()
+		st.expired = sc.rd.expired != nil
+		sc.rd.mu.Unlock()
+		st.local, st.remote = c.LocalAddr().String(), c.RemoteAddr().String()
+		seen <- st
+		_, _ = io.Copy(io.Discard, c)
+	})
+	addr := serveH2(t, s, s, false)
+	c := dialH2(t, addr, false)
+	st := c.Connect("http", "example.com", "/", "echo/1")
+	require.Equal(t, "200", st.Status())
+	for _, msg := range []string{"ping", "pong"} {
+		st.Write([]byte(msg))
+		assert.Equal(t, msg, string(st.Read(4)))
+	}
+	got := <-seen
+	assert.Equal(t, state{local: addr, remote: got.remote}, got)
+	assert.Regexp(t, `^127\.0\.0\.1:\d+$`, got.remote)
+	st.CloseWrite()
+	st.End()
+	waitNoActive(t, s)
+}
