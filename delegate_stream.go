@@ -53,8 +53,12 @@ func (s *Server) delegateStream(w http.ResponseWriter, r *http.Request, d *decis
 		return
 	}
 	// The stream lives as long as ServeHTTP runs: wait for the switched
-	// connection to be closed, by the handler's goroutines or the Server.
+	// connection to be closed, by the handler's goroutines or the Server,
+	// or for the bridge to end before a switch (the stream reset, a
+	// response head it cannot use, the handshake timeout). Then the Conn
+	// is closed, whoever holds it: its stream is gone.
 	<-b.closed
+	dw.dc.c.Close()
 	if b.abort {
 		// Hijacked and closed without a 101 or an answer: reset the
 		// stream, as a closed connection would be on HTTP/1.1.

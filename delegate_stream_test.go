@@ -278,3 +278,71 @@ func TestDelegateStreamMaxConns(t *testing.T) {
 	st1.Reset(http2.ErrCodeCancel)
 	waitNoActive(t, s)
 }
+
+// TestDelegateStreamClientGoneBeforeSwitch: when the client resets the
+// stream before the handler writes its 101, the connection is closed and
+// uncounted even though the handler returns without closing it when its
+// write fails (as the users of gobwas/ws do on an error); net/http may
+// also take the 200 before it notices the reset, and then the handler's
+// next read fails.
+func TestDelegateStreamClientGoneBeforeSwitch(t *testing.T) {
+	hs := newHandlers(t)
+	lg, _ := testLogger()
+	s := &Server{ErrorLog: lg}
+	reqCtx := make(chan context.Context, 1)
+	held := make(chan net.Conn, 1)
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := http.NewResponseController(w).Hijack()
+		if !assert.NoError(t, err) {
+			return
+		}
+		held <- nc
+		select {
+		case <-(<-reqCtx).Done(): // the client reset the stream
+		case <-time.After(10 * time.Second):
+		}
+		_, err = io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			wskey.AcceptString(r.Header.Get("Sec-Websocket-Key"))+"\r\n\r\n")
+		if err != nil {
+			return // without closing nc
+		}
+		defer nc.Close()
+		_, err = nc.Read(make([]byte, 1))
+		assert.Error(t, err, "the stream is gone")
+	})})
+	addr := serveH2(t, s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqCtx <- r.Context()
+		s.ServeHTTP(w, r)
+	}), false)
+	c := dialH2(t, addr, false)
+	st := wsConnect(c)
+	nc := <-held
+	st.Reset(http2.ErrCodeCancel)
+	waitNoActive(t, s)
+	_, err := nc.Write([]byte("x"))
+	assert.ErrorIs(t, err, net.ErrClosed)
+}
+
+// TestDelegateStreamHandshakeTimeoutAbandoned: a handler that hijacks and
+// leaves the connection without writing a response head has the stream
+// reset at the handshake timeout, and the connection closed and
+// uncounted.
+func TestDelegateStreamHandshakeTimeoutAbandoned(t *testing.T) {
+	hs := newHandlers(t)
+	s := &Server{HandshakeTimeout: 50 * time.Millisecond}
+	held := make(chan net.Conn, 1)
+	s.HandleRoute("websocket", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := http.NewResponseController(w).Hijack()
+		if assert.NoError(t, err) {
+			held <- nc
+		}
+	})})
+	addr := serveH2(t, s, s, false)
+	c := dialH2(t, addr, false)
+	st := wsConnect(c)
+	nc := <-held
+	assert.NotNil(t, st.WaitReset(10*time.Second), "the stream is reset")
+	waitNoActive(t, s)
+	_, err := nc.Write([]byte("x"))
+	assert.ErrorIs(t, err, net.ErrClosed)
+}

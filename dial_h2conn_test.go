@@ -3,8 +3,11 @@ package upgrade
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -421,4 +424,64 @@ func TestDialHTTP2IdleTimeout(t *testing.T) {
 	start := time.Now()
 	pc.waitEnd(http2.FrameData)
 	assert.GreaterOrEqual(t, time.Since(start), 40*time.Millisecond)
+}
+
+// gatedConn is a client connection whose Writes, while gate is set, wait
+// after sending their bytes until gate is closed.
+type gatedConn struct {
+	net.Conn
+	gate atomic.Pointer[chan struct{}]
+}
+
+func (g *gatedConn) Write(p []byte) (int, error) {
+	n, err := g.Conn.Write(p)
+	if ch := g.gate.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return n, err
+}
+
+// TestDialHTTP2WriteSentThenReset: a Write whose last DATA frame was sent
+// succeeds even if the server resets the stream before the Write returns
+// (as a server does when its handler ends on the close frame that Write
+// carried); the next Write fails.
+func TestDialHTTP2WriteSentThenReset(t *testing.T) {
+	p := newH2Peer(t, enableConnect)
+	d := p.dialer(t)
+	var gc *gatedConn
+	d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := new(net.Dialer).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		gc = &gatedConn{Conn: nc}
+		return gc, nil
+	}
+	c, pc, id := openPeerStream(t, p, d, nil)
+	gate := make(chan struct{})
+	gc.gate.Store(&gate)
+	written := make(chan error, 1)
+	go func() {
+		n, err := c.Write([]byte("goodbye"))
+		if err == nil && n != len("goodbye") {
+			err = fmt.Errorf("wrote %d bytes", n)
+		}
+		written <- err
+	}()
+	assert.Equal(t, "goodbye", string(pc.next(http2.FrameData).data))
+	pc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeNo) })
+	s := stream(c)
+	require.Eventually(t, func() bool {
+		s.c.mu.Lock()
+		defer s.c.mu.Unlock()
+		return s.err != nil
+	}, 5*time.Second, time.Millisecond, "the client took the reset")
+	gc.gate.Store(nil)
+	close(gate)
+	assert.NoError(t, <-written, "the bytes were sent")
+	_, err := c.Write([]byte("x"))
+	assert.ErrorIs(t, err, syscall.ECONNRESET)
 }

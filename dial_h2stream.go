@@ -355,6 +355,10 @@ func (s *h2Stream) write(p []byte) (n int, err error) {
 		}
 		n += int(m)
 		p = p[m:]
+		if len(p) == 0 {
+			// Sent: a reset that came meanwhile is for the next Write.
+			return n, nil
+		}
 	}
 }
 

@@ -23,8 +23,10 @@ func (s *Server) ActiveConns() map[string]int { return s.conns.Active() }
 // ctx.Err() is returned. Shutdown may be called more than once.
 //
 // http.Server's Shutdown does not know about switched connections: call
-// this Shutdown as well, after it or from a function registered with its
-// RegisterOnShutdown.
+// this Shutdown as well, at the same time (from a function registered
+// with its RegisterOnShutdown, say), not after it: a switched HTTP/2
+// stream keeps its connection active, and http.Server's Shutdown waits
+// until this one has ended the stream.
 func (s *Server) Shutdown(ctx context.Context) error { return s.conns.Shutdown(ctx) }
 
 // Close immediately closes every switched connection, cancelling their

@@ -41,13 +41,46 @@ func MaybeRunChild() {
 // ProfileEnv names the environment variable that makes the server process
 // profile its whole life: "cpu=DIR" writes DIR/IMPL.cpu.pprof, "mem=DIR"
 // writes DIR/IMPL.mem.pprof with every allocation sampled (which slows
-// the process down: do not mix the two).
+// the process down: do not mix the two). "heap=DIR" samples every
+// allocation too, and writes what is in use when memory is measured
+// with connections held (the mem command): DIR/IMPL.N.heap.pprof and
+// DIR/IMPL.N.goroutine.pprof for the Nth measurement. IMPL is suffixed
+// with -h2 in a process that speaks HTTP/2 too.
 const ProfileEnv = "UPGRADE_BENCH_PROFILE"
+
+// heapProfiles is the prefix of the held-memory profiles ("heap=DIR"),
+// and heapProfileN counts them.
+var (
+	heapProfiles string
+	heapProfileN int
+)
+
+// writeHeldProfiles writes the heap and goroutine profiles of a
+// held-memory measurement, if asked for.
+func writeHeldProfiles() {
+	if heapProfiles == "" {
+		return
+	}
+	heapProfileN++
+	for _, p := range []string{"heap", "goroutine"} {
+		f, err := os.Create(fmt.Sprintf("%s.%d.%s.pprof", heapProfiles, heapProfileN, p))
+		if err != nil {
+			log.Print(err)
+			return
+		}
+		_ = pprof.Lookup(p).WriteTo(f, 0)
+		f.Close()
+	}
+}
 
 func startProfiles(spec, name string) (stop func(), err error) {
 	kind, dir, _ := strings.Cut(spec, "=")
 	prefix := filepath.Join(dir, name)
 	switch kind {
+	case "heap":
+		runtime.MemProfileRate = 1
+		heapProfiles = prefix
+		return func() {}, nil
 	case "cpu":
 		f, err := os.Create(prefix + ".cpu.pprof")
 		if err != nil {
@@ -71,7 +104,7 @@ func startProfiles(spec, name string) (stop func(), err error) {
 			}
 		}, nil
 	}
-	return nil, fmt.Errorf("%s: want cpu=DIR or mem=DIR, got %q", ProfileEnv, spec)
+	return nil, fmt.Errorf("%s: want cpu=DIR, mem=DIR or heap=DIR, got %q", ProfileEnv, spec)
 }
 
 // RaiseFileLimit raises RLIMIT_NOFILE's soft limit to the hard limit and
@@ -109,7 +142,11 @@ func RunChild(name string, in *os.File, out *os.File) error {
 	}
 	RaiseFileLimit()
 	if spec := os.Getenv(ProfileEnv); spec != "" {
-		stop, err := startProfiles(spec, name)
+		pname := name
+		if os.Getenv(H2Env) != "" {
+			pname += "-h2"
+		}
+		stop, err := startProfiles(spec, pname)
 		if err != nil {
 			return err
 		}
@@ -121,7 +158,7 @@ func RunChild(name string, in *os.File, out *os.File) error {
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if os.Getenv(H2Env) != "" {
-		if name != "upgrade" {
+		if name != "upgrade" && name != "h2-compact" {
 			return fmt.Errorf("%s: %w", name, errNoH2)
 		}
 		var p http.Protocols
@@ -182,6 +219,9 @@ func RunChild(name string, in *os.File, out *os.File) error {
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
+			if arg > 0 {
+				writeHeldProfiles()
+			}
 			reply("mem %d %d %d", ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())
 		case "wait":
 			waitFor(func() bool { return done.Load() >= arg })

@@ -37,3 +37,29 @@ func BenchmarkH2Held(b *testing.B) {
 	b.ReportMetric(h.Heap, "heap-B/op")
 	b.ReportMetric(h.Stack, "stack-B/op")
 }
+
+// BenchmarkH2EchoConns measures the server memory of idle echo/1 connections,
+// b.N of them (at most maxHeld), just opened and after one echo each: the
+// library over HTTP/1.1 and over HTTP/2 (on 20 connections), and the
+// compact server over HTTP/2. cmd/h2table prints them side by side.
+func BenchmarkH2EchoConns(b *testing.B) {
+	for _, c := range []struct {
+		name, impl string
+		t          Transport
+	}{
+		{"upgrade-h1", "upgrade", Transport{}},
+		{"upgrade-h2", "upgrade", Transport{HTTP2: true, Conns: 20}},
+		{"h2-compact", "h2-compact", Transport{HTTP2: true, Conns: 20}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			h, err := HoldEchoConns(c.impl, c.t, min(b.N, maxHeld), benchConc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(h.Opened.PerConn, "opened-B/op")
+			b.ReportMetric(h.Echoed.PerConn, "echoed-B/op")
+			b.ReportMetric(h.Echoed.Heap, "echoed-heap-B/op")
+			b.ReportMetric(h.Echoed.Stack, "echoed-stack-B/op")
+		})
+	}
+}

@@ -70,6 +70,8 @@ func NewHandler(name string) http.Handler {
 		return http.HandlerFunc(coderHandler)
 	case "gobwas":
 		return http.HandlerFunc(gobwasHandler)
+	case "h2-compact":
+		return http.HandlerFunc(compactHandler)
 	}
 	return mounted(name)
 }
@@ -185,7 +187,7 @@ func newUpgradeServer() http.Handler { return newUpgradeServerFor(serveUpgrade) 
 func newUpgradeServerFor(serve func(c *upgrade.Conn)) *upgrade.Server {
 	s := &upgrade.Server{}
 	s.HandleRoute(h2c.Protocol, (&h2c.Handler{Handler: http.NotFoundHandler()}).Route())
-	s.HandleFunc("echo/1", func(c *upgrade.Conn) { _, _ = io.Copy(c, c) })
+	s.HandleFunc("echo/1", serveEcho)
 	wsh := &upws.Handler{Serve: func(c *upgrade.Conn, _ string) { serve(c) }}
 	s.HandleRoute("websocket", wsh.Route())
 	return s

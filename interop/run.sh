@@ -647,6 +647,47 @@ c_chromium_h2() {
 	because "no -v line 'protocol=websocket ... proto=HTTP/2.0' in the server's log"
 }
 
+# The bring-your-own example (examples/bring-your-own, its own module),
+# built and started here with -tls -v: Chromium loads its /demo page over
+# HTTP/2 (ALPN) and opens the page's WebSocket to the gorilla/websocket
+# route as an RFC 8441 stream. gorilla's handler, written for HTTP/1.1 and
+# registered unchanged as a delegated route, echoes through the Server's
+# bridge, and the example's -v line for the request says proto=HTTP/2.0.
+c_chromium_byo() {
+	local tok byo_addr dom ud rc
+	diag=$tmp/byo-build.log
+	(cd "$root/examples/bring-your-own" && go build -o "$tmp/bring-your-own" .) >"$diag" 2>&1 ||
+		because "go build in examples/bring-your-own failed" || return 1
+	start byo "$tmp/bring-your-own" -addr 127.0.0.1:0 -tls -v
+	diag=$tmp/byo.err
+	wait_line "$tmp/byo.out" 10 || because "the example printed no 'listening on' line within 10s" || return 1
+	byo_addr=$(sed -n '1s#^listening on https://\([^/ ]*\)$#\1#p' "$tmp/byo.out")
+	[ -n "$byo_addr" ] || because "first stdout line is not 'listening on https://HOST:PORT': $(head -n 1 "$tmp/byo.out")" || return 1
+	tok=hello$RANDOM
+	chromium_n=$((chromium_n + 1))
+	ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html
+	mkdir -p "$ud"
+	timeout 40 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+		--disable-quic --no-first-run --disable-component-update --disable-sync \
+		--disable-dev-shm-usage --ignore-certificate-errors --user-data-dir="$ud" --timeout=15000 \
+		--dump-dom "https://$byo_addr/demo?lib=gorilla&auto=$tok" >"$dom" 2>"$tmp/chromium-$chromium_n.err"
+	rc=$?
+	{
+		echo "chromium exit $rc"
+		echo "--- dumped DOM"
+		head -c 3000 "$dom"
+		echo
+		echo "--- bring-your-own log (tail)"
+		tail -n 8 "$tmp/byo.err"
+	} >"$tmp/chromium-$chromium_n.diag"
+	diag=$tmp/chromium-$chromium_n.diag
+	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
+	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$dom" | head -n 1))" || return 1
+	grep -q 'id="status"[^>]*>connected, subprotocol echo<' "$dom" || because "the page's status is not 'connected, subprotocol echo'" || return 1
+	grep -q 'upgrade request: method=CONNECT path=/gorilla proto=HTTP/2.0 protocol="websocket"' "$tmp/byo.err" ||
+		because "no -v line 'method=CONNECT path=/gorilla proto=HTTP/2.0' in the example's log" || return 1
+}
+
 # Node's http2 client opens an extended CONNECT stream (RFC 8441) with
 # :protocol websocket (frames by hand) or echo/1, over HTTP/2 with prior
 # knowledge.
@@ -956,6 +997,7 @@ run_check dial-ws-python-server "websockets" c_dial_ws_server python
 run_check autobahn "autobahn" c_autobahn "ws://$addr/"
 run_check chromium "chromium" c_chromium "$addr"
 run_via chromium-h2 "$serve_tls_ok" "chromium" c_chromium_h2 "$taddr"
+run_check chromium-h2-gorilla "chromium" c_chromium_byo
 run_check node-h2-websocket "node" c_node_h2 "http://$addr/" websocket
 run_check node-h2-echo1 "node" c_node_h2 "http://$addr/" echo/1
 run_via node-h2-websocket-tls "$serve_tls_ok" "node" c_node_h2 "https://$taddr/" websocket

@@ -6,20 +6,31 @@
 // library does its own handshake, as its users already wrote it.
 //
 //	go run . -addr 127.0.0.1:8080
+//	go run . -addr 127.0.0.1:8443 -tls -v
 //
 // The WebSocket echo of each library is at its own path: ws://HOST/gorilla,
 // ws://HOST/coder, ws://HOST/gobwas; `upgrade dial http://HOST/ echo/1`
-// reaches the native echo. On SIGINT or SIGTERM the server stops
-// accepting, tells every WebSocket peer 1001 Going Away, and closes what
-// is left after a grace period.
+// reaches the native echo. The same handlers serve WebSockets over HTTP/2
+// (RFC 8441) too: over TLS (-tls, with an ephemeral self-signed
+// certificate), where browsers use them, and over cleartext with prior
+// knowledge. https://HOST/demo is a page that opens a WebSocket to one of
+// them. On SIGINT or SIGTERM the server stops accepting, tells every
+// WebSocket peer 1001 Going Away, and closes what is left after a grace
+// period.
+//
+// The first line on stdout is "listening on http://HOST:PORT" (https
+// with -tls); logs go to stderr.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -31,6 +42,10 @@ import (
 
 	coder "github.com/coder/websocket"
 	"github.com/go-upgrade/upgrade"
+	// Extended CONNECT in net/http's HTTP/2 server, for WebSockets over
+	// HTTP/2: every WebSocket endpoint here is behind the upgrade.Server,
+	// which serves them.
+	_ "github.com/go-upgrade/upgrade/extconnect"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	gorilla "github.com/gorilla/websocket"
@@ -40,10 +55,24 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
 	maxConns := flag.Int("max-conns", 0, "cap on switched connections (0: none)")
 	grace := flag.Duration("grace", 10*time.Second, "shutdown grace period")
+	useTLS := flag.Bool("tls", false, "serve HTTPS with an ephemeral self-signed certificate")
+	verbose := flag.Bool("v", false, "log every upgrade request and extended CONNECT")
 	flag.Parse()
 
+	ln, scheme, err := listen(*addr, *useTLS)
+	if err != nil {
+		log.Fatal(err)
+	}
 	up := newServer(*maxConns)
-	srv := &http.Server{Addr: *addr, Handler: up, ReadHeaderTimeout: 10 * time.Second}
+	page := newDemoPage()
+	srv := &http.Server{Handler: newHandler(up, page, *verbose), ReadHeaderTimeout: 10 * time.Second}
+	// HTTP/2 by ALPN over TLS, with prior knowledge over cleartext.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(!*useTLS)
+	srv.Protocols = &protocols
+	srv.RegisterOnShutdown(page.stop)
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
@@ -51,18 +80,70 @@ func main() {
 	go func() {
 		defer close(done)
 		<-stop
-		ctx, cancel := context.WithTimeout(context.Background(), *grace)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := up.Shutdown(ctx); err != nil {
+		if err := shutdown(srv, up, *grace); err != nil {
 			log.Printf("closed the connections left after %v", *grace)
 		}
 	}()
-	log.Printf("serving on http://%s/ (gorilla, coder, gobwas, echo/1)", *addr)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	log.Printf("serving gorilla, coder, gobwas and echo/1 on %s://%s/", scheme, ln.Addr())
+	fmt.Printf("listening on %s://%s\n", scheme, ln.Addr())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
 	<-done
+}
+
+// listen listens on addr, with TLS if secure (ALPN h2 and http/1.1, an
+// ephemeral certificate), and returns the listener and its URL scheme.
+func listen(addr string, secure bool) (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil || !secure {
+		return ln, "http", err
+	}
+	cert, err := ephemeralCert()
+	if err != nil {
+		ln.Close()
+		return nil, "", err
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	return tls.NewListener(ln, cfg), "https", nil
+}
+
+// shutdown shuts srv and up down within grace, both at once: over HTTP/2
+// a switched stream keeps its connection active, and srv's Shutdown waits
+// for up's to end it. It returns an error if connections were still open
+// at the end of the grace period.
+func shutdown(srv *http.Server, up *upgrade.Server, grace time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	upDone := make(chan error, 1)
+	go func() { upDone <- up.Shutdown(ctx) }()
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		srv.Close()
+	}
+	return errors.Join(<-upDone, err)
+}
+
+// newHandler returns the server's handler: the demo page's routes, and
+// up for everything else.
+func newHandler(up *upgrade.Server, page *demoPage, verbose bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", up)
+	page.register(mux)
+	if !verbose {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protocol := r.Header.Get(":protocol") // an extended CONNECT's
+		if protocol == "" {
+			protocol = r.Header.Get("Upgrade")
+		}
+		if protocol != "" {
+			log.Printf("upgrade request: method=%s path=%s proto=%s protocol=%q remote=%s",
+				r.Method, r.URL.Path, r.Proto, protocol, r.RemoteAddr)
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // newServer returns the endpoint: an upgrade.Server with the three
@@ -104,9 +185,13 @@ func onDrain(ctx context.Context, goodbye func()) (stop func()) {
 // goingAway is the reason sent with 1001 Going Away.
 const goingAway = "server shutting down"
 
-// gorillaUpgrader is gorilla/websocket's, with its defaults: same-origin
-// requests only.
-var gorillaUpgrader gorilla.Upgrader
+// subprotocol is the WebSocket subprotocol each library selects when the
+// client offers it: the messages it sends come back.
+const subprotocol = "echo"
+
+// gorillaUpgrader is gorilla/websocket's, with its defaults (same-origin
+// requests only) and the subprotocol.
+var gorillaUpgrader = gorilla.Upgrader{Subprotocols: []string{subprotocol}}
 
 // gorillaEcho is a gorilla/websocket echo, as its users write it, plus a
 // 1001 when the Server starts shutting down.
@@ -136,7 +221,7 @@ func gorillaEcho(w http.ResponseWriter, r *http.Request) {
 // here: behind the Server it ends when the connection does, not when
 // ServeHTTP returns.
 func coderEcho(w http.ResponseWriter, r *http.Request) {
-	c, err := coder.Accept(w, r, nil)
+	c, err := coder.Accept(w, r, &coder.AcceptOptions{Subprotocols: []string{subprotocol}})
 	if err != nil {
 		return // coder answered the request
 	}
@@ -154,6 +239,9 @@ func coderEcho(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// gobwasUpgrader is gobwas/ws's, selecting the subprotocol.
+var gobwasUpgrader = ws.HTTPUpgrader{Protocol: func(p string) bool { return p == subprotocol }}
+
 // gobwasEcho is a gobwas/ws echo, plus the same-origin check gobwas does
 // not make and a 1001 when the Server starts shutting down.
 func gobwasEcho(w http.ResponseWriter, r *http.Request) {
@@ -161,7 +249,7 @@ func gobwasEcho(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 		return
 	}
-	conn, _, _, err := ws.UpgradeHTTP(r, w)
+	conn, _, _, err := gobwasUpgrader.Upgrade(r, w)
 	if err != nil {
 		return // gobwas answered on the connection, which the Server closes
 	}

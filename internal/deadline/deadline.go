@@ -59,8 +59,13 @@ func (d *Deadline) Done() <-chan struct{} {
 	return d.expired
 }
 
-// Passed reports whether the current deadline has passed.
-func (d *Deadline) Passed() bool { return isClosed(d.Done()) }
+// Passed reports whether the current deadline has passed, without making
+// the channel Done returns.
+func (d *Deadline) Passed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.expired != nil && isClosed(d.expired)
+}
 
 // isClosed reports whether ch is closed.
 func isClosed(ch <-chan struct{}) bool {

@@ -17,9 +17,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 func Accept(w http.ResponseWriter, r *http.Request, h http.Header, timeout time.Duration) (*Conn, error) {
 	sc := newConn(w, r)
 	r.Body = http.NoBody // the stream's data is the protocol's, read through the Conn
-	hdr := w.Header()
-	for k, vs := range h {
-		hdr[k] = append([]string(nil), vs...)
+	if len(h) > 0 {
+		// Asked for only when needed: net/http makes the map on demand.
+		hdr := w.Header()
+		for k, vs := range h {
+			hdr[k] = append([]string(nil), vs...)
+		}
 	}
 	if timeout > 0 {
 		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))

@@ -37,30 +37,31 @@ import (
 // under a deadline kept here; what that goroutine reads after the Read
 // gave up is returned by the next Read. A Read without a deadline reads
 // the body directly, and an idle stream holds no goroutine or buffer of
-// its own.
+// its own; the channels only a Read under a deadline or a waiting Close
+// need are made when first needed.
 type Conn struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
 	body   io.ReadCloser
 	ctx    context.Context // the request's: cancelled when the peer resets the stream
-	local  net.Addr
-	remote net.Addr
+	remote string          // the request's RemoteAddr
 
 	mu      sync.Mutex
-	idle    sync.Cond // signalled when busy drops while closed
-	closed  bool      // Close has begun: w, rc and body are no longer used
-	busy    int       // calls using w, rc or body now
-	writers int       // Writes among them, which Close interrupts
-	direct  bool      // a Read without a deadline is blocked in body.Read
-	rcRead  bool      // net/http's own read deadline is set (see SetReadDeadline)
-	rdSet   bool      // a read deadline is set
-	done    chan struct{}
+	busy    int32         // calls using w, rc or body now
+	writers int32         // Writes among them, which Close interrupts
+	closed  bool          // Close has begun: w, rc and body are no longer used
+	direct  bool          // a Read without a deadline is blocked in body.Read
+	rcRead  bool          // net/http's own read deadline is set (see SetReadDeadline)
+	rdSet   bool          // a read deadline is set
+	wclosed bool          // CloseWrite was called; guarded by wmu, not mu
+	idle    chan struct{} // closed when busy drops to zero while closed; made by a Close that waits
+	wdone   chan struct{} // closed when writers drops to zero while closed; made by writesDone
+	done    chan struct{} // closed by Close; made with the first read-ahead, which waits on it
 
-	rmu     sync.Mutex        // serializes Read; guards ahead
-	ahead   *readAhead        // a Read under a deadline in progress, or its unread result
-	rd      deadline.Deadline // the read deadline Reads wait under
-	wmu     sync.Mutex        // serializes Write: a ResponseWriter is not safe for concurrent use
-	wclosed bool              // CloseWrite was called; guarded by wmu
+	rmu   sync.Mutex        // serializes Read; guards ahead
+	ahead *readAhead        // a Read under a deadline in progress, or its unread result
+	rd    deadline.Deadline // the read deadline Reads wait under
+	wmu   sync.Mutex        // serializes Write: a ResponseWriter is not safe for concurrent use
 }
 
 // readAhead is a read of the body done in a goroutine for a Read under a
@@ -80,20 +81,13 @@ const maxReadAhead = 16 << 10
 
 // newConn returns the Conn of the stream of r, whose body it takes over.
 func newConn(w http.ResponseWriter, r *http.Request) *Conn {
-	c := &Conn{
+	return &Conn{
 		w:      w,
 		rc:     http.NewResponseController(w),
 		body:   r.Body,
 		ctx:    r.Context(),
-		remote: Addr(r.RemoteAddr),
-		done:   make(chan struct{}),
+		remote: r.RemoteAddr,
 	}
-	c.idle.L = &c.mu
-	c.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if c.local == nil {
-		c.local = Addr("")
-	}
-	return c
 }
 
 // enter marks a call that uses w, rc or body; false once Close has begun.
@@ -115,8 +109,9 @@ func (c *Conn) leave() {
 
 func (c *Conn) leaveLocked() {
 	c.busy--
-	if c.closed {
-		c.idle.Broadcast()
+	if c.busy == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
 	}
 }
 
@@ -157,6 +152,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, c.opError("read", net.ErrClosed)
 		}
 		if c.rdSet {
+			if c.done == nil {
+				c.done = make(chan struct{})
+			}
 			c.mu.Unlock()
 			c.startReadAhead(len(p))
 			continue
@@ -228,6 +226,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	defer func() {
 		c.mu.Lock()
 		c.writers--
+		if c.writers == 0 && c.wdone != nil {
+			close(c.wdone)
+			c.wdone = nil
+		}
 		c.leaveLocked()
 		c.mu.Unlock()
 	}()
@@ -292,9 +294,12 @@ func (c *Conn) close(reset bool) error {
 		c.busy++ // this call uses body and rc below
 		c.closed = true
 	}
+	done := c.done // no read-ahead starts from now on
 	c.mu.Unlock()
 	if first {
-		close(c.done)
+		if done != nil {
+			close(done)
+		}
 		_ = c.body.Close() // a Read blocked in the body returns
 		if reset || !c.writesDone(closeWriteGrace) {
 			// Only a write deadline interrupts a blocked Write; it
@@ -306,10 +311,17 @@ func (c *Conn) close(reset bool) error {
 	if first {
 		c.leaveLocked() // wakes a Close waiting in another goroutine
 	}
-	for c.busy > 0 {
-		c.idle.Wait()
+	var idle chan struct{}
+	if c.busy > 0 {
+		if c.idle == nil {
+			c.idle = make(chan struct{})
+		}
+		idle = c.idle
 	}
 	c.mu.Unlock()
+	if idle != nil {
+		<-idle
+	}
 	if !first {
 		return c.opError("close", net.ErrClosed)
 	}
@@ -325,26 +337,35 @@ const closeWriteGrace = 100 * time.Millisecond
 // whether none is. It is called once the Conn is closed: no Write starts.
 func (c *Conn) writesDone(d time.Duration) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.writers == 0 {
+		c.mu.Unlock()
 		return true
 	}
-	expired := false
-	t := time.AfterFunc(d, func() {
-		c.mu.Lock()
-		expired = true
-		c.idle.Broadcast()
-		c.mu.Unlock()
-	})
-	defer t.Stop()
-	for c.writers > 0 && !expired {
-		c.idle.Wait()
+	if c.wdone == nil {
+		c.wdone = make(chan struct{})
 	}
-	return c.writers == 0
+	wdone := c.wdone
+	c.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wdone:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
-func (c *Conn) LocalAddr() net.Addr  { return c.local }
-func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+// LocalAddr returns the address of the connection the stream is on.
+func (c *Conn) LocalAddr() net.Addr {
+	if a, ok := c.ctx.Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a
+	}
+	return Addr("")
+}
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return Addr(c.remote) }
 
 // SetDeadline sets the read and write deadlines, as SetReadDeadline and
 // SetWriteDeadline do.
@@ -391,7 +412,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 }
 
 func (c *Conn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "http2", Source: c.local, Addr: c.remote, Err: err}
+	return &net.OpError{Op: op, Net: "http2", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // Addr returns an address in the form of an http.Request's RemoteAddr as

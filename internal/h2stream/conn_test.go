@@ -3,6 +3,7 @@ package h2stream
 import (
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -96,4 +97,63 @@ func TestAddr(t *testing.T) {
 		assert.Equal(t, s, a.String())
 		assert.Equal(t, "tcp", a.Network())
 	}
+}
+
+// TestIdleMakesNoChannels: a stream served without deadlines makes none
+// of the channels deadlines or a waiting Close need, however much it reads
+// and writes; its addresses are those of the connection.
+func TestIdleMakesNoChannels(t *testing.T) {
+	type state struct {
+		done, idle, wdone, expired bool
+		local                      string
+	}
+	seen := make(chan state, 1)
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, nil, time.Second)
+		if !assert.NoError(t, err) {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4)
+		for range 2 {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+		c.mu.Lock()
+		st := state{done: c.done != nil, idle: c.idle != nil, wdone: c.wdone != nil, expired: c.rd.Passed()}
+		c.mu.Unlock()
+		st.local = c.LocalAddr().String()
+		seen <- st
+		_, _ = io.Copy(io.Discard, c)
+	}))
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	ts.Config.Protocols = &p
+	ts.Start()
+	defer ts.Close()
+
+	tr := &http.Transport{Protocols: &p}
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest(http.MethodPost, ts.URL, pr)
+	require.NoError(t, err)
+	resp, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, msg := range []string{"ping", "pong"} {
+		_, err := io.WriteString(pw, msg)
+		require.NoError(t, err)
+		got := make([]byte, 4)
+		_, err = io.ReadFull(resp.Body, got)
+		require.NoError(t, err)
+		assert.Equal(t, msg, string(got))
+	}
+	got := <-seen
+	assert.Equal(t, state{local: ts.Listener.Addr().String()}, got)
+	pw.Close()
 }
