@@ -5,7 +5,6 @@
 package h2stream
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,11 +39,10 @@ import (
 // its own; the channels only a Read under a deadline or a waiting Close
 // need are made when first needed.
 type Conn struct {
-	w      http.ResponseWriter
-	rc     *http.ResponseController
-	body   io.ReadCloser
-	ctx    context.Context // the request's: cancelled when the peer resets the stream
-	remote string          // the request's RemoteAddr
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	body io.ReadCloser
+	r    *http.Request // the request: its context ends when the peer resets the stream
 
 	mu      sync.Mutex
 	busy    int32         // calls using w, rc or body now
@@ -82,11 +80,10 @@ const maxReadAhead = 16 << 10
 // newConn returns the Conn of the stream of r, whose body it takes over.
 func newConn(w http.ResponseWriter, r *http.Request) *Conn {
 	return &Conn{
-		w:      w,
-		rc:     http.NewResponseController(w),
-		body:   r.Body,
-		ctx:    r.Context(),
-		remote: r.RemoteAddr,
+		w:    w,
+		rc:   http.NewResponseController(w),
+		body: r.Body,
+		r:    r,
 	}
 }
 
@@ -204,7 +201,7 @@ func (c *Conn) readError(err error) error {
 		return c.opError("read", net.ErrClosed)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return c.opError("read", os.ErrDeadlineExceeded)
-	case c.ctx.Err() != nil:
+	case c.r.Context().Err() != nil:
 		// net/http cancels the request's context when the peer resets
 		// the stream: report it as a TCP connection reports a reset.
 		return c.opError("read", fmt.Errorf("%w: %w", syscall.ECONNRESET, err))
@@ -358,14 +355,14 @@ func (c *Conn) writesDone(d time.Duration) bool {
 
 // LocalAddr returns the address of the connection the stream is on.
 func (c *Conn) LocalAddr() net.Addr {
-	if a, ok := c.ctx.Value(http.LocalAddrContextKey).(net.Addr); ok {
+	if a, ok := c.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		return a
 	}
 	return Addr("")
 }
 
 // RemoteAddr returns the peer's address.
-func (c *Conn) RemoteAddr() net.Addr { return Addr(c.remote) }
+func (c *Conn) RemoteAddr() net.Addr { return Addr(c.r.RemoteAddr) }
 
 // SetDeadline sets the read and write deadlines, as SetReadDeadline and
 // SetWriteDeadline do.
