@@ -135,8 +135,7 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decisio
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
 		return nil
 	}
-	c := &Conn{Protocol: Protocol{Name: rt.name, Version: d.version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
-	if !s.track(c) {
+	if s.conns.Closing() {
 		s.release(rt)
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
@@ -144,11 +143,15 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decisio
 	}
 	sc, err := accept(d.extra)
 	if err != nil {
+		s.release(rt)
 		s.logPeerError(r, "answering the extended CONNECT for "+rt.spelled, err)
-		s.untrack(c)
 		return nil
 	}
-	c.nc = sc
+	// The client knows of the switch now: the Conn is tracked even if
+	// Shutdown began meanwhile, and closed at once if its grace is over.
+	c := &Conn{nc: sc, Protocol: Protocol{Name: rt.name, Version: d.version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
+	c.trk = &s.conns
+	s.conns.Adopt(c)
 	return c
 }
 

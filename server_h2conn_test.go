@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -284,4 +285,35 @@ func TestH2ConnReadDeadlineDuringRead(t *testing.T) {
 	assert.True(t, ne.Timeout())
 	_, _, _ = st.End()
 	waitNoActive(t, s)
+}
+
+// TestH2ShutdownExpiryWithBlockedStreams: when Shutdown's grace ends,
+// streams whose Writes a client holds up with a zero window are closed
+// together: Shutdown returns soon after, however many there are.
+func TestH2ShutdownExpiryWithBlockedStreams(t *testing.T) {
+	s := &Server{}
+	s.HandleFunc("flood/1", func(c *Conn) {
+		chunk := make([]byte, 16<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	addr := serveH2(t, s, s, false)
+	c := dialH2(t, addr, false)
+	c.HoldCredit(true)
+	const n = 30
+	for range n {
+		require.Equal(t, "200", c.Connect("http", "example.com", "/", "flood/1").Status())
+	}
+	require.Eventually(t, func() bool { return s.ActiveConns()["flood/1"] == n }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the windows are empty: the Writes are blocked
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	assert.ErrorIs(t, s.Shutdown(ctx), context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), time.Second, "the streams' closes add up")
+	waitNoActive(t, s)
+	c.HoldCredit(false)
 }

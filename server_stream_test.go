@@ -84,3 +84,42 @@ func TestStreamAccepter(t *testing.T) {
 	assert.Empty(t, w.Header()["Upgrade"])
 	require.Empty(t, s.ActiveConns())
 }
+
+// slowAcceptWriter is a StreamAccepter whose AcceptStream waits for
+// release, as one does whose peer grants no flow-control credit.
+type slowAcceptWriter struct {
+	*httptest.ResponseRecorder
+	entered, release chan struct{}
+	server           net.Conn
+}
+
+func (w *slowAcceptWriter) AcceptStream(h http.Header) (net.Conn, error) {
+	close(w.entered)
+	<-w.release
+	return w.server, nil
+}
+
+// TestCloseDuringAcceptStream: Server.Close while a stream's 200 is being
+// sent neither panics nor lets the stream escape: it is closed as soon as
+// it is switched, and its handler returns.
+func TestCloseDuringAcceptStream(t *testing.T) {
+	s := &Server{}
+	s.HandleFunc("echo", echo)
+	sc, cc := net.Pipe()
+	defer cc.Close()
+	w := &slowAcceptWriter{ResponseRecorder: httptest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{}), server: sc}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.ServeHTTP(w, streamRequest("echo"))
+	}()
+	<-w.entered
+	require.NotPanics(t, func() { s.Close() })
+	close(w.release)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream switched after Close was served on")
+	}
+	assert.Empty(t, s.ActiveConns())
+}

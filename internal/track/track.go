@@ -187,7 +187,9 @@ func (t *Tracker) Shutdown(ctx context.Context) error {
 }
 
 // CloseAll cancels the lifetime context and closes the tracked
-// connections, outside the lock: closing one may untrack it.
+// connections, outside the lock (closing one may untrack it), all at
+// once: closing one may wait (an HTTP/2 stream lets Writes in progress
+// finish), and a peer must not be able to make the waits add up.
 func (t *Tracker) CloseAll() {
 	t.Lifetime()
 	t.cancel()
@@ -197,7 +199,9 @@ func (t *Tracker) CloseAll() {
 		conns = append(conns, c)
 	}
 	t.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range conns {
-		c.Close()
+		wg.Go(func() { c.Close() })
 	}
+	wg.Wait()
 }
