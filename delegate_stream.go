@@ -36,7 +36,7 @@ func (s *Server) delegateStream(w http.ResponseWriter, r *http.Request, d *decis
 	rt := d.route
 	proto := Protocol{Name: rt.name, Version: d.version}
 	r1, key := bridgeRequest(r, proto)
-	b := &streamBridge{w: w, r: r, accept: accept, s: s, rt: rt, ready: make(chan struct{}), closed: make(chan struct{})}
+	b := &streamBridge{w: w, r: r, accept: accept, s: s, rt: rt, proto: proto, ready: make(chan struct{}), closed: make(chan struct{})}
 	if key != "" {
 		b.wantAccept = wskey.AcceptString(key)
 	}
@@ -106,10 +106,12 @@ type streamBridge struct {
 	accept     acceptStream
 	s          *Server
 	rt         *route
-	wantAccept string // the Sec-WebSocket-Accept the 101 must carry, if any
+	proto      Protocol // the protocol the 101 must name
+	wantAccept string   // the Sec-WebSocket-Accept the 101 must carry, if any
 
 	mu       sync.Mutex
 	head     []byte   // the response head so far
+	skipped  int      // bytes of interim responses skipped
 	sc       net.Conn // the switched stream, once the 101 was written
 	answered bool     // a final status was written: the rest is its body
 	closing  bool     // Close was called, or the head was unusable
@@ -148,15 +150,25 @@ func (b *streamBridge) Write(p []byte) (int, error) {
 	}
 	defer b.mu.Unlock()
 	b.head = append(b.head, p...)
-	end := bytes.Index(b.head, []byte("\r\n\r\n"))
-	if end < 0 {
-		if len(b.head) > maxBridgeHead {
+	var head, rest []byte
+	for {
+		end := bytes.Index(b.head, []byte("\r\n\r\n"))
+		if end < 0 && len(b.head) <= maxBridgeHead-b.skipped {
+			return len(p), nil
+		}
+		if end < 0 || b.skipped+end > maxBridgeHead {
 			b.failLocked(fmt.Errorf("%w is larger than %d bytes", errBridgeHead, maxBridgeHead))
 			return 0, b.opError("write", errBridgeHead)
 		}
-		return len(p), nil
+		head, rest = b.head[:end+4], b.head[end+4:]
+		if !isInterim(head) {
+			break
+		}
+		// An interim response (103 Early Hints, say) before the 101 or
+		// the answer: it has no meaning on the stream.
+		b.skipped += len(head)
+		b.head = rest
 	}
-	head, rest := b.head[:end+4], b.head[end+4:]
 	b.head = nil
 	if b.timer != nil {
 		b.timer.Stop()
@@ -194,6 +206,10 @@ func (b *streamBridge) switchLocked(head, rest []byte) error {
 		_, err := b.w.Write(rest)
 		return err
 	}
+	if !namesProtocol(resp.Header["Upgrade"], b.proto) {
+		b.failLocked(fmt.Errorf("%w has Upgrade %s, want %s", errBridgeHead, httplist.Quote(strings.Join(resp.Header["Upgrade"], ", ")), b.proto))
+		return errBridgeHead
+	}
 	if b.wantAccept != "" {
 		if got := resp.Header["Sec-Websocket-Accept"]; len(got) != 1 || got[0] != b.wantAccept {
 			b.failLocked(fmt.Errorf("%w has Sec-WebSocket-Accept %s, want %s", errBridgeHead, httplist.Quote(strings.Join(got, ", ")), b.wantAccept))
@@ -203,6 +219,10 @@ func (b *streamBridge) switchLocked(head, rest []byte) error {
 	h := resp.Header
 	delete(h, "Sec-Websocket-Accept")
 	delete(h, "Date")
+	// A 2xx to CONNECT has no content (RFC 9110 §9.3.6): the stream's
+	// data is the protocol's.
+	delete(h, "Content-Length")
+	delete(h, "Transfer-Encoding")
 	dropConnectionFields(h)
 	sc, err := b.accept(h)
 	if err != nil {
@@ -347,4 +367,18 @@ func (b *streamBridge) opError(op string, err error) error {
 // bridged Conn: empty, over c.
 func bridgeReadWriter(c net.Conn) *bufio.ReadWriter {
 	return bufio.NewReadWriter(bufio.NewReaderSize(c, 4096), bufio.NewWriterSize(c, 4096))
+}
+
+// isInterim reports whether head is an interim response other than 101:
+// "HTTP/1.x 1xx".
+func isInterim(head []byte) bool {
+	return len(head) >= 12 && string(head[:7]) == "HTTP/1." && head[8] == ' ' &&
+		head[9] == '1' && string(head[9:12]) != "101"
+}
+
+// namesProtocol reports whether an Upgrade field names exactly p, as the
+// 101 of a switch to p must.
+func namesProtocol(upgrade []string, p Protocol) bool {
+	got, err := ParseProtocols(upgrade)
+	return err == nil && len(got) == 1 && ascii.EqualFold(got[0].Name, p.Name) && got[0].Version == p.Version
 }

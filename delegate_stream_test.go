@@ -346,3 +346,47 @@ func TestDelegateStreamHandshakeTimeoutAbandoned(t *testing.T) {
 	_, err := nc.Write([]byte("x"))
 	assert.ErrorIs(t, err, net.ErrClosed)
 }
+
+// TestDelegateStreamHeads: the 101 a delegated handler writes on a stream
+// is read as an HTTP/1.1 client would: interim responses before it are
+// skipped (as on HTTP/1.1), its Content-Length is not carried into the
+// 200 (a 2xx to CONNECT has no content), and a 101 that does not name the
+// protocol is refused (500).
+func TestDelegateStreamHeads(t *testing.T) {
+	hs := newHandlers(t)
+	lg, _ := testLogger()
+	s := &Server{ErrorLog: lg}
+	s.HandleRoute("echo", Route{Delegate: hs.wrap(func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		var head string
+		switch r.URL.Path {
+		case "/interim":
+			head = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + head101("echo")
+		case "/length":
+			head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n"
+		case "/other":
+			head = head101("other")
+		}
+		if _, err := io.WriteString(nc, head+"hello"); err == nil {
+			_, _ = io.Copy(nc, nc)
+		}
+	})})
+	addr := serveH2(t, s, s, false)
+	c := dialH2(t, addr, false)
+	for _, path := range []string{"/interim", "/length"} {
+		st := c.Connect("http", "example.com", path, "echo")
+		require.Equal(t, "200", st.Status(), path)
+		assert.NotContains(t, st.Header(), "content-length", path)
+		assert.NotContains(t, st.Header(), "link", path)
+		assert.Equal(t, "hello", string(st.Read(5)), path)
+		st.CloseWrite()
+		st.End()
+	}
+	st := c.Connect("http", "example.com", "/other", "echo")
+	assert.Equal(t, "500", st.Status())
+	waitNoActive(t, s)
+}
