@@ -317,3 +317,41 @@ func TestH2ShutdownExpiryWithBlockedStreams(t *testing.T) {
 	waitNoActive(t, s)
 	c.HoldCredit(false)
 }
+
+// TestH2ConnCloseWriteDoesNotWaitForWrite: CloseWrite returns at once
+// while another goroutine's Write is held up by flow control, as a TCP
+// half-close does.
+func TestH2ConnCloseWriteDoesNotWaitForWrite(t *testing.T) {
+	s := &Server{}
+	took := make(chan time.Duration, 1)
+	s.HandleFunc("flood/1", func(c *Conn) {
+		go func() {
+			chunk := make([]byte, 16<<10)
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		_, _ = c.Read(make([]byte, 1)) // the client's go-ahead: the window is empty
+		start := time.Now()
+		_ = c.CloseWrite()
+		took <- time.Since(start)
+	})
+	addr := serveH2(t, s, s, false)
+	c := dialH2(t, addr, false)
+	c.HoldCredit(true)
+	st := c.Connect("http", "example.com", "/", "flood/1")
+	require.Equal(t, "200", st.Status())
+	st.Read(65535)
+	time.Sleep(20 * time.Millisecond)
+	st.Write([]byte("g"))
+	select {
+	case d := <-took:
+		assert.Less(t, d, time.Second)
+	case <-time.After(5 * time.Second):
+		t.Fatal("CloseWrite waited for the blocked Write")
+	}
+	waitNoActive(t, s)
+	c.HoldCredit(false)
+}

@@ -51,7 +51,7 @@ type Conn struct {
 	direct  bool          // a Read without a deadline is blocked in body.Read
 	rcRead  bool          // net/http's own read deadline is set (see SetReadDeadline)
 	rdSet   bool          // a read deadline is set
-	wclosed bool          // CloseWrite was called; guarded by wmu, not mu
+	wclosed bool          // CloseWrite was called
 	idle    chan struct{} // closed when busy drops to zero while closed; made by a Close that waits
 	wdone   chan struct{} // closed when writers drops to zero while closed; made by writesDone
 	done    chan struct{} // closed by Close; made with the first read-ahead, which waits on it
@@ -232,7 +232,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.wclosed {
+	c.mu.Lock()
+	wclosed := c.wclosed
+	c.mu.Unlock()
+	if wclosed {
 		return 0, c.opError("write", errWriteClosed)
 	}
 	n, err := c.w.Write(p)
@@ -257,14 +260,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 // RFC 9113 §8.1 allows.
 func (c *Conn) CloseWrite() error {
 	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
+	defer c.mu.Unlock()
+	if c.closed {
 		return c.opError("close", net.ErrClosed)
 	}
-	c.wmu.Lock()
+	// Not behind a Write in progress, which flow control may hold up: it
+	// finishes, and later Writes fail.
 	c.wclosed = true
-	c.wmu.Unlock()
 	return nil
 }
 
