@@ -29,8 +29,9 @@ type quicStream interface {
 
 // HTTP/3 error codes (RFC 9114 §8.1) a streamConn ends streams with.
 const (
-	codeNoError   = quic.StreamErrorCode(qhttp3.ErrCodeNoError)
-	codeCancelled = quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled)
+	codeNoError      = quic.StreamErrorCode(qhttp3.ErrCodeNoError)
+	codeCancelled    = quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled)
+	codeConnectError = quic.StreamErrorCode(qhttp3.ErrCodeConnectError)
 )
 
 // errWriteClosed is the error of a Write after CloseWrite.
@@ -47,7 +48,7 @@ var errWriteClosed = errors.New("write after CloseWrite")
 // writes fail). Only a Write blocked when Close begins is interrupted, by
 // resetting the sending side (RESET_STREAM with H3_REQUEST_CANCELLED): a
 // QUIC reset discards what was not yet acknowledged, so it is never the
-// way a stream ends with data in flight.
+// way a stream ends with data in flight, unless Reset asks for it.
 //
 // Every method but Close uses the stream between enter and leave, which
 // fail once Close has begun; Close waits until no call uses it, and from
@@ -169,6 +170,19 @@ func (c *streamConn) CloseWrite() error {
 
 // Close ends the stream (see streamConn) and returns once no call uses it.
 func (c *streamConn) Close() error {
+	return c.close(false)
+}
+
+// Reset ends the stream as a TCP reset ends a connection: both of its
+// sides the peer has not ended are reset (RESET_STREAM, STOP_SENDING)
+// with H3_CONNECT_ERROR, the code of RFC 9114 §8.1 for a proxied
+// connection that was reset, what was not yet delivered is discarded, and
+// the conn is closed. A reverse proxy passes on a backend's reset so.
+func (c *streamConn) Reset() {
+	_ = c.close(true)
+}
+
+func (c *streamConn) close(reset bool) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -182,6 +196,8 @@ func (c *streamConn) Close() error {
 	// The calls in flight return once their side is cancelled; a Write
 	// never runs concurrently with the FIN.
 	switch {
+	case reset:
+		c.s.CancelWrite(codeConnectError)
 	case blocked:
 		c.s.CancelWrite(codeCancelled)
 	case !sentFIN:
@@ -189,7 +205,10 @@ func (c *streamConn) Close() error {
 		_ = c.s.Close()
 		c.wmu.Unlock()
 	}
-	if !readEOF {
+	switch {
+	case reset && !readEOF:
+		c.s.CancelRead(codeConnectError)
+	case !readEOF:
 		c.s.CancelRead(codeNoError)
 	}
 	c.mu.Lock()
