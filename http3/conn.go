@@ -256,12 +256,22 @@ func (c *streamConn) SetWriteDeadline(t time.Time) error {
 // streamError names an error of the stream as a net.Conn's would be: a
 // call interrupted by Close fails with net.ErrClosed, a deadline with
 // os.ErrDeadlineExceeded, and a stream the peer reset with an error
-// wrapping syscall.ECONNRESET, as a TCP reset.
+// wrapping syscall.ECONNRESET, as a TCP reset. So does a connection the
+// peer closed, or reset statelessly, and one that timed out for want of
+// packets wraps syscall.ETIMEDOUT; quic-go's errors for these say
+// net.ErrClosed, which a net.Conn means for a conn closed on its own
+// side, so they are kept as text only.
 func (c *streamConn) streamError(err error) error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
-	var se *quic.StreamError
+	var (
+		se   *quic.StreamError
+		ae   *quic.ApplicationError
+		te   *quic.TransportError
+		sr   *quic.StatelessResetError
+		idle *quic.IdleTimeoutError
+	)
 	switch {
 	case closed:
 		return net.ErrClosed
@@ -269,6 +279,10 @@ func (c *streamConn) streamError(err error) error {
 		return os.ErrDeadlineExceeded
 	case errors.As(err, &se) && se.Remote:
 		return fmt.Errorf("%w: %w", syscall.ECONNRESET, err)
+	case errors.As(err, &ae) && ae.Remote, errors.As(err, &te) && te.Remote, errors.As(err, &sr):
+		return fmt.Errorf("%w: QUIC connection closed by the peer: %v", syscall.ECONNRESET, err)
+	case errors.As(err, &idle):
+		return fmt.Errorf("%w: %v", syscall.ETIMEDOUT, err)
 	}
 	return err
 }

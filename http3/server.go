@@ -25,7 +25,9 @@ const acceptTimeout = 10 * time.Second
 // The stream of a switched request is a net.Conn whose Read returns the
 // peer's data and io.EOF at its FIN, Write sends data, CloseWrite sends
 // FIN, and deadlines, which can be renewed after they passed, apply to
-// the stream alone. Close ends the stream as closing a TCP connection
+// the stream alone. A stream the peer resets, or whose QUIC connection
+// the peer closes, fails as a reset TCP connection does
+// (syscall.ECONNRESET). Close ends the stream as closing a TCP connection
 // does: what was written is delivered, then FIN, and a side the peer has
 // not ended is stopped (STOP_SENDING); only a Write blocked at that
 // moment is interrupted by resetting the stream. Once closed, which the

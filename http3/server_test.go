@@ -410,3 +410,40 @@ func writeUntilError(c net.Conn) (int, error) {
 	}
 	return n, errors.New("every Write succeeded")
 }
+
+// TestPeerClosingTheConnectionIsAReset: a stream whose QUIC connection the
+// peer closes fails as a reset TCP connection does, on either side, and
+// never with net.ErrClosed, which a net.Conn keeps for a conn closed on
+// its own side.
+func TestPeerClosingTheConnectionIsAReset(t *testing.T) {
+	for _, closer := range []string{"client", "server"} {
+		t.Run(closer, func(t *testing.T) {
+			serverErr := make(chan error, 1)
+			us := new(upgrade.Server)
+			us.HandleFunc("chat", func(c *upgrade.Conn) {
+				_, _ = c.Write([]byte("x"))
+				_, err := io.Copy(io.Discard, c)
+				serverErr <- err
+			})
+			srv := serveH3(t, us, nil)
+			tr := newTransport(t)
+			c, err := dial(t, tr, srv.url+"/", "chat")
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+			_, err = io.ReadFull(c, make([]byte, 1))
+			require.NoError(t, err)
+
+			if closer == "client" {
+				require.NoError(t, tr.Close())
+				err = <-serverErr
+			} else {
+				srv.stop()
+				_, err = io.ReadAll(c)
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, syscall.ECONNRESET)
+			assert.NotErrorIs(t, err, net.ErrClosed)
+		})
+	}
+}
