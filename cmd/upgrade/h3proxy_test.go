@@ -465,31 +465,42 @@ func TestH3ProxyBackendEndsStream(t *testing.T) {
 }
 
 // TestH3ProxyClientResetClosesBackend: the HTTP/3 client resetting its
-// stream resets the backend connection, as a TCP reset would.
+// stream, or closing its QUIC connection with the stream open, resets the
+// backend connection, as a TCP reset would, and the proxy logs a reset by
+// the client (not its own shutdown).
 func TestH3ProxyClientResetClosesBackend(t *testing.T) {
-	readErr := make(chan error, 1)
-	b := startH1Backend(t, func(nc *net.TCPConn, br *bufio.Reader, req *http.Request) {
-		if switch101(nc, "chat", "") != nil {
-			return
-		}
-		_, err := io.Copy(io.Discard, br)
-		readErr <- err
-	})
-	hp := startH3Proxy(t, b.addr())
-	rs, resp := dialRawH3(t, hp.addr).connect(t, hp.addr, "/", "chat")
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	_, err := rs.Write([]byte("x"))
-	require.NoError(t, err)
-	rs.CancelWrite(quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled))
-	rs.CancelRead(quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled))
-	select {
-	case err := <-readErr:
-		assert.True(t, errors.Is(err, syscall.ECONNRESET), "the backend sees a reset, got %v", err)
-	case <-time.After(testTimeout):
-		t.Fatal("the backend connection was not ended")
+	for _, how := range []string{"stream reset", "connection closed"} {
+		t.Run(how, func(t *testing.T) {
+			readErr := make(chan error, 1)
+			b := startH1Backend(t, func(nc *net.TCPConn, br *bufio.Reader, req *http.Request) {
+				if switch101(nc, "chat", "") != nil {
+					return
+				}
+				_, err := io.Copy(io.Discard, br)
+				readErr <- err
+			})
+			hp := startH3Proxy(t, b.addr())
+			rc := dialRawH3(t, hp.addr)
+			rs, resp := rc.connect(t, hp.addr, "/", "chat")
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			_, err := rs.Write([]byte("x"))
+			require.NoError(t, err)
+			if how == "stream reset" {
+				rs.CancelWrite(quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled))
+				rs.CancelRead(quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled))
+			} else {
+				require.NoError(t, rc.cc.CloseWithError(quic.ApplicationErrorCode(qhttp3.ErrCodeNoError), ""))
+			}
+			select {
+			case err := <-readErr:
+				assert.True(t, errors.Is(err, syscall.ECONNRESET), "the backend sees a reset, got %v", err)
+			case <-time.After(testTimeout):
+				t.Fatal("the backend connection was not ended")
+			}
+			hp.waitIdle(t)
+			assert.Contains(t, hp.logLine(t, "reset by client"), "proto=HTTP/3.0")
+		})
 	}
-	hp.waitIdle(t)
-	assert.Contains(t, hp.logLine(t, "reset by client"), "proto=HTTP/3.0")
 }
 
 // TestH3ProxyRefusals: a backend's refusal reaches the HTTP/3 client
