@@ -43,7 +43,10 @@ type StreamAccepter interface {
 	// handler returns: what was written is delivered and the sending
 	// side ended, and a side the peer has not ended is reset; a Write
 	// blocked then is interrupted. From then on every method fails with
-	// net.ErrClosed.
+	// net.ErrClosed. The net.Conn may also have a method Reset(), which
+	// closes it as a TCP reset does: the sides the peer has not ended are
+	// reset, and what was not delivered is lost. The reverse proxy passes
+	// a backend's reset on with it.
 	AcceptStream(h http.Header) (net.Conn, error)
 }
 

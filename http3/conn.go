@@ -29,8 +29,9 @@ type quicStream interface {
 
 // HTTP/3 error codes (RFC 9114 §8.1) a streamConn ends streams with.
 const (
-	codeNoError   = quic.StreamErrorCode(qhttp3.ErrCodeNoError)
-	codeCancelled = quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled)
+	codeNoError      = quic.StreamErrorCode(qhttp3.ErrCodeNoError)
+	codeCancelled    = quic.StreamErrorCode(qhttp3.ErrCodeRequestCanceled)
+	codeConnectError = quic.StreamErrorCode(qhttp3.ErrCodeConnectError)
 )
 
 // errWriteClosed is the error of a Write after CloseWrite.
@@ -47,7 +48,7 @@ var errWriteClosed = errors.New("write after CloseWrite")
 // writes fail). Only a Write blocked when Close begins is interrupted, by
 // resetting the sending side (RESET_STREAM with H3_REQUEST_CANCELLED): a
 // QUIC reset discards what was not yet acknowledged, so it is never the
-// way a stream ends with data in flight.
+// way a stream ends with data in flight, unless Reset asks for it.
 //
 // Every method but Close uses the stream between enter and leave, which
 // fail once Close has begun; Close waits until no call uses it, and from
@@ -169,6 +170,19 @@ func (c *streamConn) CloseWrite() error {
 
 // Close ends the stream (see streamConn) and returns once no call uses it.
 func (c *streamConn) Close() error {
+	return c.close(false)
+}
+
+// Reset ends the stream as a TCP reset ends a connection: both of its
+// sides the peer has not ended are reset (RESET_STREAM, STOP_SENDING)
+// with H3_CONNECT_ERROR, the code of RFC 9114 §8.1 for a proxied
+// connection that was reset, what was not yet delivered is discarded, and
+// the conn is closed. A reverse proxy passes on a backend's reset so.
+func (c *streamConn) Reset() {
+	_ = c.close(true)
+}
+
+func (c *streamConn) close(reset bool) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -182,6 +196,8 @@ func (c *streamConn) Close() error {
 	// The calls in flight return once their side is cancelled; a Write
 	// never runs concurrently with the FIN.
 	switch {
+	case reset:
+		c.s.CancelWrite(codeConnectError)
 	case blocked:
 		c.s.CancelWrite(codeCancelled)
 	case !sentFIN:
@@ -189,7 +205,10 @@ func (c *streamConn) Close() error {
 		_ = c.s.Close()
 		c.wmu.Unlock()
 	}
-	if !readEOF {
+	switch {
+	case reset && !readEOF:
+		c.s.CancelRead(codeConnectError)
+	case !readEOF:
 		c.s.CancelRead(codeNoError)
 	}
 	c.mu.Lock()
@@ -237,12 +256,22 @@ func (c *streamConn) SetWriteDeadline(t time.Time) error {
 // streamError names an error of the stream as a net.Conn's would be: a
 // call interrupted by Close fails with net.ErrClosed, a deadline with
 // os.ErrDeadlineExceeded, and a stream the peer reset with an error
-// wrapping syscall.ECONNRESET, as a TCP reset.
+// wrapping syscall.ECONNRESET, as a TCP reset. So does a connection the
+// peer closed, or reset statelessly, and one that timed out for want of
+// packets wraps syscall.ETIMEDOUT; quic-go's errors for these say
+// net.ErrClosed, which a net.Conn means for a conn closed on its own
+// side, so they are kept as text only.
 func (c *streamConn) streamError(err error) error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
-	var se *quic.StreamError
+	var (
+		se   *quic.StreamError
+		ae   *quic.ApplicationError
+		te   *quic.TransportError
+		sr   *quic.StatelessResetError
+		idle *quic.IdleTimeoutError
+	)
 	switch {
 	case closed:
 		return net.ErrClosed
@@ -250,6 +279,10 @@ func (c *streamConn) streamError(err error) error {
 		return os.ErrDeadlineExceeded
 	case errors.As(err, &se) && se.Remote:
 		return fmt.Errorf("%w: %w", syscall.ECONNRESET, err)
+	case errors.As(err, &ae) && ae.Remote, errors.As(err, &te) && te.Remote, errors.As(err, &sr):
+		return fmt.Errorf("%w: QUIC connection closed by the peer: %v", syscall.ECONNRESET, err)
+	case errors.As(err, &idle):
+		return fmt.Errorf("%w: %v", syscall.ETIMEDOUT, err)
 	}
 	return err
 }

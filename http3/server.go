@@ -25,12 +25,17 @@ const acceptTimeout = 10 * time.Second
 // The stream of a switched request is a net.Conn whose Read returns the
 // peer's data and io.EOF at its FIN, Write sends data, CloseWrite sends
 // FIN, and deadlines, which can be renewed after they passed, apply to
-// the stream alone. Close ends the stream as closing a TCP connection
+// the stream alone. A stream the peer resets, or whose QUIC connection
+// the peer closes, fails as a reset TCP connection does
+// (syscall.ECONNRESET). Close ends the stream as closing a TCP connection
 // does: what was written is delivered, then FIN, and a side the peer has
 // not ended is stopped (STOP_SENDING); only a Write blocked at that
 // moment is interrupted by resetting the stream. Once closed, which the
 // upgrade.Server does when the protocol handler returns, every method
-// fails with net.ErrClosed.
+// fails with net.ErrClosed. Its method Reset() closes it as a TCP reset
+// does instead: the sides the peer has not ended are reset with
+// H3_CONNECT_ERROR (RFC 9114 §8.1), which is how the reverse proxy passes
+// on a backend's reset.
 //
 // quic-go holds :protocol to the token grammar, as RFC 9220 does (a value
 // of the Upgrade Token Registry): it resets the stream of an extended

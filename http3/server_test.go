@@ -343,3 +343,107 @@ func TestDeadlinesRenewable(t *testing.T) {
 		require.NoError(t, c.Close())
 	}
 }
+
+// TestResetEndsLikeATCPReset: a stream's Reset, on either side, resets
+// both of its directions with H3_CONNECT_ERROR: the peer's Read and Write
+// fail as on a reset TCP connection (ECONNRESET), and the conn is closed.
+func TestResetEndsLikeATCPReset(t *testing.T) {
+	for _, side := range []string{"server", "client"} {
+		t.Run(side, func(t *testing.T) {
+			peerErrs := make(chan error, 2)
+			reset := make(chan struct{})
+			us := new(upgrade.Server)
+			us.HandleFunc("chat", func(c *upgrade.Conn) {
+				if side == "server" {
+					_, _ = c.Read(make([]byte, 1)) // the client has its 200
+					c.NetConn().(interface{ Reset() }).Reset()
+					_, err := c.Read(make([]byte, 1))
+					peerErrs <- err // the server's own conn: closed
+					return
+				}
+				<-reset
+				_, err := c.Read(make([]byte, 1))
+				peerErrs <- err
+				_, err = writeUntilError(c)
+				peerErrs <- err
+			})
+			srv := serveH3(t, us, nil)
+			c, err := dial(t, newTransport(t), srv.url+"/", "chat")
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+
+			if side == "server" {
+				_, err = c.Write([]byte("x"))
+				require.NoError(t, err)
+				assert.ErrorIs(t, <-peerErrs, net.ErrClosed, "Reset closes the conn")
+				_, err := io.ReadAll(c)
+				assert.ErrorIs(t, err, syscall.ECONNRESET)
+				assert.Contains(t, err.Error(), "H3_CONNECT_ERROR")
+				_, err = writeUntilError(c)
+				assert.ErrorIs(t, err, syscall.ECONNRESET)
+				return
+			}
+			c.NetConn().(interface{ Reset() }).Reset()
+			close(reset)
+			assert.ErrorIs(t, c.Close(), net.ErrClosed, "Reset closed the conn")
+			err = <-peerErrs
+			assert.ErrorIs(t, err, syscall.ECONNRESET)
+			assert.Contains(t, err.Error(), "H3_CONNECT_ERROR")
+			assert.ErrorIs(t, <-peerErrs, syscall.ECONNRESET)
+		})
+	}
+}
+
+// writeUntilError writes to c until a Write fails, for up to 10 seconds,
+// and returns the bytes written and the error.
+func writeUntilError(c net.Conn) (int, error) {
+	var n int
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		m, err := c.Write([]byte("more"))
+		n += m
+		if err != nil {
+			return n, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return n, errors.New("every Write succeeded")
+}
+
+// TestPeerClosingTheConnectionIsAReset: a stream whose QUIC connection the
+// peer closes fails as a reset TCP connection does, on either side, and
+// never with net.ErrClosed, which a net.Conn keeps for a conn closed on
+// its own side.
+func TestPeerClosingTheConnectionIsAReset(t *testing.T) {
+	for _, closer := range []string{"client", "server"} {
+		t.Run(closer, func(t *testing.T) {
+			serverErr := make(chan error, 1)
+			us := new(upgrade.Server)
+			us.HandleFunc("chat", func(c *upgrade.Conn) {
+				_, _ = c.Write([]byte("x"))
+				_, err := io.Copy(io.Discard, c)
+				serverErr <- err
+			})
+			srv := serveH3(t, us, nil)
+			tr := newTransport(t)
+			c, err := dial(t, tr, srv.url+"/", "chat")
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+			_, err = io.ReadFull(c, make([]byte, 1))
+			require.NoError(t, err)
+
+			if closer == "client" {
+				require.NoError(t, tr.Close())
+				err = <-serverErr
+			} else {
+				srv.stop()
+				_, err = io.ReadAll(c)
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, syscall.ECONNRESET)
+			assert.NotErrorIs(t, err, net.ErrClosed)
+		})
+	}
+}

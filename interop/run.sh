@@ -915,10 +915,11 @@ start_h3() {
 # Chromium loads the demo page over HTTP/3 (QUIC forced on for the origin,
 # the self-signed certificate accepted by its SPKI hash, since
 # --ignore-certificate-errors does not cover QUIC) and opens its WebSocket
-# as an RFC 9220 stream: the page says HTTP/3.0, and so does LOG's -v line
-# for the WebSocket (PATTERN).
+# as an RFC 9220 stream: LOG's -v line for the WebSocket matches PATTERN
+# (proto=HTTP/3.0), and the page says the demo server got the WebSocket
+# over VIA (HTTP/3.0 by default; HTTP/1.1 behind upgrade proxy).
 c_chromium_h3() {
-	local target=$1 spki=$2 log=$3 pattern=$4 tok
+	local target=$1 spki=$2 log=$3 pattern=$4 via=${5:-HTTP/3.0} tok
 	tok=hello$RANDOM
 	chromium_n=$((chromium_n + 1))
 	local ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html
@@ -940,13 +941,13 @@ c_chromium_h3() {
 	diag=$tmp/chromium-$chromium_n.diag
 	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
 	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$dom" | head -n 1))" || return 1
-	grep -q 'id="via"[^>]*>HTTP/3.0<' "$dom" || because "the page says its WebSocket is carried by '$(grep -o 'id="via"[^>]*>[^<]*' "$dom" | sed 's/.*>//')', want HTTP/3.0" || return 1
+	grep -q "id=\"via\"[^>]*>$via<" "$dom" || because "the page says its WebSocket is carried by '$(grep -o 'id="via"[^>]*>[^<]*' "$dom" | sed 's/.*>//')', want $via" || return 1
 	local i
 	for i in $(seq 50); do
 		grep -q "$pattern" "$log" && return 0
 		sleep 0.1
 	done
-	because "no -v line matching '$pattern' in the server's log"
+	because "no -v line matching '$pattern' in $(basename "$log")"
 }
 
 # upgrade dial -http3 against upgrade serve -tls -http3: a WebSocket echo.
@@ -969,6 +970,16 @@ http3_checks() {
 		run_check dial-h3-serve "" c_dial_h3_serve "$h3_addr"
 	else
 		fail serve-http3 "no 'listening on https://HOST:PORT' and spki_sha256 lines within 10s" "$tmp/serve_h3.err"
+	fi
+	# upgrade proxy -tls -http3 in front of the plain upgrade serve (ADDR):
+	# HTTP/3 in front, HTTP/1.1 behind.
+	if start_h3 proxy_h3 "$bin" proxy -addr 127.0.0.1:0 -to "http://$addr" -tls -http3 -v; then
+		pass proxy-http3
+		run_check chromium-h3-proxy "chromium" c_chromium_h3 "$h3_addr" "$h3_spki" "$tmp/proxy_h3.err" \
+			'level=INFO msg="upgrade: proxied connection closed" protocol=websocket .*proto=HTTP/3.0 backend='"$addr " HTTP/1.1
+		run_check dial-h3-proxy "" c_dial_h3_serve "$h3_addr"
+	else
+		fail proxy-http3 "no 'listening on https://HOST:PORT' and spki_sha256 lines within 10s" "$tmp/proxy_h3.err"
 	fi
 }
 

@@ -191,14 +191,15 @@ func (pr *pair) close(why error, reset bool) {
 }
 
 // abort makes closing c reset it rather than end it gracefully: a TCP
-// connection (under TLS too) sends RST, an HTTP/2 stream RST_STREAM.
+// connection (under TLS too) sends RST, a stream that can be reset (an
+// HTTP/2 stream, an HTTP/3 one of http3.Handler) is reset and closed.
 func abort(c net.Conn) {
 	switch c := c.(type) {
 	case *net.TCPConn:
 		_ = c.SetLinger(0)
 	case *tls.Conn:
 		abort(c.NetConn())
-	case *h2stream.Conn:
+	case interface{ Reset() }:
 		c.Reset()
 	}
 }

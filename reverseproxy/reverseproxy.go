@@ -93,7 +93,9 @@ import (
 // is closed. A reset on either side is passed on as a reset; net/http
 // resets the client's stream with INTERNAL_ERROR, the one code its server
 // resets a stream with from a handler (RFC 9113 §8.5 would have
-// CONNECT_ERROR).
+// CONNECT_ERROR), and a StreamAccepter's stream whose net.Conn has a
+// Reset method, as http3.Handler's has, is reset with it (there,
+// H3_CONNECT_ERROR: RFC 9114 §8.1).
 //
 // An HTTP/1.0 request, a request whose Connection field lacks the
 // "upgrade" option, and any other HTTP/2 request are not upgrades; Proxy

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -206,5 +208,57 @@ func TestProxyStreamAccepterWebSocket(t *testing.T) {
 	assert.Empty(t, w.Header()["Upgrade"])
 	assert.Equal(t, "nope", w.Body.String())
 	assert.Nil(t, w.acceptedHeader(), "a refused stream is not switched")
+	waitProxyIdle(t, p)
+}
+
+// resetStream is a fakeStream that records a Reset, as an HTTP/3 stream
+// of http3.Handler can be reset.
+type resetStream struct {
+	fakeStream
+	reset chan struct{}
+}
+
+func (s resetStream) Reset() {
+	close(s.reset)
+	_ = s.SetLinger(0)
+	_ = s.Close()
+}
+
+// resetStreamWriter switches to a resetStream.
+type resetStreamWriter struct {
+	*fakeStreamWriter
+	reset chan struct{}
+}
+
+func (w resetStreamWriter) AcceptStream(h http.Header) (net.Conn, error) {
+	nc, err := w.fakeStreamWriter.AcceptStream(h)
+	return resetStream{nc.(fakeStream), w.reset}, err
+}
+
+// TestProxyStreamAccepterResetPassedOn: a backend's reset reaches a
+// StreamAccepter's stream as a reset: a stream with a Reset method is
+// reset, not ended with FIN.
+func TestProxyStreamAccepterResetPassedOn(t *testing.T) {
+	b := startBackend(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
+		if backend101(nc, "echo/1", nil, "bye") != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // "bye" first
+		_ = nc.(*net.TCPConn).SetLinger(0)
+	})
+	p, log := proxyTo(b), &logBuffer{}
+	p.ErrorLog = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := resetStreamWriter{newFakeStreamWriter(t), make(chan struct{})}
+	wait := serveStream(t, p, w, streamRequest("/", "echo/1"))
+	assert.Equal(t, "bye", readFull(t, w.client, 3))
+	select {
+	case <-w.reset:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream was not reset")
+	}
+	_, err := io.ReadAll(w.client)
+	assert.ErrorIs(t, err, syscall.ECONNRESET)
+	wait()
+	assert.Contains(t, log.String(), `how="reset by backend"`)
 	waitProxyIdle(t, p)
 }

@@ -5,7 +5,7 @@
 //
 //	upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v]
 //	upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-http3] [-insecure] URL PROTOCOL[,PROTOCOL...]
-//	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
+//	upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls [-http3]] [-insecure] [-grace D] [-v]
 //	upgrade version
 //	upgrade help [serve|dial|proxy|version]
 //
@@ -146,7 +146,7 @@
 //
 // # upgrade proxy
 //
-// Proxy listens on -addr (default 127.0.0.1:8080) and forwards everything
+// Proxy listens on -addr (default 127.0.0.1:9090) and forwards everything
 // to the backend -to (an http or https URL; its path is joined with each
 // request's), keeping the client's Host: upgrade requests through
 // reverseproxy.Proxy, which relays the switched connections without losing
@@ -160,9 +160,20 @@
 //
 //	listening on http://HOST:PORT    (https:// with -tls)
 //
-// On SIGINT or SIGTERM it stops accepting, lets proxied connections relay
-// until they end or -grace (default 5s) passes, closes the rest and exits
-// 0. With -v it logs one line per proxied connection when it ends.
+// HTTP/2 clients may ask for a protocol with an extended CONNECT stream
+// (RFC 8441). With -tls -http3 the proxy also accepts HTTP/3 (RFC 9114) on
+// UDP, at the same address and port and with the same certificate, and
+// its TCP responses carry "Alt-Svc: h3=":PORT"" (the backend's own
+// Alt-Svc is dropped); an HTTP/3 client's extended CONNECT (RFC 9220) is
+// forwarded as an HTTP/2 one is: an HTTP/1.1 upgrade to the backend, a
+// WebSocket with a fresh Sec-WebSocket-Key whose Sec-WebSocket-Accept is
+// checked and not relayed. -http3 without -tls is a usage error.
+//
+// On SIGINT or SIGTERM it stops accepting, lets proxied connections and
+// streams relay until they end or -grace (default 5s) passes, closes the
+// rest and exits 0. With -v it logs one line per proxied connection or
+// stream when it ends, with the client's HTTP version (proto=HTTP/1.1,
+// HTTP/2.0 or HTTP/3.0).
 //
 // # upgrade version
 //
@@ -207,7 +218,7 @@ Usage:
 
   upgrade serve [-addr HOST:PORT] [-policy client|server] [-grace D] [-read-timeout D] [-tls [-http3]] [-v]
   upgrade dial [-H 'Name: value']... [-X METHOD] [-d BODY] [-timeout D] [-http2] [-http3] [-insecure] URL PROTOCOL[,PROTOCOL...]
-  upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
+  upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls [-http3]] [-insecure] [-grace D] [-v]
   upgrade version
   upgrade help [serve|dial|proxy|version]
 

@@ -28,6 +28,7 @@ type proxyConfig struct {
 	to       *url.URL
 	allow    []string // nil: every protocol but h2c
 	tls      bool
+	http3    bool // HTTP/3 too, on UDP (needs tls)
 	insecure bool // do not verify the backend's TLS certificate
 	grace    time.Duration
 	verbose  bool
@@ -40,19 +41,20 @@ const defaultProxyAddr = "127.0.0.1:9090"
 // proxyCommand is "upgrade proxy".
 var proxyCommand = &subcommand{
 	name:     "proxy",
-	synopsis: "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]",
-	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]
+	synopsis: "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls [-http3]] [-insecure] [-grace D] [-v]",
+	help: `usage: upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls [-http3]] [-insecure] [-grace D] [-v]
 
 Proxy forwards every request to the backend URL, keeping the client's
 Host: upgrade requests through reverseproxy.Proxy, which relays the
 switched connection both ways without changing or losing a byte, plain
 requests through httputil.ReverseProxy. HTTP/2 clients (with prior knowledge over
 cleartext; by ALPN with -tls) may open WebSockets and other protocols as
-RFC 8441 extended CONNECT streams: each is forwarded as an HTTP/1.1
-upgrade, a WebSocket with the key and accept check RFC 6455 needs. When
-ready it prints "listening on http://HOST:PORT" (https with -tls) on
-stdout; logs go to stderr. SIGINT (Ctrl-C) or SIGTERM: proxied
-connections relay until they end or -grace passes, then exit 0.
+RFC 8441 extended CONNECT streams, and, with -tls -http3, HTTP/3 clients
+as RFC 9220 ones: each is forwarded as an HTTP/1.1 upgrade, a WebSocket
+with the key and accept check RFC 6455 needs. When ready it prints
+"listening on http://HOST:PORT" (https with -tls) on stdout; logs go to
+stderr. SIGINT (Ctrl-C) or SIGTERM: proxied connections and streams relay
+until they end or -grace passes, then exit 0.
 
 What passes:
 
@@ -70,7 +72,10 @@ What passes:
   - A stream from an HTTP/2 client ends when the backend closes
     (END_STREAM) and is reset when the backend resets (INTERNAL_ERROR: the
     one code net/http's HTTP/2 server can reset a stream with from a
-    handler).
+    handler). A stream from an HTTP/3 client is half-closed as a TCP
+    connection is: the backend's FIN ends its sending side, the client's
+    FIN reaches the backend as a half-close, and a reset on either side
+    is passed on (to the client as H3_CONNECT_ERROR).
 
 Flags:
 
@@ -82,14 +87,20 @@ Flags:
                     name/* (default: every protocol but h2c, which would
                     let requests past the proxy on one HTTP/2 connection)
   -tls              serve HTTPS with an ephemeral self-signed certificate
-                    for 127.0.0.1, ::1 and localhost
+                    for 127.0.0.1, ::1 and localhost (its SPKI hash is
+                    logged, as spki_sha256)
+  -http3            with -tls: accept HTTP/3 too, on UDP at the same
+                    address and port, with the same certificate; TCP
+                    responses carry Alt-Svc: h3=":PORT" instead of the
+                    backend's. A :protocol is a token: a protocol with a
+                    version (echo/1) cannot be asked for over HTTP/3
   -insecure         do not verify the backend's TLS certificate (for a
                     backend with a self-signed one, such as serve -tls)
   -grace D          how long proxied connections get to finish on
                     shutdown (default 5s)
   -v                log one INFO line per proxied connection or stream,
                     when it ends: the protocol, the client's HTTP version
-                    (proto=HTTP/1.1 or proto=HTTP/2.0), the backend, and
+                    (proto=HTTP/1.1, HTTP/2.0 or HTTP/3.0), the backend, and
                     how it ended (how="closed by client", "closed by
                     backend", "reset by client", "refused by backend with
                     426", "backend unreachable", "backend TLS verification
@@ -103,6 +114,7 @@ Examples:
   echo hi | upgrade dial http://127.0.0.1:9090/ echo/1
   upgrade serve -tls -addr 127.0.0.1:8443 &     # the demo over HTTPS, self-signed
   upgrade proxy -addr 127.0.0.1:9091 -to https://127.0.0.1:8443 -insecure -allow websocket,echo/1 -v
+  upgrade proxy -addr 127.0.0.1:9443 -to http://127.0.0.1:8080 -tls -http3 -v   # HTTP/3 clients too
 `,
 }
 
@@ -129,6 +141,9 @@ func parseProxy(args []string) (proxyConfig, error) {
 		return cfg, fmt.Errorf("invalid -to %q: want an http or https URL with a host", *to)
 	}
 	cfg.to = u
+	if cfg.http3 && !cfg.tls {
+		return cfg, errors.New("-http3 needs -tls: HTTP/3 runs over QUIC, which is always encrypted")
+	}
 	if *allow != "" {
 		for _, p := range strings.Split(*allow, ",") {
 			p = strings.TrimSpace(p)
@@ -149,6 +164,7 @@ func proxyFlags(cfg *proxyConfig, to, allow *string) *flag.FlagSet {
 	fs.StringVar(to, "to", "", "the backend's URL (http or https)")
 	fs.StringVar(allow, "allow", "", "protocols that may be forwarded, comma-separated patterns (default: all but h2c)")
 	fs.BoolVar(&cfg.tls, "tls", false, "serve HTTPS with an ephemeral self-signed certificate")
+	fs.BoolVar(&cfg.http3, "http3", false, "with -tls, accept HTTP/3 too, on UDP at the same address")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "do not verify the backend's TLS certificate")
 	durationVar(fs, &cfg.grace, "grace", 5*time.Second, "how long proxied connections get to finish on shutdown")
 	fs.BoolVar(&cfg.verbose, "v", false, "log one line per proxied connection or stream, when it ends")
@@ -166,13 +182,25 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ln, scheme, _, err := listen(cfg.addr, cfg.tls)
+	ln, scheme, tlsConf, err := listen(cfg.addr, cfg.tls)
 	if err != nil {
 		fmt.Fprintf(stderr, "upgrade proxy: %v\n", err)
 		return exitFailure
 	}
 	up, hs := newProxyServer(cfg, log)
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
+	var h3 *http3Endpoint
+	if cfg.http3 {
+		// The same handler: http3.Handler presents extended CONNECTs as
+		// the Proxy expects, and plain requests go to the plain proxy.
+		if h3, err = listenHTTP3(ln.Addr(), tlsConf, hs.Handler, log); err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "upgrade proxy: %v\n", err)
+			return exitFailure
+		}
+		hs.Handler = h3.altSvc(hs.Handler)
+		go func() { serveErr <- h3.serve() }()
+	}
 	go func() { serveErr <- hs.Serve(ln) }()
 
 	allow := "all but h2c"
@@ -180,11 +208,15 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		allow = strings.Join(cfg.allow, ",")
 	}
 	log.Info("proxying", "addr", ln.Addr().String(), "to", cfg.to.Redacted(), "allow", allow, "tls", cfg.tls,
-		"insecure", cfg.insecure, "grace", cfg.grace, "verbose", cfg.verbose)
+		"http3", cfg.http3, "insecure", cfg.insecure, "grace", cfg.grace, "verbose", cfg.verbose)
+	if tlsConf != nil {
+		// For Chromium over HTTP/3: --ignore-certificate-errors-spki-list.
+		log.Info("self-signed certificate", "spki_sha256", spkiHash(tlsConf.Certificates[0]))
+	}
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
 	return untilSignal(ctx, stop, serveErr, "upgrade proxy", stderr, log, cfg.grace, func(grace time.Duration) {
-		shutdownProxy(hs, up, grace, log)
+		shutdownProxy(hs, h3, up, grace, log)
 	})
 }
 
@@ -208,6 +240,14 @@ func newProxyServer(cfg proxyConfig, log *slog.Logger) (*reverseproxy.Proxy, *ht
 			pr.SetURL(cfg.to)
 			pr.Out.Host = pr.In.Host
 			reverseproxy.SetForwarded(pr.Out.Header, pr.In)
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if cfg.http3 {
+				// The backend's alternative services are its own: with
+				// -http3 the proxy advertises its HTTP/3 endpoint.
+				delete(resp.Header, "Alt-Svc")
+			}
+			return nil
 		},
 		// Keeps the Upgrade list of a backend's 426 for up to pass on.
 		Transport: up.Transport(transport),
@@ -254,8 +294,9 @@ func (h debugAsInfo) WithGroup(name string) slog.Handler {
 }
 
 // shutdownProxy stops the proxy: no new connections or upgrades, proxied
-// pairs relaying until they end or grace passes, then closed.
-func shutdownProxy(hs *http.Server, up *reverseproxy.Proxy, grace time.Duration, log *slog.Logger) {
+// pairs, HTTP/3 streams among them, relaying until they end or grace
+// passes, then closed. h3 is nil without -http3.
+func shutdownProxy(hs *http.Server, h3 *http3Endpoint, up *reverseproxy.Proxy, grace time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -264,9 +305,17 @@ func shutdownProxy(hs *http.Server, up *reverseproxy.Proxy, grace time.Duration,
 			log.Warn("proxied connections still open after the grace period were closed", "active", up.ActiveConns())
 		}
 	})
+	if h3 != nil {
+		// GOAWAY, then the connections close as their streams end, or
+		// at the end of the grace period.
+		wg.Go(func() { _ = h3.srv.Shutdown(ctx) })
+	}
 	if err := hs.Shutdown(ctx); err != nil {
 		log.Warn("HTTP connections still open after the grace period are being closed", "err", err)
 		_ = hs.Close()
 	}
 	wg.Wait()
+	if h3 != nil {
+		h3.pc.Close()
+	}
 }

@@ -45,6 +45,7 @@ func TestProxyUsageError(t *testing.T) {
 		{"proxy", "-to", "http://127.0.0.1:1", "-allow", "web socket"},
 		{"proxy", "-to", "http://127.0.0.1:1", "-grace", "-1s"},
 		{"proxy", "-to", "http://127.0.0.1:1", "extra"},
+		{"proxy", "-to", "http://127.0.0.1:1", "-http3"},
 	} {
 		r := runCmd(t, args...)
 		assert.Equal(t, 2, r.code, "%q: %s", args, r.stderr)
@@ -56,7 +57,7 @@ func TestProxyUsageError(t *testing.T) {
 	}
 	out, err := command(t, "proxy", "-h").CombinedOutput()
 	require.NoError(t, err)
-	assert.Contains(t, string(out), "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls] [-insecure] [-grace D] [-v]")
+	assert.Contains(t, string(out), "upgrade proxy [-addr HOST:PORT] -to URL [-allow PROTO,...] [-tls [-http3]] [-insecure] [-grace D] [-v]")
 }
 
 // TestProxyEchoAndPlain: through `upgrade proxy` in front of `upgrade
