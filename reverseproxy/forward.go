@@ -168,6 +168,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, cs *clientSide, 
 		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "too many proxied connections, retry later")
 		return
 	}
+	if p.conns.Closing() {
+		// Shutdown began while the body was read: it waits for no slot
+		// that was not reserved yet, so the backend must not be dialed.
+		p.conns.Release(pendingKey)
+		w.Header().Set("Retry-After", "1")
+		p.refuseUpgrade(w, r, rec, http.StatusServiceUnavailable, "proxy shutting down")
+		return
+	}
 	pr := newRequest(r, cs.offers)
 	if cs.stream {
 		// RFC 8441 §5: the HTTP/1.1 form of an extended CONNECT is a
@@ -230,7 +238,6 @@ func (p *Proxy) switchBoth(w http.ResponseWriter, r *http.Request, cs *clientSid
 		// The backend has switched, the client will not: tell the backend
 		// as a reset, as the relay would.
 		abort(backend.nc)
-		backend.nc.Close()
 		p.conns.Release(key)
 		rec.end("closed by client before the switch", "err", err)
 		return

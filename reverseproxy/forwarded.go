@@ -16,7 +16,8 @@ import (
 // proxy's own element is always present and last; earlier ones come from
 // the client or the proxies before it, so a backend must trust only the
 // elements its own proxies added, counting from the end (RFC 7239 §8.1),
-// as with nginx's $proxy_add_x_forwarded_for.
+// as with nginx's $proxy_add_x_forwarded_for. A Forwarded field that does
+// not follow RFC 7239's grammar is not passed on.
 //
 // A Proxy sets them so for every upgrade it forwards. Call SetForwarded in
 // the Rewrite of the httputil.ReverseProxy beside it (with pr.Out.Header
@@ -49,7 +50,9 @@ func SetForwarded(out http.Header, in *http.Request) {
 	out["X-Forwarded-Proto"] = []string{proto}
 
 	var b strings.Builder
-	if prior := in.Header["Forwarded"]; len(prior) > 0 {
+	// A malformed field is dropped: an unbalanced quote in it would
+	// swallow the proxy's own element.
+	if prior := in.Header["Forwarded"]; len(prior) > 0 && validForwarded(prior) {
 		b.WriteString(strings.Join(prior, ", "))
 		b.WriteString(", ")
 	}
@@ -92,3 +95,55 @@ func forwardedValue(v string) string {
 	}
 	return `"` + v + `"`
 }
+
+// validForwarded reports whether the lines of a Forwarded field follow
+// RFC 7239 §4: comma-separated elements of ";"-separated pairs
+// token "=" (token / quoted-string), empty elements and pairs allowed.
+func validForwarded(lines []string) bool {
+	for _, v := range lines {
+		for i := 0; i < len(v); {
+			switch c := v[i]; {
+			case c == ' ' || c == '\t' || c == ',' || c == ';':
+				i++
+				continue
+			case !isTokenByte(c):
+				return false
+			}
+			j := i
+			for j < len(v) && isTokenByte(v[j]) {
+				j++
+			}
+			if j == len(v) || v[j] != '=' {
+				return false
+			}
+			j++
+			switch {
+			case j < len(v) && v[j] == '"':
+				j++
+				for j < len(v) && v[j] != '"' {
+					if v[j] == '\\' {
+						j++
+					}
+					j++
+				}
+				if j >= len(v) {
+					return false // an unbalanced quote
+				}
+				j++
+			case j < len(v) && isTokenByte(v[j]):
+				for j < len(v) && isTokenByte(v[j]) {
+					j++
+				}
+			default:
+				return false
+			}
+			if j < len(v) && v[j] != ';' && v[j] != ',' && v[j] != ' ' && v[j] != '\t' {
+				return false
+			}
+			i = j
+		}
+	}
+	return true
+}
+
+func isTokenByte(c byte) bool { return httplist.IsToken(string(c)) }

@@ -14,14 +14,16 @@ import (
 // logged at slog.LevelDebug when it ends, forwarded or not.
 type proxyLog struct {
 	p        *Proxy
-	r        *http.Request
+	remote   string // the client's address
+	proto    string // the client's HTTP version
 	start    time.Time
 	protocol string // what the client offered, then the protocol switched to
 	backend  string // the backend's host, once Rewrite has chosen it
 }
 
 func newProxyLog(p *Proxy, r *http.Request, protocol string) proxyLog {
-	return proxyLog{p: p, r: r, start: time.Now(), protocol: protocol}
+	// Not r itself: the log lives as long as a relayed pair.
+	return proxyLog{p: p, remote: r.RemoteAddr, proto: r.Proto, start: time.Now(), protocol: protocol}
 }
 
 // end logs how the request ended, with attrs (key-value pairs) after it.
@@ -31,7 +33,7 @@ func (l *proxyLog) end(how string, attrs ...any) {
 		return
 	}
 	args := make([]any, 0, 12+len(attrs))
-	args = append(args, "protocol", l.protocol, "remote", l.r.RemoteAddr, "proto", l.r.Proto)
+	args = append(args, "protocol", l.protocol, "remote", l.remote, "proto", l.proto)
 	if l.backend != "" {
 		args = append(args, "backend", l.backend)
 	}

@@ -422,6 +422,18 @@ func TestSetForwarded(t *testing.T) {
 			xff: "2001:db8::1", fwd: `for="[2001:db8::1]";host="[2001:db8::2]";proto=http`, xfh: "[2001:db8::2]", proto: "http"},
 		{name: "no address, odd host", remote: "pipe", host: `bad"host`,
 			fwd: "proto=http", xfh: `bad"host`, proto: "http"},
+		{name: "quoted values kept", remote: "192.0.2.1:5000", host: "example.com",
+			in:  http.Header{"Forwarded": {`for="[2001:db8::7]";by=x, for=198.51.100.7;host="a,b"`}},
+			xff: "192.0.2.1", fwd: `for="[2001:db8::7]";by=x, for=198.51.100.7;host="a,b", for=192.0.2.1;host=example.com;proto=http`,
+			xfh: "example.com", proto: "http"},
+		// An unbalanced quote would swallow the proxy's element; a
+		// malformed field is dropped.
+		{name: "unbalanced quote dropped", remote: "192.0.2.1:5000", host: "example.com",
+			in:  http.Header{"Forwarded": {`for=6.6.6.6;by="x`}},
+			xff: "192.0.2.1", fwd: "for=192.0.2.1;host=example.com;proto=http", xfh: "example.com", proto: "http"},
+		{name: "not pairs dropped", remote: "192.0.2.1:5000", host: "example.com",
+			in:  http.Header{"Forwarded": {"for 6.6.6.6"}},
+			xff: "192.0.2.1", fwd: "for=192.0.2.1;host=example.com;proto=http", xfh: "example.com", proto: "http"},
 	} {
 		in := &http.Request{RemoteAddr: tc.remote, Host: tc.host, Header: tc.in}
 		if tc.tls {

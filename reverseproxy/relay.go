@@ -184,24 +184,28 @@ func (pr *pair) close(why error, reset bool) {
 		if reset {
 			abort(pr.client.nc)
 			abort(pr.backend.nc)
+			return
 		}
 		pr.client.nc.Close()
 		pr.backend.nc.Close()
 	})
 }
 
-// abort makes closing c reset it rather than end it gracefully: a TCP
-// connection (under TLS too) sends RST, a stream that can be reset (an
-// HTTP/2 stream, an HTTP/3 one of http3.Handler) is reset and closed.
+// abort closes c with a reset rather than gracefully: a TCP connection
+// sends RST, and so does one under TLS, closed without the close_notify
+// that would tell the peer the data ended cleanly; a stream that can be
+// reset (an HTTP/2 stream, an HTTP/3 one of http3.Handler) is reset.
 func abort(c net.Conn) {
 	switch c := c.(type) {
 	case *net.TCPConn:
 		_ = c.SetLinger(0)
 	case *tls.Conn:
 		abort(c.NetConn())
+		return
 	case interface{ Reset() }:
 		c.Reset()
 	}
+	c.Close()
 }
 
 // closeWrite shuts down the writing side of c, if it can: a TCP
