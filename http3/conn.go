@@ -45,8 +45,8 @@ var errWriteClosed = errors.New("write after CloseWrite")
 // Close ends the stream as closing a TCP connection does: what was
 // written is delivered, then FIN, and a receiving side the peer has not
 // ended is stopped (STOP_SENDING with H3_NO_ERROR, so that the peer's
-// writes fail). Only a Write blocked when Close begins is interrupted, by
-// resetting the sending side (RESET_STREAM with H3_REQUEST_CANCELLED): a
+// writes fail). Only a Write still blocked 100 ms after Close begins is
+// interrupted, by resetting the sending side (RESET_STREAM with H3_REQUEST_CANCELLED): a
 // QUIC reset discards what was not yet acknowledged, so it is never the
 // way a stream ends with data in flight, unless Reset asks for it.
 //
@@ -173,6 +173,32 @@ func (c *streamConn) Close() error {
 	return c.close(false)
 }
 
+// closeWriteGrace is how long Close lets a Write in progress finish before
+// it interrupts it.
+const closeWriteGrace = 100 * time.Millisecond
+
+// writesDone waits, up to d, until no Write is in progress, and reports
+// whether none is. It is called once the conn is closed: no Write starts.
+func (c *streamConn) writesDone(d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writers == 0 {
+		return true
+	}
+	expired := false
+	t := time.AfterFunc(d, func() {
+		c.mu.Lock()
+		expired = true
+		c.idle.Broadcast()
+		c.mu.Unlock()
+	})
+	defer t.Stop()
+	for c.writers > 0 && !expired {
+		c.idle.Wait()
+	}
+	return c.writers == 0
+}
+
 // Reset ends the stream as a TCP reset ends a connection: both of its
 // sides the peer has not ended are reset (RESET_STREAM, STOP_SENDING)
 // with H3_CONNECT_ERROR, the code of RFC 9114 §8.1 for a proxied
@@ -189,7 +215,12 @@ func (c *streamConn) close(reset bool) error {
 		return c.opError("close", net.ErrClosed)
 	}
 	c.closed = true
-	blocked := c.writers > 0
+	c.mu.Unlock()
+	// A Write in progress gets closeWriteGrace to finish, as one not
+	// held up by flow control does at once; one still going then is
+	// blocked, and interrupted.
+	blocked := !reset && !c.writesDone(closeWriteGrace)
+	c.mu.Lock()
 	readEOF, sentFIN := c.readEOF, c.sentFIN
 	c.mu.Unlock()
 

@@ -252,6 +252,34 @@ func TestCloseDeliversWhatWasWritten(t *testing.T) {
 	assert.True(t, bytes.Equal(payload, got), "got %d bytes of %d", len(got), len(payload))
 }
 
+// TestCloseLetsAWriteInProgressFinish: a handler that returns while
+// another goroutine's Write is in progress (and not held up by flow
+// control) has it delivered, and the stream ends with FIN, not a reset.
+func TestCloseLetsAWriteInProgressFinish(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+	us := new(upgrade.Server)
+	us.HandleFunc("burst", func(c *upgrade.Conn) {
+		started := make(chan struct{})
+		go func() {
+			close(started)
+			_, _ = c.Write(payload)
+		}()
+		<-started
+		time.Sleep(time.Millisecond) // the Write is under way
+	})
+	srv := serveH3(t, us, nil)
+	tr := newTransport(t)
+	for range 5 {
+		c, err := dial(t, tr, srv.url+"/", "burst")
+		require.NoError(t, err)
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		got, err := io.ReadAll(c)
+		c.Close()
+		require.NoError(t, err, "the stream ends with FIN after the data")
+		assert.True(t, bytes.Equal(payload, got), "got %d bytes of %d", len(got), len(payload))
+	}
+}
+
 // TestClientCloseStopsTheServer: a client that closes without reading to
 // the end makes the server's Read see the end of the stream and its
 // Writes fail, as a reset TCP connection's would.
