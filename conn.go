@@ -77,6 +77,23 @@ func (c *Conn) Write(p []byte) (int, error) { return c.nc.Write(p) }
 // Close closes the underlying connection.
 func (c *Conn) Close() error { return c.nc.Close() }
 
+// reset closes c with a reset: RST on a TCP connection, RST_STREAM (or
+// RESET_STREAM) on a stream that can be reset.
+func (c *Conn) reset() {
+	switch nc := c.NetConn().(type) {
+	case *net.TCPConn:
+		_ = nc.SetLinger(0)
+	case interface{ NetConn() net.Conn }: // *tls.Conn
+		if tc, ok := nc.NetConn().(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+			tc.Close()
+		}
+	case interface{ Reset() }:
+		nc.Reset()
+	}
+	c.Close()
+}
+
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 

@@ -15,7 +15,8 @@ import (
 // carries its values and is cancelled when the connection is closed.
 // Draining(c.Context()) is closed when a graceful Shutdown starts: the
 // moment to say goodbye, if the protocol can, and return. A panic is
-// recovered and logged, and c closed.
+// recovered and logged, and c closed; a panic with http.ErrAbortHandler
+// is not logged, and resets c (RST, or RST_STREAM on a stream).
 type Handler interface {
 	ServeUpgrade(c *Conn)
 }

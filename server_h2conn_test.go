@@ -5,10 +5,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-upgrade/upgrade/internal/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
@@ -354,4 +357,32 @@ func TestH2ConnCloseWriteDoesNotWaitForWrite(t *testing.T) {
 	}
 	waitNoActive(t, s)
 	c.HoldCredit(false)
+}
+
+// TestAbortHandlerResets: a handler that panics with http.ErrAbortHandler
+// has its connection reset, not closed gracefully, as net/http aborts a
+// response: RST_STREAM on an HTTP/2 stream, RST on a TCP connection.
+func TestAbortHandlerResets(t *testing.T) {
+	lg, logs := testLogger()
+	s := &Server{ErrorLog: lg}
+	s.HandleFunc("abort/1", func(c *Conn) {
+		_, _ = c.Read(make([]byte, 1))
+		panic(http.ErrAbortHandler)
+	})
+	addr := serveH2(t, s, s, false)
+
+	c := dialH2(t, addr, false)
+	st := c.Connect("http", "example.com", "/", "abort/1")
+	require.Equal(t, "200", st.Status())
+	st.Write([]byte("x"))
+	_, _, reset := st.End()
+	require.NotNil(t, reset, "the stream is reset")
+
+	wc := wiretest.Dial(t, addr)
+	wc.Send(upgradeReq("GET", "abort/1") + "x")
+	wc.Head()
+	_, err := io.ReadAll(wc.BR)
+	assert.ErrorIs(t, err, syscall.ECONNRESET)
+	waitNoActive(t, s)
+	assert.NotContains(t, logs.String(), "panic serving protocol")
 }

@@ -45,9 +45,13 @@ func (s *Server) run(c *Conn) {
 }
 
 // served ends serving c, deferred: a panic is contained and logged, c
-// closed and forgotten.
+// closed and forgotten. After a panic with http.ErrAbortHandler, not
+// logged, c is reset rather than closed, as net/http aborts a response.
 func (s *Server) served(c *Conn) {
-	if p := recover(); p != nil && p != http.ErrAbortHandler {
+	switch p := recover(); {
+	case p == http.ErrAbortHandler:
+		c.reset()
+	case p != nil:
 		buf := make([]byte, 16<<10)
 		buf = buf[:runtime.Stack(buf, false)]
 		s.logger().Error("upgrade: panic serving protocol", "protocol", c.Protocol.String(),
