@@ -27,6 +27,7 @@ import (
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/http3"
+	"github.com/go-upgrade/upgrade/internal/selfsigned"
 	"github.com/go-upgrade/upgrade/reverseproxy"
 	"github.com/go-upgrade/upgrade/websocket"
 	"github.com/quic-go/quic-go"
@@ -53,7 +54,7 @@ type h3Proxy struct {
 // them to end.
 func startH3Proxy(t *testing.T, backend string) *h3Proxy {
 	t.Helper()
-	cert, err := selfSignedCert()
+	cert, err := selfsigned.Cert("upgrade (self-signed)")
 	require.NoError(t, err)
 	p := reverseproxy.New(&url.URL{Scheme: "http", Host: backend})
 	hp := &h3Proxy{p: p, log: newSyncBuffer(), done: make(chan error, 1)}

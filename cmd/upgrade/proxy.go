@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-upgrade/upgrade"
+	"github.com/go-upgrade/upgrade/internal/selfsigned"
 	"github.com/go-upgrade/upgrade/reverseproxy"
 )
 
@@ -211,7 +212,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		"http3", cfg.http3, "insecure", cfg.insecure, "grace", cfg.grace, "verbose", cfg.verbose)
 	if tlsConf != nil {
 		// For Chromium over HTTP/3: --ignore-certificate-errors-spki-list.
-		log.Info("self-signed certificate", "spki_sha256", spkiHash(tlsConf.Certificates[0]))
+		log.Info("self-signed certificate", "spki_sha256", selfsigned.SPKIHash(tlsConf.Certificates[0]))
 	}
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/h2c"
+	"github.com/go-upgrade/upgrade/internal/selfsigned"
 	"github.com/go-upgrade/upgrade/websocket"
 )
 
@@ -181,7 +182,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		"extended_connect", upgrade.ExtendedConnect())
 	if tlsConf != nil {
 		// For Chromium over HTTP/3: --ignore-certificate-errors-spki-list.
-		log.Info("self-signed certificate", "spki_sha256", spkiHash(tlsConf.Certificates[0]))
+		log.Info("self-signed certificate", "spki_sha256", selfsigned.SPKIHash(tlsConf.Certificates[0]))
 	}
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 
@@ -218,7 +219,7 @@ func listen(addr string, secure bool) (net.Listener, string, *tls.Config, error)
 	if !secure {
 		return ln, "http", nil, nil
 	}
-	cert, err := selfSignedCert()
+	cert, err := selfsigned.Cert("upgrade (self-signed)")
 	if err != nil {
 		ln.Close()
 		return nil, "", nil, fmt.Errorf("making a TLS certificate: %w", err)

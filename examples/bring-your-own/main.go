@@ -42,10 +42,12 @@ import (
 
 	coder "github.com/coder/websocket"
 	"github.com/go-upgrade/upgrade"
+
 	// Extended CONNECT in net/http's HTTP/2 server, for WebSockets over
 	// HTTP/2: every WebSocket endpoint here is behind the upgrade.Server,
 	// which serves them.
 	_ "github.com/go-upgrade/upgrade/extconnect"
+	"github.com/go-upgrade/upgrade/internal/selfsigned"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	gorilla "github.com/gorilla/websocket"
@@ -99,7 +101,7 @@ func listen(addr string, secure bool) (net.Listener, string, error) {
 	if err != nil || !secure {
 		return ln, "http", err
 	}
-	cert, err := ephemeralCert()
+	cert, err := selfsigned.Cert("bring-your-own example")
 	if err != nil {
 		ln.Close()
 		return nil, "", err
