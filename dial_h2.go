@@ -15,54 +15,42 @@ import (
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
-	"golang.org/x/net/http/httpguts"
 )
 
 // h2Protos is what a Dialer that can switch over HTTP/2 offers in ALPN:
 // h2 first, and http/1.1, on which it upgrades on the same connection.
 var h2Protos = []string{"h2", "http/1.1"}
 
-// h2Attempt is what Dial prepared to switch over HTTP/2.
-type h2Attempt struct {
-	proxy *url.URL        // nil without a proxy
-	addr  string          // the address to dial: the proxy's or the server's
-	key   h2Key           // the connections it may share
-	reqs  []*http.Request // an extended CONNECT per offer, in order; none: HTTP/1.1 only
-}
-
 // errUseHTTP1 says the server cannot switch over HTTP/2: the Dial upgrades
 // over HTTP/1.1, on a new connection.
 var errUseHTTP1 = errors.New("use HTTP/1.1")
 
-// prepareHTTP2 decides whether Dial tries HTTP/2 and builds its extended
-// CONNECT requests, one per offer, calling Prepare with each. It returns
-// nil if HTTP/2 does not apply at all.
-func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) (*h2Attempt, error) {
+// prepareHTTP2 builds the extended CONNECTs Dial sends over HTTP/2, one
+// per offer, calling Prepare with each. It returns nil if HTTP/2 does not
+// apply: with a Body, for a cleartext URL without UnencryptedHTTP2, or
+// for a server remembered as unable to switch over HTTP/2.
+func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) ([]*http.Request, error) {
 	if len(d.Body) > 0 || !t.secure && !d.HTTP2.UnencryptedHTTP2 {
 		return nil, nil
 	}
-	proxyURL, addr, err := d.proxyFor(req, t)
-	if err != nil {
-		return nil, err
-	}
-	a := &h2Attempt{proxy: proxyURL, addr: addr, key: d.h2Key(t, proxyURL)}
 	d.HTTP2.mu.Lock()
-	useHTTP1 := d.HTTP2.useHTTP1Locked(a.key)
+	useHTTP1 := d.HTTP2.useHTTP1Locked(d.h2Key(t))
 	d.HTTP2.mu.Unlock()
 	if useHTTP1 {
-		return a, nil
+		return nil, nil
 	}
-	a.reqs = make([]*http.Request, len(offers))
+	reqs := make([]*http.Request, len(offers))
 	for i, o := range offers {
-		if a.reqs[i], err = d.newExtendedConnect(ctx, req.URL, t, o, 2); err != nil {
+		var err error
+		if reqs[i], err = d.newExtendedConnect(ctx, req.URL, t, o, 2); err != nil {
 			return nil, err
 		}
 	}
-	return a, nil
+	return reqs, nil
 }
 
-// h2Key identifies the connections a Dial to t through proxyURL may share.
-func (d *Dialer) h2Key(t dialTarget, proxyURL *url.URL) h2Key {
+// h2Key identifies the connections a Dial to t may share.
+func (d *Dialer) h2Key(t dialTarget) h2Key {
 	k := h2Key{scheme: "http", addr: t.addr, tls: d.TLSClientConfig, maxHeader: math.MaxUint32}
 	if n := d.maxHeaderBytes(); n < math.MaxUint32 {
 		k.maxHeader = uint32(n)
@@ -70,8 +58,8 @@ func (d *Dialer) h2Key(t dialTarget, proxyURL *url.URL) h2Key {
 	if t.secure {
 		k.scheme, k.serverName = "https", t.serverName
 	}
-	if proxyURL != nil {
-		k.proxy = proxyURL.String()
+	if t.proxy != nil {
+		k.proxy = t.proxy.String()
 	}
 	return k
 }
@@ -83,7 +71,7 @@ func (d *Dialer) h2Key(t dialTarget, proxyURL *url.URL) h2Key {
 // HTTP/3 forbid (RFC 9113 §8.2.2, RFC 9114 §4.2). Prepare is called with
 // it, and what it leaves is checked.
 func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarget, offer Protocol, major int) (*http.Request, error) {
-	h := d.header(u, 1)
+	h := d.header(u)
 	dropConnectionFields(h)
 	protocol := []string{offer.String()}
 	h[":protocol"] = protocol
@@ -95,9 +83,7 @@ func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarge
 		Header:     h,
 		Host:       t.host,
 	}
-	if ctx != context.Background() {
-		req = req.WithContext(ctx)
-	}
+	req = req.WithContext(ctx)
 	if d.Prepare != nil {
 		if err := d.Prepare(req); err != nil {
 			return nil, fmt.Errorf("preparing the request: %w", err)
@@ -157,13 +143,8 @@ func checkH2Fields(req *http.Request) error {
 		if k == ":protocol" {
 			continue
 		}
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("invalid header field name %s", httplist.Quote(k))
-		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("invalid value for header field %s: %s", k, httplist.Quote(v))
-			}
+		if err := checkField(k, vs); err != nil {
+			return err
 		}
 		switch textproto.CanonicalMIMEHeaderKey(k) {
 		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade",
@@ -181,74 +162,53 @@ func checkH2Fields(req *http.Request) error {
 			delete(req.Header, k)
 		}
 	}
-	if h, err := httpguts.PunycodeHostPort(host); err == nil {
-		host = h
-	}
-	if r := checkAuthority(host); r != "" {
-		return fmt.Errorf("invalid Host %s: %s", httplist.Quote(host), r)
-	}
-	req.Host = host
-	return nil
+	var err error
+	req.Host, err = checkHost(host)
+	return err
 }
 
-// handshakeHTTP2 switches over HTTP/2 if it can: it sends an extended
-// CONNECT for each offer in turn on a shared connection, until the server
-// accepts one. It upgrades over HTTP/1.1 instead when the server cannot
-// switch over HTTP/2: TLS negotiated http/1.1 (the upgrade then goes on
-// that connection), the server's SETTINGS lack
+// handshakeHTTP2 switches over HTTP/2 if it can: it sends the extended
+// CONNECTs xreqs, one per offer, in turn on a shared connection, until the
+// server accepts one. It upgrades over HTTP/1.1 instead when the server
+// cannot switch over HTTP/2: TLS negotiated http/1.1 (the upgrade then
+// goes on that connection), the server's SETTINGS lack
 // SETTINGS_ENABLE_CONNECT_PROTOCOL, or, with prior knowledge, it does not
 // speak HTTP/2; or the server answers 505 HTTP Version Not Supported. When
 // the server refuses every offer, the last refusal is the error; HTTP/1.1
 // is not tried then.
-func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, a *h2Attempt) (*Conn, error) {
-	http1 := func() (*Conn, error) {
-		sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, http11)
-		if err != nil {
-			return nil, err
-		}
-		return d.switchHTTP1(&sc, req, wire, offers)
-	}
-	if len(a.reqs) == 0 {
-		return http1()
-	}
-	// hctx bounds every wait of the attempt; streams get a context of
-	// their own, which it cancels until the switch is done.
+func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, xreqs []*http.Request) (*Conn, error) {
+	key := d.h2Key(t)
+	// hctx bounds every wait of the attempt.
 	hctx := ctx
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
 		hctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	var refused *ResponseError
 	// DialResponse keeps the last refusal's stream open: any other
 	// outcome closes it.
-	drop := func(re *ResponseError) {
-		if re != nil && re.live != nil {
-			re.live.Body.Close()
+	var refused *ResponseError
+	for i, xreq := range xreqs {
+		c, re, sc, err := d.extendedConnect(ctx, hctx, deadline, t, key, xreq, offers[i])
+		if re != nil && re.StatusCode != http.StatusHTTPVersionNotSupported {
+			refused.closeLive()
+			refused = re
+			continue
 		}
-	}
-	for i, xreq := range a.reqs {
-		c, re, sc, err := d.extendedConnect(ctx, hctx, deadline, req, t, a, xreq, offers[i])
-		if err != nil || sc != nil || c != nil || re != nil && re.StatusCode == http.StatusHTTPVersionNotSupported {
-			drop(refused)
-		}
+		refused.closeLive()
 		switch {
 		case sc != nil:
 			return d.switchHTTP1(sc, req, wire, offers)
+		case re != nil:
+			// A 505: the endpoint does not take this offer, or any,
+			// over HTTP/2 (an upgrade.Server without RFC 8441 says
+			// so): the answer is about the version, not the protocol.
+			re.closeLive()
+			return d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 		case errors.Is(err, errUseHTTP1):
-			return http1()
+			return d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 		case err != nil:
 			return nil, err
-		case re != nil && re.StatusCode == http.StatusHTTPVersionNotSupported:
-			// The endpoint does not take this offer, or any, over
-			// HTTP/2 (an upgrade.Server without RFC 8441 says so): the
-			// answer is about the version, not the protocol.
-			drop(re)
-			return http1()
-		case re != nil:
-			drop(refused)
-			refused = re
-			continue
 		}
 		return c, nil
 	}
@@ -262,9 +222,9 @@ func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *ht
 // connection, and so is one whose pooled connection fails before any
 // answer, as browsers do: the connection may have died while idle, and an
 // extended CONNECT has no body to replay.
-func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt, xreq *http.Request, offer Protocol) (*Conn, *ResponseError, *serverConn, error) {
+func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key, xreq *http.Request, offer Protocol) (*Conn, *ResponseError, *serverConn, error) {
 	for retried := false; ; retried = true {
-		hc, reused, sc, err := d.h2Conn(ctx, hctx, deadline, req, t, a)
+		hc, reused, sc, err := d.h2Conn(ctx, hctx, deadline, t, key)
 		if sc != nil || err != nil {
 			return nil, nil, sc, err
 		}
@@ -283,10 +243,10 @@ func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, 
 // h2Conn returns a connection with a stream reserved for the Dial: a
 // pooled one, one another Dial is opening, or one it opens; or, when TLS
 // negotiated HTTP/1.1 on the one it opened, that connection.
-func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt) (hc *h2Conn, reused bool, sc *serverConn, err error) {
+func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key) (hc *h2Conn, reused bool, sc *serverConn, err error) {
 	tr := d.HTTP2
 	for {
-		c, wait, useHTTP1 := tr.get(a.key)
+		c, wait, useHTTP1 := tr.get(key)
 		switch {
 		case useHTTP1:
 			return nil, false, nil, errUseHTTP1
@@ -300,21 +260,21 @@ func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, req *http
 				return nil, false, nil, hctx.Err()
 			}
 		}
-		c, sc, err = d.dialHTTP2(ctx, hctx, deadline, t, a)
-		tr.dialed(a.key, c, sc != nil || errors.Is(err, errUseHTTP1))
+		c, sc, err = d.dialHTTP2(ctx, hctx, deadline, t, key)
+		tr.dialed(key, c, sc != nil || errors.Is(err, errUseHTTP1))
 		return c, false, sc, err
 	}
 }
 
-// dialHTTP2 opens a connection for a.key: TLS with ALPN h2 and http/1.1,
+// dialHTTP2 opens a connection for key: TLS with ALPN h2 and http/1.1,
 // or cleartext with prior knowledge, starts HTTP/2 on it, and reserves a
 // stream once the server's SETTINGS have enabled extended CONNECT. If TLS
 // negotiated HTTP/1.1 (or nothing), it returns the connection instead,
 // still within the handshake's bounds. It returns errUseHTTP1 if the
 // server's SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL, or if a
 // cleartext server does not answer the preface with SETTINGS.
-func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dialTarget, a *h2Attempt) (*h2Conn, *serverConn, error) {
-	sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, h2Protos)
+func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key) (*h2Conn, *serverConn, error) {
+	sc, err := d.connect(ctx, deadline, t, h2Protos)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -333,7 +293,7 @@ func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dial
 		st := tc.ConnectionState()
 		tlsState = &st
 	}
-	hc, err := d.HTTP2.newConn(a.key, nc, tlsState)
+	hc, err := d.HTTP2.newConn(key, nc, tlsState)
 	if err != nil {
 		sc.close()
 		return nil, nil, fmt.Errorf("starting HTTP/2: %w", err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
+	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
@@ -59,6 +60,13 @@ type ResponseError struct {
 	live *http.Response // with its body, for DialResponse
 }
 
+// closeLive closes the body of e's live response, if e has one.
+func (e *ResponseError) closeLive() {
+	if e != nil && e.live != nil {
+		e.live.Body.Close()
+	}
+}
+
 // Error names the status and the protocols the server advertised.
 func (e *ResponseError) Error() string {
 	if e.Proxy {
@@ -77,14 +85,14 @@ func (e *ResponseError) Error() string {
 
 // formatProtocols formats ps as an Upgrade field value.
 func formatProtocols(ps []Protocol) string {
-	var b []byte
+	var b strings.Builder
 	for i, p := range ps {
 		if i > 0 {
-			b = append(b, ", "...)
+			b.WriteString(", ")
 		}
-		b = p.appendTo(b)
+		b.WriteString(p.String())
 	}
-	return string(b)
+	return b.String()
 }
 
 // maxInterimResponses bounds the interim (1xx other than 101) responses a
@@ -291,17 +299,15 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 // unfolded as RFC 9112 §5.2 requires of a user agent: a line starting with
 // SP or HTAB continues the previous field's value, joined to it by one SP,
 // the OWS around the fold trimmed; such a line before the first field is
-// malformed. Lines must end in LF (CRLF or bare LF); a block that ends
-// without its empty line is io.ErrUnexpectedEOF.
+// malformed. Lines end in CRLF or LF; a block that ends without its empty
+// line is io.ErrUnexpectedEOF.
 func readHeader(br *bufio.Reader) (http.Header, error) {
-	h := make(http.Header, 4)
-	// The field being read is kept until the next line shows whether it
-	// is folded, so that a value folded many times is built in one
-	// buffer rather than copied at every fold.
+	h := make(http.Header)
+	// A field is stored once the next line shows it is not folded, so
+	// that a value folded many times is built in one buffer.
 	var (
 		key   string // "" before the first field
-		arr   [128]byte
-		value = arr[:0]
+		value []byte
 	)
 	for {
 		line, err := readLine(br)
@@ -312,16 +318,14 @@ func readHeader(br *bufio.Reader) (http.Header, error) {
 			if key == "" {
 				return nil, invalidSwitch("line folding before the first header field")
 			}
-			cont := trimOWSBytes(line)
+			cont := bytes.Trim(line, " \t")
 			if !httpguts.ValidHeaderFieldValue(string(cont)) {
 				return nil, invalidSwitch("invalid value in folded header line " + httplist.Quote(string(line)))
 			}
-			if len(cont) > 0 {
-				if len(value) > 0 {
-					value = append(value, ' ')
-				}
-				value = append(value, cont...)
+			if len(cont) > 0 && len(value) > 0 {
+				value = append(value, ' ')
 			}
+			value = append(value, cont...)
 			continue
 		}
 		if key != "" {
@@ -334,24 +338,13 @@ func readHeader(br *bufio.Reader) (http.Header, error) {
 		if colon <= 0 || !httpguts.ValidHeaderFieldName(string(line[:colon])) {
 			return nil, invalidSwitch("malformed header line " + httplist.Quote(string(line)))
 		}
-		v := trimOWSBytes(line[colon+1:])
+		v := bytes.Trim(line[colon+1:], " \t")
 		if !httpguts.ValidHeaderFieldValue(string(v)) {
 			return nil, invalidSwitch("invalid value in header line " + httplist.Quote(string(line)))
 		}
-		key = internKey(line[:colon])
+		key = textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
 		value = append(value[:0], v...)
 	}
-}
-
-// trimOWSBytes returns b without leading and trailing SP and HTAB.
-func trimOWSBytes(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // readLine returns the next line from br without its CRLF or LF. The
@@ -377,17 +370,6 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	return line, nil
 }
 
-// internKey returns the canonical form of a header field name, without
-// allocating for the fields a 101 usually carries.
-func internKey(k []byte) string {
-	for _, common := range [...]string{"Upgrade", "Connection", "Sec-Websocket-Accept", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions", "Date", "Server"} {
-		if ascii.EqualFold(string(k), common) {
-			return common
-		}
-	}
-	return textproto.CanonicalMIMEHeaderKey(string(k))
-}
-
 // matchOffer returns the offer p names: the name compared ASCII
 // case-insensitively, the version exactly.
 func matchOffer(offers []Protocol, p Protocol) (Protocol, bool) {
@@ -400,21 +382,25 @@ func matchOffer(offers []Protocol, p Protocol) (Protocol, bool) {
 }
 
 // newResponseError builds the error for a final response other than the
-// one expected, reading an excerpt of its body (the caller bounds the
-// reader).
+// one expected, its Body left unread.
 func newResponseError(resp *http.Response) *ResponseError {
-	e := &ResponseError{
+	return &ResponseError{
 		StatusCode: resp.StatusCode,
 		Status:     resp.Status,
 		Proto:      resp.Proto,
 		Header:     resp.Header,
 		Upgrade:    parseAdvertised(resp.Header["Upgrade"]),
 	}
-	if resp.Body != nil && resp.Body != http.NoBody {
-		// Errors only cut the excerpt short.
-		e.Body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+}
+
+// excerpt reads the start of a refusal's body for a ResponseError; the
+// caller bounds the reading. Errors only cut it short.
+func excerpt(body io.Reader) []byte {
+	if body == nil || body == http.NoBody {
+		return nil
 	}
-	return e
+	b, _ := io.ReadAll(io.LimitReader(body, maxErrorBody))
+	return b
 }
 
 // parseAdvertised parses the Upgrade field of a refusal leniently:

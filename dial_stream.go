@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -38,7 +37,7 @@ func isSecureURL(rawURL string) bool {
 // dialStream is Dial over d.HTTP3: an extended CONNECT per offer, in
 // order, until the server accepts one.
 func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protocol) (*Conn, error) {
-	u, t, _, err := parseTarget(rawURL)
+	u, t, err := parseTarget(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", redactURL(rawURL), err)
 	}
@@ -95,29 +94,22 @@ func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*ht
 		hctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	var refused *ResponseError
 	// DialResponse keeps the last refusal's stream open: any other
 	// outcome closes it.
-	drop := func() {
-		if refused != nil && refused.live != nil {
-			refused.live.Body.Close()
-		}
-	}
+	var refused *ResponseError
 	for i, req := range reqs {
 		resp, sc, err := d.HTTP3.OpenStream(hctx, req)
+		refused.closeLive()
 		if err != nil {
-			drop()
 			return nil, fmt.Errorf("HTTP/3 extended CONNECT: %w", err)
 		}
 		resp.Status = strings.TrimSpace(strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
 		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/3.0", 3, 0
 		resp.Request = req
 		if resp.StatusCode/100 != 2 {
-			drop()
 			refused = d.streamRefusal(hctx, resp, sc)
 			continue
 		}
-		drop()
 		// The stream is read through the Conn, never through the
 		// response.
 		resp.Body, resp.ContentLength = http.NoBody, 0
@@ -151,8 +143,7 @@ func (d *Dialer) streamRefusal(hctx context.Context, resp *http.Response, sc net
 		_ = sc.SetReadDeadline(deadline)
 	}
 	stop := context.AfterFunc(hctx, func() { _ = sc.SetReadDeadline(aLongTimeAgo) })
-	// Errors only cut the excerpt short.
-	re.Body, _ = io.ReadAll(io.LimitReader(sc, maxErrorBody))
+	re.Body = excerpt(sc)
 	stop()
 	sc.Close()
 	return re
