@@ -213,13 +213,6 @@ func (c *h2Conn) closeIfIdle() bool {
 	return idle
 }
 
-// usable reports whether the connection may still carry new streams.
-func (c *h2Conn) usable() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err == nil && !c.closing && !c.goAway
-}
-
 // close closes the TCP connection; readLoop then fails what is left.
 func (c *h2Conn) close() {
 	_ = c.nc.Close()

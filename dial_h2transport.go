@@ -2,14 +2,21 @@ package upgrade
 
 import (
 	"crypto/tls"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
 
-// defaultHTTP2IdleConnTimeout is how long an HTTP2Transport keeps a
-// connection without streams open, unless its IdleConnTimeout says
-// otherwise.
-const defaultHTTP2IdleConnTimeout = 90 * time.Second
+const (
+	defaultHTTP2IdleConnTimeout = 90 * time.Second
+
+	// A server found unable to switch over HTTP/2 gets HTTP/1.1 straight
+	// away for http1Memory; at most maxHTTP1Memory servers are
+	// remembered.
+	http1Memory    = 10 * time.Minute
+	maxHTTP1Memory = 1024
+)
 
 // An HTTP2Transport holds the HTTP/2 connections on which Dialers switch
 // protocols with extended CONNECT (RFC 8441), one stream per switched
@@ -63,38 +70,19 @@ type h2Key struct {
 	maxHeader  uint32 // SETTINGS_MAX_HEADER_LIST_SIZE the connection announced
 }
 
-// http1Memory is how long an HTTP2Transport sends a server's Dials straight
-// to HTTP/1.1 after finding it cannot switch over HTTP/2.
-const http1Memory = 10 * time.Minute
-
-// maxHTTP1Memory bounds the servers remembered.
-const maxHTTP1Memory = 1024
-
 // CloseIdleConnections closes the connections that carry no stream. It
 // does not interrupt streams: a connection in use is closed once it has
 // been idle for IdleConnTimeout.
 func (t *HTTP2Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	var all []*h2Conn
-	for key, cs := range t.conns {
+	for _, cs := range t.conns {
 		all = append(all, cs...)
-		delete(t.conns, key)
 	}
 	t.mu.Unlock()
-	// Out of the pool, a connection takes no new stream: one without
-	// streams stays idle, the others go back.
 	for _, c := range all {
 		if c.closeIfIdle() {
-			<-c.readDone // at once: its connection is closed
-			continue
-		}
-		if c.usable() {
-			t.mu.Lock()
-			if t.conns == nil {
-				t.conns = make(map[h2Key][]*h2Conn)
-			}
-			t.conns[c.key] = append(t.conns[c.key], c)
-			t.mu.Unlock()
+			<-c.readDone // readLoop has ended, and removed c
 		}
 	}
 }
@@ -162,17 +150,13 @@ func (t *HTTP2Transport) rememberHTTP1Locked(key h2Key) {
 		t.http1 = make(map[h2Key]time.Time)
 	}
 	if len(t.http1) >= maxHTTP1Memory {
-		for k, until := range t.http1 {
-			if now.After(until) {
-				delete(t.http1, k)
-			}
+		maps.DeleteFunc(t.http1, func(_ h2Key, until time.Time) bool { return now.After(until) })
+	}
+	for k := range t.http1 {
+		if len(t.http1) < maxHTTP1Memory {
+			break
 		}
-		for k := range t.http1 {
-			if len(t.http1) < maxHTTP1Memory {
-				break
-			}
-			delete(t.http1, k)
-		}
+		delete(t.http1, k)
 	}
 	t.http1[key] = now.Add(http1Memory)
 }
@@ -189,18 +173,8 @@ func (t *HTTP2Transport) useHTTP1Locked(key h2Key) bool {
 // remove removes c from the pool.
 func (t *HTTP2Transport) remove(c *h2Conn) {
 	t.mu.Lock()
-	t.removeLocked(c)
-	t.mu.Unlock()
-}
-
-func (t *HTTP2Transport) removeLocked(c *h2Conn) {
-	cs := t.conns[c.key]
-	for i, pc := range cs {
-		if pc == c {
-			cs = append(cs[:i], cs[i+1:]...)
-			break
-		}
-	}
+	defer t.mu.Unlock()
+	cs := slices.DeleteFunc(t.conns[c.key], func(x *h2Conn) bool { return x == c })
 	if len(cs) == 0 {
 		delete(t.conns, c.key)
 	} else {
