@@ -80,13 +80,9 @@ type Server struct {
 	// means slog.Default().
 	ErrorLog *slog.Logger
 
-	mu       sync.Mutex
-	routes   []route
-	upgrades string // the registered protocols, for 426 responses
-	// conditional is set when a route has an Available function, so
-	// that a 426 lists only the protocols available for its request.
-	conditional bool
-	conns       track.Tracker // the switched connections
+	mu     sync.Mutex
+	routes []route
+	conns  track.Tracker // the switched connections
 }
 
 // Handle registers h for the protocols matched by pattern. If h has a
@@ -135,7 +131,6 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	} else {
 		r.accepter, _ = rt.Handler.(Accepter)
 	}
-	r.srv = s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.routes {
@@ -144,32 +139,6 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 		}
 	}
 	s.routes = append(s.routes, r)
-	s.upgrades = advertise(s.routes, nil)
-	if r.Available != nil {
-		s.conditional = true
-	}
-}
-
-// advertise lists the routes, in the server's order of preference, as an
-// Upgrade field value: "name" or "name/version" ("name/*" is listed as
-// "name"). With r non-nil, routes unavailable for r are left out.
-func advertise(routes []route, r *http.Request) string {
-	var b strings.Builder
-	for i := range routes {
-		x := &routes[i]
-		if r != nil && !x.available(r) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(x.name)
-		if x.version != "" {
-			b.WriteString("/")
-			b.WriteString(x.version)
-		}
-	}
-	return b.String()
 }
 
 // Protocols returns the registered protocols in the server's order of
@@ -188,15 +157,16 @@ func (s *Server) Protocols() []Protocol {
 }
 
 // advertised returns the Upgrade field value of a 426 answering r: the
-// protocols available for r.
+// protocols available for r, in the server's order of preference ("name/*"
+// listed as "name").
 func (s *Server) advertised(r *http.Request) string {
-	s.mu.Lock()
-	routes, all, conditional := s.routes, s.upgrades, s.conditional
-	s.mu.Unlock()
-	if !conditional {
-		return all
+	var ps []Protocol
+	for _, rt := range s.registered() {
+		if rt.available(r) {
+			ps = append(ps, Protocol{Name: rt.name, Version: rt.version})
+		}
 	}
-	return advertise(routes, r)
+	return formatProtocols(ps)
 }
 
 // ServeHTTP switches the request to a registered protocol, or answers 426
@@ -224,8 +194,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.serveHTTP2(w, r, next)
 		return
 	}
-	var arr [4]Protocol
-	offers, ok := s.admit(w, r, next, arr[:0])
+	offers, ok := s.admit(w, r, next)
 	if !ok {
 		return
 	}
@@ -258,17 +227,17 @@ func (s *Server) registered() []route {
 }
 
 // admit checks the HTTP/1 request r before negotiation and returns its
-// offers, appended to buf. It reports false, having answered r (or passed
+// offers. It reports false, having answered r (or passed
 // it on to next), when r is not to be switched: not an upgrade request, a
 // malformed or oversized Upgrade list, a body framed by
 // Transfer-Encoding, ShouldUpgrade's refusal, a Server shutting down.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler, buf []Protocol) ([]Protocol, bool) {
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler) ([]Protocol, bool) {
 	upgrades := r.Header["Upgrade"]
 	if len(upgrades) == 0 || !isUpgradeRequest(r) {
 		s.decline(w, r, next, http.StatusUpgradeRequired, "")
 		return nil, false
 	}
-	offers, err := appendProtocols(buf, upgrades, s.Limits)
+	offers, err := appendProtocols(nil, upgrades, s.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, ErrHeaderTooLarge) {
