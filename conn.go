@@ -1,6 +1,8 @@
 package upgrade
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -55,6 +57,15 @@ type Conn struct {
 	trk     *track.Tracker     // server: its lifetime context and drain signal
 	route   *route             // server: the route switched to
 	key     string             // server: the key its connection slot is counted under
+}
+
+// buffered returns a copy of the bytes br holds, or nil: bytes read ahead
+// of an HTTP exchange, copied so that br's buffer is not kept.
+func buffered(br *bufio.Reader) []byte {
+	if ahead, _ := br.Peek(br.Buffered()); len(ahead) > 0 {
+		return bytes.Clone(ahead)
+	}
+	return nil
 }
 
 // Read reads first the bytes that had been read ahead before the switch,

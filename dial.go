@@ -432,12 +432,7 @@ func (d *Dialer) exchange(conn net.Conn, br *bufio.Reader, lr *limitReader, req 
 			return nil, fmt.Errorf("101 response refused by Check: %w", err)
 		}
 	}
-	c := &Conn{nc: conn, Protocol: proto, Request: req, Response: resp}
-	if n := br.Buffered(); n > 0 {
-		ahead, _ := br.Peek(n)
-		c.rbuf = append([]byte(nil), ahead...)
-	}
-	return c, nil
+	return &Conn{nc: conn, Protocol: proto, Request: req, Response: resp, rbuf: buffered(br)}, nil
 }
 
 // dial connects to addr within ctx and deadline.

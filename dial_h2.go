@@ -282,11 +282,10 @@ func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dial
 		return nil, &sc, nil
 	}
 	nc := sc.conn
-	if n := sc.br.Buffered(); n > 0 && !t.secure {
+	if ahead := buffered(sc.br); ahead != nil && !t.secure {
 		// Bytes the server sent through a proxy's tunnel, read with the
 		// proxy's response (its SETTINGS, say), are HTTP/2's.
-		ahead, _ := sc.br.Peek(n)
-		nc = &Conn{nc: nc, rbuf: append([]byte(nil), ahead...)}
+		nc = &Conn{nc: nc, rbuf: ahead}
 	}
 	var tlsState *tls.ConnectionState
 	if tc, ok := sc.conn.(*tls.Conn); ok {

@@ -54,11 +54,10 @@ func (d *Dialer) tunnel(raw net.Conn, br *bufio.Reader, lr *limitReader, t dialT
 	if err := connectTunnel(conn, br, t.authority, t.proxy); err != nil {
 		return nil, err
 	}
-	if t.secure && br.Buffered() > 0 {
+	if ahead := buffered(br); t.secure && ahead != nil {
 		// Bytes the server sent through the tunnel right after the
 		// CONNECT response belong to the TLS stream.
-		ahead, _ := br.Peek(br.Buffered())
-		conn = &Conn{nc: conn, rbuf: append([]byte(nil), ahead...)}
+		conn = &Conn{nc: conn, rbuf: ahead}
 	}
 	return conn, nil
 }

@@ -26,16 +26,6 @@ func (p Protocol) String() string {
 	return p.Name + "/" + p.Version
 }
 
-// appendTo appends p's header form to b.
-func (p Protocol) appendTo(b []byte) []byte {
-	b = append(b, p.Name...)
-	if p.Version != "" {
-		b = append(b, '/')
-		b = append(b, p.Version...)
-	}
-	return b
-}
-
 // Default bounds of Limits.
 const (
 	defaultMaxProtocols    = 16

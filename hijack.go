@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -57,15 +58,9 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 		refuseShuttingDown(nc)
 		return
 	}
-	// Bytes the client sent behind the request are the new protocol's:
-	// copied out, so that net/http's 4 KiB read buffer is not kept.
-	if n := brw.Reader.Buffered(); n > 0 {
-		ahead, _ := brw.Reader.Peek(n)
-		c.rbuf = append([]byte(nil), ahead...)
-	}
-	// The 101 is written through net/http's write buffer, which the
-	// hijack hands over empty.
-	head := append101(brw.Writer.AvailableBuffer(), p, sendContinue, d.extra)
+	// Bytes the client sent behind the request are the new protocol's.
+	c.rbuf = buffered(brw.Reader)
+	head := switchResponse(p, sendContinue, d.extra)
 	if err := s.writeHead(nc, brw.Writer, head); err != nil {
 		s.logPeerError(r, "writing the 101 response for "+rt.spelled, err)
 		nc.Close()
@@ -76,30 +71,17 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	go s.run(c)
 }
 
-// append101 appends the 101 response switching to p, with the Accepter's
+// switchResponse returns the 101 response switching to p, with the Accepter's
 // fields extra (which checkSwitchHeader has accepted), preceded by a 100
 // Continue if the client expects one that net/http has not sent.
-func append101(b []byte, p Protocol, sendContinue bool, extra http.Header) []byte {
+func switchResponse(p Protocol, sendContinue bool, extra http.Header) []byte {
+	var b []byte
 	if sendContinue {
 		b = append(b, "HTTP/1.1 100 Continue\r\n\r\n"...)
 	}
-	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
-	b = p.appendTo(b)
-	b = append(b, "\r\nConnection: Upgrade\r\n"...)
-	b = appendSortedFields(b, extra)
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "+p.String()+"\r\nConnection: Upgrade\r\n"...)
+	b = appendFields(b, extra, slices.Sorted(maps.Keys(extra)))
 	return append(b, "\r\n"...)
-}
-
-// appendSortedFields appends the fields of h, which must be valid, in wire
-// form, sorted by name.
-func appendSortedFields(b []byte, h http.Header) []byte {
-	var arr [8]string
-	keys := arr[:0]
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return appendFields(b, h, keys)
 }
 
 // appendFields appends the fields of h named in keys, in that order, in
