@@ -413,7 +413,7 @@ func (d *Dialer) exchange(conn net.Conn, br *bufio.Reader, lr *limitReader, req 
 	if _, err := conn.Write(wire); err != nil {
 		return nil, fmt.Errorf("writing the request: %w", err)
 	}
-	resp, proto, err := readSwitch(br, lr, req, offers)
+	resp, proto, err := readSwitch(br, req, offers)
 	if err == errNotSwitched {
 		re := newResponseError(resp)
 		if d.keepRefusal {

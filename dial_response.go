@@ -95,24 +95,17 @@ func formatProtocols(ps []Protocol) string {
 	return b.String()
 }
 
-// maxInterimResponses bounds the interim (1xx other than 101) responses a
-// Dialer skips before the final response.
-const maxInterimResponses = 8
-
-// maxErrorBody bounds the excerpt of a refusal's body kept in a
-// ResponseError.
-const maxErrorBody = 4 << 10
-
-// maxAdvertised bounds the protocols kept from a refusal's Upgrade field.
-const maxAdvertised = 64
+const (
+	maxInterimResponses = 8       // interim 1xx responses skipped before a final one
+	maxErrorBody        = 4 << 10 // bytes of a refusal's body in a ResponseError
+	maxAdvertised       = 64      // protocols kept from a refusal's Upgrade field
+)
 
 // errLimit is returned by a limitReader past its bound.
 var errLimit = errors.New("read limit reached")
 
 // limitReader reads at most n more bytes from r, then fails with errLimit:
-// it bounds what the response parser can consume without ever reading
-// past the bound (unlike a read buffer, it never takes bytes it may not
-// keep).
+// unlike io.LimitedReader, it tells its bound from the end of r.
 type limitReader struct {
 	r io.Reader
 	n int64
@@ -145,26 +138,21 @@ func responseReadError(err error) error {
 // readSwitch reads responses from br until a final one, skipping interim
 // 1xx responses. It returns a valid 101 and the offer it selects, another
 // final response (body unread) with errNotSwitched, or another error.
-func readSwitch(br *bufio.Reader, lr *limitReader, req *http.Request, offers []Protocol) (*http.Response, Protocol, error) {
+func readSwitch(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Response, Protocol, error) {
 	for interim := 0; ; interim++ {
 		// A 101 is parsed here: http.ReadResponse would reject (or
 		// interpret) Content-Length and Transfer-Encoding fields, which a
-		// 101 cannot have and a client must ignore (RFC 9112 §6.3). Other
-		// responses go through http.ReadResponse, for its body framing.
+		// 101 cannot have and a client must ignore (RFC 9112 §6.3).
 		head, err := br.Peek(len("HTTP/1.1 101"))
 		if err != nil {
-			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(eofIsUnexpected(err)))
+			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(err))
 		}
 		if is101(head) {
-			resp, proto, err := read101(br, req, offers)
-			if err != nil {
-				return nil, Protocol{}, err
-			}
-			return resp, proto, nil
+			return read101(br, req, offers)
 		}
 		resp, err := http.ReadResponse(br, req)
 		if err != nil {
-			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(eofIsUnexpected(err)))
+			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(err))
 		}
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
@@ -182,15 +170,6 @@ func readSwitch(br *bufio.Reader, lr *limitReader, req *http.Request, offers []P
 // errNotSwitched is readSwitch's error for a final response other than
 // 101, which it returns with its body unread.
 var errNotSwitched = errors.New("upgrade: final response other than 101")
-
-// eofIsUnexpected turns io.EOF into io.ErrUnexpectedEOF: in the middle of
-// a handshake the connection can end only too early.
-func eofIsUnexpected(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
 
 // is101 reports whether head, the first bytes of a response, is
 // "HTTP/1.x 101".
@@ -211,66 +190,49 @@ func (e *invalidSwitchError) Is(target error) bool { return target == ErrInvalid
 func invalidSwitch(detail string) error { return &invalidSwitchError{detail: detail} }
 
 // read101 reads a response whose status line starts "HTTP/1.x 101" and
-// checks it completes the switch: HTTP/1.1 or later 1.x, an Upgrade field
-// whose protocols were all offered, the first selecting the Conn's
+// checks it completes the switch: HTTP/1.1 or a later 1.x, an Upgrade
+// field whose protocols were all offered, the first selecting the Conn's
 // protocol, and Connection carrying "upgrade". The header block ends the
 // response; br keeps what follows it.
 func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Response, Protocol, error) {
 	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return nil, Protocol{}, invalidSwitch("status line too long")
+	}
 	if err != nil {
-		if err == bufio.ErrBufferFull {
-			return nil, Protocol{}, invalidSwitch("status line too long")
-		}
-		return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(eofIsUnexpected(err)))
+		return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(err))
 	}
 	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 	if !is101(line) {
 		return nil, Protocol{}, invalidSwitch("malformed status line")
 	}
-	minor := line[7]
-	if minor == '0' {
+	reason, hasReason := bytes.CutPrefix(line[12:], []byte(" "))
+	switch {
+	case len(line) > 12 && !hasReason:
+		return nil, Protocol{}, invalidSwitch("malformed status line")
+	case line[7] == '0':
 		// RFC 9110 §7.8: an HTTP/1.0 message cannot switch.
 		return nil, Protocol{}, invalidSwitch("HTTP/1.0 response")
+	case !httpguts.ValidHeaderFieldValue(string(reason)):
+		return nil, Protocol{}, invalidSwitch("control byte in reason phrase")
 	}
-	reason := line[12:]
+	status := "101"
 	if len(reason) > 0 {
-		if reason[0] != ' ' {
-			return nil, Protocol{}, invalidSwitch("malformed status line")
-		}
-		reason = reason[1:]
-		for _, c := range reason {
-			if (c < ' ' && c != '\t') || c == 0x7f {
-				return nil, Protocol{}, invalidSwitch("control byte in reason phrase")
-			}
-		}
-	}
-	status := "101 Switching Protocols"
-	switch {
-	case len(reason) == 0:
-		status = "101"
-	case string(reason) != "Switching Protocols":
-		status = "101 " + string(reason)
-	}
-	proto := "HTTP/1.1"
-	if minor != '1' {
-		proto = string(line[:8])
-	}
-	h, err := readHeader(br)
-	if err != nil {
-		return nil, Protocol{}, err
+		status += " " + string(reason)
 	}
 	resp := &http.Response{
 		Status:     status,
 		StatusCode: http.StatusSwitchingProtocols,
-		Proto:      proto,
+		Proto:      string(line[:8]),
 		ProtoMajor: 1,
-		ProtoMinor: int(minor - '0'),
-		Header:     h,
+		ProtoMinor: int(line[7] - '0'),
 		Body:       http.NoBody,
 		Request:    req,
 	}
-	var arr [4]Protocol
-	got, err := appendProtocols(arr[:0], h["Upgrade"], Limits{})
+	if resp.Header, err = readHeader(br); err != nil {
+		return nil, Protocol{}, err
+	}
+	got, err := appendProtocols(nil, resp.Header["Upgrade"], Limits{})
 	if err != nil {
 		return nil, Protocol{}, invalidSwitch(err.Error())
 	}
@@ -287,7 +249,7 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 			chosen = o
 		}
 	}
-	if !hasConnectionOption(h, "upgrade") {
+	if !hasConnectionOption(resp.Header, "upgrade") {
 		return nil, Protocol{}, invalidSwitch("Connection field lacks the upgrade option")
 	}
 	return resp, chosen, nil
@@ -361,7 +323,7 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 		line = long
 	}
 	if err != nil {
-		return nil, responseReadError(eofIsUnexpected(err))
+		return nil, responseReadError(err)
 	}
 	line = line[:len(line)-1]
 	if n := len(line); n > 0 && line[n-1] == '\r' {

@@ -3,6 +3,7 @@ package upgrade
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -55,7 +56,7 @@ type RejectError struct {
 
 // Error returns the status and message.
 func (e *RejectError) Error() string {
-	return "upgrade: rejected with " + strings.TrimSpace(statusLine(e.status())) + ": " + e.message()
+	return "upgrade: rejected with " + strings.TrimSpace(strconv.Itoa(e.status())+" "+http.StatusText(e.status())) + ": " + e.message()
 }
 
 func (e *RejectError) status() int {

@@ -8,24 +8,21 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/textproto"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
 	"golang.org/x/net/http/httpguts"
 )
 
-// The HTTP/1.1 switch, once negotiation has chosen a route and reserved its
-// connection slot: the request body is read (after a 100 Continue if the
-// client expects one), the connection hijacked and tracked, the 101
-// written, and the protocol's handler started in a goroutine of its own.
-
-// switchHTTP1 switches r's connection to the route d chose. On failure it
-// releases the slot and answers the client.
+// switchHTTP1 switches r's connection to the route d chose, whose slot is
+// reserved: it reads the body (after a 100 Continue if the client expects
+// one), hijacks and tracks the connection, writes the 101 and starts the
+// handler. On failure it releases the slot and answers the client.
 func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision) {
 	rt := d.route
 	sendContinue := expectsContinue(r)
@@ -51,9 +48,7 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	}
 	p := Protocol{Name: rt.name, Version: d.version}
 	c := &Conn{nc: nc, Protocol: p, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
-	if !s.track(c) {
-		// Shutdown began during the handshake: refuse rather than
-		// switch and drop.
+	if !s.track(c) { // Shutdown began during the handshake
 		s.release(rt)
 		refuseShuttingDown(nc)
 		return
@@ -71,9 +66,8 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	go s.run(c)
 }
 
-// switchResponse returns the 101 response switching to p, with the Accepter's
-// fields extra (which checkSwitchHeader has accepted), preceded by a 100
-// Continue if the client expects one that net/http has not sent.
+// switchResponse returns the 101 switching to p, with the Accepter's
+// fields extra, after a 100 Continue if sendContinue.
 func switchResponse(p Protocol, sendContinue bool, extra http.Header) []byte {
 	var b []byte
 	if sendContinue {
@@ -84,8 +78,8 @@ func switchResponse(p Protocol, sendContinue bool, extra http.Header) []byte {
 	return append(b, "\r\n"...)
 }
 
-// appendFields appends the fields of h named in keys, in that order, in
-// wire form. The names and values must have been validated.
+// appendFields appends the fields of h named in keys, validated, in wire
+// form.
 func appendFields(b []byte, h http.Header, keys []string) []byte {
 	for _, k := range keys {
 		for _, v := range h[k] {
@@ -98,8 +92,8 @@ func appendFields(b []byte, h http.Header, keys []string) []byte {
 	return b
 }
 
-// writeHead writes a response head on the hijacked connection nc through
-// its buffered writer bw, bounded by the handshake timeout.
+// writeHead writes head on the hijacked nc through bw, within the
+// handshake timeout.
 func (s *Server) writeHead(nc net.Conn, bw *bufio.Writer, head []byte) error {
 	if timeout := s.handshakeTimeout(); timeout > 0 {
 		_ = nc.SetWriteDeadline(time.Now().Add(timeout))
@@ -119,16 +113,15 @@ func refuseShuttingDown(nc net.Conn) {
 	nc.Close()
 }
 
-// checkSwitchHeader validates the extra 101 (or 200) header fields added
-// by an Accepter: valid names and values, and none of the fields the
-// Server owns or a 101 cannot carry.
+// checkSwitchHeader checks the 101 (or 200) header fields an Accepter
+// added: valid, and none the Server sets or a 101 cannot carry.
 func checkSwitchHeader(h http.Header) error {
 	for k, vs := range h {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
 		}
-		if ascii.EqualFold(k, "Upgrade") || ascii.EqualFold(k, "Connection") ||
-			ascii.EqualFold(k, "Content-Length") || ascii.EqualFold(k, "Transfer-Encoding") {
+		switch textproto.CanonicalMIMEHeaderKey(k) {
+		case "Upgrade", "Connection", "Content-Length", "Transfer-Encoding":
 			return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
 		}
 		for _, v := range vs {
@@ -148,11 +141,10 @@ func recycleHeader(h http.Header) {
 	headerPool.Put(h)
 }
 
-// readRequestBody reads r's body, bounded by rt's limit and the handshake
-// timeout, and makes it r.Body for the protocol: the body belongs to the
-// request, not to the new protocol. Reading the body of a request with
-// "Expect: 100-continue" makes net/http send the 100 first. On failure it
-// answers the request and returns false.
+// readRequestBody reads r's body before the switch, within rt's limit and
+// the handshake timeout, and makes it r.Body: it belongs to the request,
+// not to the new protocol. net/http sends a 100 Continue first if the
+// client expects one. On failure it answers r and returns false.
 func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rt *route) bool {
 	max := rt.MaxBody
 	if max == 0 {
@@ -171,8 +163,7 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	body, err := readBody(r, max)
 	if err != nil && timeout > 0 {
-		// The handshake deadline may have passed: give the answer its
-		// own short deadline so it still reaches the client.
+		// Let the answer out even if the deadline has passed.
 		_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 	switch {
@@ -192,13 +183,10 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rt *rou
 	return true
 }
 
-// readBody reads the whole request body, up to max bytes, before the
-// switch. It returns errBodyTooLarge when the body is longer.
-//
-// Memory follows the bytes received, not the length declared: the body is
-// read into chunks that double from bodyChunkMin to bodyChunkMax, each
-// allocated once the one before it is full, so a client that declares a
-// large body and sends little of it holds little memory.
+// readBody reads the whole request body, or fails with errBodyTooLarge
+// past max bytes. Memory follows the bytes received, not the length
+// declared: chunks, doubling from bodyChunkMin to bodyChunkMax, are
+// allocated as the ones before them fill.
 func readBody(r *http.Request, max int64) (*bodyReader, error) {
 	want := r.ContentLength
 	if want > max {
@@ -227,8 +215,7 @@ func readBody(r *http.Request, max int64) (*bodyReader, error) {
 		}
 		size = min(2*size, bodyChunkMax)
 	}
-	// Every declared byte is here: the body must end now (net/http never
-	// returns more than Content-Length; a reader that did is refused).
+	// Every declared byte is here: the body must end now.
 	var probe [1]byte
 	for range 8 {
 		n, err := r.Body.Read(probe[:])
@@ -244,7 +231,6 @@ func readBody(r *http.Request, max int64) (*bodyReader, error) {
 	return nil, io.ErrNoProgress
 }
 
-// Chunk sizes of a request body read before the switch.
 const (
 	bodyChunkMin = 4 << 10
 	bodyChunkMax = 64 << 10
@@ -263,9 +249,7 @@ func expectsContinue(r *http.Request) bool {
 }
 
 // bodyReader serves the request body read before the switch.
-type bodyReader struct {
-	chunks [][]byte
-}
+type bodyReader struct{ chunks [][]byte }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
 	for len(r.chunks) > 0 && len(r.chunks[0]) == 0 {
@@ -288,18 +272,12 @@ func (r *bodyReader) Len() int {
 	return n
 }
 
-// statusLine returns "NNN Text" for a status code.
-func statusLine(code int) string {
-	return strconv.Itoa(code) + " " + http.StatusText(code)
-}
-
 // errNoHijack is reported when no ResponseWriter in the Unwrap chain
 // implements http.Hijacker.
 var errNoHijack = errors.New("upgrade: ResponseWriter does not support hijacking (HTTP/2, or a wrapper without Unwrap)")
 
-// canHijack reports whether http.ResponseController can hijack w: whether w
-// or a ResponseWriter reached through Unwrap implements http.Hijacker. It
-// lets the server refuse with an ordinary 500 before anything is written.
+// canHijack reports whether http.ResponseController can hijack w: whether
+// w, or a ResponseWriter its Unwrap chain reaches, is an http.Hijacker.
 func canHijack(w http.ResponseWriter) bool {
 	for {
 		switch t := w.(type) {

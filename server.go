@@ -12,7 +12,6 @@ import (
 	"github.com/go-upgrade/upgrade/internal/track"
 )
 
-// Defaults applied where the corresponding Server field is zero.
 const (
 	defaultMaxRequestBody   = 1 << 20
 	defaultHandshakeTimeout = 10 * time.Second
@@ -206,8 +205,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	d := s.negotiate(r, routes, offers)
 	switch {
 	case d.route == nil:
-		// Nothing offered is registered (a speculative "Upgrade: h2c",
-		// say), or nothing registered took it.
 		s.refuseOffers(w, r, next, &d)
 	case d.route.Delegate != nil:
 		s.delegate(w, r, &d)
@@ -226,11 +223,8 @@ func (s *Server) registered() []route {
 	return s.routes
 }
 
-// admit checks the HTTP/1 request r before negotiation and returns its
-// offers. It reports false, having answered r (or passed
-// it on to next), when r is not to be switched: not an upgrade request, a
-// malformed or oversized Upgrade list, a body framed by
-// Transfer-Encoding, ShouldUpgrade's refusal, a Server shutting down.
+// admit returns the offers of the HTTP/1 request r, or false, having
+// answered r or passed it on to next, when r is not to be switched.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler) ([]Protocol, bool) {
 	upgrades := r.Header["Upgrade"]
 	if len(upgrades) == 0 || !isUpgradeRequest(r) {
@@ -247,11 +241,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 		return nil, false
 	}
 	if len(r.TransferEncoding) > 0 {
-		// net/http removes a Content-Length sent beside
-		// Transfer-Encoding, so this may be the request-smuggling form
-		// that RFC 9112 §6.1 says to answer and then close the
-		// connection after: never hand such a connection to another
-		// protocol.
+		// net/http drops a Content-Length sent beside it: this may be
+		// smuggling, answered and then closed (RFC 9112 §6.1).
 		if next != nil {
 			w.Header()["Connection"] = []string{"close"}
 			passOn(w, r, next)
@@ -298,14 +289,12 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// logError logs a failure on the server's side: a broken Accepter or
-// ResponseWriter.
+// logError logs a failure on the server's side.
 func (s *Server) logError(r *http.Request, what string, err error) {
 	s.logger().Error("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }
 
-// logPeerError logs a failure the peer caused, such as hanging up
-// mid-handshake.
+// logPeerError logs a failure the peer caused.
 func (s *Server) logPeerError(r *http.Request, what string, err error) {
 	s.logger().Warn("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }
