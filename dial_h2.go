@@ -10,7 +10,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
@@ -39,14 +38,7 @@ func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarg
 	if useHTTP1 {
 		return nil, nil
 	}
-	reqs := make([]*http.Request, len(offers))
-	for i, o := range offers {
-		var err error
-		if reqs[i], err = d.newExtendedConnect(ctx, req.URL, t, o, 2); err != nil {
-			return nil, err
-		}
-	}
-	return reqs, nil
+	return d.extendedConnects(ctx, req.URL, t, offers, 2)
 }
 
 // h2Key identifies the connections a Dial to t may share.
@@ -64,36 +56,40 @@ func (d *Dialer) h2Key(t dialTarget) h2Key {
 	return k
 }
 
-// newExtendedConnect builds the extended CONNECT (RFC 8441 §4, RFC 9220)
-// of HTTP/major asking to switch the stream to offer: :protocol is the
-// offer; :scheme, :path and :authority come from the URL (and a Host
-// field); the Dialer's Header is sent without the fields HTTP/2 and
-// HTTP/3 forbid (RFC 9113 §8.2.2, RFC 9114 §4.2). Prepare is called with
-// it, and what it leaves is checked.
-func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarget, offer Protocol, major int) (*http.Request, error) {
-	h := d.header(u)
-	dropConnectionFields(h)
-	protocol := []string{offer.String()}
-	h[":protocol"] = protocol
-	req := &http.Request{
-		Method:     http.MethodConnect,
-		URL:        u,
-		Proto:      "HTTP/" + strconv.Itoa(major) + ".0",
-		ProtoMajor: major,
-		Header:     h,
-		Host:       t.host,
-	}
-	req = req.WithContext(ctx)
-	if d.Prepare != nil {
-		if err := d.Prepare(req); err != nil {
-			return nil, fmt.Errorf("preparing the request: %w", err)
+// extendedConnects builds the extended CONNECTs (RFC 8441 §4, RFC 9220)
+// of HTTP/major, one per offer, in its :protocol; :scheme, :path and
+// :authority come from the URL (and a Host field); the Dialer's Header is
+// sent without the fields HTTP/2 and HTTP/3 forbid (RFC 9113 §8.2.2,
+// RFC 9114 §4.2). Prepare is called with each, and what it leaves is
+// checked.
+func (d *Dialer) extendedConnects(ctx context.Context, u *url.URL, t dialTarget, offers []Protocol, major int) ([]*http.Request, error) {
+	reqs := make([]*http.Request, len(offers))
+	for i, o := range offers {
+		h := d.header(u)
+		dropConnectionFields(h)
+		protocol := []string{o.String()}
+		h[":protocol"] = protocol
+		req := &http.Request{
+			Method:     http.MethodConnect,
+			URL:        u,
+			Proto:      "HTTP/" + strconv.Itoa(major) + ".0",
+			ProtoMajor: major,
+			Header:     h,
+			Host:       t.host,
 		}
+		req = req.WithContext(ctx)
+		if d.Prepare != nil {
+			if err := d.Prepare(req); err != nil {
+				return nil, fmt.Errorf("preparing the request: %w", err)
+			}
+		}
+		req.Header[":protocol"] = protocol
+		if err := checkH2Fields(req); err != nil {
+			return nil, err
+		}
+		reqs[i] = req
 	}
-	req.Header[":protocol"] = protocol
-	if err := checkH2Fields(req); err != nil {
-		return nil, err
-	}
-	return req, nil
+	return reqs, nil
 }
 
 // dropConnectionFields removes from h the connection-specific fields an
@@ -355,39 +351,15 @@ func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request
 		return nil, nil, err
 	}
 	resp := &http.Response{
-		Status:        strings.TrimSpace(strconv.Itoa(status) + " " + http.StatusText(status)),
+		Status:        statusLine(status),
 		StatusCode:    status,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        header,
-		Body:          http.NoBody,
 		ContentLength: -1,
 		Request:       xreq,
 		TLS:           hc.tls,
 	}
-	if status/100 != 2 {
-		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
-		if d.keepRefusal {
-			resp.Body = s // the rest of the answer; closing it ends the stream
-			re.live = resp
-			return nil, re, nil
-		}
-		// Errors only cut the excerpt short; hctx bounds the reading.
-		re.Body = s.readExcerpt(hctx.Done(), maxErrorBody)
-		s.Close()
-		return nil, re, nil
-	}
-	// The stream is read through the Conn, never through the response.
-	resp.ContentLength = 0
-	if d.Check != nil {
-		if err := d.Check(resp); err != nil {
-			s.Close()
-			return nil, nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
-		}
-	}
-	if hctx.Err() != nil {
-		s.Close()
-		return nil, nil, errors.New("handshake interrupted")
-	}
-	return &Conn{nc: s, Protocol: offer, Request: xreq, Response: resp}, nil, nil
+	// Errors only cut an excerpt short; hctx bounds the reading.
+	return d.streamAnswer(hctx, resp, s, offer, func() []byte { return s.readExcerpt(hctx.Done(), maxErrorBody) })
 }

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/httplist"
@@ -73,14 +71,7 @@ func (d *Dialer) newStreamRequests(ctx context.Context, u *url.URL, t dialTarget
 			return nil, fmt.Errorf("offer %s cannot be asked for over HTTP/3: :protocol is a single token, without a version (RFC 9220, RFC 8441 §4)", httplist.Quote(o.String()))
 		}
 	}
-	reqs := make([]*http.Request, len(offers))
-	for i, o := range offers {
-		var err error
-		if reqs[i], err = d.newExtendedConnect(ctx, u, t, o, 3); err != nil {
-			return nil, err
-		}
-	}
-	return reqs, nil
+	return d.extendedConnects(ctx, u, t, offers, 3)
 }
 
 // openStreams sends reqs one after the other through d.HTTP3 until the
@@ -103,48 +94,57 @@ func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*ht
 		if err != nil {
 			return nil, fmt.Errorf("HTTP/3 extended CONNECT: %w", err)
 		}
-		resp.Status = strings.TrimSpace(strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
+		resp.Status = statusLine(resp.StatusCode)
 		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/3.0", 3, 0
 		resp.Request = req
-		if resp.StatusCode/100 != 2 {
-			refused = d.streamRefusal(hctx, resp, sc)
+		c, re, err := d.streamAnswer(hctx, resp, sc, offers[i], func() []byte { return readWithin(hctx, sc) })
+		if re != nil {
+			refused = re
 			continue
 		}
-		// The stream is read through the Conn, never through the
-		// response.
-		resp.Body, resp.ContentLength = http.NoBody, 0
-		if d.Check != nil {
-			if err := d.Check(resp); err != nil {
-				sc.Close()
-				return nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
-			}
-		}
-		if hctx.Err() != nil {
-			sc.Close()
-			return nil, errors.New("handshake interrupted")
-		}
-		return &Conn{nc: sc, Protocol: offers[i], Request: req, Response: resp}, nil
+		return c, err
 	}
 	return nil, refused
 }
 
-// streamRefusal returns the *ResponseError of resp, a final status other
-// than 2xx, whose body sc streams: for DialResponse, with the live
-// response holding sc; otherwise with an excerpt of the body read within
-// hctx, and sc closed.
-func (d *Dialer) streamRefusal(hctx context.Context, resp *http.Response, sc net.Conn) *ResponseError {
-	re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
-	if d.keepRefusal {
-		resp.Body = sc // the rest of the answer; closing it ends the stream
-		re.live = resp
-		return re
+// streamAnswer ends the extended CONNECT answered with resp on the stream
+// sc. A 2xx that Check accepts switches sc to offer. Another final status
+// is a refusal: for DialResponse, the live response holds sc; otherwise
+// the error holds an excerpt of its body, read by excerpt, and sc is
+// closed.
+func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.Conn, offer Protocol, excerpt func() []byte) (*Conn, *ResponseError, error) {
+	if resp.StatusCode/100 != 2 {
+		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
+		if d.keepRefusal {
+			resp.Body = sc // the rest of the answer; closing it ends the stream
+			re.live = resp
+			return nil, re, nil
+		}
+		re.Body = excerpt()
+		sc.Close()
+		return nil, re, nil
 	}
+	// The stream is read through the Conn, never through the response.
+	resp.Body, resp.ContentLength = http.NoBody, 0
+	if d.Check != nil {
+		if err := d.Check(resp); err != nil {
+			sc.Close()
+			return nil, nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
+		}
+	}
+	if hctx.Err() != nil {
+		sc.Close()
+		return nil, nil, errors.New("handshake interrupted")
+	}
+	return &Conn{nc: sc, Protocol: offer, Request: resp.Request, Response: resp}, nil, nil
+}
+
+// readWithin reads an excerpt of what sc streams, within hctx.
+func readWithin(hctx context.Context, sc net.Conn) []byte {
 	if deadline, ok := hctx.Deadline(); ok {
 		_ = sc.SetReadDeadline(deadline)
 	}
 	stop := context.AfterFunc(hctx, func() { _ = sc.SetReadDeadline(aLongTimeAgo) })
-	re.Body = excerpt(sc)
-	stop()
-	sc.Close()
-	return re
+	defer stop()
+	return excerpt(sc)
 }

@@ -56,7 +56,13 @@ type RejectError struct {
 
 // Error returns the status and message.
 func (e *RejectError) Error() string {
-	return "upgrade: rejected with " + strings.TrimSpace(strconv.Itoa(e.status())+" "+http.StatusText(e.status())) + ": " + e.message()
+	return "upgrade: rejected with " + statusLine(e.status()) + ": " + e.message()
+}
+
+// statusLine returns "NNN Text" for a status code, or "NNN" for one
+// without a text.
+func statusLine(code int) string {
+	return strings.TrimSpace(strconv.Itoa(code) + " " + http.StatusText(code))
 }
 
 func (e *RejectError) status() int {
