@@ -286,7 +286,6 @@ func (d *Dialer) handshakeHTTP1(ctx context.Context, deadline time.Time, req *ht
 type serverConn struct {
 	raw  net.Conn      // the TCP connection, to the server or the proxy
 	conn net.Conn      // what carries HTTP: raw, a proxy tunnel, or TLS over either
-	alpn string        // the protocol TLS negotiated; "" without TLS or ALPN
 	br   *bufio.Reader // reads conn through lr
 	lr   *limitReader
 	stop func() bool // stops the context from interrupting raw; nil if it cannot
@@ -325,7 +324,6 @@ func (d *Dialer) connect(ctx context.Context, deadline time.Time, t dialTarget, 
 			return serverConn{}, err
 		}
 		sc.conn, sc.lr.r = tc, tc
-		sc.alpn = tc.ConnectionState().NegotiatedProtocol
 		sc.br.Reset(sc.lr)
 	}
 	return sc, nil
@@ -441,12 +439,17 @@ func (d *Dialer) dial(ctx context.Context, deadline time.Time, addr string) (net
 		nd := net.Dialer{Deadline: deadline}
 		return nd.DialContext(ctx, "tcp", addr)
 	}
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
+	ctx, cancel := withDeadline(ctx, deadline)
+	defer cancel()
 	return d.NetDialContext(ctx, "tcp", addr)
+}
+
+// withDeadline returns ctx bounded by deadline, unless it is zero.
+func withDeadline(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, deadline)
 }
 
 // tlsConfig returns a clone of TLSClientConfig for a connection to

@@ -16,12 +16,10 @@ import (
 	"github.com/go-upgrade/upgrade/internal/httplist"
 )
 
-// h2Protos is what a Dialer that can switch over HTTP/2 offers in ALPN:
-// h2 first, and http/1.1, on which it upgrades on the same connection.
+// h2Protos is offered in ALPN by a Dialer that can switch over HTTP/2.
 var h2Protos = []string{"h2", "http/1.1"}
 
-// errUseHTTP1 says the server cannot switch over HTTP/2: the Dial upgrades
-// over HTTP/1.1, on a new connection.
+// errUseHTTP1 says the server cannot switch over HTTP/2.
 var errUseHTTP1 = errors.New("use HTTP/1.1")
 
 // prepareHTTP2 builds the extended CONNECTs Dial sends over HTTP/2, one
@@ -92,10 +90,10 @@ func (d *Dialer) extendedConnects(ctx context.Context, u *url.URL, t dialTarget,
 	return reqs, nil
 }
 
-// dropConnectionFields removes from h the connection-specific fields an
-// HTTP/2 request must not carry (RFC 9113 §8.2.2): Connection and the
-// fields it names, Keep-Alive, Proxy-Connection, Transfer-Encoding,
-// Upgrade, and TE other than "trailers".
+// dropConnectionFields removes from h the connection-specific fields HTTP/2
+// forbids (RFC 9113 §8.2.2): Connection and the fields it names,
+// Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, and TE other
+// than "trailers".
 func dropConnectionFields(h http.Header) {
 	for k, vs := range h {
 		switch textproto.CanonicalMIMEHeaderKey(k) {
@@ -118,8 +116,7 @@ func dropConnectionFields(h http.Header) {
 	}
 }
 
-// onlyTrailers reports whether a TE field holds "trailers" only, the one
-// value HTTP/2 allows.
+// onlyTrailers reports whether a TE field holds "trailers" only.
 func onlyTrailers(vs []string) bool {
 	for e := range httplist.Elements(vs) {
 		if !ascii.EqualFold(e, "trailers") {
@@ -130,9 +127,7 @@ func onlyTrailers(vs []string) bool {
 }
 
 // checkH2Fields checks the header fields of an extended CONNECT as Prepare
-// left it: valid names and values, none that HTTP/2 forbids or the Dialer
-// does not send; a Host field replaces req.Host, which must be a valid
-// authority.
+// left it; a Host field replaces req.Host.
 func checkH2Fields(req *http.Request) error {
 	host, hostField := req.Host, false
 	for k, vs := range req.Header {
@@ -163,24 +158,15 @@ func checkH2Fields(req *http.Request) error {
 	return err
 }
 
-// handshakeHTTP2 switches over HTTP/2 if it can: it sends the extended
-// CONNECTs xreqs, one per offer, in turn on a shared connection, until the
-// server accepts one. It upgrades over HTTP/1.1 instead when the server
-// cannot switch over HTTP/2: TLS negotiated http/1.1 (the upgrade then
-// goes on that connection), the server's SETTINGS lack
-// SETTINGS_ENABLE_CONNECT_PROTOCOL, or, with prior knowledge, it does not
-// speak HTTP/2; or the server answers 505 HTTP Version Not Supported. When
-// the server refuses every offer, the last refusal is the error; HTTP/1.1
-// is not tried then.
+// handshakeHTTP2 sends the extended CONNECTs xreqs in turn on a shared
+// connection until the server accepts one; the last refusal is the error.
+// It upgrades over HTTP/1.1 instead when the server cannot switch over
+// HTTP/2 (on the same connection if TLS negotiated http/1.1), or answers
+// 505 HTTP Version Not Supported.
 func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, xreqs []*http.Request) (*Conn, error) {
 	key := d.h2Key(t)
-	// hctx bounds every wait of the attempt.
-	hctx := ctx
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
+	hctx, cancel := withDeadline(ctx, deadline) // bounds every wait
+	defer cancel()
 	// DialResponse keeps the last refusal's stream open: any other
 	// outcome closes it.
 	var refused *ResponseError
@@ -211,13 +197,11 @@ func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *ht
 	return nil, refused
 }
 
-// extendedConnect asks to switch a stream to offer with xreq: it returns
-// the Conn, the server's refusal, or, when TLS negotiated HTTP/1.1 on the
-// connection it dialed, that connection. A stream the server did not
-// process (GOAWAY, REFUSED_STREAM) is tried once more on another
-// connection, and so is one whose pooled connection fails before any
-// answer, as browsers do: the connection may have died while idle, and an
-// extended CONNECT has no body to replay.
+// extendedConnect sends xreq on a stream: it returns the Conn, the
+// server's refusal, or the connection it dialed if TLS negotiated
+// HTTP/1.1. A stream the server did not process (GOAWAY, REFUSED_STREAM)
+// is sent once more, and so is one whose pooled connection fails before
+// any answer, as browsers do: it may have died while idle.
 func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key, xreq *http.Request, offer Protocol) (*Conn, *ResponseError, *serverConn, error) {
 	for retried := false; ; retried = true {
 		hc, reused, sc, err := d.h2Conn(ctx, hctx, deadline, t, key)
@@ -236,9 +220,9 @@ func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, 
 	}
 }
 
-// h2Conn returns a connection with a stream reserved for the Dial: a
-// pooled one, one another Dial is opening, or one it opens; or, when TLS
-// negotiated HTTP/1.1 on the one it opened, that connection.
+// h2Conn returns a connection with a stream reserved: a pooled one, one
+// another Dial is opening, or one it opens; or the connection it dialed
+// if TLS negotiated HTTP/1.1.
 func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key) (hc *h2Conn, reused bool, sc *serverConn, err error) {
 	tr := d.HTTP2
 	for {
@@ -262,39 +246,37 @@ func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, t dialTar
 	}
 }
 
-// dialHTTP2 opens a connection for key: TLS with ALPN h2 and http/1.1,
-// or cleartext with prior knowledge, starts HTTP/2 on it, and reserves a
-// stream once the server's SETTINGS have enabled extended CONNECT. If TLS
-// negotiated HTTP/1.1 (or nothing), it returns the connection instead,
-// still within the handshake's bounds. It returns errUseHTTP1 if the
-// server's SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL, or if a
-// cleartext server does not answer the preface with SETTINGS.
+// dialHTTP2 opens a connection for key (TLS with ALPN, or cleartext with
+// prior knowledge), starts HTTP/2 and reserves a stream once the server's
+// SETTINGS enable extended CONNECT. If TLS negotiated HTTP/1.1, it returns
+// the connection instead, still within the handshake's bounds. It returns
+// errUseHTTP1 if the SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL, or
+// if a cleartext server does not answer the preface with SETTINGS.
 func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key) (*h2Conn, *serverConn, error) {
 	sc, err := d.connect(ctx, deadline, t, h2Protos)
 	if err != nil {
 		return nil, nil, err
-	}
-	if t.secure && sc.alpn != "h2" {
-		return nil, &sc, nil
-	}
-	nc := sc.conn
-	if ahead := buffered(sc.br); ahead != nil && !t.secure {
-		// Bytes the server sent through a proxy's tunnel, read with the
-		// proxy's response (its SETTINGS, say), are HTTP/2's.
-		nc = &Conn{nc: nc, rbuf: ahead}
 	}
 	var tlsState *tls.ConnectionState
 	if tc, ok := sc.conn.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		tlsState = &st
 	}
+	if t.secure && tlsState.NegotiatedProtocol != "h2" {
+		return nil, &sc, nil
+	}
+	nc := sc.conn
+	if ahead := buffered(sc.br); ahead != nil && !t.secure {
+		// Bytes read with a proxy's response (SETTINGS, say) are HTTP/2's.
+		nc = &Conn{nc: nc, rbuf: ahead}
+	}
 	hc, err := d.HTTP2.newConn(key, nc, tlsState)
 	if err != nil {
 		sc.close()
 		return nil, nil, fmt.Errorf("starting HTTP/2: %w", err)
 	}
-	// The handshake's deadline and context still bound the connection:
-	// a server that never sends SETTINGS ends the wait with them.
+	// The handshake's bounds end the wait for a server that never sends
+	// SETTINGS.
 	select {
 	case <-hc.settingsDone:
 	case <-hctx.Done():
@@ -330,9 +312,8 @@ func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dial
 	return hc, nil, nil
 }
 
-// openStream sends xreq, an extended CONNECT, on a stream reserved on hc.
-// A 2xx answer that Check accepts makes the Conn; another final status is
-// a refusal, returned as a *ResponseError.
+// openStream sends xreq on a stream reserved on hc and returns the Conn
+// or the refusal of its answer.
 func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request, t dialTarget, offer Protocol) (*Conn, *ResponseError, error) {
 	scheme := "http"
 	if t.secure {

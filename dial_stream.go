@@ -79,12 +79,8 @@ func (d *Dialer) newStreamRequests(ctx context.Context, u *url.URL, t dialTarget
 // returns its stream as the Conn. When the server refuses every offer, the
 // last refusal is the error.
 func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*http.Request, offers []Protocol) (*Conn, error) {
-	hctx := ctx
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
+	hctx, cancel := withDeadline(ctx, deadline)
+	defer cancel()
 	// DialResponse keeps the last refusal's stream open: any other
 	// outcome closes it.
 	var refused *ResponseError
