@@ -36,13 +36,11 @@ const (
 	h2InitialWindow = 65535     // RFC 9113 §6.9.2, until SETTINGS say otherwise
 )
 
-// errStreamUnprocessed is wrapped by the error of a stream the server
-// did not process (GOAWAY with a lower last stream, REFUSED_STREAM): the
-// extended CONNECT can be sent again, on another connection.
+// errStreamUnprocessed is wrapped by the error of a stream the server did
+// not process (GOAWAY, REFUSED_STREAM): it can be sent again.
 var errStreamUnprocessed = errors.New("HTTP/2 stream not processed by the server")
 
-// errH2ConnLost is wrapped by the errors of the streams of a connection
-// that failed or was closed.
+// errH2ConnLost is wrapped by the errors of a lost connection's streams.
 var errH2ConnLost = errors.New("HTTP/2 connection lost")
 
 // h2Conn is an HTTP/2 client connection on which Dials open extended
@@ -112,9 +110,8 @@ func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn, tlsState *tls.Connectio
 	c.fr = http2.NewFramer(c.bw, nc)
 	c.fr.SetMaxReadFrameSize(16 << 10) // the default; we announce no other
 	c.fr.SetReuseFrames()
-	// The Framer decodes at most twice our limit, which a stream checks
-	// exactly: a response a little over it fails its stream only, and
-	// one far over it, or a CONTINUATION flood, fails the connection.
+	// A stream checks our limit exactly; a header block over twice it,
+	// or a CONTINUATION flood, fails the connection.
 	c.fr.MaxHeaderListSize = uint32(min(2*uint64(c.maxHeader), math.MaxUint32))
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -142,8 +139,8 @@ func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn, tlsState *tls.Connectio
 	return c, nil
 }
 
-// settings reports, once the server's first SETTINGS frame has arrived,
-// whether it enables extended CONNECT; err is why it never came.
+// settings reports whether the server's first SETTINGS enabled extended
+// CONNECT, or why they never came.
 func (c *h2Conn) settings() (extConnect bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -171,8 +168,8 @@ func (c *h2Conn) reserve() bool {
 	return true
 }
 
-// idleLocked starts the idle timer if the connection has no stream left,
-// and reports whether it must be closed now instead.
+// idleLocked starts the idle timer if no stream is left, or reports that
+// the connection must be closed now.
 func (c *h2Conn) idleLocked() (closeNow bool) {
 	if len(c.streams) > 0 || c.reserved > 0 || c.err != nil {
 		return false
@@ -218,8 +215,8 @@ func (c *h2Conn) close() {
 	_ = c.nc.Close()
 }
 
-// open opens a stream reserved with reserve, sending a HEADERS frame (and
-// CONTINUATION frames) with fields, pseudo-header fields first.
+// open opens a stream reserved with reserve, sending fields (pseudo-header
+// fields first) in HEADERS and CONTINUATION frames.
 func (c *h2Conn) open(fields []hpack.HeaderField) (*h2Stream, error) {
 	s := &h2Stream{
 		c:          c,
@@ -310,13 +307,11 @@ func (c *h2Conn) writeLocked(f func(fr *http2.Framer) error) error {
 }
 
 // writeData sends p as one DATA frame of s, ending the stream if end is
-// set, unless s can no longer send; the flow-control windows were taken
-// by the caller.
+// set; the caller took the flow-control windows.
 func (c *h2Conn) writeData(s *h2Stream, p []byte, end bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	// Checked under wmu: once Close has reset the stream, no DATA of it
-	// follows the RST_STREAM.
+	// Checked under wmu: no DATA follows a RST_STREAM sent by Close.
 	c.mu.Lock()
 	err := s.writableLocked()
 	if err == nil && end {
@@ -338,8 +333,8 @@ func (c *h2Conn) writeData(s *h2Stream, p []byte, end bool) error {
 	return err
 }
 
-// forgetLocked removes s from the connection's streams, which frees its
-// slot, and reports whether the connection must now be closed.
+// forgetLocked removes s from the connection's streams and reports
+// whether the connection must now be closed.
 func (c *h2Conn) forgetLocked(s *h2Stream) (closeNow bool) {
 	if c.streams[s.id] != s {
 		return false
@@ -348,8 +343,8 @@ func (c *h2Conn) forgetLocked(s *h2Stream) (closeNow bool) {
 	return c.idleLocked()
 }
 
-// readLoop reads and handles the server's frames until the connection
-// fails or is closed, then fails the streams left.
+// readLoop handles the server's frames until the connection fails or is
+// closed, then fails the streams left.
 func (c *h2Conn) readLoop() {
 	defer close(c.readDone)
 	err := c.readFrames()
@@ -362,8 +357,8 @@ func (c *h2Conn) readLoop() {
 	c.fail(err)
 }
 
-// fail ends the connection with err: the streams left fail, and the
-// transport forgets the connection.
+// fail ends the connection with err: its streams fail, and the transport
+// forgets it.
 func (c *h2Conn) fail(err error) {
 	if err == nil || errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF

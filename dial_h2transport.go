@@ -18,21 +18,18 @@ const (
 	maxHTTP1Memory = 1024
 )
 
-// An HTTP2Transport holds the HTTP/2 connections on which Dialers switch
-// protocols with extended CONNECT (RFC 8441), one stream per switched
-// connection: a Dialer whose HTTP2 field points to it opens its streams on
-// a connection of the transport when it has one to the same server, and
-// adds the connections it opens. It also remembers, for a while, the
-// servers that cannot switch over HTTP/2, so that Dialers go straight to
-// HTTP/1.1 with them.
+// An HTTP2Transport holds the HTTP/2 connections on which Dialers whose
+// HTTP2 field points to it switch streams with extended CONNECT
+// (RFC 8441), one stream per switched connection. It also remembers, for
+// a while, the servers that cannot switch over HTTP/2, so that Dialers go
+// straight to HTTP/1.1 with them.
 //
 // Connections are shared between Dials to the same scheme and address,
 // through the same proxy, with the same TLSClientConfig (compared by
-// pointer) and the same MaxHeaderBytes; a Dialer's NetDialContext only
-// opens new ones. A connection carries as many streams at once as the
-// server allows (SETTINGS_MAX_CONCURRENT_STREAMS, often 100 or 250); past
-// that, Dials open another connection. Dials that find no connection wait
-// for one that is being opened rather than opening their own.
+// pointer) and MaxHeaderBytes; a Dialer's NetDialContext only opens new
+// ones. A connection carries as many streams as the server allows
+// (SETTINGS_MAX_CONCURRENT_STREAMS); past that, Dials open another. Dials
+// that find no connection wait for one being opened.
 //
 // The zero value is ready to use. An HTTP2Transport is safe for concurrent
 // use by multiple goroutines and must not be copied after first use.
@@ -97,11 +94,10 @@ func (t *HTTP2Transport) idleConnTimeout() time.Duration {
 	return defaultHTTP2IdleConnTimeout
 }
 
-// get returns a pooled connection to key with a stream reserved on it.
-// Without one, it returns a channel closed when the dial another Dial is
-// making to key is done; or neither, and the caller must dial, then call
-// dialed. useHTTP1 reports that the server is remembered as unable to
-// switch over HTTP/2.
+// get returns a pooled connection to key with a stream reserved on it;
+// or a channel closed when another Dial's dial to key is done; or
+// neither, and the caller must dial, then call dialed. useHTTP1 reports a
+// server remembered as unable to switch over HTTP/2.
 func (t *HTTP2Transport) get(key h2Key) (c *h2Conn, wait <-chan struct{}, useHTTP1 bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -124,9 +120,8 @@ func (t *HTTP2Transport) get(key h2Key) (c *h2Conn, wait <-chan struct{}, useHTT
 	return nil, nil, false
 }
 
-// dialed ends the dial get asked for: c, if not nil, is the new connection,
-// with a stream reserved for the caller, added to the pool; useHTTP1 makes
-// the transport remember the server cannot switch over HTTP/2.
+// dialed ends the dial get asked for: c, if not nil, joins the pool;
+// useHTTP1 remembers the server cannot switch over HTTP/2.
 func (t *HTTP2Transport) dialed(key h2Key, c *h2Conn, useHTTP1 bool) {
 	t.mu.Lock()
 	ch := t.dialing[key]

@@ -72,8 +72,8 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 	return req, t, nil
 }
 
-// header returns a copy of the Dialer's Header, adding Authorization from
-// u's user information unless Header has one.
+// header returns a copy of Header, with Authorization from u's user
+// information unless Header has one.
 func (d *Dialer) header(u *url.URL) http.Header {
 	h := d.Header.Clone()
 	if h == nil {
@@ -107,9 +107,7 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, error) {
 		return nil, t, fmt.Errorf("unsupported URL scheme %q (want http, https, ws or wss)", u.Scheme)
 	}
 	if u.Hostname() == "" {
-		// "http://:8080/" would dial the local host and send "Host:
-		// :8080": RFC 9110 §4.2.1 forbids an http URI with an empty
-		// host.
+		// RFC 9110 §4.2.1 forbids an http URI with an empty host.
 		return nil, t, errors.New("URL has an empty host")
 	}
 	u.Fragment, u.RawFragment = "", ""
@@ -117,10 +115,8 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, error) {
 	if err != nil {
 		return nil, t, fmt.Errorf("invalid host %q: %w", u.Host, err)
 	}
-	// The zone of a scoped IPv6 address ("[fe80::1%25eth0]") names an
-	// interface of this host: it is used to dial, and never sent, neither
-	// in Host nor in a CONNECT request nor as the TLS server name
-	// (RFC 6874 §4).
+	// The zone of a scoped IPv6 address ("[fe80::1%25eth0]") is used to
+	// dial and never sent: not in Host, CONNECT or SNI (RFC 6874 §4).
 	hostname := strings.TrimSuffix(strings.TrimPrefix(hostOnly(host), "["), "]")
 	t.serverName = hostname
 	if strings.HasPrefix(host, "[") {
@@ -154,13 +150,11 @@ func removeZone(hostport string) string {
 	return hostport
 }
 
-// checkAuthority returns "" if hostport can be sent as the Host field of
-// an http or https request, or what is wrong with it. It must be
-// uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2) with a non-empty
-// host: a reg-name or IPv4 address (unreserved characters, sub-delims and
-// percent-encodings), or a bracketed IPv6 address without a zone (a zone
-// is never sent, RFC 6874 §4). The port, if any, is a decimal number up
-// to 65535, or empty as the grammar allows.
+// checkAuthority returns "" if hostport can be sent as Host, or what is
+// wrong with it: it must be uri-host [ ":" port ] (RFC 9110 §7.2,
+// RFC 3986 §3.2.2), the host a non-empty reg-name or IPv4 address, or a
+// bracketed IPv6 address without a zone (RFC 6874 §4); the port, if any,
+// a decimal number up to 65535, or empty.
 func checkAuthority(hostport string) string {
 	host, port, hasPort := hostport, "", false
 	if strings.HasPrefix(hostport, "[") {
@@ -266,9 +260,8 @@ func (d *Dialer) wireRequest(req *http.Request, target string, offers []Protocol
 	return b, nil
 }
 
-// checkRequestLine checks that the method is a token other than CONNECT,
-// the request-target has no space or control byte, and every offer can be
-// sent in an Upgrade field.
+// checkRequestLine checks the method (a token, not CONNECT), the
+// request-target and the offers.
 func checkRequestLine(method, target string, offers []Protocol) error {
 	if !httplist.IsToken(method) {
 		return fmt.Errorf("invalid method %s", httplist.Quote(method))
@@ -338,8 +331,7 @@ func checkField(k string, vs []string) error {
 	return nil
 }
 
-// checkHost converts host, a Host given in Header or by Prepare, as the
-// URL's was converted (IDNA), and checks it.
+// checkHost converts host to ASCII (IDNA), as the URL's was, and checks it.
 func checkHost(host string) (string, error) {
 	if h, err := httpguts.PunycodeHostPort(host); err == nil {
 		host = h

@@ -32,8 +32,7 @@ func isSecureURL(rawURL string) bool {
 	return err == nil && (u.Scheme == "https" || u.Scheme == "wss")
 }
 
-// dialStream is Dial over d.HTTP3: an extended CONNECT per offer, in
-// order, until the server accepts one.
+// dialStream is Dial over d.HTTP3.
 func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protocol) (*Conn, error) {
 	u, t, err := parseTarget(rawURL)
 	if err != nil {
@@ -53,7 +52,7 @@ func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protoco
 }
 
 // newStreamRequests checks what Dial was given for HTTP/3 and builds an
-// extended CONNECT per offer, calling Prepare with each.
+// extended CONNECT per offer.
 func (d *Dialer) newStreamRequests(ctx context.Context, u *url.URL, t dialTarget, offers []Protocol) ([]*http.Request, error) {
 	if len(offers) == 0 {
 		return nil, errors.New("no protocol offered")
@@ -74,10 +73,8 @@ func (d *Dialer) newStreamRequests(ctx context.Context, u *url.URL, t dialTarget
 	return d.extendedConnects(ctx, u, t, offers, 3)
 }
 
-// openStreams sends reqs one after the other through d.HTTP3 until the
-// server accepts one with a 2xx status, which Check accepts too, and
-// returns its stream as the Conn. When the server refuses every offer, the
-// last refusal is the error.
+// openStreams sends reqs in turn through d.HTTP3 until the server
+// accepts one; the last refusal is the error.
 func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*http.Request, offers []Protocol) (*Conn, error) {
 	hctx, cancel := withDeadline(ctx, deadline)
 	defer cancel()
@@ -103,11 +100,10 @@ func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*ht
 	return nil, refused
 }
 
-// streamAnswer ends the extended CONNECT answered with resp on the stream
-// sc. A 2xx that Check accepts switches sc to offer. Another final status
-// is a refusal: for DialResponse, the live response holds sc; otherwise
-// the error holds an excerpt of its body, read by excerpt, and sc is
-// closed.
+// streamAnswer takes the answer resp to an extended CONNECT on the stream
+// sc: a 2xx that Check accepts switches sc to offer; another status is a
+// refusal, whose live response holds sc for DialResponse, or whose error
+// holds an excerpt of its body, and sc is closed.
 func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.Conn, offer Protocol, excerpt func() []byte) (*Conn, *ResponseError, error) {
 	if resp.StatusCode/100 != 2 {
 		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}

@@ -47,20 +47,6 @@ func (rt *route) allowsMethod(m string) bool {
 	return false
 }
 
-// parsePattern parses a registration pattern: "name", "name/version" or
-// "name/*".
-func parsePattern(pattern string) (route, error) {
-	p, err := parseProtocol(pattern)
-	if err != nil {
-		return route{}, err
-	}
-	rt := route{name: p.Name, version: p.Version, spelled: pattern}
-	if p.Version == "*" {
-		rt.version, rt.anyVer = "", true
-	}
-	return rt, nil
-}
-
 // decision is the outcome of negotiation for one request.
 type decision struct {
 	route         *route       // chosen route; nil if none

@@ -120,11 +120,14 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	if (rt.Handler == nil) == (rt.Delegate == nil) {
 		panic("upgrade: a Route for " + pattern + " needs either a Handler or a Delegate")
 	}
-	r, err := parsePattern(pattern)
+	p, err := parseProtocol(pattern)
 	if err != nil {
 		panic("upgrade: invalid pattern: " + strings.TrimPrefix(err.Error(), "upgrade: "))
 	}
-	r.Route = rt
+	r := route{Route: rt, name: p.Name, version: p.Version, spelled: pattern}
+	if p.Version == "*" {
+		r.version, r.anyVer = "", true
+	}
 	if rt.Delegate != nil {
 		r.accepter, _ = rt.Delegate.(Accepter)
 	} else {
@@ -143,10 +146,9 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 // Protocols returns the registered protocols in the server's order of
 // preference ("name/*" as a Protocol whose Version is "*").
 func (s *Server) Protocols() []Protocol {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ps := make([]Protocol, len(s.routes))
-	for i, rt := range s.routes {
+	routes := s.registered()
+	ps := make([]Protocol, len(routes))
+	for i, rt := range routes {
 		ps[i] = Protocol{Name: rt.name, Version: rt.version}
 		if rt.anyVer {
 			ps[i].Version = "*"
