@@ -288,7 +288,7 @@ type serverConn struct {
 	conn net.Conn      // what carries HTTP: raw, a proxy tunnel, or TLS over either
 	br   *bufio.Reader // reads conn through lr
 	lr   *limitReader
-	stop func() bool // stops the context from interrupting raw; nil if it cannot
+	stop func() bool // stops the context from interrupting raw
 }
 
 // connect dials t, through its proxy if it has one, and runs TLS for
@@ -303,9 +303,7 @@ func (d *Dialer) connect(ctx context.Context, deadline time.Time, t dialTarget, 
 		_ = raw.SetDeadline(deadline)
 	}
 	sc := serverConn{raw: raw, conn: raw}
-	if ctx.Done() != nil {
-		sc.stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
-	}
+	sc.stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
 	sc.lr = &limitReader{r: raw, n: d.maxHeaderBytes()}
 	sc.br = bufio.NewReader(sc.lr)
 	defer func() {
@@ -333,10 +331,9 @@ func (d *Dialer) connect(ctx context.Context, deadline time.Time, t dialTarget, 
 // longer interrupts it and its deadline is cleared. It fails if the
 // context ended just now, and has interrupted (or will) the connection.
 func (sc *serverConn) release() error {
-	if sc.stop != nil && !sc.stop() {
+	if !sc.stop() {
 		return errors.New("handshake interrupted")
 	}
-	sc.stop = nil
 	if err := sc.raw.SetDeadline(time.Time{}); err != nil {
 		return fmt.Errorf("clearing the handshake deadline: %w", err)
 	}
@@ -345,9 +342,7 @@ func (sc *serverConn) release() error {
 
 // close closes the connection and stops the context's hold on it.
 func (sc *serverConn) close() {
-	if sc.stop != nil {
-		sc.stop()
-	}
+	sc.stop()
 	sc.raw.Close()
 }
 

@@ -92,9 +92,17 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (
 		}
 		recycleHeader(h)
 		s.release(rt)
-		if s.refused(r, rt, err, &d) {
-			return d
+		var re *RejectError
+		switch {
+		case errors.Is(err, ErrDecline):
+			continue
+		case errors.As(err, &re):
+			d.reject = re
+		default:
+			s.logError(r, "accepting "+rt.spelled, err)
+			d.failed = true
 		}
+		return d
 	}
 	return d
 }
@@ -161,21 +169,6 @@ func someRouteMatches(r *http.Request, routes []route, offers []Protocol) bool {
 		}
 	}
 	return false
-}
-
-// refused notes in d an Accepter's refusal; true ends negotiation.
-func (s *Server) refused(r *http.Request, rt *route, err error, d *decision) bool {
-	if errors.Is(err, ErrDecline) {
-		return false
-	}
-	var re *RejectError
-	if errors.As(err, &re) {
-		d.reject = re
-	} else {
-		s.logError(r, "accepting "+rt.spelled, err)
-		d.failed = true
-	}
-	return true
 }
 
 // allowedMethods lists, for an Allow field, the methods of the routes
