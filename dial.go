@@ -16,11 +16,10 @@ import (
 	"time"
 )
 
-// defaultMaxResponseHeaderBytes is the default of Dialer.MaxHeaderBytes.
-const defaultMaxResponseHeaderBytes = 64 << 10
+const defaultMaxResponseHeaderBytes = 64 << 10 // Dialer.MaxHeaderBytes
 
 // errHandshakeTimeout is wrapped by the error of a handshake that ran past
-// the Dialer's HandshakeTimeout.
+// HandshakeTimeout.
 var errHandshakeTimeout = fmt.Errorf("handshake timeout: %w", context.DeadlineExceeded)
 
 // A Dialer opens connections switched to another protocol. It sends an
@@ -92,17 +91,16 @@ type Dialer struct {
 	Check func(resp *http.Response) error
 
 	// HTTP2, if non-nil, lets the Dialer switch HTTP/2 streams with
-	// extended CONNECT, on connections the HTTP2Transport shares between
-	// Dials: over TLS when ALPN picks h2, and over cleartext with
-	// HTTP2Transport.UnencryptedHTTP2. The offers are asked one at a time,
-	// in order; a 2xx switches, any other status refuses that offer, and
-	// the last refusal is returned as a *ResponseError. A 505, a server
-	// without SETTINGS_ENABLE_CONNECT_PROTOCOL, one that negotiates
-	// http/1.1 or a cleartext one that does not speak HTTP/2 gets the
-	// HTTP/1.1 upgrade instead (the transport remembers that server for
-	// ten minutes), as does any Dialer with a Body. Over HTTP/2 the
-	// method is CONNECT, Header loses the fields HTTP/2 forbids, and
-	// MaxHeaderBytes is announced as SETTINGS_MAX_HEADER_LIST_SIZE.
+	// extended CONNECT, on connections the HTTP2Transport shares: over TLS
+	// when ALPN picks h2, over cleartext with UnencryptedHTTP2. The offers
+	// are asked one at a time, in order; a 2xx switches, any other status
+	// refuses that offer, and the last refusal is a *ResponseError. A 505,
+	// a server without SETTINGS_ENABLE_CONNECT_PROTOCOL, one that
+	// negotiates http/1.1 or a cleartext one that does not speak HTTP/2
+	// gets the HTTP/1.1 upgrade instead (the transport remembers that
+	// server for ten minutes), as does any Dialer with a Body. Over HTTP/2
+	// the method is CONNECT, Header loses the fields HTTP/2 forbids, and
+	// MaxHeaderBytes is sent as SETTINGS_MAX_HEADER_LIST_SIZE.
 	HTTP2 *HTTP2Transport
 
 	// HTTP3, if non-nil, makes Dial switch an HTTP/3 stream (RFC 9220)
@@ -264,8 +262,7 @@ func (d *Dialer) maxHeaderBytes() int64 {
 	return defaultMaxResponseHeaderBytes
 }
 
-// aLongTimeAgo is a deadline in the past: setting it interrupts blocked
-// reads and writes at once.
+// aLongTimeAgo is a deadline in the past: it interrupts blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
 // http11 is the only ALPN protocol offered for an HTTP/1.1 upgrade.
@@ -280,9 +277,8 @@ func (d *Dialer) handshakeHTTP1(ctx context.Context, deadline time.Time, req *ht
 	return d.switchHTTP1(&sc, req, wire, offers)
 }
 
-// serverConn is a connection to the server being set up within a
-// handshake's bounds: its deadline is set on raw, and a cancelled context
-// moves it to the past.
+// serverConn is a connection to the server within a handshake's bounds:
+// the deadline on raw, which a cancelled context moves to the past.
 type serverConn struct {
 	raw  net.Conn      // the TCP connection, to the server or the proxy
 	conn net.Conn      // what carries HTTP: raw, a proxy tunnel, or TLS over either
@@ -327,8 +323,7 @@ func (d *Dialer) connect(ctx context.Context, deadline time.Time, t dialTarget, 
 	return sc, nil
 }
 
-// release ends the handshake's hold on the connection: the context no
-// longer interrupts it and its deadline is cleared. It fails if the
+// release ends the handshake's bounds on the connection. It fails if the
 // context ended just now, and has interrupted (or will) the connection.
 func (sc *serverConn) release() error {
 	if !sc.stop() {

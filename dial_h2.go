@@ -182,9 +182,8 @@ func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *ht
 		case sc != nil:
 			return d.switchHTTP1(sc, req, wire, offers)
 		case re != nil:
-			// A 505: the endpoint does not take this offer, or any,
-			// over HTTP/2 (an upgrade.Server without RFC 8441 says
-			// so): the answer is about the version, not the protocol.
+			// A 505 is about the version, not the protocol (an
+			// upgrade.Server without RFC 8441 answers so).
 			re.closeLive()
 			return d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 		case errors.Is(err, errUseHTTP1):

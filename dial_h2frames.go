@@ -18,8 +18,7 @@ func (c *h2Conn) readFrames() error {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				// A malformed header block on one stream (the decoder's
-				// state is intact): that stream fails.
+				// A malformed header block fails its stream only.
 				c.resetStream(se.StreamID, se.Code, fmt.Errorf("HTTP/2 stream error from the server: %w", se))
 				continue
 			}

@@ -233,8 +233,19 @@ func redactURL(rawURL string) string {
 // sorted, Content-Length, the empty line and the body. It records the
 // Connection and Upgrade fields sent in req.Header.
 func (d *Dialer) wireRequest(req *http.Request, target string, offers []Protocol) ([]byte, error) {
-	if err := checkRequestLine(req.Method, target, offers); err != nil {
-		return nil, err
+	if !httplist.IsToken(req.Method) {
+		return nil, fmt.Errorf("invalid method %s", httplist.Quote(req.Method))
+	}
+	if req.Method == http.MethodConnect {
+		return nil, errors.New("method CONNECT cannot carry an upgrade")
+	}
+	if strings.ContainsFunc(target, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return nil, fmt.Errorf("invalid request target %s", httplist.Quote(target))
+	}
+	for _, p := range offers {
+		if r := checkOffer(p); r != "" {
+			return nil, fmt.Errorf("invalid offer %s: %s", httplist.Quote(p.String()), r)
+		}
 	}
 	options, err := checkFields(req)
 	if err != nil {
@@ -258,28 +269,6 @@ func (d *Dialer) wireRequest(req *http.Request, target string, offers []Protocol
 	req.Header["Connection"] = []string{conn}
 	req.Header["Upgrade"] = []string{up}
 	return b, nil
-}
-
-// checkRequestLine checks the method (a token, not CONNECT), the
-// request-target and the offers.
-func checkRequestLine(method, target string, offers []Protocol) error {
-	if !httplist.IsToken(method) {
-		return fmt.Errorf("invalid method %s", httplist.Quote(method))
-	}
-	if method == http.MethodConnect {
-		return errors.New("method CONNECT cannot carry an upgrade")
-	}
-	for i := 0; i < len(target); i++ {
-		if c := target[i]; c <= ' ' || c == 0x7f {
-			return fmt.Errorf("invalid request target %s", httplist.Quote(target))
-		}
-	}
-	for _, p := range offers {
-		if r := checkOffer(p); r != "" {
-			return fmt.Errorf("invalid offer %s: %s", httplist.Quote(p.String()), r)
-		}
-	}
-	return nil
 }
 
 // checkFields validates req's header fields and takes out of req.Header

@@ -369,15 +369,12 @@ func excerpt(body io.Reader) []byte {
 // well-formed elements are kept, others skipped.
 func parseAdvertised(values []string) []Protocol {
 	var out []Protocol
-	for _, v := range values {
-		for len(v) > 0 && len(out) < maxAdvertised {
-			var elem string
-			if elem, v = httplist.Cut(v); elem == "" {
-				continue
-			}
-			if p, reason := parseElement(elem); reason == "" {
-				out = append(out, p)
-			}
+	for e := range httplist.Elements(values) {
+		if len(out) == maxAdvertised {
+			break
+		}
+		if p, reason := parseElement(e); reason == "" {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -167,20 +167,19 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rt *rou
 		_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 	switch {
+	case err == nil:
+		r.Body = io.NopCloser(body)
+		return true
 	case err == errBodyTooLarge:
 		s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
-		return false
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.logPeerError(r, "reading request body before switching to "+rt.spelled, err)
 		s.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
-		return false
-	case err != nil:
+	default:
 		s.logPeerError(r, "reading request body before switching to "+rt.spelled, err)
 		s.refuse(w, r, http.StatusBadRequest, "could not read request body")
-		return false
 	}
-	r.Body = io.NopCloser(body)
-	return true
+	return false
 }
 
 // readBody reads the whole request body, or fails with errBodyTooLarge
