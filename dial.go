@@ -208,7 +208,7 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 // no bound.
 func (d *Dialer) handshakeDeadline(ctx context.Context) time.Time {
 	var deadline time.Time
-	if timeout := d.handshakeTimeout(); timeout > 0 {
+	if timeout := timeoutOr(d.HandshakeTimeout, defaultHandshakeTimeout); timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
 	if ctxDeadline, ok := ctx.Deadline(); ok && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
@@ -245,14 +245,16 @@ func dialError(ctx context.Context, deadline time.Time, u *url.URL, err error) e
 	return fmt.Errorf("upgrade: dial %s: %w", u.Redacted(), err)
 }
 
-func (d *Dialer) handshakeTimeout() time.Duration {
+// timeoutOr returns a timeout set to d: def for zero, no bound (0) for a
+// negative d.
+func timeoutOr(d, def time.Duration) time.Duration {
 	switch {
-	case d.HandshakeTimeout > 0:
-		return d.HandshakeTimeout
-	case d.HandshakeTimeout < 0:
+	case d > 0:
+		return d
+	case d < 0:
 		return 0
 	}
-	return defaultHandshakeTimeout
+	return def
 }
 
 func (d *Dialer) maxHeaderBytes() int64 {

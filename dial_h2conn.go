@@ -178,7 +178,7 @@ func (c *h2Conn) idleLocked() (closeNow bool) {
 		c.closing = true
 		return true
 	}
-	if d := c.t.idleConnTimeout(); d > 0 {
+	if d := timeoutOr(c.t.IdleConnTimeout, defaultHTTP2IdleConnTimeout); d > 0 {
 		if c.idle == nil {
 			c.idle = time.AfterFunc(d, c.idleTimeout)
 		} else {

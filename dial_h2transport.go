@@ -84,16 +84,6 @@ func (t *HTTP2Transport) CloseIdleConnections() {
 	}
 }
 
-func (t *HTTP2Transport) idleConnTimeout() time.Duration {
-	switch {
-	case t.IdleConnTimeout > 0:
-		return t.IdleConnTimeout
-	case t.IdleConnTimeout < 0:
-		return 0
-	}
-	return defaultHTTP2IdleConnTimeout
-}
-
 // get returns a pooled connection to key with a stream reserved on it;
 // or a channel closed when another Dial's dial to key is done; or
 // neither, and the caller must dial, then call dialed. useHTTP1 reports a

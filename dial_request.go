@@ -119,9 +119,9 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, error) {
 	// dial and never sent: not in Host, CONNECT or SNI (RFC 6874 §4).
 	hostname := strings.TrimSuffix(strings.TrimPrefix(hostOnly(host), "["), "]")
 	t.serverName = hostname
-	if strings.HasPrefix(host, "[") {
-		t.serverName, _, _ = strings.Cut(hostname, "%")
-		host = removeZone(host)
+	if zone := strings.IndexByte(hostname, '%'); zone >= 0 && strings.HasPrefix(host, "[") {
+		t.serverName = hostname[:zone]
+		host = "[" + t.serverName + host[strings.IndexByte(host, ']'):]
 	}
 	port := u.Port()
 	if port == "" {
@@ -135,19 +135,6 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, error) {
 	t.target = u.RequestURI()
 	t.host = host
 	return u, t, nil
-}
-
-// removeZone removes the zone from a bracketed IPv6 host[:port]:
-// "[fe80::1%eth0]:8080" becomes "[fe80::1]:8080".
-func removeZone(hostport string) string {
-	end := strings.LastIndexByte(hostport, ']')
-	if !strings.HasPrefix(hostport, "[") || end < 0 {
-		return hostport
-	}
-	if i := strings.IndexByte(hostport[:end], '%'); i >= 0 {
-		return hostport[:i] + hostport[end:]
-	}
-	return hostport
 }
 
 // checkAuthority returns "" if hostport can be sent as Host, or what is

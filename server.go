@@ -275,13 +275,7 @@ func (s *Server) maxRequestBody() int64 {
 }
 
 func (s *Server) handshakeTimeout() time.Duration {
-	switch {
-	case s.HandshakeTimeout > 0:
-		return s.HandshakeTimeout
-	case s.HandshakeTimeout < 0:
-		return 0
-	}
-	return defaultHandshakeTimeout
+	return timeoutOr(s.HandshakeTimeout, defaultHandshakeTimeout)
 }
 
 func (s *Server) logger() *slog.Logger {
