@@ -2,7 +2,6 @@ package upgrade
 
 import (
 	"errors"
-	"iter"
 	"net/http"
 	"slices"
 	"strings"
@@ -60,8 +59,16 @@ type decision struct {
 }
 
 // negotiate picks the route and offer to switch to, asking Accepters as it
-// goes, and reserves the chosen route's connection slot.
+// goes, and reserves the chosen route's connection slot. A route is tried
+// once, for its first matching offer, and only if it can take r's method
+// and body (d notes why not): by default in the order of the client's
+// offers, then of registration; with ServerOrder, in registration order.
 func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (d decision) {
+	body := r.ProtoMajor == 1 && hasBody(r)
+	passes := len(offers) // one per offer, in the client's order
+	if s.ServerOrder {
+		passes = 1
+	}
 	// The route whose Accepter is running: if it panics, its slot is
 	// released before the panic goes on to net/http.
 	var asking *route
@@ -70,74 +77,48 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (
 			s.release(asking)
 		}
 	}()
-	for rt, j := range s.candidates(r, routes, offers, &d) {
-		// The slot is claimed before the pre-101 step, so that
-		// concurrent handshakes cannot overrun a protocol's cap.
-		if !s.reserve(rt) {
-			d.full = true
-			continue
-		}
-		if rt.accepter == nil {
-			d.route, d.version = rt, offers[j].Version
+	for pass := range passes {
+		for i := range routes {
+			rt := &routes[i]
+			j := slices.IndexFunc(offers, rt.matches)
+			if j < 0 || !s.ServerOrder && j != pass || !rt.available(r) || !s.usable(r, rt, body, &d) {
+				continue
+			}
+			// The slot is claimed before the pre-101 step, so that
+			// concurrent handshakes cannot overrun a protocol's cap.
+			if !s.reserve(rt) {
+				d.full = true
+				continue
+			}
+			if rt.accepter == nil {
+				d.route, d.version = rt, offers[j].Version
+				return d
+			}
+			h := headerPool.Get().(http.Header)
+			asking = rt
+			err := rt.accepter.AcceptUpgrade(r, h)
+			asking = nil
+			if err == nil {
+				// The header is checked as the 101 (or 200) is assembled.
+				d.route, d.version, d.extra = rt, offers[j].Version, h
+				return d
+			}
+			recycleHeader(h)
+			s.release(rt)
+			var re *RejectError
+			switch {
+			case errors.Is(err, ErrDecline):
+				continue
+			case errors.As(err, &re):
+				d.reject = re
+			default:
+				s.logError(r, "accepting "+rt.spelled, err)
+				d.failed = true
+			}
 			return d
 		}
-		h := headerPool.Get().(http.Header)
-		asking = rt
-		err := rt.accepter.AcceptUpgrade(r, h)
-		asking = nil
-		if err == nil {
-			// The header is checked as the 101 (or 200) is assembled.
-			d.route, d.version, d.extra = rt, offers[j].Version, h
-			return d
-		}
-		recycleHeader(h)
-		s.release(rt)
-		var re *RejectError
-		switch {
-		case errors.Is(err, ErrDecline):
-			continue
-		case errors.As(err, &re):
-			d.reject = re
-		default:
-			s.logError(r, "accepting "+rt.spelled, err)
-			d.failed = true
-		}
-		return d
 	}
 	return d
-}
-
-// candidates yields the (route, offer index) pairs to try, in order of
-// preference: by default the offers in the client's order, each against
-// the routes in registration order; with ServerOrder, the routes in
-// registration order. A route is tried once, for its first matching
-// offer, and only if it can take r's method and body; d notes why not.
-func (s *Server) candidates(r *http.Request, routes []route, offers []Protocol, d *decision) iter.Seq2[*route, int] {
-	body := r.ProtoMajor == 1 && hasBody(r)
-	return func(yield func(*route, int) bool) {
-		if s.ServerOrder {
-			for i := range routes {
-				rt := &routes[i]
-				if !rt.available(r) {
-					continue
-				}
-				j := slices.IndexFunc(offers, rt.matches)
-				if j >= 0 && s.usable(r, rt, body, d) && !yield(rt, j) {
-					return
-				}
-			}
-			return
-		}
-		for j, o := range offers {
-			for i := range routes {
-				rt := &routes[i]
-				if rt.matches(o) && !rt.matchesAny(offers[:j]) && rt.available(r) &&
-					s.usable(r, rt, body, d) && !yield(rt, j) {
-					return
-				}
-			}
-		}
-	}
 }
 
 // usable reports whether rt can be switched to from r's method and body,
