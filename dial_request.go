@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/textproto"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -238,13 +236,16 @@ func (d *Dialer) wireRequest(req *http.Request, target string, offers []Protocol
 	if err != nil {
 		return nil, err
 	}
-	conn := strings.Join(append([]string{"Upgrade"}, options...), ", ")
+	conn := "Upgrade"
+	if len(options) > 0 {
+		conn += ", " + strings.Join(options, ", ")
+	}
 	up := formatProtocols(offers)
 	b := []byte(req.Method + " " + target + " HTTP/1.1\r\n" +
 		"Host: " + req.Host + "\r\n" +
 		"Connection: " + conn + "\r\n" +
 		"Upgrade: " + up + "\r\n")
-	b = appendFields(b, req.Header, slices.Sorted(maps.Keys(req.Header)))
+	b = appendFields(b, req.Header)
 	n := len(d.Body)
 	if n > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 		// RFC 9110 §8.6: a user agent SHOULD send Content-Length when the

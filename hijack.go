@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -55,7 +54,7 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	}
 	// Bytes the client sent behind the request are the new protocol's.
 	c.rbuf = buffered(brw.Reader)
-	head := switchResponse(p, sendContinue, d.extra)
+	head := append101(brw.Writer.AvailableBuffer(), p, sendContinue, d.extra)
 	if err := s.writeHead(nc, brw.Writer, head); err != nil {
 		s.logPeerError(r, "writing the 101 response for "+rt.spelled, err)
 		nc.Close()
@@ -66,21 +65,27 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	go s.run(c)
 }
 
-// switchResponse returns the 101 switching to p, with the Accepter's
-// fields extra, after a 100 Continue if sendContinue.
-func switchResponse(p Protocol, sendContinue bool, extra http.Header) []byte {
-	var b []byte
+// append101 appends the 101 switching to p, with the Accepter's fields
+// extra, after a 100 Continue if sendContinue.
+func append101(b []byte, p Protocol, sendContinue bool, extra http.Header) []byte {
 	if sendContinue {
 		b = append(b, "HTTP/1.1 100 Continue\r\n\r\n"...)
 	}
-	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "+p.String()+"\r\nConnection: Upgrade\r\n"...)
-	b = appendFields(b, extra, slices.Sorted(maps.Keys(extra)))
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
+	b = append(b, p.String()...)
+	b = append(b, "\r\nConnection: Upgrade\r\n"...)
+	b = appendFields(b, extra)
 	return append(b, "\r\n"...)
 }
 
-// appendFields appends the fields of h named in keys, validated, in wire
-// form.
-func appendFields(b []byte, h http.Header, keys []string) []byte {
+// appendFields appends the fields of h, validated, in wire form, sorted
+// by name.
+func appendFields(b []byte, h http.Header) []byte {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
 	for _, k := range keys {
 		for _, v := range h[k] {
 			b = append(b, k...)
