@@ -1,6 +1,8 @@
 package upgrade
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -13,8 +15,7 @@ import (
 
 // Conn is a connection that has switched protocols: a net.Conn whose Read
 // returns first the bytes that arrived behind the HTTP exchange (behind
-// the request on the server, the 101 on the client), so that not one byte
-// is lost.
+// the request on the server, the 101 on the client).
 //
 // A Conn is a whole HTTP/1.1 connection switched by an Upgrade, or one
 // HTTP/2 or HTTP/3 stream switched by an extended CONNECT (RFC 8441,
@@ -57,8 +58,17 @@ type Conn struct {
 	key     string             // server: the key its connection slot is counted under
 }
 
-// Read reads first the bytes that had been read ahead before the switch,
-// then from the underlying connection.
+// buffered returns a copy of the bytes br holds, or nil, so that br's
+// buffer is not kept.
+func buffered(br *bufio.Reader) []byte {
+	if ahead, _ := br.Peek(br.Buffered()); len(ahead) > 0 {
+		return bytes.Clone(ahead)
+	}
+	return nil
+}
+
+// Read returns the bytes read ahead of the switch first, then reads from
+// the underlying connection.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(c.rbuf) > 0 {
 		n := copy(p, c.rbuf)
@@ -163,16 +173,14 @@ func (c *Conn) Context() context.Context {
 		case c.Request != nil:
 			values = context.WithoutCancel(c.Request.Context())
 		}
-		// A child of the lifetime context itself, so that cancelling it
-		// cancels this one (and contexts derived from it) at once.
 		lifetime, cancel := context.WithCancel(life)
 		c.ctx, c.cancel = &connContext{Context: lifetime, values: values, drain: drain}, cancel
 	})
 	return c.ctx
 }
 
-// finish marks c's handler as returned: Context, if it was ever asked
-// for, is cancelled, and a later call returns a cancelled context.
+// finish marks c's handler as returned: its Context, if asked for, is
+// cancelled, and a later Context is a cancelled one.
 func (c *Conn) finish() {
 	c.ctxOnce.Do(func() { c.ctx = doneContext })
 	if c.cancel != nil {
@@ -180,27 +188,25 @@ func (c *Conn) finish() {
 	}
 }
 
-// doneContext is the Context of a Conn whose handler returned before
-// asking for it.
+// doneContext is a cancelled context.
 var doneContext = func() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
 }()
 
-// connContext takes its lifetime from one context and its values from
-// another, and holds the Server's drain channel for Draining.
+// connContext takes its lifetime from one context, its values from
+// another, and holds the Server's drain channel.
 type connContext struct {
 	context.Context                 // lifetime: Deadline, Done, Err
 	values          context.Context // Value
 	drain           <-chan struct{}
 }
 
-// Value returns the value for key from the values context. The lifetime
-// context is asked first: it holds no values of its own, but it answers
-// the context package's own lookup of the cancelCtx behind a context, so
-// contexts derived from a connContext are cancelled along with it,
-// synchronously and without a goroutine.
+// Value returns the drain channel for Draining, else the value for key
+// from the values context. The lifetime context is asked first: it holds
+// no values, but answers the context package's lookup of its cancelCtx,
+// so that contexts derived from c are cancelled with it, synchronously.
 func (c *connContext) Value(key any) any {
 	if _, ok := key.(drainingKey); ok && c.drain != nil {
 		return c.drain

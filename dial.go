@@ -7,20 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
-// defaultMaxResponseHeaderBytes is the default of Dialer.MaxHeaderBytes.
-const defaultMaxResponseHeaderBytes = 64 << 10
+const defaultMaxResponseHeaderBytes = 64 << 10 // Dialer.MaxHeaderBytes
 
 // errHandshakeTimeout is wrapped by the error of a handshake that ran past
-// the Dialer's HandshakeTimeout.
+// HandshakeTimeout.
 var errHandshakeTimeout = fmt.Errorf("handshake timeout: %w", context.DeadlineExceeded)
 
 // A Dialer opens connections switched to another protocol. It sends an
@@ -92,17 +91,16 @@ type Dialer struct {
 	Check func(resp *http.Response) error
 
 	// HTTP2, if non-nil, lets the Dialer switch HTTP/2 streams with
-	// extended CONNECT, on connections the HTTP2Transport shares between
-	// Dials: over TLS when ALPN picks h2, and over cleartext with
-	// HTTP2Transport.UnencryptedHTTP2. The offers are asked one at a time,
-	// in order; a 2xx switches, any other status refuses that offer, and
-	// the last refusal is returned as a *ResponseError. A 505, a server
-	// without SETTINGS_ENABLE_CONNECT_PROTOCOL, one that negotiates
-	// http/1.1 or a cleartext one that does not speak HTTP/2 gets the
-	// HTTP/1.1 upgrade instead (the transport remembers that server for
-	// ten minutes), as does any Dialer with a Body. Over HTTP/2 the
-	// method is CONNECT, Header loses the fields HTTP/2 forbids, and
-	// MaxHeaderBytes is announced as SETTINGS_MAX_HEADER_LIST_SIZE.
+	// extended CONNECT, on connections the HTTP2Transport shares: over TLS
+	// when ALPN picks h2, over cleartext with UnencryptedHTTP2. The offers
+	// are asked one at a time, in order; a 2xx switches, any other status
+	// refuses that offer, and the last refusal is a *ResponseError. A 505,
+	// a server without SETTINGS_ENABLE_CONNECT_PROTOCOL, one that
+	// negotiates http/1.1 or a cleartext one that does not speak HTTP/2
+	// gets the HTTP/1.1 upgrade instead (the transport remembers that
+	// server for ten minutes), as does any Dialer with a Body. Over HTTP/2
+	// the method is CONNECT, Header loses the fields HTTP/2 forbids, and
+	// MaxHeaderBytes is sent as SETTINGS_MAX_HEADER_LIST_SIZE.
 	HTTP2 *HTTP2Transport
 
 	// HTTP3, if non-nil, makes Dial switch an HTTP/3 stream (RFC 9220)
@@ -180,33 +178,23 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", redactURL(rawURL), err)
 	}
-	wb := dialBufPool.Get().(*[]byte)
-	wire, err := d.appendRequest((*wb)[:0], req, t.target, offers)
-	defer func() {
-		if cap(wire) <= maxPooledRequest {
-			*wb = wire[:0]
-			dialBufPool.Put(wb)
-		}
-	}()
+	wire, err := d.wireRequest(req, t.target, offers)
+	if err == nil {
+		err = d.setProxy(req, &t)
+	}
+	var xreqs []*http.Request
+	if err == nil && d.HTTP2 != nil {
+		xreqs, err = d.prepareHTTP2(ctx, req, t, offers)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
 	}
-	var h2 *h2Attempt
-	if d.HTTP2 != nil {
-		if h2, err = d.prepareHTTP2(ctx, req, t, offers); err != nil {
-			return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
-		}
-	}
-
-	// The handshake's bound is a plain deadline on the connection, not a
-	// derived context: with a context that cannot be cancelled
-	// (context.Background), Dial sets up no timer, AfterFunc or goroutine.
 	deadline := d.handshakeDeadline(ctx)
 	var c *Conn
-	if h2 != nil {
-		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, h2)
+	if xreqs != nil {
+		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, xreqs)
 	} else {
-		c, err = d.handshake(ctx, deadline, req, t, wire, offers)
+		c, err = d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 	}
 	if err != nil {
 		return nil, dialError(ctx, deadline, req.URL, err)
@@ -216,11 +204,11 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 }
 
 // handshakeDeadline returns when a handshake under ctx must end: after
-// the Dialer's HandshakeTimeout or at ctx's deadline, whichever comes
-// first; zero for no bound.
+// HandshakeTimeout or at ctx's deadline, whichever comes first; zero for
+// no bound.
 func (d *Dialer) handshakeDeadline(ctx context.Context) time.Time {
 	var deadline time.Time
-	if timeout := d.handshakeTimeout(); timeout > 0 {
+	if timeout := timeoutOr(d.HandshakeTimeout, defaultHandshakeTimeout); timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
 	if ctxDeadline, ok := ctx.Deadline(); ok && (deadline.IsZero() || ctxDeadline.Before(deadline)) {
@@ -229,9 +217,9 @@ func (d *Dialer) handshakeDeadline(ctx context.Context) time.Time {
 	return deadline
 }
 
-// dialError returns the error of a failed handshake with u, err, naming
-// what ended it: the context's cause, the handshake timeout, or err
-// itself. A *ResponseError is returned as it is.
+// dialError returns the error of a failed handshake with u, naming what
+// ended it: the context's cause, the handshake timeout, or err itself. A
+// *ResponseError is returned as it is.
 func dialError(ctx context.Context, deadline time.Time, u *url.URL, err error) error {
 	var cause error
 	switch {
@@ -257,14 +245,16 @@ func dialError(ctx context.Context, deadline time.Time, u *url.URL, err error) e
 	return fmt.Errorf("upgrade: dial %s: %w", u.Redacted(), err)
 }
 
-func (d *Dialer) handshakeTimeout() time.Duration {
+// timeoutOr returns a timeout set to d: def for zero, no bound (0) for a
+// negative d.
+func timeoutOr(d, def time.Duration) time.Duration {
 	switch {
-	case d.HandshakeTimeout > 0:
-		return d.HandshakeTimeout
-	case d.HandshakeTimeout < 0:
+	case d > 0:
+		return d
+	case d < 0:
 		return 0
 	}
-	return defaultHandshakeTimeout
+	return def
 }
 
 func (d *Dialer) maxHeaderBytes() int64 {
@@ -274,84 +264,53 @@ func (d *Dialer) maxHeaderBytes() int64 {
 	return defaultMaxResponseHeaderBytes
 }
 
-// aLongTimeAgo is a deadline in the past: setting it interrupts blocked
-// reads and writes at once.
+// aLongTimeAgo is a deadline in the past: it interrupts blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// http11 is the only ALPN protocol a Dialer offers for an HTTP/1.1
-// upgrade.
+// http11 is the only ALPN protocol offered for an HTTP/1.1 upgrade.
 var http11 = []string{"http/1.1"}
 
-// dialReaderPool recycles the bufio.Readers responses are read with.
-var dialReaderPool sync.Pool
-
-func getDialReader(r io.Reader) *bufio.Reader {
-	if br, ok := dialReaderPool.Get().(*bufio.Reader); ok {
-		br.Reset(r)
-		return br
-	}
-	return bufio.NewReaderSize(r, 4096)
-}
-
-func putDialReader(br *bufio.Reader) {
-	br.Reset(nil)
-	dialReaderPool.Put(br)
-}
-
-// handshake runs the exchange under ctx: dial, CONNECT, TLS, request,
-// response. On failure the connection is closed.
-func (d *Dialer) handshake(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol) (*Conn, error) {
-	proxyURL, addr, err := d.proxyFor(req, t)
-	if err != nil {
-		return nil, err
-	}
-	sc, err := d.connect(ctx, deadline, proxyURL, addr, t, http11)
+// handshakeHTTP1 connects to the server and switches over HTTP/1.1.
+func (d *Dialer) handshakeHTTP1(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol) (*Conn, error) {
+	sc, err := d.connect(ctx, deadline, t, http11)
 	if err != nil {
 		return nil, err
 	}
 	return d.switchHTTP1(&sc, req, wire, offers)
 }
 
-// serverConn is a connection to the server being set up within a
-// handshake's bounds: its deadline is set on raw, and a cancelled context
-// moves it to the past.
+// serverConn is a connection to the server within a handshake's bounds:
+// the deadline on raw, which a cancelled context moves to the past.
 type serverConn struct {
 	raw  net.Conn      // the TCP connection, to the server or the proxy
 	conn net.Conn      // what carries HTTP: raw, a proxy tunnel, or TLS over either
-	alpn string        // the protocol TLS negotiated; "" without TLS or ALPN
 	br   *bufio.Reader // reads conn through lr
 	lr   *limitReader
-	stop func() bool // stops the context from interrupting raw; nil if it cannot
+	stop func() bool // stops the context from interrupting raw
 }
 
-// connect dials addr, the server or proxyURL, opens a tunnel through the
-// proxy, if any, and runs TLS for https and wss, offering nextProtos, all
-// under ctx and deadline, which keep bounding the connection until
-// release or close.
-func (d *Dialer) connect(ctx context.Context, deadline time.Time, proxyURL *url.URL, addr string, t dialTarget, nextProtos []string) (_ serverConn, err error) {
-	raw, err := d.dial(ctx, deadline, addr)
+// connect dials t, through its proxy if it has one, and runs TLS for
+// https and wss offering nextProtos, all within ctx and deadline, which
+// bound the connection until release or close.
+func (d *Dialer) connect(ctx context.Context, deadline time.Time, t dialTarget, nextProtos []string) (_ serverConn, err error) {
+	raw, err := d.dial(ctx, deadline, t.dial)
 	if err != nil {
-		return serverConn{}, fmt.Errorf("dialing %s: %w", addr, err)
+		return serverConn{}, fmt.Errorf("dialing %s: %w", t.dial, err)
 	}
-	// From here on, the deadline bounds every read and write, and a
-	// cancelled ctx interrupts them by moving it to the past: no goroutine
-	// is started unless ctx is cancelled.
 	if !deadline.IsZero() {
 		_ = raw.SetDeadline(deadline)
 	}
 	sc := serverConn{raw: raw, conn: raw}
-	if ctx.Done() != nil {
-		sc.stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
-	}
+	sc.stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(aLongTimeAgo) })
 	sc.lr = &limitReader{r: raw, n: d.maxHeaderBytes()}
-	sc.br = getDialReader(sc.lr)
+	sc.br = bufio.NewReader(sc.lr)
 	defer func() {
 		if err != nil {
 			sc.close()
 		}
 	}()
-	if proxyURL != nil {
-		if sc.conn, err = d.tunnel(raw, sc.br, sc.lr, t, proxyURL, addr); err != nil {
+	if t.proxy != nil {
+		if sc.conn, err = d.tunnel(raw, sc.br, sc.lr, t); err != nil {
 			return serverConn{}, err
 		}
 	}
@@ -361,37 +320,26 @@ func (d *Dialer) connect(ctx context.Context, deadline time.Time, proxyURL *url.
 			return serverConn{}, err
 		}
 		sc.conn, sc.lr.r = tc, tc
-		sc.alpn = tc.ConnectionState().NegotiatedProtocol
 		sc.br.Reset(sc.lr)
 	}
 	return sc, nil
 }
 
-// release ends the handshake's hold on the connection: the context no
-// longer interrupts it and its deadline is cleared. It fails if the
+// release ends the handshake's bounds on the connection. It fails if the
 // context ended just now, and has interrupted (or will) the connection.
 func (sc *serverConn) release() error {
-	putDialReader(sc.br)
-	sc.br = nil
-	if sc.stop != nil && !sc.stop() {
+	if !sc.stop() {
 		return errors.New("handshake interrupted")
 	}
-	sc.stop = nil
 	if err := sc.raw.SetDeadline(time.Time{}); err != nil {
 		return fmt.Errorf("clearing the handshake deadline: %w", err)
 	}
 	return nil
 }
 
-// close closes the connection and releases what the handshake held.
+// close closes the connection and stops the context's hold on it.
 func (sc *serverConn) close() {
-	if sc.stop != nil {
-		sc.stop()
-	}
-	if sc.br != nil {
-		putDialReader(sc.br)
-		sc.br = nil
-	}
+	sc.stop()
 	sc.raw.Close()
 }
 
@@ -403,16 +351,37 @@ func (d *Dialer) switchHTTP1(sc *serverConn, req *http.Request, wire []byte, off
 	if re, ok := err.(*ResponseError); ok && re.live != nil {
 		return nil, sc.handOver(re)
 	}
+	if err == nil {
+		err = sc.release()
+	}
 	if err != nil {
 		sc.close()
 		return nil, err
 	}
-	if err := sc.release(); err != nil {
-		sc.raw.Close()
-		return nil, err
-	}
 	return c, nil
 }
+
+// handOver gives the connection to the body of re's live response, for
+// DialResponse: the handshake's bounds no longer apply, and closing the
+// body closes the connection.
+func (sc *serverConn) handOver(re *ResponseError) error {
+	if err := sc.release(); err != nil {
+		sc.close()
+		return err
+	}
+	sc.lr.n = math.MaxInt64
+	re.live.Body = &answerBody{ReadCloser: re.live.Body, conn: sc.raw}
+	return re
+}
+
+// answerBody reads the rest of an answer that is not a switch; closing it
+// closes the connection, without reading the rest as net/http's would.
+type answerBody struct {
+	io.ReadCloser
+	conn net.Conn
+}
+
+func (b *answerBody) Close() error { return b.conn.Close() }
 
 // startTLS runs the TLS handshake with the server over conn, offering
 // nextProtos, and checks that ALPN picked one of them or nothing.
@@ -434,16 +403,18 @@ func (d *Dialer) exchange(conn net.Conn, br *bufio.Reader, lr *limitReader, req 
 	if _, err := conn.Write(wire); err != nil {
 		return nil, fmt.Errorf("writing the request: %w", err)
 	}
-	resp, proto, err := readSwitch(br, lr, req, offers)
-	switch {
-	case err == errNotSwitched && d.keepRefusal:
-		re := newResponseError(&http.Response{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header})
-		re.live = resp
-		return nil, re
-	case err == errNotSwitched:
+	resp, proto, err := readSwitch(br, req, offers)
+	if err == errNotSwitched {
+		re := newResponseError(resp)
+		if d.keepRefusal {
+			re.live = resp
+			return nil, re
+		}
 		lr.n = maxErrorBody
-		return nil, newResponseError(resp)
-	case err != nil:
+		re.Body = excerpt(resp.Body)
+		return nil, re
+	}
+	if err != nil {
 		return nil, err
 	}
 	if d.Check != nil {
@@ -451,30 +422,32 @@ func (d *Dialer) exchange(conn net.Conn, br *bufio.Reader, lr *limitReader, req 
 			return nil, fmt.Errorf("101 response refused by Check: %w", err)
 		}
 	}
-	c := &Conn{nc: conn, Protocol: proto, Request: req, Response: resp}
-	if n := br.Buffered(); n > 0 {
-		ahead, _ := br.Peek(n)
-		c.rbuf = append([]byte(nil), ahead...)
-	}
-	return c, nil
+	return &Conn{nc: conn, Protocol: proto, Request: req, Response: resp, rbuf: buffered(br)}, nil
 }
 
-// dial connects to addr under ctx and deadline.
+// dial connects to addr within ctx and deadline.
 func (d *Dialer) dial(ctx context.Context, deadline time.Time, addr string) (net.Conn, error) {
 	if d.NetDialContext == nil {
 		nd := net.Dialer{Deadline: deadline}
 		return nd.DialContext(ctx, "tcp", addr)
 	}
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
+	ctx, cancel := withDeadline(ctx, deadline)
+	defer cancel()
 	return d.NetDialContext(ctx, "tcp", addr)
 }
 
+// withDeadline returns ctx bounded by deadline, unless it is zero.
+func withDeadline(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, deadline)
+}
+
 // tlsConfig returns a clone of TLSClientConfig for a connection to
-// serverName (unless the config names one) offering nextProtos in ALPN.
+// serverName (unless the config names one) offering nextProtos in ALPN:
+// never h2 unless the Dialer can switch over HTTP/2 (kubernetes#88781,
+// gorilla/websocket#760).
 func (d *Dialer) tlsConfig(serverName string, nextProtos []string) *tls.Config {
 	cfg := d.TLSClientConfig.Clone()
 	if cfg == nil {
@@ -483,9 +456,6 @@ func (d *Dialer) tlsConfig(serverName string, nextProtos []string) *tls.Config {
 	if cfg.ServerName == "" {
 		cfg.ServerName = serverName
 	}
-	// An upgrade exists only in HTTP/1.1: never let ALPN pick h2 unless
-	// the Dialer can switch over HTTP/2 too (kubernetes#88781,
-	// gorilla/websocket#760).
 	cfg.NextProtos = nextProtos
 	return cfg
 }

@@ -10,59 +10,37 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
-	"golang.org/x/net/http/httpguts"
 )
 
-// h2Protos is what a Dialer that can switch over HTTP/2 offers in ALPN:
-// h2 first, and http/1.1, on which it upgrades on the same connection.
+// h2Protos is offered in ALPN by a Dialer that can switch over HTTP/2.
 var h2Protos = []string{"h2", "http/1.1"}
 
-// h2Attempt is what Dial prepared to switch over HTTP/2.
-type h2Attempt struct {
-	proxy *url.URL        // nil without a proxy
-	addr  string          // the address to dial: the proxy's or the server's
-	key   h2Key           // the connections it may share
-	reqs  []*http.Request // an extended CONNECT per offer, in order; none: HTTP/1.1 only
-}
-
-// errUseHTTP1 says the server cannot switch over HTTP/2: the Dial upgrades
-// over HTTP/1.1, on a new connection.
+// errUseHTTP1 says the server cannot switch over HTTP/2.
 var errUseHTTP1 = errors.New("use HTTP/1.1")
 
-// prepareHTTP2 decides whether Dial tries HTTP/2 and builds its extended
-// CONNECT requests, one per offer, calling Prepare with each. It returns
-// nil if HTTP/2 does not apply at all.
-func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) (*h2Attempt, error) {
+// prepareHTTP2 builds the extended CONNECTs Dial sends over HTTP/2, one
+// per offer, calling Prepare with each. It returns nil if HTTP/2 does not
+// apply: with a Body, for a cleartext URL without UnencryptedHTTP2, or
+// for a server remembered as unable to switch over HTTP/2.
+func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) ([]*http.Request, error) {
 	if len(d.Body) > 0 || !t.secure && !d.HTTP2.UnencryptedHTTP2 {
 		return nil, nil
 	}
-	proxyURL, addr, err := d.proxyFor(req, t)
-	if err != nil {
-		return nil, err
-	}
-	a := &h2Attempt{proxy: proxyURL, addr: addr, key: d.h2Key(t, proxyURL)}
 	d.HTTP2.mu.Lock()
-	useHTTP1 := d.HTTP2.useHTTP1Locked(a.key)
+	useHTTP1 := d.HTTP2.useHTTP1Locked(d.h2Key(t))
 	d.HTTP2.mu.Unlock()
 	if useHTTP1 {
-		return a, nil
+		return nil, nil
 	}
-	a.reqs = make([]*http.Request, len(offers))
-	for i, o := range offers {
-		if a.reqs[i], err = d.newExtendedConnect(ctx, req.URL, t, o, 2); err != nil {
-			return nil, err
-		}
-	}
-	return a, nil
+	return d.extendedConnects(ctx, req.URL, t, offers, 2)
 }
 
-// h2Key identifies the connections a Dial to t through proxyURL may share.
-func (d *Dialer) h2Key(t dialTarget, proxyURL *url.URL) h2Key {
+// h2Key identifies the connections a Dial to t may share.
+func (d *Dialer) h2Key(t dialTarget) h2Key {
 	k := h2Key{scheme: "http", addr: t.addr, tls: d.TLSClientConfig, maxHeader: math.MaxUint32}
 	if n := d.maxHeaderBytes(); n < math.MaxUint32 {
 		k.maxHeader = uint32(n)
@@ -70,50 +48,52 @@ func (d *Dialer) h2Key(t dialTarget, proxyURL *url.URL) h2Key {
 	if t.secure {
 		k.scheme, k.serverName = "https", t.serverName
 	}
-	if proxyURL != nil {
-		k.proxy = proxyURL.String()
+	if t.proxy != nil {
+		k.proxy = t.proxy.String()
 	}
 	return k
 }
 
-// newExtendedConnect builds the extended CONNECT (RFC 8441 §4, RFC 9220)
-// of HTTP/major asking to switch the stream to offer: :protocol is the
-// offer; :scheme, :path and :authority come from the URL (and a Host
-// field); the Dialer's Header is sent without the fields HTTP/2 and
-// HTTP/3 forbid (RFC 9113 §8.2.2, RFC 9114 §4.2). Prepare is called with
-// it, and what it leaves is checked.
-func (d *Dialer) newExtendedConnect(ctx context.Context, u *url.URL, t dialTarget, offer Protocol, major int) (*http.Request, error) {
-	h := d.header(u, 1)
-	dropConnectionFields(h)
-	protocol := []string{offer.String()}
-	h[":protocol"] = protocol
-	req := &http.Request{
-		Method:     http.MethodConnect,
-		URL:        u,
-		Proto:      "HTTP/" + strconv.Itoa(major) + ".0",
-		ProtoMajor: major,
-		Header:     h,
-		Host:       t.host,
-	}
-	if ctx != context.Background() {
-		req = req.WithContext(ctx)
-	}
-	if d.Prepare != nil {
-		if err := d.Prepare(req); err != nil {
-			return nil, fmt.Errorf("preparing the request: %w", err)
+// extendedConnects builds the extended CONNECTs (RFC 8441 §4, RFC 9220)
+// of HTTP/major, one per offer, in its :protocol; :scheme, :path and
+// :authority come from the URL (and a Host field); the Dialer's Header is
+// sent without the fields HTTP/2 and HTTP/3 forbid (RFC 9113 §8.2.2,
+// RFC 9114 §4.2). Prepare is called with each, and what it leaves is
+// checked.
+func (d *Dialer) extendedConnects(ctx context.Context, u *url.URL, t dialTarget, offers []Protocol, major int) ([]*http.Request, error) {
+	reqs := make([]*http.Request, len(offers))
+	for i, o := range offers {
+		h := d.header(u)
+		dropConnectionFields(h)
+		protocol := []string{o.String()}
+		h[":protocol"] = protocol
+		req := &http.Request{
+			Method:     http.MethodConnect,
+			URL:        u,
+			Proto:      "HTTP/" + strconv.Itoa(major) + ".0",
+			ProtoMajor: major,
+			Header:     h,
+			Host:       t.host,
 		}
+		req = req.WithContext(ctx)
+		if d.Prepare != nil {
+			if err := d.Prepare(req); err != nil {
+				return nil, fmt.Errorf("preparing the request: %w", err)
+			}
+		}
+		req.Header[":protocol"] = protocol
+		if err := checkH2Fields(req); err != nil {
+			return nil, err
+		}
+		reqs[i] = req
 	}
-	req.Header[":protocol"] = protocol
-	if err := checkH2Fields(req); err != nil {
-		return nil, err
-	}
-	return req, nil
+	return reqs, nil
 }
 
-// dropConnectionFields removes from h the connection-specific fields an
-// HTTP/2 request must not carry (RFC 9113 §8.2.2): Connection and the
-// fields it names, Keep-Alive, Proxy-Connection, Transfer-Encoding,
-// Upgrade, and TE other than "trailers".
+// dropConnectionFields removes from h the connection-specific fields HTTP/2
+// forbids (RFC 9113 §8.2.2): Connection and the fields it names,
+// Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, and TE other
+// than "trailers".
 func dropConnectionFields(h http.Header) {
 	for k, vs := range h {
 		switch textproto.CanonicalMIMEHeaderKey(k) {
@@ -136,8 +116,7 @@ func dropConnectionFields(h http.Header) {
 	}
 }
 
-// onlyTrailers reports whether a TE field holds "trailers" only, the one
-// value HTTP/2 allows.
+// onlyTrailers reports whether a TE field holds "trailers" only.
 func onlyTrailers(vs []string) bool {
 	for e := range httplist.Elements(vs) {
 		if !ascii.EqualFold(e, "trailers") {
@@ -148,22 +127,15 @@ func onlyTrailers(vs []string) bool {
 }
 
 // checkH2Fields checks the header fields of an extended CONNECT as Prepare
-// left it: valid names and values, none that HTTP/2 forbids or the Dialer
-// does not send; a Host field replaces req.Host, which must be a valid
-// authority.
+// left it; a Host field replaces req.Host.
 func checkH2Fields(req *http.Request) error {
 	host, hostField := req.Host, false
 	for k, vs := range req.Header {
 		if k == ":protocol" {
 			continue
 		}
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("invalid header field name %s", httplist.Quote(k))
-		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("invalid value for header field %s: %s", k, httplist.Quote(v))
-			}
+		if err := checkField(k, vs); err != nil {
+			return err
 		}
 		switch textproto.CanonicalMIMEHeaderKey(k) {
 		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade",
@@ -181,90 +153,57 @@ func checkH2Fields(req *http.Request) error {
 			delete(req.Header, k)
 		}
 	}
-	if h, err := httpguts.PunycodeHostPort(host); err == nil {
-		host = h
-	}
-	if r := checkAuthority(host); r != "" {
-		return fmt.Errorf("invalid Host %s: %s", httplist.Quote(host), r)
-	}
-	req.Host = host
-	return nil
+	var err error
+	req.Host, err = checkHost(host)
+	return err
 }
 
-// handshakeHTTP2 switches over HTTP/2 if it can: it sends an extended
-// CONNECT for each offer in turn on a shared connection, until the server
-// accepts one. It upgrades over HTTP/1.1 instead when the server cannot
-// switch over HTTP/2: TLS negotiated http/1.1 (the upgrade then goes on
-// that connection), the server's SETTINGS lack
-// SETTINGS_ENABLE_CONNECT_PROTOCOL, or, with prior knowledge, it does not
-// speak HTTP/2; or the server answers 505 HTTP Version Not Supported. When
-// the server refuses every offer, the last refusal is the error; HTTP/1.1
-// is not tried then.
-func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, a *h2Attempt) (*Conn, error) {
-	http1 := func() (*Conn, error) {
-		sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, http11)
-		if err != nil {
-			return nil, err
-		}
-		return d.switchHTTP1(&sc, req, wire, offers)
-	}
-	if len(a.reqs) == 0 {
-		return http1()
-	}
-	// hctx bounds every wait of the attempt; streams get a context of
-	// their own, which it cancels until the switch is done.
-	hctx := ctx
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
-	var refused *ResponseError
+// handshakeHTTP2 sends the extended CONNECTs xreqs in turn on a shared
+// connection until the server accepts one; the last refusal is the error.
+// It upgrades over HTTP/1.1 instead when the server cannot switch over
+// HTTP/2 (on the same connection if TLS negotiated http/1.1), or answers
+// 505 HTTP Version Not Supported.
+func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, xreqs []*http.Request) (*Conn, error) {
+	key := d.h2Key(t)
+	hctx, cancel := withDeadline(ctx, deadline) // bounds every wait
+	defer cancel()
 	// DialResponse keeps the last refusal's stream open: any other
 	// outcome closes it.
-	drop := func(re *ResponseError) {
-		if re != nil && re.live != nil {
-			re.live.Body.Close()
+	var refused *ResponseError
+	for i, xreq := range xreqs {
+		c, re, sc, err := d.extendedConnect(ctx, hctx, deadline, t, key, xreq, offers[i])
+		if re != nil && re.StatusCode != http.StatusHTTPVersionNotSupported {
+			refused.closeLive()
+			refused = re
+			continue
 		}
-	}
-	for i, xreq := range a.reqs {
-		c, re, sc, err := d.extendedConnect(ctx, hctx, deadline, req, t, a, xreq, offers[i])
-		if err != nil || sc != nil || c != nil || re != nil && re.StatusCode == http.StatusHTTPVersionNotSupported {
-			drop(refused)
-		}
+		refused.closeLive()
 		switch {
 		case sc != nil:
 			return d.switchHTTP1(sc, req, wire, offers)
+		case re != nil:
+			// A 505 is about the version, not the protocol (an
+			// upgrade.Server without RFC 8441 answers so).
+			re.closeLive()
+			return d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 		case errors.Is(err, errUseHTTP1):
-			return http1()
+			return d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 		case err != nil:
 			return nil, err
-		case re != nil && re.StatusCode == http.StatusHTTPVersionNotSupported:
-			// The endpoint does not take this offer, or any, over
-			// HTTP/2 (an upgrade.Server without RFC 8441 says so): the
-			// answer is about the version, not the protocol.
-			drop(re)
-			return http1()
-		case re != nil:
-			drop(refused)
-			refused = re
-			continue
 		}
 		return c, nil
 	}
 	return nil, refused
 }
 
-// extendedConnect asks to switch a stream to offer with xreq: it returns
-// the Conn, the server's refusal, or, when TLS negotiated HTTP/1.1 on the
-// connection it dialed, that connection. A stream the server did not
-// process (GOAWAY, REFUSED_STREAM) is tried once more on another
-// connection, and so is one whose pooled connection fails before any
-// answer, as browsers do: the connection may have died while idle, and an
-// extended CONNECT has no body to replay.
-func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt, xreq *http.Request, offer Protocol) (*Conn, *ResponseError, *serverConn, error) {
+// extendedConnect sends xreq on a stream: it returns the Conn, the
+// server's refusal, or the connection it dialed if TLS negotiated
+// HTTP/1.1. A stream the server did not process (GOAWAY, REFUSED_STREAM)
+// is sent once more, and so is one whose pooled connection fails before
+// any answer, as browsers do: it may have died while idle.
+func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key, xreq *http.Request, offer Protocol) (*Conn, *ResponseError, *serverConn, error) {
 	for retried := false; ; retried = true {
-		hc, reused, sc, err := d.h2Conn(ctx, hctx, deadline, req, t, a)
+		hc, reused, sc, err := d.h2Conn(ctx, hctx, deadline, t, key)
 		if sc != nil || err != nil {
 			return nil, nil, sc, err
 		}
@@ -280,13 +219,13 @@ func (d *Dialer) extendedConnect(ctx, hctx context.Context, deadline time.Time, 
 	}
 }
 
-// h2Conn returns a connection with a stream reserved for the Dial: a
-// pooled one, one another Dial is opening, or one it opens; or, when TLS
-// negotiated HTTP/1.1 on the one it opened, that connection.
-func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, req *http.Request, t dialTarget, a *h2Attempt) (hc *h2Conn, reused bool, sc *serverConn, err error) {
+// h2Conn returns a connection with a stream reserved: a pooled one, one
+// another Dial is opening, or one it opens; or the connection it dialed
+// if TLS negotiated HTTP/1.1.
+func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key) (hc *h2Conn, reused bool, sc *serverConn, err error) {
 	tr := d.HTTP2
 	for {
-		c, wait, useHTTP1 := tr.get(a.key)
+		c, wait, useHTTP1 := tr.get(key)
 		switch {
 		case useHTTP1:
 			return nil, false, nil, errUseHTTP1
@@ -300,46 +239,43 @@ func (d *Dialer) h2Conn(ctx, hctx context.Context, deadline time.Time, req *http
 				return nil, false, nil, hctx.Err()
 			}
 		}
-		c, sc, err = d.dialHTTP2(ctx, hctx, deadline, t, a)
-		tr.dialed(a.key, c, sc != nil || errors.Is(err, errUseHTTP1))
+		c, sc, err = d.dialHTTP2(ctx, hctx, deadline, t, key)
+		tr.dialed(key, c, sc != nil || errors.Is(err, errUseHTTP1))
 		return c, false, sc, err
 	}
 }
 
-// dialHTTP2 opens a connection for a.key: TLS with ALPN h2 and http/1.1,
-// or cleartext with prior knowledge, starts HTTP/2 on it, and reserves a
-// stream once the server's SETTINGS have enabled extended CONNECT. If TLS
-// negotiated HTTP/1.1 (or nothing), it returns the connection instead,
-// still within the handshake's bounds. It returns errUseHTTP1 if the
-// server's SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL, or if a
-// cleartext server does not answer the preface with SETTINGS.
-func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dialTarget, a *h2Attempt) (*h2Conn, *serverConn, error) {
-	sc, err := d.connect(ctx, deadline, a.proxy, a.addr, t, h2Protos)
+// dialHTTP2 opens a connection for key (TLS with ALPN, or cleartext with
+// prior knowledge), starts HTTP/2 and reserves a stream once the server's
+// SETTINGS enable extended CONNECT. If TLS negotiated HTTP/1.1, it returns
+// the connection instead, still within the handshake's bounds. It returns
+// errUseHTTP1 if the SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL, or
+// if a cleartext server does not answer the preface with SETTINGS.
+func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dialTarget, key h2Key) (*h2Conn, *serverConn, error) {
+	sc, err := d.connect(ctx, deadline, t, h2Protos)
 	if err != nil {
 		return nil, nil, err
-	}
-	if t.secure && sc.alpn != "h2" {
-		return nil, &sc, nil
-	}
-	nc := sc.conn
-	if n := sc.br.Buffered(); n > 0 && !t.secure {
-		// Bytes the server sent through a proxy's tunnel, read with the
-		// proxy's response (its SETTINGS, say), are HTTP/2's.
-		ahead, _ := sc.br.Peek(n)
-		nc = &Conn{nc: nc, rbuf: append([]byte(nil), ahead...)}
 	}
 	var tlsState *tls.ConnectionState
 	if tc, ok := sc.conn.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		tlsState = &st
 	}
-	hc, err := d.HTTP2.newConn(a.key, nc, tlsState)
+	if t.secure && tlsState.NegotiatedProtocol != "h2" {
+		return nil, &sc, nil
+	}
+	nc := sc.conn
+	if ahead := buffered(sc.br); ahead != nil && !t.secure {
+		// Bytes read with a proxy's response (SETTINGS, say) are HTTP/2's.
+		nc = &Conn{nc: nc, rbuf: ahead}
+	}
+	hc, err := d.HTTP2.newConn(key, nc, tlsState)
 	if err != nil {
 		sc.close()
 		return nil, nil, fmt.Errorf("starting HTTP/2: %w", err)
 	}
-	// The handshake's deadline and context still bound the connection:
-	// a server that never sends SETTINGS ends the wait with them.
+	// The handshake's bounds end the wait for a server that never sends
+	// SETTINGS.
 	select {
 	case <-hc.settingsDone:
 	case <-hctx.Done():
@@ -375,9 +311,8 @@ func (d *Dialer) dialHTTP2(ctx, hctx context.Context, deadline time.Time, t dial
 	return hc, nil, nil
 }
 
-// openStream sends xreq, an extended CONNECT, on a stream reserved on hc.
-// A 2xx answer that Check accepts makes the Conn; another final status is
-// a refusal, returned as a *ResponseError.
+// openStream sends xreq on a stream reserved on hc and returns the Conn
+// or the refusal of its answer.
 func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request, t dialTarget, offer Protocol) (*Conn, *ResponseError, error) {
 	scheme := "http"
 	if t.secure {
@@ -396,39 +331,15 @@ func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request
 		return nil, nil, err
 	}
 	resp := &http.Response{
-		Status:        strings.TrimSpace(strconv.Itoa(status) + " " + http.StatusText(status)),
+		Status:        statusLine(status),
 		StatusCode:    status,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        header,
-		Body:          http.NoBody,
 		ContentLength: -1,
 		Request:       xreq,
 		TLS:           hc.tls,
 	}
-	if status/100 != 2 {
-		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
-		if d.keepRefusal {
-			resp.Body = s // the rest of the answer; closing it ends the stream
-			re.live = resp
-			return nil, re, nil
-		}
-		// Errors only cut the excerpt short; hctx bounds the reading.
-		re.Body = s.readExcerpt(hctx.Done(), maxErrorBody)
-		s.Close()
-		return nil, re, nil
-	}
-	// The stream is read through the Conn, never through the response.
-	resp.ContentLength = 0
-	if d.Check != nil {
-		if err := d.Check(resp); err != nil {
-			s.Close()
-			return nil, nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
-		}
-	}
-	if hctx.Err() != nil {
-		s.Close()
-		return nil, nil, errors.New("handshake interrupted")
-	}
-	return &Conn{nc: s, Protocol: offer, Request: xreq, Response: resp}, nil, nil
+	// Errors only cut an excerpt short; hctx bounds the reading.
+	return d.streamAnswer(hctx, resp, s, offer, func() []byte { return s.readExcerpt(hctx.Done(), maxErrorBody) })
 }

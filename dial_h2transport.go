@@ -2,30 +2,34 @@ package upgrade
 
 import (
 	"crypto/tls"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
 
-// defaultHTTP2IdleConnTimeout is how long an HTTP2Transport keeps a
-// connection without streams open, unless its IdleConnTimeout says
-// otherwise.
-const defaultHTTP2IdleConnTimeout = 90 * time.Second
+const (
+	defaultHTTP2IdleConnTimeout = 90 * time.Second
 
-// An HTTP2Transport holds the HTTP/2 connections on which Dialers switch
-// protocols with extended CONNECT (RFC 8441), one stream per switched
-// connection: a Dialer whose HTTP2 field points to it opens its streams on
-// a connection of the transport when it has one to the same server, and
-// adds the connections it opens. It also remembers, for a while, the
-// servers that cannot switch over HTTP/2, so that Dialers go straight to
-// HTTP/1.1 with them.
+	// A server found unable to switch over HTTP/2 gets HTTP/1.1 straight
+	// away for http1Memory; at most maxHTTP1Memory servers are
+	// remembered.
+	http1Memory    = 10 * time.Minute
+	maxHTTP1Memory = 1024
+)
+
+// An HTTP2Transport holds the HTTP/2 connections on which Dialers whose
+// HTTP2 field points to it switch streams with extended CONNECT
+// (RFC 8441), one stream per switched connection. It also remembers, for
+// a while, the servers that cannot switch over HTTP/2, so that Dialers go
+// straight to HTTP/1.1 with them.
 //
 // Connections are shared between Dials to the same scheme and address,
 // through the same proxy, with the same TLSClientConfig (compared by
-// pointer) and the same MaxHeaderBytes; a Dialer's NetDialContext only
-// opens new ones. A connection carries as many streams at once as the
-// server allows (SETTINGS_MAX_CONCURRENT_STREAMS, often 100 or 250); past
-// that, Dials open another connection. Dials that find no connection wait
-// for one that is being opened rather than opening their own.
+// pointer) and MaxHeaderBytes; a Dialer's NetDialContext only opens new
+// ones. A connection carries as many streams as the server allows
+// (SETTINGS_MAX_CONCURRENT_STREAMS); past that, Dials open another. Dials
+// that find no connection wait for one being opened.
 //
 // The zero value is ready to use. An HTTP2Transport is safe for concurrent
 // use by multiple goroutines and must not be copied after first use.
@@ -63,57 +67,27 @@ type h2Key struct {
 	maxHeader  uint32 // SETTINGS_MAX_HEADER_LIST_SIZE the connection announced
 }
 
-// http1Memory is how long an HTTP2Transport sends a server's Dials straight
-// to HTTP/1.1 after finding it cannot switch over HTTP/2.
-const http1Memory = 10 * time.Minute
-
-// maxHTTP1Memory bounds the servers remembered.
-const maxHTTP1Memory = 1024
-
 // CloseIdleConnections closes the connections that carry no stream. It
 // does not interrupt streams: a connection in use is closed once it has
 // been idle for IdleConnTimeout.
 func (t *HTTP2Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	var all []*h2Conn
-	for key, cs := range t.conns {
+	for _, cs := range t.conns {
 		all = append(all, cs...)
-		delete(t.conns, key)
 	}
 	t.mu.Unlock()
-	// Out of the pool, a connection takes no new stream: one without
-	// streams stays idle, the others go back.
 	for _, c := range all {
 		if c.closeIfIdle() {
-			<-c.readDone // at once: its connection is closed
-			continue
-		}
-		if c.usable() {
-			t.mu.Lock()
-			if t.conns == nil {
-				t.conns = make(map[h2Key][]*h2Conn)
-			}
-			t.conns[c.key] = append(t.conns[c.key], c)
-			t.mu.Unlock()
+			<-c.readDone // readLoop has ended, and removed c
 		}
 	}
 }
 
-func (t *HTTP2Transport) idleConnTimeout() time.Duration {
-	switch {
-	case t.IdleConnTimeout > 0:
-		return t.IdleConnTimeout
-	case t.IdleConnTimeout < 0:
-		return 0
-	}
-	return defaultHTTP2IdleConnTimeout
-}
-
-// get returns a pooled connection to key with a stream reserved on it.
-// Without one, it returns a channel closed when the dial another Dial is
-// making to key is done; or neither, and the caller must dial, then call
-// dialed. useHTTP1 reports that the server is remembered as unable to
-// switch over HTTP/2.
+// get returns a pooled connection to key with a stream reserved on it;
+// or a channel closed when another Dial's dial to key is done; or
+// neither, and the caller must dial, then call dialed. useHTTP1 reports a
+// server remembered as unable to switch over HTTP/2.
 func (t *HTTP2Transport) get(key h2Key) (c *h2Conn, wait <-chan struct{}, useHTTP1 bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -136,9 +110,8 @@ func (t *HTTP2Transport) get(key h2Key) (c *h2Conn, wait <-chan struct{}, useHTT
 	return nil, nil, false
 }
 
-// dialed ends the dial get asked for: c, if not nil, is the new connection,
-// with a stream reserved for the caller, added to the pool; useHTTP1 makes
-// the transport remember the server cannot switch over HTTP/2.
+// dialed ends the dial get asked for: c, if not nil, joins the pool;
+// useHTTP1 remembers the server cannot switch over HTTP/2.
 func (t *HTTP2Transport) dialed(key h2Key, c *h2Conn, useHTTP1 bool) {
 	t.mu.Lock()
 	ch := t.dialing[key]
@@ -162,17 +135,13 @@ func (t *HTTP2Transport) rememberHTTP1Locked(key h2Key) {
 		t.http1 = make(map[h2Key]time.Time)
 	}
 	if len(t.http1) >= maxHTTP1Memory {
-		for k, until := range t.http1 {
-			if now.After(until) {
-				delete(t.http1, k)
-			}
+		maps.DeleteFunc(t.http1, func(_ h2Key, until time.Time) bool { return now.After(until) })
+	}
+	for k := range t.http1 {
+		if len(t.http1) < maxHTTP1Memory {
+			break
 		}
-		for k := range t.http1 {
-			if len(t.http1) < maxHTTP1Memory {
-				break
-			}
-			delete(t.http1, k)
-		}
+		delete(t.http1, k)
 	}
 	t.http1[key] = now.Add(http1Memory)
 }
@@ -189,18 +158,8 @@ func (t *HTTP2Transport) useHTTP1Locked(key h2Key) bool {
 // remove removes c from the pool.
 func (t *HTTP2Transport) remove(c *h2Conn) {
 	t.mu.Lock()
-	t.removeLocked(c)
-	t.mu.Unlock()
-}
-
-func (t *HTTP2Transport) removeLocked(c *h2Conn) {
-	cs := t.conns[c.key]
-	for i, pc := range cs {
-		if pc == c {
-			cs = append(cs[:i], cs[i+1:]...)
-			break
-		}
-	}
+	defer t.mu.Unlock()
+	cs := slices.DeleteFunc(t.conns[c.key], func(x *h2Conn) bool { return x == c })
 	if len(cs) == 0 {
 		delete(t.conns, c.key)
 	} else {

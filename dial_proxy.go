@@ -4,59 +4,60 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 )
 
-// proxyFor returns the proxy to reach t through, or nil, and the address
+// setProxy sets the proxy to reach t through, if any, and the address
 // to dial: the proxy's, or t's.
-func (d *Dialer) proxyFor(req *http.Request, t dialTarget) (*url.URL, string, error) {
+func (d *Dialer) setProxy(req *http.Request, t *dialTarget) error {
 	proxyFn := d.Proxy
 	if proxyFn == nil {
 		proxyFn = http.ProxyFromEnvironment
 	}
-	proxyURL, err := proxyFn(req)
+	u, err := proxyFn(req)
 	if err != nil {
-		return nil, "", fmt.Errorf("finding the proxy: %w", err)
+		return fmt.Errorf("finding the proxy: %w", err)
 	}
-	if proxyURL == nil {
-		return nil, t.addr, nil
+	t.proxy, t.dial = u, t.addr
+	if u == nil {
+		return nil
 	}
-	if proxyURL.Scheme != "http" && proxyURL.Scheme != "https" {
-		return nil, "", fmt.Errorf("unsupported proxy scheme %q (want http or https)", proxyURL.Scheme)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("unsupported proxy scheme %q (want http or https)", u.Scheme)
 	}
-	addr := proxyURL.Host
-	if proxyURL.Port() == "" {
+	t.dial = u.Host
+	if u.Port() == "" {
 		port := "80"
-		if proxyURL.Scheme == "https" {
+		if u.Scheme == "https" {
 			port = "443"
 		}
-		addr = net.JoinHostPort(proxyURL.Hostname(), port)
+		t.dial = net.JoinHostPort(u.Hostname(), port)
 	}
-	return proxyURL, addr, nil
+	return nil
 }
 
-// tunnel opens a CONNECT tunnel to t through the proxy at addr, connected
-// on raw (over TLS to an https proxy), and returns the connection that
-// carries the tunnel.
-func (d *Dialer) tunnel(raw net.Conn, br *bufio.Reader, lr *limitReader, t dialTarget, proxyURL *url.URL, addr string) (net.Conn, error) {
+// tunnel opens a CONNECT tunnel to t through its proxy, connected on raw
+// (over TLS to an https proxy), and returns the connection that carries
+// the tunnel.
+func (d *Dialer) tunnel(raw net.Conn, br *bufio.Reader, lr *limitReader, t dialTarget) (net.Conn, error) {
 	conn := raw
-	if proxyURL.Scheme == "https" {
-		pc := tls.Client(raw, d.tlsConfig(proxyURL.Hostname(), http11))
+	if t.proxy.Scheme == "https" {
+		pc := tls.Client(raw, d.tlsConfig(t.proxy.Hostname(), http11))
 		if err := pc.Handshake(); err != nil {
-			return nil, fmt.Errorf("TLS handshake with proxy %s: %w", addr, err)
+			return nil, fmt.Errorf("TLS handshake with proxy %s: %w", t.dial, err)
 		}
 		conn, lr.r = pc, pc
 	}
-	if err := connectTunnel(conn, br, t.authority, proxyURL); err != nil {
+	if err := connectTunnel(conn, br, t.authority, t.proxy); err != nil {
 		return nil, err
 	}
-	if t.secure && br.Buffered() > 0 {
+	if ahead := buffered(br); t.secure && ahead != nil {
 		// Bytes the server sent through the tunnel right after the
 		// CONNECT response belong to the TLS stream.
-		ahead, _ := br.Peek(br.Buffered())
-		conn = &Conn{nc: conn, rbuf: append([]byte(nil), ahead...)}
+		conn = &Conn{nc: conn, rbuf: ahead}
 	}
 	return conn, nil
 }
@@ -64,20 +65,12 @@ func (d *Dialer) tunnel(raw net.Conn, br *bufio.Reader, lr *limitReader, t dialT
 // connectTunnel asks the proxy on conn to open a tunnel to addr and reads
 // its answer from br.
 func connectTunnel(conn net.Conn, br *bufio.Reader, addr string, proxyURL *url.URL) error {
-	b := make([]byte, 0, 128)
-	b = append(b, "CONNECT "...)
-	b = append(b, addr...)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, addr...)
-	b = append(b, "\r\n"...)
+	head := "CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\n"
 	if u := proxyURL.User; u != nil {
 		pw, _ := u.Password()
-		b = append(b, "Proxy-Authorization: "...)
-		b = append(b, basicAuth(u.Username(), pw)...)
-		b = append(b, "\r\n"...)
+		head += "Proxy-Authorization: " + basicAuth(u.Username(), pw) + "\r\n"
 	}
-	b = append(b, "\r\n"...)
-	if _, err := conn.Write(b); err != nil {
+	if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
 		return fmt.Errorf("writing CONNECT to proxy %s: %w", proxyURL.Redacted(), err)
 	}
 	creq := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: addr}, Host: addr, Header: http.Header{}}
@@ -97,7 +90,7 @@ func connectTunnel(conn net.Conn, br *bufio.Reader, addr string, proxyURL *url.U
 			continue
 		}
 		re := newResponseError(resp)
-		re.Proxy = true
+		re.Body, re.Proxy = excerpt(resp.Body), true
 		return re
 	}
 }

@@ -12,10 +12,8 @@ import (
 	"net/netip"
 	"net/textproto"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
@@ -24,18 +22,20 @@ import (
 
 // dialTarget is where a request goes.
 type dialTarget struct {
-	addr       string // host:port to connect to, with any IPv6 zone
-	authority  string // host:port without zone, for CONNECT
-	serverName string // host without port, brackets or zone, for TLS
-	secure     bool   // https or wss
-	target     string // request-target, origin-form
-	host       string // the URL's host[:port] to send as Host, without zone
+	addr       string   // host:port to connect to, with any IPv6 zone
+	authority  string   // host:port without zone, for CONNECT
+	serverName string   // host without port, brackets or zone, for TLS
+	secure     bool     // https or wss
+	target     string   // request-target, origin-form
+	host       string   // the URL's host[:port] to send as Host, without zone
+	proxy      *url.URL // the proxy to tunnel through; nil for none
+	dial       string   // the address to dial: the proxy's, or addr
 }
 
 // newRequest parses rawURL and builds the request to send, calling
 // Prepare. Nothing is validated against the wire format yet.
 func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protocol) (*http.Request, dialTarget, error) {
-	u, t, host, err := parseTarget(rawURL)
+	u, t, err := parseTarget(rawURL)
 	if err != nil {
 		return nil, t, err
 	}
@@ -46,15 +46,14 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 	if method == "" {
 		method = http.MethodGet
 	}
-	h := d.header(u, 3)
 	req := &http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        h,
-		Host:          host,
+		Header:        d.header(u),
+		Host:          t.host,
 		ContentLength: int64(len(d.Body)),
 	}
 	if len(d.Body) > 0 {
@@ -62,9 +61,7 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	if ctx != context.Background() {
-		req = req.WithContext(ctx)
-	}
+	req = req.WithContext(ctx)
 	if d.Prepare != nil {
 		if err := d.Prepare(req); err != nil {
 			return nil, t, fmt.Errorf("preparing the request: %w", err)
@@ -73,13 +70,12 @@ func (d *Dialer) newRequest(ctx context.Context, rawURL string, offers []Protoco
 	return req, t, nil
 }
 
-// header returns a copy of the Dialer's Header, with room for extra more
-// fields, adding Authorization from u's user information unless Header
-// has one.
-func (d *Dialer) header(u *url.URL, extra int) http.Header {
-	h := make(http.Header, len(d.Header)+extra)
-	for k, vs := range d.Header {
-		h[k] = append([]string(nil), vs...)
+// header returns a copy of Header, with Authorization from u's user
+// information unless Header has one.
+func (d *Dialer) header(u *url.URL) http.Header {
+	h := d.Header.Clone()
+	if h == nil {
+		h = make(http.Header)
 	}
 	if u.User != nil && len(h["Authorization"]) == 0 {
 		pw, _ := u.User.Password()
@@ -89,9 +85,8 @@ func (d *Dialer) header(u *url.URL, extra int) http.Header {
 }
 
 // parseTarget parses rawURL (http, https, ws or wss; ws and wss become
-// http and https) into the URL to request, where it goes, and the Host to
-// send.
-func parseTarget(rawURL string) (*url.URL, dialTarget, string, error) {
+// http and https) into the URL to request and where it goes.
+func parseTarget(rawURL string) (*url.URL, dialTarget, error) {
 	var t dialTarget
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -99,7 +94,7 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, string, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err // without the URL, which may hold a password
 		}
-		return nil, t, "", fmt.Errorf("invalid URL: %w", err)
+		return nil, t, fmt.Errorf("invalid URL: %w", err)
 	}
 	switch u.Scheme {
 	case "http", "ws":
@@ -107,28 +102,24 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, string, error) {
 	case "https", "wss":
 		u.Scheme, t.secure = "https", true
 	default:
-		return nil, t, "", fmt.Errorf("unsupported URL scheme %q (want http, https, ws or wss)", u.Scheme)
+		return nil, t, fmt.Errorf("unsupported URL scheme %q (want http, https, ws or wss)", u.Scheme)
 	}
 	if u.Hostname() == "" {
-		// "http://:8080/" would dial the local host and send "Host:
-		// :8080": RFC 9110 §4.2.1 forbids an http URI with an empty
-		// host.
-		return nil, t, "", errors.New("URL has an empty host")
+		// RFC 9110 §4.2.1 forbids an http URI with an empty host.
+		return nil, t, errors.New("URL has an empty host")
 	}
 	u.Fragment, u.RawFragment = "", ""
 	host, err := httpguts.PunycodeHostPort(u.Host)
 	if err != nil {
-		return nil, t, "", fmt.Errorf("invalid host %q: %w", u.Host, err)
+		return nil, t, fmt.Errorf("invalid host %q: %w", u.Host, err)
 	}
-	// The zone of a scoped IPv6 address ("[fe80::1%25eth0]") names an
-	// interface of this host: it is used to dial, and never sent, neither
-	// in Host nor in a CONNECT request nor as the TLS server name
-	// (RFC 6874 §4).
+	// The zone of a scoped IPv6 address ("[fe80::1%25eth0]") is used to
+	// dial and never sent: not in Host, CONNECT or SNI (RFC 6874 §4).
 	hostname := strings.TrimSuffix(strings.TrimPrefix(hostOnly(host), "["), "]")
 	t.serverName = hostname
-	if strings.HasPrefix(host, "[") {
-		t.serverName, _, _ = strings.Cut(hostname, "%")
-		host = removeZone(host)
+	if zone := strings.IndexByte(hostname, '%'); zone >= 0 && strings.HasPrefix(host, "[") {
+		t.serverName = hostname[:zone]
+		host = "[" + t.serverName + host[strings.IndexByte(host, ']'):]
 	}
 	port := u.Port()
 	if port == "" {
@@ -141,29 +132,14 @@ func parseTarget(rawURL string) (*url.URL, dialTarget, string, error) {
 	t.authority = net.JoinHostPort(t.serverName, port)
 	t.target = u.RequestURI()
 	t.host = host
-	return u, t, host, nil
+	return u, t, nil
 }
 
-// removeZone removes the zone from a bracketed IPv6 host[:port]:
-// "[fe80::1%eth0]:8080" becomes "[fe80::1]:8080".
-func removeZone(hostport string) string {
-	end := strings.LastIndexByte(hostport, ']')
-	if !strings.HasPrefix(hostport, "[") || end < 0 {
-		return hostport
-	}
-	if i := strings.IndexByte(hostport[:end], '%'); i >= 0 {
-		return hostport[:i] + hostport[end:]
-	}
-	return hostport
-}
-
-// checkAuthority returns "" if hostport can be sent as the Host field of
-// an http or https request, or what is wrong with it. It must be
-// uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2) with a non-empty
-// host: a reg-name or IPv4 address (unreserved characters, sub-delims and
-// percent-encodings), or a bracketed IPv6 address without a zone (a zone
-// is never sent, RFC 6874 §4). The port, if any, is a decimal number up
-// to 65535, or empty as the grammar allows.
+// checkAuthority returns "" if hostport can be sent as Host, or what is
+// wrong with it: it must be uri-host [ ":" port ] (RFC 9110 §7.2,
+// RFC 3986 §3.2.2), the host a non-empty reg-name or IPv4 address, or a
+// bracketed IPv6 address without a zone (RFC 6874 §4); the port, if any,
+// a decimal number up to 65535, or empty.
 func checkAuthority(hostport string) string {
 	host, port, hasPort := hostport, "", false
 	if strings.HasPrefix(hostport, "[") {
@@ -237,144 +213,110 @@ func redactURL(rawURL string) string {
 	return "(invalid URL)"
 }
 
-// appendRequest validates req and offers and appends the request's wire
-// form to b: request line, Host, Connection, Upgrade, the other header
-// fields sorted, Content-Length, the empty line and the body. It records
-// the Connection and Upgrade fields sent in req.Header.
-func (d *Dialer) appendRequest(b []byte, req *http.Request, target string, offers []Protocol) ([]byte, error) {
-	if err := checkRequestLine(req.Method, target, offers); err != nil {
-		return b, err
+// wireRequest validates req and offers and returns the request as sent:
+// request line, Host, Connection, Upgrade, the other header fields
+// sorted, Content-Length, the empty line and the body. It records the
+// Connection and Upgrade fields sent in req.Header.
+func (d *Dialer) wireRequest(req *http.Request, target string, offers []Protocol) ([]byte, error) {
+	if !httplist.IsToken(req.Method) {
+		return nil, fmt.Errorf("invalid method %s", httplist.Quote(req.Method))
 	}
-	f, err := checkFields(req)
-	if err != nil {
-		return b, err
+	if req.Method == http.MethodConnect {
+		return nil, errors.New("method CONNECT cannot carry an upgrade")
 	}
-	req.Host = f.host
-
-	b = append(b, req.Method...)
-	b = append(b, ' ')
-	b = append(b, target...)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, f.host...)
-	b = append(b, "\r\nConnection: "...)
-	start := len(b)
-	b = append(b, "Upgrade"...)
-	for _, o := range f.options {
-		b = append(b, ", "...)
-		b = append(b, o...)
+	if strings.ContainsFunc(target, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return nil, fmt.Errorf("invalid request target %s", httplist.Quote(target))
 	}
-	connValue := "Upgrade"
-	if len(f.options) > 0 {
-		connValue = string(b[start:])
-	}
-	b = append(b, "\r\nUpgrade: "...)
-	start = len(b)
-	for i, p := range offers {
-		if i > 0 {
-			b = append(b, ", "...)
+	for _, p := range offers {
+		if r := checkOffer(p); r != "" {
+			return nil, fmt.Errorf("invalid offer %s: %s", httplist.Quote(p.String()), r)
 		}
-		b = p.appendTo(b)
 	}
-	upValue := string(b[start:])
-	b = append(b, "\r\n"...)
-	b = appendFields(b, req.Header, f.keys)
+	options, err := checkFields(req)
+	if err != nil {
+		return nil, err
+	}
+	conn := "Upgrade"
+	if len(options) > 0 {
+		conn += ", " + strings.Join(options, ", ")
+	}
+	up := formatProtocols(offers)
+	b := []byte(req.Method + " " + target + " HTTP/1.1\r\n" +
+		"Host: " + req.Host + "\r\n" +
+		"Connection: " + conn + "\r\n" +
+		"Upgrade: " + up + "\r\n")
+	b = appendFields(b, req.Header)
 	n := len(d.Body)
 	if n > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 		// RFC 9110 §8.6: a user agent SHOULD send Content-Length when the
 		// method defines a meaning for content, even when it is zero.
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, int64(n), 10)
-		b = append(b, "\r\n"...)
+		b = append(b, "Content-Length: "+strconv.Itoa(n)+"\r\n"...)
 	}
 	b = append(b, "\r\n"...)
 	b = append(b, d.Body...)
-
-	req.Header["Connection"] = []string{connValue}
-	req.Header["Upgrade"] = []string{upValue}
+	req.Header["Connection"] = []string{conn}
+	req.Header["Upgrade"] = []string{up}
 	return b, nil
 }
 
-// checkRequestLine checks that the method is a token other than CONNECT,
-// the request-target has no space or control byte, and every offer can be
-// sent in an Upgrade field.
-func checkRequestLine(method, target string, offers []Protocol) error {
-	if !httplist.IsToken(method) {
-		return fmt.Errorf("invalid method %s", httplist.Quote(method))
-	}
-	if method == http.MethodConnect {
-		return errors.New("method CONNECT cannot carry an upgrade")
-	}
-	for i := 0; i < len(target); i++ {
-		if c := target[i]; c <= ' ' || c == 0x7f {
-			return fmt.Errorf("invalid request target %s", httplist.Quote(target))
-		}
-	}
-	for _, p := range offers {
-		if r := checkOffer(p); r != "" {
-			return fmt.Errorf("invalid offer %s: %s", httplist.Quote(p.String()), r)
-		}
-	}
-	return nil
-}
-
-// requestFields is what checkFields makes of a request's header.
-type requestFields struct {
-	host    string   // the Host to send
-	options []string // Connection options to send after "Upgrade"
-	keys    []string // the other fields to send, sorted
-}
-
 // checkFields validates req's header fields and takes out of req.Header
-// those the Dialer writes itself: Host (which replaces req.Host) and
-// Connection (whose options other than "upgrade" are kept). Fields the
+// those the Dialer writes itself: Host, which replaces req.Host, and
+// Connection, whose options other than "upgrade" it returns. Fields the
 // Dialer sets or never sends are refused.
-func checkFields(req *http.Request) (requestFields, error) {
-	f := requestFields{host: req.Host, keys: make([]string, 0, len(req.Header))}
-	hostField := false
+func checkFields(req *http.Request) (options []string, err error) {
+	host, hostField := req.Host, false
 	for k, vs := range req.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return f, fmt.Errorf("invalid header field name %s", httplist.Quote(k))
-		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return f, fmt.Errorf("invalid value for header field %s: %s", k, httplist.Quote(v))
-			}
+		if err := checkField(k, vs); err != nil {
+			return nil, err
 		}
 		switch textproto.CanonicalMIMEHeaderKey(k) {
 		case "Upgrade", "Content-Length", "Transfer-Encoding", "Expect":
-			return f, fmt.Errorf("header field %s is set by the Dialer or not allowed", k)
+			return nil, fmt.Errorf("header field %s is set by the Dialer or not allowed", k)
 		case "Host":
 			if hostField || len(vs) != 1 {
-				return f, errors.New("more than one Host header field")
+				return nil, errors.New("more than one Host header field")
 			}
-			f.host, hostField = vs[0], true
+			host, hostField = vs[0], true
 			delete(req.Header, k)
-			continue
 		case "Connection":
 			for o := range httplist.Elements(vs) {
 				if ascii.EqualFold(o, "upgrade") {
 					continue
 				}
 				if !httplist.IsToken(o) {
-					return f, fmt.Errorf("invalid Connection option %s", httplist.Quote(o))
+					return nil, fmt.Errorf("invalid Connection option %s", httplist.Quote(o))
 				}
-				f.options = append(f.options, o)
+				options = append(options, o)
 			}
 			delete(req.Header, k)
-			continue
 		}
-		f.keys = append(f.keys, k)
 	}
-	// A Host given in Header or by Prepare is checked like the URL's,
-	// after the same IDNA conversion.
-	if h, err := httpguts.PunycodeHostPort(f.host); err == nil {
-		f.host = h
+	req.Host, err = checkHost(host)
+	return options, err
+}
+
+// checkField checks a header field's name and values.
+func checkField(k string, vs []string) error {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return fmt.Errorf("invalid header field name %s", httplist.Quote(k))
 	}
-	if r := checkAuthority(f.host); r != "" {
-		return f, fmt.Errorf("invalid Host %s: %s", httplist.Quote(f.host), r)
+	for _, v := range vs {
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return fmt.Errorf("invalid value for header field %s: %s", k, httplist.Quote(v))
+		}
 	}
-	slices.Sort(f.keys)
-	return f, nil
+	return nil
+}
+
+// checkHost converts host to ASCII (IDNA), as the URL's was, and checks it.
+func checkHost(host string) (string, error) {
+	if h, err := httpguts.PunycodeHostPort(host); err == nil {
+		host = h
+	}
+	if r := checkAuthority(host); r != "" {
+		return host, fmt.Errorf("invalid Host %s: %s", httplist.Quote(host), r)
+	}
+	return host, nil
 }
 
 // checkOffer returns "" if p can be sent in an Upgrade field, or what is
@@ -391,12 +333,3 @@ func checkOffer(p Protocol) string {
 	}
 	return ""
 }
-
-// dialBufPool recycles the buffers requests are assembled in; those that
-// grew past maxPooledRequest (for a large body) are left to the garbage
-// collector rather than kept for every later request.
-var dialBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-// maxPooledRequest bounds the capacity of a request buffer put back in
-// dialBufPool.
-const maxPooledRequest = 16 << 10

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
+	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
@@ -59,6 +60,13 @@ type ResponseError struct {
 	live *http.Response // with its body, for DialResponse
 }
 
+// closeLive closes the body of e's live response, if e has one.
+func (e *ResponseError) closeLive() {
+	if e != nil && e.live != nil {
+		e.live.Body.Close()
+	}
+}
+
 // Error names the status and the protocols the server advertised.
 func (e *ResponseError) Error() string {
 	if e.Proxy {
@@ -77,34 +85,27 @@ func (e *ResponseError) Error() string {
 
 // formatProtocols formats ps as an Upgrade field value.
 func formatProtocols(ps []Protocol) string {
-	var b []byte
+	var b strings.Builder
 	for i, p := range ps {
 		if i > 0 {
-			b = append(b, ", "...)
+			b.WriteString(", ")
 		}
-		b = p.appendTo(b)
+		b.WriteString(p.String())
 	}
-	return string(b)
+	return b.String()
 }
 
-// maxInterimResponses bounds the interim (1xx other than 101) responses a
-// Dialer skips before the final response.
-const maxInterimResponses = 8
-
-// maxErrorBody bounds the excerpt of a refusal's body kept in a
-// ResponseError.
-const maxErrorBody = 4 << 10
-
-// maxAdvertised bounds the protocols kept from a refusal's Upgrade field.
-const maxAdvertised = 64
+const (
+	maxInterimResponses = 8       // interim 1xx responses skipped before a final one
+	maxErrorBody        = 4 << 10 // bytes of a refusal's body in a ResponseError
+	maxAdvertised       = 64      // protocols kept from a refusal's Upgrade field
+)
 
 // errLimit is returned by a limitReader past its bound.
 var errLimit = errors.New("read limit reached")
 
 // limitReader reads at most n more bytes from r, then fails with errLimit:
-// it bounds what the response parser can consume without ever reading
-// past the bound (unlike a read buffer, it never takes bytes it may not
-// keep).
+// unlike io.LimitedReader, it tells its bound from the end of r.
 type limitReader struct {
 	r io.Reader
 	n int64
@@ -137,26 +138,21 @@ func responseReadError(err error) error {
 // readSwitch reads responses from br until a final one, skipping interim
 // 1xx responses. It returns a valid 101 and the offer it selects, another
 // final response (body unread) with errNotSwitched, or another error.
-func readSwitch(br *bufio.Reader, lr *limitReader, req *http.Request, offers []Protocol) (*http.Response, Protocol, error) {
+func readSwitch(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Response, Protocol, error) {
 	for interim := 0; ; interim++ {
 		// A 101 is parsed here: http.ReadResponse would reject (or
 		// interpret) Content-Length and Transfer-Encoding fields, which a
-		// 101 cannot have and a client must ignore (RFC 9112 §6.3). Other
-		// responses go through http.ReadResponse, for its body framing.
+		// 101 cannot have and a client must ignore (RFC 9112 §6.3).
 		head, err := br.Peek(len("HTTP/1.1 101"))
 		if err != nil {
-			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(eofIsUnexpected(err)))
+			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(err))
 		}
 		if is101(head) {
-			resp, proto, err := read101(br, req, offers)
-			if err != nil {
-				return nil, Protocol{}, err
-			}
-			return resp, proto, nil
+			return read101(br, req, offers)
 		}
 		resp, err := http.ReadResponse(br, req)
 		if err != nil {
-			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(eofIsUnexpected(err)))
+			return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(err))
 		}
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
@@ -174,15 +170,6 @@ func readSwitch(br *bufio.Reader, lr *limitReader, req *http.Request, offers []P
 // errNotSwitched is readSwitch's error for a final response other than
 // 101, which it returns with its body unread.
 var errNotSwitched = errors.New("upgrade: final response other than 101")
-
-// eofIsUnexpected turns io.EOF into io.ErrUnexpectedEOF: in the middle of
-// a handshake the connection can end only too early.
-func eofIsUnexpected(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
 
 // is101 reports whether head, the first bytes of a response, is
 // "HTTP/1.x 101".
@@ -203,66 +190,49 @@ func (e *invalidSwitchError) Is(target error) bool { return target == ErrInvalid
 func invalidSwitch(detail string) error { return &invalidSwitchError{detail: detail} }
 
 // read101 reads a response whose status line starts "HTTP/1.x 101" and
-// checks it completes the switch: HTTP/1.1 or later 1.x, an Upgrade field
-// whose protocols were all offered, the first selecting the Conn's
+// checks it completes the switch: HTTP/1.1 or a later 1.x, an Upgrade
+// field whose protocols were all offered, the first selecting the Conn's
 // protocol, and Connection carrying "upgrade". The header block ends the
 // response; br keeps what follows it.
 func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Response, Protocol, error) {
 	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return nil, Protocol{}, invalidSwitch("status line too long")
+	}
 	if err != nil {
-		if err == bufio.ErrBufferFull {
-			return nil, Protocol{}, invalidSwitch("status line too long")
-		}
-		return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(eofIsUnexpected(err)))
+		return nil, Protocol{}, fmt.Errorf("reading the response: %w", responseReadError(err))
 	}
 	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 	if !is101(line) {
 		return nil, Protocol{}, invalidSwitch("malformed status line")
 	}
-	minor := line[7]
-	if minor == '0' {
+	reason, hasReason := bytes.CutPrefix(line[12:], []byte(" "))
+	switch {
+	case len(line) > 12 && !hasReason:
+		return nil, Protocol{}, invalidSwitch("malformed status line")
+	case line[7] == '0':
 		// RFC 9110 §7.8: an HTTP/1.0 message cannot switch.
 		return nil, Protocol{}, invalidSwitch("HTTP/1.0 response")
+	case !httpguts.ValidHeaderFieldValue(string(reason)):
+		return nil, Protocol{}, invalidSwitch("control byte in reason phrase")
 	}
-	reason := line[12:]
+	status := "101"
 	if len(reason) > 0 {
-		if reason[0] != ' ' {
-			return nil, Protocol{}, invalidSwitch("malformed status line")
-		}
-		reason = reason[1:]
-		for _, c := range reason {
-			if (c < ' ' && c != '\t') || c == 0x7f {
-				return nil, Protocol{}, invalidSwitch("control byte in reason phrase")
-			}
-		}
-	}
-	status := "101 Switching Protocols"
-	switch {
-	case len(reason) == 0:
-		status = "101"
-	case string(reason) != "Switching Protocols":
-		status = "101 " + string(reason)
-	}
-	proto := "HTTP/1.1"
-	if minor != '1' {
-		proto = string(line[:8])
-	}
-	h, err := readHeader(br)
-	if err != nil {
-		return nil, Protocol{}, err
+		status += " " + string(reason)
 	}
 	resp := &http.Response{
 		Status:     status,
 		StatusCode: http.StatusSwitchingProtocols,
-		Proto:      proto,
+		Proto:      string(line[:8]),
 		ProtoMajor: 1,
-		ProtoMinor: int(minor - '0'),
-		Header:     h,
+		ProtoMinor: int(line[7] - '0'),
 		Body:       http.NoBody,
 		Request:    req,
 	}
-	var arr [4]Protocol
-	got, err := appendProtocols(arr[:0], h["Upgrade"], Limits{})
+	if resp.Header, err = readHeader(br); err != nil {
+		return nil, Protocol{}, err
+	}
+	got, err := appendProtocols(nil, resp.Header["Upgrade"], Limits{})
 	if err != nil {
 		return nil, Protocol{}, invalidSwitch(err.Error())
 	}
@@ -279,7 +249,7 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 			chosen = o
 		}
 	}
-	if !hasConnectionOption(h, "upgrade") {
+	if !hasConnectionOption(resp.Header, "upgrade") {
 		return nil, Protocol{}, invalidSwitch("Connection field lacks the upgrade option")
 	}
 	return resp, chosen, nil
@@ -291,17 +261,15 @@ func read101(br *bufio.Reader, req *http.Request, offers []Protocol) (*http.Resp
 // unfolded as RFC 9112 §5.2 requires of a user agent: a line starting with
 // SP or HTAB continues the previous field's value, joined to it by one SP,
 // the OWS around the fold trimmed; such a line before the first field is
-// malformed. Lines must end in LF (CRLF or bare LF); a block that ends
-// without its empty line is io.ErrUnexpectedEOF.
+// malformed. Lines end in CRLF or LF; a block that ends without its empty
+// line is io.ErrUnexpectedEOF.
 func readHeader(br *bufio.Reader) (http.Header, error) {
-	h := make(http.Header, 4)
-	// The field being read is kept until the next line shows whether it
-	// is folded, so that a value folded many times is built in one
-	// buffer rather than copied at every fold.
+	h := make(http.Header)
+	// A field is stored once the next line shows it is not folded, so
+	// that a value folded many times is built in one buffer.
 	var (
 		key   string // "" before the first field
-		arr   [128]byte
-		value = arr[:0]
+		value []byte
 	)
 	for {
 		line, err := readLine(br)
@@ -312,16 +280,14 @@ func readHeader(br *bufio.Reader) (http.Header, error) {
 			if key == "" {
 				return nil, invalidSwitch("line folding before the first header field")
 			}
-			cont := trimOWSBytes(line)
+			cont := bytes.Trim(line, " \t")
 			if !httpguts.ValidHeaderFieldValue(string(cont)) {
 				return nil, invalidSwitch("invalid value in folded header line " + httplist.Quote(string(line)))
 			}
-			if len(cont) > 0 {
-				if len(value) > 0 {
-					value = append(value, ' ')
-				}
-				value = append(value, cont...)
+			if len(cont) > 0 && len(value) > 0 {
+				value = append(value, ' ')
 			}
+			value = append(value, cont...)
 			continue
 		}
 		if key != "" {
@@ -334,24 +300,13 @@ func readHeader(br *bufio.Reader) (http.Header, error) {
 		if colon <= 0 || !httpguts.ValidHeaderFieldName(string(line[:colon])) {
 			return nil, invalidSwitch("malformed header line " + httplist.Quote(string(line)))
 		}
-		v := trimOWSBytes(line[colon+1:])
+		v := bytes.Trim(line[colon+1:], " \t")
 		if !httpguts.ValidHeaderFieldValue(string(v)) {
 			return nil, invalidSwitch("invalid value in header line " + httplist.Quote(string(line)))
 		}
-		key = internKey(line[:colon])
+		key = textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
 		value = append(value[:0], v...)
 	}
-}
-
-// trimOWSBytes returns b without leading and trailing SP and HTAB.
-func trimOWSBytes(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // readLine returns the next line from br without its CRLF or LF. The
@@ -368,24 +323,13 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 		line = long
 	}
 	if err != nil {
-		return nil, responseReadError(eofIsUnexpected(err))
+		return nil, responseReadError(err)
 	}
 	line = line[:len(line)-1]
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
 	}
 	return line, nil
-}
-
-// internKey returns the canonical form of a header field name, without
-// allocating for the fields a 101 usually carries.
-func internKey(k []byte) string {
-	for _, common := range [...]string{"Upgrade", "Connection", "Sec-Websocket-Accept", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions", "Date", "Server"} {
-		if ascii.EqualFold(string(k), common) {
-			return common
-		}
-	}
-	return textproto.CanonicalMIMEHeaderKey(string(k))
 }
 
 // matchOffer returns the offer p names: the name compared ASCII
@@ -400,36 +344,37 @@ func matchOffer(offers []Protocol, p Protocol) (Protocol, bool) {
 }
 
 // newResponseError builds the error for a final response other than the
-// one expected, reading an excerpt of its body (the caller bounds the
-// reader).
+// one expected, its Body left unread.
 func newResponseError(resp *http.Response) *ResponseError {
-	e := &ResponseError{
+	return &ResponseError{
 		StatusCode: resp.StatusCode,
 		Status:     resp.Status,
 		Proto:      resp.Proto,
 		Header:     resp.Header,
 		Upgrade:    parseAdvertised(resp.Header["Upgrade"]),
 	}
-	if resp.Body != nil && resp.Body != http.NoBody {
-		// Errors only cut the excerpt short.
-		e.Body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+}
+
+// excerpt reads the start of a refusal's body for a ResponseError; the
+// caller bounds the reading. Errors only cut it short.
+func excerpt(body io.Reader) []byte {
+	if body == nil || body == http.NoBody {
+		return nil
 	}
-	return e
+	b, _ := io.ReadAll(io.LimitReader(body, maxErrorBody))
+	return b
 }
 
 // parseAdvertised parses the Upgrade field of a refusal leniently:
 // well-formed elements are kept, others skipped.
 func parseAdvertised(values []string) []Protocol {
 	var out []Protocol
-	for _, v := range values {
-		for len(v) > 0 && len(out) < maxAdvertised {
-			var elem string
-			if elem, v = httplist.Cut(v); elem == "" {
-				continue
-			}
-			if p, reason := parseElement(elem); reason == "" {
-				out = append(out, p)
-			}
+	for e := range httplist.Elements(values) {
+		if len(out) == maxAdvertised {
+			break
+		}
+		if p, reason := parseElement(e); reason == "" {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/httplist"
@@ -35,10 +32,9 @@ func isSecureURL(rawURL string) bool {
 	return err == nil && (u.Scheme == "https" || u.Scheme == "wss")
 }
 
-// dialStream is Dial over d.HTTP3: an extended CONNECT per offer, in
-// order, until the server accepts one.
+// dialStream is Dial over d.HTTP3.
 func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protocol) (*Conn, error) {
-	u, t, _, err := parseTarget(rawURL)
+	u, t, err := parseTarget(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", redactURL(rawURL), err)
 	}
@@ -56,7 +52,7 @@ func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protoco
 }
 
 // newStreamRequests checks what Dial was given for HTTP/3 and builds an
-// extended CONNECT per offer, calling Prepare with each.
+// extended CONNECT per offer.
 func (d *Dialer) newStreamRequests(ctx context.Context, u *url.URL, t dialTarget, offers []Protocol) ([]*http.Request, error) {
 	if len(offers) == 0 {
 		return nil, errors.New("no protocol offered")
@@ -74,86 +70,73 @@ func (d *Dialer) newStreamRequests(ctx context.Context, u *url.URL, t dialTarget
 			return nil, fmt.Errorf("offer %s cannot be asked for over HTTP/3: :protocol is a single token, without a version (RFC 9220, RFC 8441 §4)", httplist.Quote(o.String()))
 		}
 	}
-	reqs := make([]*http.Request, len(offers))
-	for i, o := range offers {
-		var err error
-		if reqs[i], err = d.newExtendedConnect(ctx, u, t, o, 3); err != nil {
-			return nil, err
-		}
-	}
-	return reqs, nil
+	return d.extendedConnects(ctx, u, t, offers, 3)
 }
 
-// openStreams sends reqs one after the other through d.HTTP3 until the
-// server accepts one with a 2xx status, which Check accepts too, and
-// returns its stream as the Conn. When the server refuses every offer, the
-// last refusal is the error.
+// openStreams sends reqs in turn through d.HTTP3 until the server
+// accepts one; the last refusal is the error.
 func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*http.Request, offers []Protocol) (*Conn, error) {
-	hctx := ctx
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
-	var refused *ResponseError
+	hctx, cancel := withDeadline(ctx, deadline)
+	defer cancel()
 	// DialResponse keeps the last refusal's stream open: any other
 	// outcome closes it.
-	drop := func() {
-		if refused != nil && refused.live != nil {
-			refused.live.Body.Close()
-		}
-	}
+	var refused *ResponseError
 	for i, req := range reqs {
 		resp, sc, err := d.HTTP3.OpenStream(hctx, req)
+		refused.closeLive()
 		if err != nil {
-			drop()
 			return nil, fmt.Errorf("HTTP/3 extended CONNECT: %w", err)
 		}
-		resp.Status = strings.TrimSpace(strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
+		resp.Status = statusLine(resp.StatusCode)
 		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/3.0", 3, 0
 		resp.Request = req
-		if resp.StatusCode/100 != 2 {
-			drop()
-			refused = d.streamRefusal(hctx, resp, sc)
+		c, re, err := d.streamAnswer(hctx, resp, sc, offers[i], func() []byte { return readWithin(hctx, sc) })
+		if re != nil {
+			refused = re
 			continue
 		}
-		drop()
-		// The stream is read through the Conn, never through the
-		// response.
-		resp.Body, resp.ContentLength = http.NoBody, 0
-		if d.Check != nil {
-			if err := d.Check(resp); err != nil {
-				sc.Close()
-				return nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
-			}
-		}
-		if hctx.Err() != nil {
-			sc.Close()
-			return nil, errors.New("handshake interrupted")
-		}
-		return &Conn{nc: sc, Protocol: offers[i], Request: req, Response: resp}, nil
+		return c, err
 	}
 	return nil, refused
 }
 
-// streamRefusal returns the *ResponseError of resp, a final status other
-// than 2xx, whose body sc streams: for DialResponse, with the live
-// response holding sc; otherwise with an excerpt of the body read within
-// hctx, and sc closed.
-func (d *Dialer) streamRefusal(hctx context.Context, resp *http.Response, sc net.Conn) *ResponseError {
-	re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
-	if d.keepRefusal {
-		resp.Body = sc // the rest of the answer; closing it ends the stream
-		re.live = resp
-		return re
+// streamAnswer takes the answer resp to an extended CONNECT on the stream
+// sc: a 2xx that Check accepts switches sc to offer; another status is a
+// refusal, whose live response holds sc for DialResponse, or whose error
+// holds an excerpt of its body, and sc is closed.
+func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.Conn, offer Protocol, excerpt func() []byte) (*Conn, *ResponseError, error) {
+	if resp.StatusCode/100 != 2 {
+		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
+		if d.keepRefusal {
+			resp.Body = sc // the rest of the answer; closing it ends the stream
+			re.live = resp
+			return nil, re, nil
+		}
+		re.Body = excerpt()
+		sc.Close()
+		return nil, re, nil
 	}
+	// The stream is read through the Conn, never through the response.
+	resp.Body, resp.ContentLength = http.NoBody, 0
+	if d.Check != nil {
+		if err := d.Check(resp); err != nil {
+			sc.Close()
+			return nil, nil, fmt.Errorf("%s response refused by Check: %w", resp.Status, err)
+		}
+	}
+	if hctx.Err() != nil {
+		sc.Close()
+		return nil, nil, errors.New("handshake interrupted")
+	}
+	return &Conn{nc: sc, Protocol: offer, Request: resp.Request, Response: resp}, nil, nil
+}
+
+// readWithin reads an excerpt of what sc streams, within hctx.
+func readWithin(hctx context.Context, sc net.Conn) []byte {
 	if deadline, ok := hctx.Deadline(); ok {
 		_ = sc.SetReadDeadline(deadline)
 	}
 	stop := context.AfterFunc(hctx, func() { _ = sc.SetReadDeadline(aLongTimeAgo) })
-	// Errors only cut the excerpt short.
-	re.Body, _ = io.ReadAll(io.LimitReader(sc, maxErrorBody))
-	stop()
-	sc.Close()
-	return re
+	defer stop()
+	return excerpt(sc)
 }

@@ -1083,19 +1083,3 @@ func selfSignedIP(t *testing.T, ip net.IP) tls.Certificate {
 	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
-
-// TestDialLargeBodyNotPooled: a request buffer that grew to hold a large
-// body is not kept in the pool for later, small requests.
-func TestDialLargeBodyNotPooled(t *testing.T) {
-	fs := newFakeServer(t, func(c net.Conn, req []byte) { _, _ = io.WriteString(c, switch101) })
-	body := bytes.Repeat([]byte("b"), 1<<20)
-	d := Dialer{Proxy: noProxy, HandshakeTimeout: 5 * time.Second, Method: http.MethodPost, Body: body}
-	c, err := d.Dial(context.Background(), fs.url("http"), echo1)
-	require.NoError(t, err)
-	c.Close()
-	require.True(t, bytes.HasSuffix(fs.request(), body), "the body was sent")
-	for range 4 {
-		b := dialBufPool.Get().(*[]byte)
-		assert.LessOrEqual(t, cap(*b), maxPooledRequest)
-	}
-}

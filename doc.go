@@ -1,26 +1,24 @@
-// Package upgrade implements protocol switches: HTTP/1.1's Upgrade header
-// field, 101 Switching Protocols and 426 Upgrade Required (RFC 9110 §7.8,
-// §15.2.2, §15.5.22), and their HTTP/2 successor, the extended CONNECT of
-// RFC 8441, on the server and on the client.
+// Package upgrade implements protocol switches, on the server and on the
+// client: HTTP/1.1's Upgrade header field, 101 Switching Protocols and 426
+// Upgrade Required (RFC 9110 §7.8, §15.2.2, §15.5.22), and the extended
+// CONNECT of HTTP/2 and HTTP/3 (RFC 8441, RFC 9220).
 //
-// A client asks to continue a connection in another protocol by listing
-// protocols, in its order of preference, in an Upgrade field and naming
-// "upgrade" in the Connection field:
+// A client lists the protocols it would switch to, in its order of
+// preference, and names "upgrade" in the Connection field:
 //
 //	GET /chat HTTP/1.1
 //	Host: example.com
 //	Connection: Upgrade
 //	Upgrade: echo/1, websocket
 //
-// A server that agrees answers 101 Switching Protocols naming the protocol
-// it picked, and the connection speaks it from the end of that response
-// on. A server that requires an upgrade answers 426 Upgrade Required
-// listing what it would accept.
+// A server that agrees answers 101 naming the protocol it picked, and the
+// connection speaks that protocol from the end of the 101 on. A server that
+// requires an upgrade answers 426 listing what it would accept.
 //
 // # Server
 //
-// A Server holds protocols registered by pattern — "name", "name/version"
-// or "name/*" — each with a Handler that serves the switched connection:
+// A Server holds protocols registered by pattern ("name", "name/version"
+// or "name/*"), each with a Handler that serves the switched connection:
 //
 //	var up upgrade.Server
 //	up.HandleFunc("echo/1", func(c *upgrade.Conn) {
@@ -33,22 +31,18 @@
 //	mux.Handle("/", up.Middleware(site)) // upgrade optional
 //
 // The Server negotiates in the client's order of preference, checks the
-// method and body a protocol can take, reads the body and sends 100
-// Continue before the 101, hijacks the connection through
-// http.ResponseController, and hands the protocol a Conn whose Read
-// returns first the bytes the client sent behind its request. A Handler
-// that implements Accepter sees the request before the 101 and may accept
-// it, decline it or reject it with a status. A library that switches by
-// itself (gorilla/websocket, coder/websocket, gobwas/ws) is registered as
-// a Route's Delegate.
+// method and body a protocol takes, reads the body and sends 100 Continue
+// before the 101, and hands the protocol a Conn whose Read returns first
+// the bytes the client sent behind its request. A Handler that implements
+// Accepter may accept, decline or reject a request before the 101. A
+// library that switches by itself (gorilla/websocket, coder/websocket,
+// gobwas/ws) is registered as a Route's Delegate. Server.Shutdown signals
+// switched connections through Draining and waits for them, which
+// http.Server.Shutdown does not do for hijacked connections.
 //
-// Switched connections are tracked: Server.Shutdown signals them through
-// Draining and waits for them, which http.Server.Shutdown does not do for
-// hijacked connections.
-//
-// Over HTTP/2 the same registrations serve extended CONNECT streams, once
+// Over HTTP/2 the same registrations serve extended CONNECT streams once
 // net/http's HTTP/2 server accepts them: import
-// github.com/go-upgrade/upgrade/extconnect from package main, or start the
+// github.com/go-upgrade/upgrade/extconnect from package main, or run the
 // program with GODEBUG=http2xconnect=1.
 //
 // # Client

@@ -3,6 +3,7 @@ package upgrade
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -56,7 +57,13 @@ type RejectError struct {
 
 // Error returns the status and message.
 func (e *RejectError) Error() string {
-	return "upgrade: rejected with " + strings.TrimSpace(statusLine(e.status())) + ": " + e.message()
+	return "upgrade: rejected with " + statusLine(e.status()) + ": " + e.message()
+}
+
+// statusLine returns "NNN Text" for a status code, or "NNN" for one
+// without a text.
+func statusLine(code int) string {
+	return strings.TrimSpace(strconv.Itoa(code) + " " + http.StatusText(code))
 }
 
 func (e *RejectError) status() int {

@@ -26,17 +26,6 @@ func (p Protocol) String() string {
 	return p.Name + "/" + p.Version
 }
 
-// appendTo appends p's header form to b.
-func (p Protocol) appendTo(b []byte) []byte {
-	b = append(b, p.Name...)
-	if p.Version != "" {
-		b = append(b, '/')
-		b = append(b, p.Version...)
-	}
-	return b
-}
-
-// Default bounds of Limits.
 const (
 	defaultMaxProtocols    = 16
 	defaultMaxUpgradeBytes = 1024
@@ -51,20 +40,6 @@ type Limits struct {
 	// MaxBytes caps the total length of all Upgrade lines. Zero means
 	// 1024.
 	MaxBytes int
-}
-
-func (l Limits) maxProtocols() int {
-	if l.MaxProtocols > 0 {
-		return l.MaxProtocols
-	}
-	return defaultMaxProtocols
-}
-
-func (l Limits) maxBytes() int {
-	if l.MaxBytes > 0 {
-		return l.MaxBytes
-	}
-	return defaultMaxUpgradeBytes
 }
 
 // ErrHeaderTooLarge is wrapped by the error of a header over a bound:
@@ -119,11 +94,16 @@ func ParseProtocols(values []string) ([]Protocol, error) {
 	return ps, nil
 }
 
-// appendProtocols is ParseProtocols within lim, appending to dst. The
-// Protocols' strings share memory with values; it makes no allocation
-// when dst has room. On error, dst is returned with nothing appended.
+// appendProtocols is ParseProtocols within lim, appending to dst; on
+// error, dst is returned with nothing appended.
 func appendProtocols(dst []Protocol, values []string, lim Limits) ([]Protocol, error) {
-	maxN, maxB := lim.maxProtocols(), lim.maxBytes()
+	maxN, maxB := lim.MaxProtocols, lim.MaxBytes
+	if maxN <= 0 {
+		maxN = defaultMaxProtocols
+	}
+	if maxB <= 0 {
+		maxB = defaultMaxUpgradeBytes
+	}
 	start, total, n := len(dst), 0, 0
 	for _, v := range values {
 		total += len(v)

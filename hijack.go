@@ -7,24 +7,21 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/go-upgrade/upgrade/internal/ascii"
 	"github.com/go-upgrade/upgrade/internal/httplist"
 	"golang.org/x/net/http/httpguts"
 )
 
-// The HTTP/1.1 switch, once negotiation has chosen a route and reserved its
-// connection slot: the request body is read (after a 100 Continue if the
-// client expects one), the connection hijacked and tracked, the 101
-// written, and the protocol's handler started in a goroutine of its own.
-
-// switchHTTP1 switches r's connection to the route d chose. On failure it
-// releases the slot and answers the client.
+// switchHTTP1 switches r's connection to the route d chose, whose slot is
+// reserved: it reads the body (after a 100 Continue if the client expects
+// one), hijacks and tracks the connection, writes the 101 and starts the
+// handler. On failure it releases the slot and answers the client.
 func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision) {
 	rt := d.route
 	sendContinue := expectsContinue(r)
@@ -50,21 +47,13 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	}
 	p := Protocol{Name: rt.name, Version: d.version}
 	c := &Conn{nc: nc, Protocol: p, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
-	if !s.track(c) {
-		// Shutdown began during the handshake: refuse rather than
-		// switch and drop.
+	if !s.track(c) { // Shutdown began during the handshake
 		s.release(rt)
 		refuseShuttingDown(nc)
 		return
 	}
-	// Bytes the client sent behind the request are the new protocol's:
-	// copied out, so that net/http's 4 KiB read buffer is not kept.
-	if n := brw.Reader.Buffered(); n > 0 {
-		ahead, _ := brw.Reader.Peek(n)
-		c.rbuf = append([]byte(nil), ahead...)
-	}
-	// The 101 is written through net/http's write buffer, which the
-	// hijack hands over empty.
+	// Bytes the client sent behind the request are the new protocol's.
+	c.rbuf = buffered(brw.Reader)
 	head := append101(brw.Writer.AvailableBuffer(), p, sendContinue, d.extra)
 	if err := s.writeHead(nc, brw.Writer, head); err != nil {
 		s.logPeerError(r, "writing the 101 response for "+rt.spelled, err)
@@ -76,35 +65,27 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 	go s.run(c)
 }
 
-// append101 appends the 101 response switching to p, with the Accepter's
-// fields extra (which checkSwitchHeader has accepted), preceded by a 100
-// Continue if the client expects one that net/http has not sent.
+// append101 appends the 101 switching to p, with the Accepter's fields
+// extra, after a 100 Continue if sendContinue.
 func append101(b []byte, p Protocol, sendContinue bool, extra http.Header) []byte {
 	if sendContinue {
 		b = append(b, "HTTP/1.1 100 Continue\r\n\r\n"...)
 	}
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
-	b = p.appendTo(b)
+	b = append(b, p.String()...)
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
-	b = appendSortedFields(b, extra)
+	b = appendFields(b, extra)
 	return append(b, "\r\n"...)
 }
 
-// appendSortedFields appends the fields of h, which must be valid, in wire
-// form, sorted by name.
-func appendSortedFields(b []byte, h http.Header) []byte {
-	var arr [8]string
-	keys := arr[:0]
+// appendFields appends the fields of h, validated, in wire form, sorted
+// by name.
+func appendFields(b []byte, h http.Header) []byte {
+	keys := make([]string, 0, len(h))
 	for k := range h {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	return appendFields(b, h, keys)
-}
-
-// appendFields appends the fields of h named in keys, in that order, in
-// wire form. The names and values must have been validated.
-func appendFields(b []byte, h http.Header, keys []string) []byte {
 	for _, k := range keys {
 		for _, v := range h[k] {
 			b = append(b, k...)
@@ -116,8 +97,8 @@ func appendFields(b []byte, h http.Header, keys []string) []byte {
 	return b
 }
 
-// writeHead writes a response head on the hijacked connection nc through
-// its buffered writer bw, bounded by the handshake timeout.
+// writeHead writes head on the hijacked nc through bw, within the
+// handshake timeout.
 func (s *Server) writeHead(nc net.Conn, bw *bufio.Writer, head []byte) error {
 	if timeout := s.handshakeTimeout(); timeout > 0 {
 		_ = nc.SetWriteDeadline(time.Now().Add(timeout))
@@ -137,16 +118,15 @@ func refuseShuttingDown(nc net.Conn) {
 	nc.Close()
 }
 
-// checkSwitchHeader validates the extra 101 (or 200) header fields added
-// by an Accepter: valid names and values, and none of the fields the
-// Server owns or a 101 cannot carry.
+// checkSwitchHeader checks the 101 (or 200) header fields an Accepter
+// added: valid, and none the Server sets or a 101 cannot carry.
 func checkSwitchHeader(h http.Header) error {
 	for k, vs := range h {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
 		}
-		if ascii.EqualFold(k, "Upgrade") || ascii.EqualFold(k, "Connection") ||
-			ascii.EqualFold(k, "Content-Length") || ascii.EqualFold(k, "Transfer-Encoding") {
+		switch textproto.CanonicalMIMEHeaderKey(k) {
+		case "Upgrade", "Connection", "Content-Length", "Transfer-Encoding":
 			return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
 		}
 		for _, v := range vs {
@@ -166,11 +146,10 @@ func recycleHeader(h http.Header) {
 	headerPool.Put(h)
 }
 
-// readRequestBody reads r's body, bounded by rt's limit and the handshake
-// timeout, and makes it r.Body for the protocol: the body belongs to the
-// request, not to the new protocol. Reading the body of a request with
-// "Expect: 100-continue" makes net/http send the 100 first. On failure it
-// answers the request and returns false.
+// readRequestBody reads r's body before the switch, within rt's limit and
+// the handshake timeout, and makes it r.Body: it belongs to the request,
+// not to the new protocol. net/http sends a 100 Continue first if the
+// client expects one. On failure it answers r and returns false.
 func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rt *route) bool {
 	max := rt.MaxBody
 	if max == 0 {
@@ -189,34 +168,29 @@ func (s *Server) readRequestBody(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	body, err := readBody(r, max)
 	if err != nil && timeout > 0 {
-		// The handshake deadline may have passed: give the answer its
-		// own short deadline so it still reaches the client.
+		// Let the answer out even if the deadline has passed.
 		_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 	switch {
+	case err == nil:
+		r.Body = io.NopCloser(body)
+		return true
 	case err == errBodyTooLarge:
 		s.refuse(w, r, http.StatusRequestEntityTooLarge, "request body larger than "+strconv.FormatInt(max, 10)+" bytes")
-		return false
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.logPeerError(r, "reading request body before switching to "+rt.spelled, err)
 		s.refuse(w, r, http.StatusRequestTimeout, "request body not received within the handshake timeout")
-		return false
-	case err != nil:
+	default:
 		s.logPeerError(r, "reading request body before switching to "+rt.spelled, err)
 		s.refuse(w, r, http.StatusBadRequest, "could not read request body")
-		return false
 	}
-	r.Body = io.NopCloser(body)
-	return true
+	return false
 }
 
-// readBody reads the whole request body, up to max bytes, before the
-// switch. It returns errBodyTooLarge when the body is longer.
-//
-// Memory follows the bytes received, not the length declared: the body is
-// read into chunks that double from bodyChunkMin to bodyChunkMax, each
-// allocated once the one before it is full, so a client that declares a
-// large body and sends little of it holds little memory.
+// readBody reads the whole request body, or fails with errBodyTooLarge
+// past max bytes. Memory follows the bytes received, not the length
+// declared: chunks, doubling from bodyChunkMin to bodyChunkMax, are
+// allocated as the ones before them fill.
 func readBody(r *http.Request, max int64) (*bodyReader, error) {
 	want := r.ContentLength
 	if want > max {
@@ -245,8 +219,7 @@ func readBody(r *http.Request, max int64) (*bodyReader, error) {
 		}
 		size = min(2*size, bodyChunkMax)
 	}
-	// Every declared byte is here: the body must end now (net/http never
-	// returns more than Content-Length; a reader that did is refused).
+	// Every declared byte is here: the body must end now.
 	var probe [1]byte
 	for range 8 {
 		n, err := r.Body.Read(probe[:])
@@ -262,7 +235,6 @@ func readBody(r *http.Request, max int64) (*bodyReader, error) {
 	return nil, io.ErrNoProgress
 }
 
-// Chunk sizes of a request body read before the switch.
 const (
 	bodyChunkMin = 4 << 10
 	bodyChunkMax = 64 << 10
@@ -281,9 +253,7 @@ func expectsContinue(r *http.Request) bool {
 }
 
 // bodyReader serves the request body read before the switch.
-type bodyReader struct {
-	chunks [][]byte
-}
+type bodyReader struct{ chunks [][]byte }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
 	for len(r.chunks) > 0 && len(r.chunks[0]) == 0 {
@@ -306,18 +276,12 @@ func (r *bodyReader) Len() int {
 	return n
 }
 
-// statusLine returns "NNN Text" for a status code.
-func statusLine(code int) string {
-	return strconv.Itoa(code) + " " + http.StatusText(code)
-}
-
 // errNoHijack is reported when no ResponseWriter in the Unwrap chain
 // implements http.Hijacker.
 var errNoHijack = errors.New("upgrade: ResponseWriter does not support hijacking (HTTP/2, or a wrapper without Unwrap)")
 
-// canHijack reports whether http.ResponseController can hijack w: whether w
-// or a ResponseWriter reached through Unwrap implements http.Hijacker. It
-// lets the server refuse with an ordinary 500 before anything is written.
+// canHijack reports whether http.ResponseController can hijack w: whether
+// w, or a ResponseWriter its Unwrap chain reaches, is an http.Hijacker.
 func canHijack(w http.ResponseWriter) bool {
 	for {
 		switch t := w.(type) {

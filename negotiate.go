@@ -3,6 +3,7 @@ package upgrade
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
@@ -15,8 +16,7 @@ type route struct {
 	version  string // "" matches offers without a version
 	anyVer   bool   // "name/*": matches any version, or none
 	accepter Accepter
-	spelled  string  // pattern as registered, for logs and 426 lists
-	srv      *Server // the Server it is registered with
+	spelled  string // pattern as registered, for logs and 426 lists
 }
 
 // matches reports whether offer p is one this route accepts: names compare
@@ -46,20 +46,6 @@ func (rt *route) allowsMethod(m string) bool {
 	return false
 }
 
-// parsePattern parses a registration pattern: "name", "name/version" or
-// "name/*".
-func parsePattern(pattern string) (route, error) {
-	p, err := parseProtocol(pattern)
-	if err != nil {
-		return route{}, err
-	}
-	rt := route{name: p.Name, version: p.Version, spelled: pattern}
-	if p.Version == "*" {
-		rt.version, rt.anyVer = "", true
-	}
-	return rt, nil
-}
-
 // decision is the outcome of negotiation for one request.
 type decision struct {
 	route         *route       // chosen route; nil if none
@@ -72,17 +58,17 @@ type decision struct {
 	bodyRefused   bool         // an offer matched, but takes no body
 }
 
-// negotiate picks the route and offer to switch to. It tries every
-// (route, offer) pair where the route matches the offer and honours the
-// request's method, in order of preference — by default offers in the
-// client's order, each against the routes in registration order; with
-// ServerOrder, routes in registration order, each against its first
-// matching offer — asking Accepters as it goes. Each route is asked at most
-// once per request, so an offer listed twice does not run a pre-101 step
-// twice. The chosen route's connection slot is reserved.
+// negotiate picks the route and offer to switch to, asking Accepters as it
+// goes, and reserves the chosen route's connection slot. A route is tried
+// once, for its first matching offer, and only if it can take r's method
+// and body (d notes why not): by default in the order of the client's
+// offers, then of registration; with ServerOrder, in registration order.
 func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (d decision) {
-	var cur cursor
-	cur.body = r.ProtoMajor == 1 && hasBody(r)
+	body := r.ProtoMajor == 1 && hasBody(r)
+	passes := len(offers) // one per offer, in the client's order
+	if s.ServerOrder {
+		passes = 1
+	}
 	// The route whose Accepter is running: if it panics, its slot is
 	// released before the panic goes on to net/http.
 	var asking *route
@@ -91,80 +77,48 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (
 			s.release(asking)
 		}
 	}()
-	for {
-		rt, j := s.next(r, routes, offers, &cur, &d)
-		if rt == nil {
-			return
-		}
-		// Claim the slot before the pre-101 step, so that a
-		// protocol's cap cannot be overrun by concurrent handshakes.
-		if !s.reserve(rt) {
-			d.full = true
-			continue
-		}
-		if rt.accepter == nil {
-			d.route, d.version = rt, offers[j].Version
-			return
-		}
-		h := headerPool.Get().(http.Header)
-		asking = rt
-		err := rt.accepter.AcceptUpgrade(r, h)
-		asking = nil
-		if err == nil {
-			// The header is checked as the 101 (or 200) is assembled.
-			d.route, d.version, d.extra = rt, offers[j].Version, h
-			return
-		}
-		recycleHeader(h)
-		s.release(rt)
-		if s.refused(r, rt, err, &d) {
-			return
-		}
-	}
-}
-
-// cursor is where next is in the (route, offer) pairs of a negotiation.
-type cursor struct {
-	i, j int  // the route and offer to consider next
-	body bool // the request has a body
-}
-
-// next returns the next (route, offer index) pair to ask, in order,
-// and advances cur past it; nil when none is left.
-func (s *Server) next(r *http.Request, routes []route, offers []Protocol, cur *cursor, d *decision) (*route, int) {
-	if s.ServerOrder {
-		for ; cur.i < len(routes); cur.i++ {
-			rt := &routes[cur.i]
-			if !rt.available(r) {
+	for pass := range passes {
+		for i := range routes {
+			rt := &routes[i]
+			j := slices.IndexFunc(offers, rt.matches)
+			if j < 0 || !s.ServerOrder && j != pass || !rt.available(r) || !s.usable(r, rt, body, &d) {
 				continue
 			}
-			for j, o := range offers {
-				if !rt.matches(o) {
-					continue
-				}
-				if s.usable(r, rt, cur.body, d) {
-					cur.i++
-					return rt, j
-				}
-				break // one attempt per route
+			// The slot is claimed before the pre-101 step, so that
+			// concurrent handshakes cannot overrun a protocol's cap.
+			if !s.reserve(rt) {
+				d.full = true
+				continue
 			}
+			if rt.accepter == nil {
+				d.route, d.version = rt, offers[j].Version
+				return d
+			}
+			h := headerPool.Get().(http.Header)
+			asking = rt
+			err := rt.accepter.AcceptUpgrade(r, h)
+			asking = nil
+			if err == nil {
+				// The header is checked as the 101 (or 200) is assembled.
+				d.route, d.version, d.extra = rt, offers[j].Version, h
+				return d
+			}
+			recycleHeader(h)
+			s.release(rt)
+			var re *RejectError
+			switch {
+			case errors.Is(err, ErrDecline):
+				continue
+			case errors.As(err, &re):
+				d.reject = re
+			default:
+				s.logError(r, "accepting "+rt.spelled, err)
+				d.failed = true
+			}
+			return d
 		}
-		return nil, 0
 	}
-	for ; cur.j < len(offers); cur.j, cur.i = cur.j+1, 0 {
-		o := offers[cur.j]
-		for ; cur.i < len(routes); cur.i++ {
-			rt := &routes[cur.i]
-			if !rt.matches(o) || rt.matchesAny(offers[:cur.j]) || !rt.available(r) {
-				continue // an earlier offer already tried this route
-			}
-			if s.usable(r, rt, cur.body, d) {
-				cur.i++
-				return rt, cur.j
-			}
-		}
-	}
-	return nil, 0
+	return d
 }
 
 // usable reports whether rt can be switched to from r's method and body,
@@ -184,12 +138,7 @@ func (s *Server) usable(r *http.Request, rt *route, body bool, d *decision) bool
 
 // matchesAny reports whether rt matches one of offers.
 func (rt *route) matchesAny(offers []Protocol) bool {
-	for _, o := range offers {
-		if rt.matches(o) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(offers, rt.matches)
 }
 
 // someRouteMatches reports whether a route available for r matches one
@@ -203,56 +152,23 @@ func someRouteMatches(r *http.Request, routes []route, offers []Protocol) bool {
 	return false
 }
 
-// refused notes in d an Accepter's refusal; true ends negotiation.
-func (s *Server) refused(r *http.Request, rt *route, err error, d *decision) bool {
-	if errors.Is(err, ErrDecline) {
-		return false
-	}
-	var re *RejectError
-	if errors.As(err, &re) {
-		d.reject = re
-	} else {
-		s.logError(r, "accepting "+rt.spelled, err)
-		d.failed = true
-	}
-	return true
-}
-
 // allowedMethods lists, for an Allow field, the methods of the routes
 // available for r that match one of its offers.
 func (s *Server) allowedMethods(r *http.Request) string {
-	s.mu.Lock()
-	routes := s.routes
-	s.mu.Unlock()
 	offers, _ := appendProtocols(nil, r.Header["Upgrade"], s.Limits)
 	var ms []string
-	add := func(m string) {
-		for _, x := range ms {
-			if x == m {
-				return
-			}
-		}
-		ms = append(ms, m)
-	}
-	for i := range routes {
-		rt := &routes[i]
-		if !rt.available(r) {
+	for _, rt := range s.registered() {
+		if !rt.available(r) || !rt.matchesAny(offers) {
 			continue
 		}
-		for _, o := range offers {
-			if !rt.matches(o) {
-				continue
+		methods := rt.Methods
+		if methods == nil {
+			methods = []string{http.MethodGet, http.MethodOptions}
+		}
+		for _, m := range methods {
+			if m != "*" && !slices.Contains(ms, m) {
+				ms = append(ms, m)
 			}
-			if rt.Methods == nil {
-				add(http.MethodGet)
-				add(http.MethodOptions)
-			}
-			for _, m := range rt.Methods {
-				if m != "*" {
-					add(m)
-				}
-			}
-			break
 		}
 	}
 	return strings.Join(ms, ", ")

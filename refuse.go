@@ -8,11 +8,8 @@ import (
 	"github.com/go-upgrade/upgrade/internal/httplist"
 )
 
-// The answers of a Server that does not switch: declined requests passed
-// on to Middleware's handler, refusals, and 426 Upgrade Required.
-
 // cannotHijack answers an upgrade request on a connection that cannot be
-// hijacked: an ordinary request if nothing offered is registered, an
+// hijacked: as a plain request if nothing offered is registered, with an
 // error otherwise.
 func (s *Server) cannotHijack(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol) {
 	if !someRouteMatches(r, routes, offers) {
@@ -26,16 +23,14 @@ func (s *Server) cannotHijack(w http.ResponseWriter, r *http.Request, next http.
 }
 
 // isUpgradeRequest reports whether r, which has an Upgrade field, asks for
-// an upgrade: HTTP/1.1 or later, with the "upgrade" option in Connection. An
-// HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8), and without the
-// Connection option the Upgrade field is not meant for this hop.
+// an upgrade: HTTP/1.1 or later (RFC 9110 §7.8), with the "upgrade" option
+// in Connection.
 func isUpgradeRequest(r *http.Request) bool {
 	return r.ProtoAtLeast(1, 1) && hasConnectionOption(r.Header, "upgrade")
 }
 
 // decline answers a request the Server does not switch: Middleware passes
-// it on to next, unchanged; the endpoint answers it with code, or with
-// 426 and the available protocols.
+// it on to next; the endpoint answers code (426 with the protocols).
 func (s *Server) decline(w http.ResponseWriter, r *http.Request, next http.Handler, code int, msg string) {
 	switch {
 	case next != nil:
@@ -82,8 +77,7 @@ func (s *Server) requireUpgrade(w http.ResponseWriter, r *http.Request) {
 	s.refuse(w, r, http.StatusUpgradeRequired, "this endpoint requires a protocol upgrade to one of: "+list)
 }
 
-// writeReject answers a request with the status an Accepter rejected it
-// with.
+// writeReject answers a request as an Accepter rejected it.
 func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectError) {
 	if st := e.status(); st < 400 || st > 599 {
 		s.logError(r, "rejecting", fmt.Errorf("upgrade: RejectError.Status %d is not a 4xx or 5xx status", st))
@@ -99,9 +93,8 @@ func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectEr
 	status := e.status()
 	if status == http.StatusUpgradeRequired {
 		if r.ProtoMajor != 1 {
-			// A 426 must list protocols in Upgrade (RFC 9110 §15.5.22),
-			// which HTTP/2 does not have: answer 400, keeping the
-			// rejection's other fields (Sec-WebSocket-Version, say).
+			// A 426 must list protocols in Upgrade (RFC 9110
+			// §15.5.22), which HTTP/2 does not have.
 			status = http.StatusBadRequest
 		} else if h.Get("Upgrade") == "" {
 			h.Set("Upgrade", s.advertised(r))
@@ -110,17 +103,12 @@ func (s *Server) writeReject(w http.ResponseWriter, r *http.Request, e *RejectEr
 	s.refuse(w, r, status, e.message())
 }
 
-// refuse writes a short text/plain error response.
-//
-// On HTTP/2, where they are not allowed, Upgrade and Connection are
-// removed. On HTTP/1.x, a response carrying Upgrade carries the "upgrade"
-// connection option (RFC 9110 §7.8), and the connection is closed after
-// refusing a request that carried an Upgrade field: the bytes a client
-// sends behind a refused upgrade must never be read as a next request
-// (a proxy that assumed the switch would pass them on unchecked). It is
-// closed too where net/http would close it anyway (HTTP/1.0,
-// "Connection: close", a request body), so that the upgrade option is
-// never dropped from the response.
+// refuse writes a short text/plain error response. Over HTTP/2 it carries
+// no Upgrade or Connection. Over HTTP/1.x, one carrying Upgrade carries
+// the "upgrade" connection option (RFC 9110 §7.8), and the connection is
+// closed after a request that carried Upgrade, so that bytes sent behind
+// a refused upgrade are never read as a next request; it is closed too
+// where net/http would close it anyway, so that the option is not lost.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	h := w.Header()
 	if r.ProtoMajor != 1 {
@@ -129,10 +117,8 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg st
 	} else {
 		var opts []string
 		if len(r.Header["Upgrade"]) > 0 || r.Close || !r.ProtoAtLeast(1, 1) || hasBody(r) {
-			// net/http closes the connection after the response when
-			// the first Connection line is exactly "close", and keeps
-			// any line then; "Upgrade, close" on one line would keep
-			// the connection open.
+			// net/http closes when the first Connection line is
+			// exactly "close".
 			opts = append(opts, "close")
 		}
 		if len(h["Upgrade"]) > 0 {
@@ -151,11 +137,9 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg st
 	_, _ = io.WriteString(w, msg+"\n")
 }
 
-// passOn passes r on to next as a plain request: without its Upgrade
-// field, the fields only an upgrade uses (HTTP2-Settings) and the
-// Connection options naming them, so that next (an
-// httputil.ReverseProxy, say) cannot act on an upgrade the Server did not
-// take (RFC 9110 §7.6.1, §7.8).
+// passOn passes r on to next as a plain request, without Upgrade,
+// HTTP2-Settings and the Connection options naming them, so that next
+// cannot act on an upgrade the Server did not take (RFC 9110 §7.6.1).
 func passOn(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if len(r.Header["Upgrade"]) > 0 || len(r.Header["Http2-Settings"]) > 0 {
 		r2 := new(http.Request)

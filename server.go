@@ -12,7 +12,6 @@ import (
 	"github.com/go-upgrade/upgrade/internal/track"
 )
 
-// Defaults applied where the corresponding Server field is zero.
 const (
 	defaultMaxRequestBody   = 1 << 20
 	defaultHandshakeTimeout = 10 * time.Second
@@ -80,13 +79,9 @@ type Server struct {
 	// means slog.Default().
 	ErrorLog *slog.Logger
 
-	mu       sync.Mutex
-	routes   []route
-	upgrades string // the registered protocols, for 426 responses
-	// conditional is set when a route has an Available function, so
-	// that a 426 lists only the protocols available for its request.
-	conditional bool
-	conns       track.Tracker // the switched connections
+	mu     sync.Mutex
+	routes []route
+	conns  track.Tracker // the switched connections
 }
 
 // Handle registers h for the protocols matched by pattern. If h has a
@@ -125,17 +120,19 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 	if (rt.Handler == nil) == (rt.Delegate == nil) {
 		panic("upgrade: a Route for " + pattern + " needs either a Handler or a Delegate")
 	}
-	r, err := parsePattern(pattern)
+	p, err := parseProtocol(pattern)
 	if err != nil {
 		panic("upgrade: invalid pattern: " + strings.TrimPrefix(err.Error(), "upgrade: "))
 	}
-	r.Route = rt
+	r := route{Route: rt, name: p.Name, version: p.Version, spelled: pattern}
+	if p.Version == "*" {
+		r.version, r.anyVer = "", true
+	}
 	if rt.Delegate != nil {
 		r.accepter, _ = rt.Delegate.(Accepter)
 	} else {
 		r.accepter, _ = rt.Handler.(Accepter)
 	}
-	r.srv = s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.routes {
@@ -144,41 +141,14 @@ func (s *Server) HandleRoute(pattern string, rt Route) {
 		}
 	}
 	s.routes = append(s.routes, r)
-	s.upgrades = advertise(s.routes, nil)
-	if r.Available != nil {
-		s.conditional = true
-	}
-}
-
-// advertise lists the routes, in the server's order of preference, as an
-// Upgrade field value: "name" or "name/version" ("name/*" is listed as
-// "name"). With r non-nil, routes unavailable for r are left out.
-func advertise(routes []route, r *http.Request) string {
-	var b strings.Builder
-	for i := range routes {
-		x := &routes[i]
-		if r != nil && !x.available(r) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(x.name)
-		if x.version != "" {
-			b.WriteString("/")
-			b.WriteString(x.version)
-		}
-	}
-	return b.String()
 }
 
 // Protocols returns the registered protocols in the server's order of
 // preference ("name/*" as a Protocol whose Version is "*").
 func (s *Server) Protocols() []Protocol {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ps := make([]Protocol, len(s.routes))
-	for i, rt := range s.routes {
+	routes := s.registered()
+	ps := make([]Protocol, len(routes))
+	for i, rt := range routes {
 		ps[i] = Protocol{Name: rt.name, Version: rt.version}
 		if rt.anyVer {
 			ps[i].Version = "*"
@@ -188,15 +158,16 @@ func (s *Server) Protocols() []Protocol {
 }
 
 // advertised returns the Upgrade field value of a 426 answering r: the
-// protocols available for r.
+// protocols available for r, in the server's order of preference ("name/*"
+// listed as "name").
 func (s *Server) advertised(r *http.Request) string {
-	s.mu.Lock()
-	routes, all, conditional := s.routes, s.upgrades, s.conditional
-	s.mu.Unlock()
-	if !conditional {
-		return all
+	var ps []Protocol
+	for _, rt := range s.registered() {
+		if rt.available(r) {
+			ps = append(ps, Protocol{Name: rt.name, Version: rt.version})
+		}
 	}
-	return advertise(routes, r)
+	return formatProtocols(ps)
 }
 
 // ServeHTTP switches the request to a registered protocol, or answers 426
@@ -224,8 +195,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.serveHTTP2(w, r, next)
 		return
 	}
-	var arr [4]Protocol
-	offers, ok := s.admit(w, r, next, arr[:0])
+	offers, ok := s.admit(w, r, next)
 	if !ok {
 		return
 	}
@@ -237,8 +207,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	d := s.negotiate(r, routes, offers)
 	switch {
 	case d.route == nil:
-		// Nothing offered is registered (a speculative "Upgrade: h2c",
-		// say), or nothing registered took it.
 		s.refuseOffers(w, r, next, &d)
 	case d.route.Delegate != nil:
 		s.delegate(w, r, &d)
@@ -257,18 +225,15 @@ func (s *Server) registered() []route {
 	return s.routes
 }
 
-// admit checks the HTTP/1 request r before negotiation and returns its
-// offers, appended to buf. It reports false, having answered r (or passed
-// it on to next), when r is not to be switched: not an upgrade request, a
-// malformed or oversized Upgrade list, a body framed by
-// Transfer-Encoding, ShouldUpgrade's refusal, a Server shutting down.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler, buf []Protocol) ([]Protocol, bool) {
+// admit returns the offers of the HTTP/1 request r, or false, having
+// answered r or passed it on to next, when r is not to be switched.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler) ([]Protocol, bool) {
 	upgrades := r.Header["Upgrade"]
 	if len(upgrades) == 0 || !isUpgradeRequest(r) {
 		s.decline(w, r, next, http.StatusUpgradeRequired, "")
 		return nil, false
 	}
-	offers, err := appendProtocols(buf, upgrades, s.Limits)
+	offers, err := appendProtocols(nil, upgrades, s.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, ErrHeaderTooLarge) {
@@ -278,11 +243,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 		return nil, false
 	}
 	if len(r.TransferEncoding) > 0 {
-		// net/http removes a Content-Length sent beside
-		// Transfer-Encoding, so this may be the request-smuggling form
-		// that RFC 9112 §6.1 says to answer and then close the
-		// connection after: never hand such a connection to another
-		// protocol.
+		// net/http drops a Content-Length sent beside it: this may be
+		// smuggling, answered and then closed (RFC 9112 §6.1).
 		if next != nil {
 			w.Header()["Connection"] = []string{"close"}
 			passOn(w, r, next)
@@ -313,13 +275,7 @@ func (s *Server) maxRequestBody() int64 {
 }
 
 func (s *Server) handshakeTimeout() time.Duration {
-	switch {
-	case s.HandshakeTimeout > 0:
-		return s.HandshakeTimeout
-	case s.HandshakeTimeout < 0:
-		return 0
-	}
-	return defaultHandshakeTimeout
+	return timeoutOr(s.HandshakeTimeout, defaultHandshakeTimeout)
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -329,14 +285,12 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// logError logs a failure on the server's side: a broken Accepter or
-// ResponseWriter.
+// logError logs a failure on the server's side.
 func (s *Server) logError(r *http.Request, what string, err error) {
 	s.logger().Error("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }
 
-// logPeerError logs a failure the peer caused, such as hanging up
-// mid-handshake.
+// logPeerError logs a failure the peer caused.
 func (s *Server) logPeerError(r *http.Request, what string, err error) {
 	s.logger().Warn("upgrade: "+what, "remote", r.RemoteAddr, "err", err)
 }
