@@ -210,30 +210,7 @@ func (c *H2Conn) handle(f http2.Frame) {
 	c.log = append(c.log, describe(f))
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
-		if f.IsAck() {
-			return
-		}
-		first := c.settings == nil
-		if first {
-			c.settings = make(map[http2.SettingID]uint32)
-		}
-		_ = f.ForeachSetting(func(s http2.Setting) error {
-			if first {
-				c.settings[s.ID] = s.Val
-			}
-			switch s.ID {
-			case http2.SettingInitialWindowSize:
-				delta := int64(s.Val) - c.initWindow
-				c.initWindow = int64(s.Val)
-				for _, st := range c.streams {
-					st.sendWindow += delta
-				}
-			case http2.SettingMaxFrameSize:
-				c.maxFrame = int(s.Val)
-			}
-			return nil
-		})
-		go c.write(func() error { return c.fr.WriteSettingsAck() })
+		c.handleSettings(f)
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			data := f.Data
@@ -283,6 +260,35 @@ func (c *H2Conn) handle(f http2.Frame) {
 		code := f.ErrCode
 		c.goAway = &code
 	}
+}
+
+// handleSettings applies the server's SETTINGS, with c.mu held, and
+// acknowledges them.
+func (c *H2Conn) handleSettings(f *http2.SettingsFrame) {
+	if f.IsAck() {
+		return
+	}
+	first := c.settings == nil
+	if first {
+		c.settings = make(map[http2.SettingID]uint32)
+	}
+	_ = f.ForeachSetting(func(s http2.Setting) error {
+		if first {
+			c.settings[s.ID] = s.Val
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.initWindow
+			c.initWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+			}
+		case http2.SettingMaxFrameSize:
+			c.maxFrame = int(s.Val)
+		}
+		return nil
+	})
+	go c.write(func() error { return c.fr.WriteSettingsAck() })
 }
 
 // write runs a frame write under the write lock; errors after the
