@@ -202,9 +202,9 @@ func (w *delegateWriter) hijackError() error {
 func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byte) (*Conn, error) {
 	w.hijacked = true
 	dc := w.dc
-	// The request's context no longer ends the delegated one.
+	// The request's context no longer ends the delegated one (finish
+	// stops following it).
 	dc.detached.Store(true)
-	w.stop()
 	dc.Conn = nc
 	c := &dc.c
 	if brw == nil {

@@ -189,33 +189,48 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// serve is the common flow of ServeHTTP (next == nil) and Middleware.
+// serve is the common flow of ServeHTTP (next == nil) and Middleware:
+// decide whether and to what r switches, then switch.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if r.ProtoMajor != 1 {
 		s.serveHTTP2(w, r, next)
 		return
 	}
-	offers, ok := s.admit(w, r, next)
+	d, ok := s.decide(w, r, next)
 	if !ok {
 		return
 	}
-	routes := s.registered()
-	if !canHijack(w) {
-		s.cannotHijack(w, r, next, routes, offers)
-		return
-	}
-	d := s.negotiate(r, routes, offers)
-	switch {
-	case d.route == nil:
-		s.refuseOffers(w, r, next, &d)
-	case d.route.Delegate != nil:
+	// A delegated handler runs on this goroutine for as long as its
+	// connection lives: deciding is done, and its state off the stack.
+	if d.route.Delegate != nil {
 		s.delegate(w, r, &d)
-	default:
+	} else {
 		s.switchHTTP1(w, r, &d)
 	}
 	if d.extra != nil {
 		recycleHeader(d.extra)
 	}
+}
+
+// decide returns the route the HTTP/1 request r switches to, its slot
+// reserved, or false, having answered r or passed it on to next.
+func (s *Server) decide(w http.ResponseWriter, r *http.Request, next http.Handler) (decision, bool) {
+	var buf [4]Protocol // the offers of most requests fit: no allocation
+	offers, ok := s.admit(w, r, next, buf[:0])
+	if !ok {
+		return decision{}, false
+	}
+	routes := s.registered()
+	if !canHijack(w) {
+		s.cannotHijack(w, r, next, routes, offers)
+		return decision{}, false
+	}
+	d := s.negotiate(r, routes, offers)
+	if d.route == nil {
+		s.refuseOffers(w, r, next, &d)
+		return decision{}, false
+	}
+	return d, true
 }
 
 // registered returns the registered routes.
@@ -225,15 +240,16 @@ func (s *Server) registered() []route {
 	return s.routes
 }
 
-// admit returns the offers of the HTTP/1 request r, or false, having
-// answered r or passed it on to next, when r is not to be switched.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler) ([]Protocol, bool) {
+// admit returns the offers of the HTTP/1 request r, appended to buf, or
+// false, having answered r or passed it on to next, when r is not to be
+// switched.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler, buf []Protocol) ([]Protocol, bool) {
 	upgrades := r.Header["Upgrade"]
 	if len(upgrades) == 0 || !isUpgradeRequest(r) {
 		s.decline(w, r, next, http.StatusUpgradeRequired, "")
 		return nil, false
 	}
-	offers, err := appendProtocols(nil, upgrades, s.Limits)
+	offers, err := appendProtocols(buf, upgrades, s.Limits)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, ErrHeaderTooLarge) {
