@@ -215,7 +215,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 // decide returns the route the HTTP/1 request r switches to, its slot
 // reserved, or false, having answered r or passed it on to next.
 func (s *Server) decide(w http.ResponseWriter, r *http.Request, next http.Handler) (decision, bool) {
-	var buf [4]Protocol // the offers of most requests fit: no allocation
+	var buf [1]Protocol // a single offer, as most requests make, needs no allocation
 	offers, ok := s.admit(w, r, next, buf[:0])
 	if !ok {
 		return decision{}, false
