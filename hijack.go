@@ -7,10 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,8 +125,7 @@ func checkSwitchHeader(h http.Header) error {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
 		}
-		switch textproto.CanonicalMIMEHeaderKey(k) {
-		case "Upgrade", "Connection", "Content-Length", "Transfer-Encoding":
+		if reservedField(k) {
 			return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
 		}
 		for _, v := range vs {
@@ -136,6 +135,18 @@ func checkSwitchHeader(h http.Header) error {
 		}
 	}
 	return nil
+}
+
+// reservedField reports whether the field named k is one the Server sets
+// or a 101 cannot carry. Comparing each name is cheaper than
+// canonicalizing k, which costs more than the rest of the check.
+func reservedField(k string) bool {
+	for _, name := range [...]string{"Upgrade", "Connection", "Content-Length", "Transfer-Encoding"} {
+		if len(k) == len(name) && strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // headerPool recycles the header maps handed to AcceptUpgrade.

@@ -104,7 +104,10 @@ func handshakes(impls []string, rounds, n, conc int) (map[string][]bench.Round, 
 	res := make(map[string][]bench.Round)
 	start := time.Now()
 	for r := range rounds {
-		for _, c := range children {
+		// Each round starts with the next implementation, so none
+		// always runs first or right after the same neighbour.
+		for i := range children {
+			c := children[(r+i)%len(children)]
 			x, err := c.Handshakes(n, conc)
 			if err != nil {
 				return nil, err
