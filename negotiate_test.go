@@ -250,6 +250,15 @@ func TestRefusals(t *testing.T) {
 			setup: func(s *Server) { s.Handle("owned", extra("Content-Length", "0")) },
 			raw:   upgradeReq("GET", "owned"), status: http.StatusInternalServerError,
 			header: map[string][]string{"Injected": absent, "Upgrade": absent}, log: "Content-Length is set by the server or not allowed"},
+		{name: "101 field the server owns, not canonical: 500",
+			setup: func(s *Server) {
+				s.Handle("owned", accepterFunc{accept: func(r *http.Request, h http.Header) error {
+					h["transfer-ENCODING"] = []string{"chunked"}
+					return nil
+				}})
+			},
+			raw: upgradeReq("GET", "owned"), status: http.StatusInternalServerError,
+			header: map[string][]string{"Transfer-Encoding": absent, "Upgrade": absent}, log: "transfer-ENCODING is set by the server or not allowed"},
 
 		// The request body.
 		{name: "body over the route's bound: 413, and close",
