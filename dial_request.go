@@ -245,7 +245,7 @@ func (d *Dialer) wireRequest(req *http.Request, target string, offers []Protocol
 		"Host: " + req.Host + "\r\n" +
 		"Connection: " + conn + "\r\n" +
 		"Upgrade: " + up + "\r\n")
-	b = appendFields(b, req.Header)
+	b = httplist.AppendFields(b, req.Header)
 	n := len(d.Body)
 	if n > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 		// RFC 9110 §8.6: a user agent SHOULD send Content-Length when the

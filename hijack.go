@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,27 +73,8 @@ func append101(b []byte, p Protocol, sendContinue bool, extra http.Header) []byt
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "...)
 	b = append(b, p.String()...)
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
-	b = appendFields(b, extra)
+	b = httplist.AppendFields(b, extra)
 	return append(b, "\r\n"...)
-}
-
-// appendFields appends the fields of h, validated, in wire form, sorted
-// by name.
-func appendFields(b []byte, h http.Header) []byte {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		for _, v := range h[k] {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
-		}
-	}
-	return b
 }
 
 // writeHead writes head on the hijacked nc through bw, within the

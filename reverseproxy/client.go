@@ -5,11 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/internal/h2stream"
+	"github.com/go-upgrade/upgrade/internal/httplist"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -89,7 +89,7 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 	b = append(b, "\r\nConnection: Upgrade\r\n"...)
 	// The Dialer parsed the backend's fields strictly, and switchHeader
 	// left out the ones the 101 writes itself.
-	b = appendSortedFields(b, h)
+	b = httplist.AppendFields(b, h)
 	b = append(b, "\r\n"...)
 	if timeout := p.handshakeTimeout(); timeout > 0 {
 		_ = nc.SetWriteDeadline(time.Now().Add(timeout))
@@ -108,25 +108,6 @@ func (p *Proxy) accept11(w http.ResponseWriter, r *http.Request, upgrade string,
 // expectsContinue reports whether r carries "Expect: 100-continue".
 func expectsContinue(r *http.Request) bool {
 	return httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue")
-}
-
-// appendSortedFields appends the fields of h, which must be valid, in wire
-// form, sorted by name.
-func appendSortedFields(b []byte, h http.Header) []byte {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		for _, v := range h[k] {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
-		}
-	}
-	return b
 }
 
 // acceptStream switches the client's stream of an extended CONNECT: a 200

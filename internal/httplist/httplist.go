@@ -1,12 +1,13 @@
 // Package httplist splits and checks the comma-separated lists that HTTP
 // header fields carry (RFC 9110 §5.6.1), and the tokens in them
-// (RFC 9110 §5.6.2): the one home of these helpers for the upgrade
-// module's packages.
+// (RFC 9110 §5.6.2), and writes header fields in wire form: the one home
+// of these helpers for the upgrade module's packages.
 package httplist
 
 import (
 	"iter"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
@@ -142,4 +143,24 @@ func WithoutUpgrade(h http.Header) http.Header {
 		h["Connection"] = []string{strings.Join(keep, ", ")}
 	}
 	return h
+}
+
+// AppendFields appends the fields of h, which must be valid, in wire form
+// ("Name: value\r\n" each), sorted by name so that a head is the same
+// from run to run.
+func AppendFields(b []byte, h http.Header) []byte {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
 }

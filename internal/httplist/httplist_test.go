@@ -1,6 +1,7 @@
 package httplist
 
 import (
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -84,4 +85,15 @@ func TestQuote(t *testing.T) {
 	long := strings.Repeat("x", 100)
 	assert.Equal(t, `"`+long[:64]+`..."`, Quote(long))
 	assert.Equal(t, `""`, Quote(""))
+}
+
+func TestAppendFields(t *testing.T) {
+	h := http.Header{
+		"Sec-Websocket-Protocol": {"chat"},
+		"A-Field":                {"1", "2"},
+		"X-Empty":                {""},
+	}
+	got := string(AppendFields([]byte("head\r\n"), h))
+	assert.Equal(t, "head\r\nA-Field: 1\r\nA-Field: 2\r\nSec-Websocket-Protocol: chat\r\nX-Empty: \r\n", got)
+	assert.Equal(t, "x", string(AppendFields([]byte("x"), nil)))
 }
