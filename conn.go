@@ -54,8 +54,7 @@ type Conn struct {
 	reqCtx  bool               // server: ctx is the switched request's context
 	cancel  context.CancelFunc // server: cancels ctx when the handler returns
 	trk     *track.Tracker     // server: its lifetime context and drain signal
-	route   *route             // server: the route switched to
-	key     string             // server: the key its connection slot is counted under
+	route   *route             // server: the route switched to; its slot is counted under route.spelled
 }
 
 // buffered returns a copy of the bytes br holds, or nil, so that br's

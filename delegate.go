@@ -66,7 +66,7 @@ func (s *Server) startDelegation(w http.ResponseWriter, r, req *http.Request, rt
 	dc.cancel = cancel
 	req = req.WithContext(&dc.ctx)
 	c := &dc.c
-	c.Protocol, c.Request, c.route, c.key = proto, req, rt, rt.spelled
+	c.Protocol, c.Request, c.route = proto, req, rt
 	c.nc, c.ctx = dc, &dc.ctx
 
 	dw := &delegateWriter{rw: w, orig: r, s: s, rt: rt, dc: dc}

@@ -45,7 +45,7 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 		return
 	}
 	p := Protocol{Name: rt.name, Version: d.version}
-	c := &Conn{nc: nc, Protocol: p, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
+	c := &Conn{nc: nc, Protocol: p, Request: r, ctx: r.Context(), reqCtx: true, route: rt}
 	if !s.track(c) { // Shutdown began during the handshake
 		s.release(rt)
 		refuseShuttingDown(nc)

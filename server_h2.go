@@ -152,7 +152,7 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decisio
 	}
 	// The client knows of the switch now: the Conn is tracked even if
 	// Shutdown began meanwhile, and closed at once if its grace is over.
-	c := &Conn{nc: sc, Protocol: Protocol{Name: rt.name, Version: d.version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt, key: rt.spelled}
+	c := &Conn{nc: sc, Protocol: Protocol{Name: rt.name, Version: d.version}, Request: r, ctx: r.Context(), reqCtx: true, route: rt}
 	c.trk = &s.conns
 	s.conns.Adopt(c)
 	return c

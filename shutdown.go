@@ -85,7 +85,7 @@ func (s *Server) track(c *Conn) bool {
 
 // untrack forgets c and releases its slot.
 func (s *Server) untrack(c *Conn) {
-	if !s.conns.Untrack(c, c.key) {
-		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", c.key)
+	if !s.conns.Untrack(c, c.route.spelled) {
+		s.logger().Error("upgrade: internal error: connection slot released twice", "protocol", c.route.spelled)
 	}
 }

@@ -25,15 +25,15 @@ func Accept(w http.ResponseWriter, r *http.Request, h http.Header, timeout time.
 		}
 	}
 	if timeout > 0 {
-		_ = sc.rc.SetWriteDeadline(time.Now().Add(timeout))
+		_ = sc.rc().SetWriteDeadline(time.Now().Add(timeout))
 	}
 	w.WriteHeader(http.StatusOK)
-	err := sc.rc.Flush()
+	err := sc.rc().Flush()
 	if err == nil {
-		err = sc.rc.SetWriteDeadline(time.Time{})
+		err = sc.rc().SetWriteDeadline(time.Time{})
 	}
 	if err == nil {
-		err = sc.rc.SetReadDeadline(time.Time{})
+		err = sc.rc().SetReadDeadline(time.Time{})
 	}
 	if err != nil {
 		sc.Close()

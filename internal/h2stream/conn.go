@@ -40,14 +40,13 @@ import (
 // need are made when first needed.
 type Conn struct {
 	w    http.ResponseWriter
-	rc   *http.ResponseController
 	body io.ReadCloser
 	r    *http.Request // the request: its context ends when the peer resets the stream
 
 	mu      sync.Mutex
-	busy    int32         // calls using w, rc or body now
+	busy    int32         // calls using w or body now
 	writers int32         // Writes among them, which Close interrupts
-	closed  bool          // Close has begun: w, rc and body are no longer used
+	closed  bool          // Close has begun: w and body are no longer used
 	direct  bool          // a Read without a deadline is blocked in body.Read
 	rcRead  bool          // net/http's own read deadline is set (see SetReadDeadline)
 	rdSet   bool          // a read deadline is set
@@ -81,13 +80,16 @@ const maxReadAhead = 16 << 10
 func newConn(w http.ResponseWriter, r *http.Request) *Conn {
 	return &Conn{
 		w:    w,
-		rc:   http.NewResponseController(w),
 		body: r.Body,
 		r:    r,
 	}
 }
 
-// enter marks a call that uses w, rc or body; false once Close has begun.
+// rc returns the stream's ResponseController. Made where used, it costs
+// no allocation; kept in the Conn, it would cost 16 bytes a stream.
+func (c *Conn) rc() *http.ResponseController { return http.NewResponseController(c.w) }
+
+// enter marks a call that uses w or body; false once Close has begun.
 // The caller holds c.mu.
 func (c *Conn) enterLocked() bool {
 	if c.closed {
@@ -165,7 +167,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			// A deadline was set during the Read: it no longer applies
 			// to net/http's body, only to later Reads, here.
 			c.rcRead = false
-			_ = c.rc.SetReadDeadline(time.Time{})
+			_ = c.rc().SetReadDeadline(time.Time{})
 		}
 		c.leaveLocked()
 		c.mu.Unlock()
@@ -240,7 +242,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	n, err := c.w.Write(p)
 	if err == nil {
-		err = c.rc.Flush()
+		err = c.rc().Flush()
 	}
 	if err != nil {
 		c.mu.Lock()
@@ -290,7 +292,7 @@ func (c *Conn) close(reset bool) error {
 	c.mu.Lock()
 	first := !c.closed
 	if first {
-		c.busy++ // this call uses body and rc below
+		c.busy++ // this call uses body and w below
 		c.closed = true
 	}
 	done := c.done // no read-ahead starts from now on
@@ -303,7 +305,7 @@ func (c *Conn) close(reset bool) error {
 		if reset || !c.writesDone(closeWriteGrace) {
 			// Only a write deadline interrupts a blocked Write; it
 			// resets the stream.
-			_ = c.rc.SetWriteDeadline(aLongTimeAgo)
+			_ = c.rc().SetWriteDeadline(aLongTimeAgo)
 		}
 	}
 	c.mu.Lock()
@@ -391,7 +393,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.direct || c.rcRead {
 		// w is in use by the blocked Read: the handler has not returned.
 		c.rcRead = c.rdSet
-		return c.rc.SetReadDeadline(t)
+		return c.rc().SetReadDeadline(t)
 	}
 	return nil
 }
@@ -407,7 +409,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	}
 	c.mu.Unlock()
 	defer c.leave()
-	return c.rc.SetWriteDeadline(t)
+	return c.rc().SetWriteDeadline(t)
 }
 
 func (c *Conn) opError(op string, err error) error {
