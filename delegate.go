@@ -56,13 +56,12 @@ func (s *Server) startDelegation(w http.ResponseWriter, r, req *http.Request, rt
 	_, drain := s.conns.Lifetime()
 	if s.conns.Closing() {
 		s.release(rt)
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		s.refuseClosing(w, r)
 		return nil
 	}
 	dc := &delegatedConn{s: s}
 	lifetime, cancel := context.WithCancel(context.Background())
-	dc.ctx = delegateContext{Context: lifetime, values: r.Context(), drain: drain}
+	dc.ctx = connContext{Context: lifetime, values: r.Context(), drain: drain}
 	dc.cancel = cancel
 	req = req.WithContext(&dc.ctx)
 	c := &dc.c
@@ -117,7 +116,7 @@ type delegatedConn struct {
 
 	c      Conn // the *Conn handed out; c.nc is this delegatedConn
 	s      *Server
-	ctx    delegateContext
+	ctx    connContext
 	cancel context.CancelFunc
 	closed atomic.Bool
 	// detached is set at the hijack: from then on the request's context
@@ -237,27 +236,4 @@ func (d *delegatedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return &net.OpError{Op: "close", Net: "upgrade", Source: d.LocalAddr(), Addr: d.RemoteAddr(), Err: errors.ErrUnsupported}
-}
-
-// delegateContext is a delegated request's context: its lifetime is its
-// own, its values the request's, and it holds the Server's drain channel
-// for Draining.
-type delegateContext struct {
-	context.Context                 // lifetime: Deadline, Done, Err
-	values          context.Context // Value
-	drain           <-chan struct{}
-}
-
-// Value returns the drain channel for drainingKey, else the value for key
-// from the values context. The lifetime context is asked first, so that
-// contexts derived from this one are cancelled with it synchronously (see
-// connContext.Value).
-func (c *delegateContext) Value(key any) any {
-	if _, ok := key.(drainingKey); ok {
-		return c.drain
-	}
-	if v := c.Context.Value(key); v != nil {
-		return v
-	}
-	return c.values.Value(key)
 }

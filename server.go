@@ -269,18 +269,34 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.Handler
 		s.refuse(w, r, http.StatusBadRequest, "a request switching protocols must not use Transfer-Encoding; send its body with Content-Length")
 		return nil, false
 	}
-	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
-		s.decline(w, r, next, http.StatusForbidden, "upgrade refused")
-		return nil, false
-	}
-	if s.conns.Closing() {
-		if next == nil {
-			w.Header().Set("Retry-After", "1")
-		}
-		s.decline(w, r, next, http.StatusServiceUnavailable, "server shutting down")
+	if !s.mayUpgrade(w, r, next) {
 		return nil, false
 	}
 	return offers, true
+}
+
+// mayUpgrade reports whether r may be switched: ShouldUpgrade allows it
+// and Shutdown has not begun. If not, r is declined: passed on to next,
+// or answered 403 or 503.
+func (s *Server) mayUpgrade(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+	switch {
+	case s.ShouldUpgrade != nil && !s.ShouldUpgrade(r):
+		s.decline(w, r, next, http.StatusForbidden, "upgrade refused")
+	case !s.conns.Closing():
+		return true
+	case next != nil:
+		passOn(w, r, next)
+	default:
+		s.refuseClosing(w, r)
+	}
+	return false
+}
+
+// refuseClosing answers 503 to a request the Server does not switch
+// because Shutdown has begun.
+func (s *Server) refuseClosing(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", "1")
+	s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
 }
 
 func (s *Server) maxRequestBody() int64 {

@@ -18,7 +18,7 @@ func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request, next http.Ha
 			s.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 			return
 		}
-		s.serveStream(w, r, r.Header.Get(":protocol"), streamAccepter(w, r, s.handshakeTimeout()))
+		s.serveStream(w, r, r.Header[":protocol"][0], streamAccepter(w, r, s.handshakeTimeout()))
 		return
 	}
 	// No 101 exists in HTTP/2 and later: never an Upgrade or Connection
@@ -97,21 +97,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, protocol st
 		s.refuse(w, r, http.StatusBadRequest, "upgrade: malformed :protocol pseudo-header")
 		return
 	}
-	if s.ShouldUpgrade != nil && !s.ShouldUpgrade(r) {
-		s.refuse(w, r, http.StatusForbidden, "upgrade refused")
+	if !s.mayUpgrade(w, r, nil) {
 		return
 	}
-	if s.conns.Closing() {
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
-		return
-	}
-	routes := s.registered()
 	offers := [1]Protocol{offer}
-	var d decision
-	if someRouteMatches(r, routes, offers[:]) {
-		d = s.negotiate(r, routes, offers[:])
-	}
+	d := s.negotiate(r, s.registered(), offers[:])
 	switch {
 	case d.route == nil:
 		s.refuseOffers(w, r, nil, &d)
@@ -140,8 +130,7 @@ func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decisio
 	}
 	if s.conns.Closing() {
 		s.release(rt)
-		w.Header().Set("Retry-After", "1")
-		s.refuse(w, r, http.StatusServiceUnavailable, "server shutting down")
+		s.refuseClosing(w, r)
 		return nil
 	}
 	sc, err := accept(d.extra)

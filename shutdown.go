@@ -3,7 +3,6 @@ package upgrade
 import (
 	"context"
 	"net/http"
-	"runtime"
 )
 
 // ActiveConns returns the number of switched connections being served (or
@@ -52,10 +51,7 @@ func (s *Server) served(c *Conn) {
 	case p == http.ErrAbortHandler:
 		c.reset()
 	case p != nil:
-		buf := make([]byte, 16<<10)
-		buf = buf[:runtime.Stack(buf, false)]
-		s.logger().Error("upgrade: panic serving protocol", "protocol", c.Protocol.String(),
-			"remote", c.RemoteAddr().String(), "panic", p, "stack", string(buf))
+		s.logPanic(c.Protocol, c.RemoteAddr().String(), p)
 	}
 	c.Close()
 	c.finish()
