@@ -3,13 +3,11 @@ package upgrade
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,12 +28,6 @@ func (s *Server) switchHTTP1(w http.ResponseWriter, r *http.Request, d *decision
 			return
 		}
 		sendContinue = false // net/http sent it, if it was expected
-	}
-	if err := checkSwitchHeader(d.extra); err != nil {
-		s.release(rt)
-		s.logError(r, "accepting "+rt.spelled, err)
-		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
-		return
 	}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -96,37 +88,6 @@ func refuseShuttingDown(nc net.Conn) {
 	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 	nc.Close()
-}
-
-// checkSwitchHeader checks the 101 (or 200) header fields an Accepter
-// added: valid, and none the Server sets or a 101 cannot carry.
-func checkSwitchHeader(h http.Header) error {
-	for k, vs := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
-		}
-		if reservedField(k) {
-			return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
-		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("upgrade: invalid value for 101 header field %s: %s", k, httplist.Quote(v))
-			}
-		}
-	}
-	return nil
-}
-
-// reservedField reports whether the field named k is one the Server sets
-// or a 101 cannot carry. Comparing each name is cheaper than
-// canonicalizing k, which costs more than the rest of the check.
-func reservedField(k string) bool {
-	for _, name := range [...]string{"Upgrade", "Connection", "Content-Length", "Transfer-Encoding"} {
-		if len(k) == len(name) && strings.EqualFold(k, name) {
-			return true
-		}
-	}
-	return false
 }
 
 // headerPool recycles the header maps handed to AcceptUpgrade.

@@ -2,11 +2,14 @@ package upgrade
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/go-upgrade/upgrade/internal/ascii"
+	"github.com/go-upgrade/upgrade/internal/httplist"
+	"golang.org/x/net/http/httpguts"
 )
 
 // route is a registered Route with its parsed pattern.
@@ -52,7 +55,7 @@ type decision struct {
 	version       string       // the version of the offer it was chosen for
 	extra         http.Header  // extra 101 header fields (pooled), or nil
 	reject        *RejectError // an Accepter's rejection, to be answered
-	failed        bool         // an Accepter failed: answer 500
+	failed        bool         // an Accepter failed or added a field a 101 cannot carry: answer 500
 	full          bool         // an acceptable route was at its MaxConns
 	methodRefused bool         // an offer matched, but not the method
 	bodyRefused   bool         // an offer matched, but takes no body
@@ -97,9 +100,11 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (
 			h := headerPool.Get().(http.Header)
 			asking = rt
 			err := rt.accepter.AcceptUpgrade(r, h)
+			if err == nil && rt.Delegate == nil { // a delegated handler writes its own
+				err = checkSwitchHeader(h)
+			}
 			asking = nil
 			if err == nil {
-				// The header is checked as the 101 (or 200) is assembled.
 				d.route, d.version, d.extra = rt, offers[j].Version, h
 				return d
 			}
@@ -119,6 +124,37 @@ func (s *Server) negotiate(r *http.Request, routes []route, offers []Protocol) (
 		}
 	}
 	return d
+}
+
+// checkSwitchHeader checks the 101 (or 200) header fields an Accepter
+// added: valid, and none the Server sets or a 101 cannot carry.
+func checkSwitchHeader(h http.Header) error {
+	for k, vs := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("upgrade: invalid 101 header field name %s", httplist.Quote(k))
+		}
+		if reservedField(k) {
+			return fmt.Errorf("upgrade: 101 header field %s is set by the server or not allowed", k)
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("upgrade: invalid value for 101 header field %s: %s", k, httplist.Quote(v))
+			}
+		}
+	}
+	return nil
+}
+
+// reservedField reports whether the field named k is one the Server sets
+// or a 101 cannot carry. Comparing each name is cheaper than
+// canonicalizing k, which costs more than the rest of the check.
+func reservedField(k string) bool {
+	for _, name := range [...]string{"Upgrade", "Connection", "Content-Length", "Transfer-Encoding"} {
+		if len(k) == len(name) && strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // usable reports whether rt can be switched to from r's method and body,

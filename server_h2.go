@@ -122,12 +122,6 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, protocol st
 // On failure it returns nil, having released the slot.
 func (s *Server) switchStream(w http.ResponseWriter, r *http.Request, d *decision, accept acceptStream) *Conn {
 	rt := d.route
-	if err := checkSwitchHeader(d.extra); err != nil {
-		s.release(rt)
-		s.logError(r, "accepting "+rt.spelled, err)
-		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
-		return nil
-	}
 	if s.conns.Closing() {
 		s.release(rt)
 		s.refuseClosing(w, r)
