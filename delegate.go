@@ -37,22 +37,22 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request, d *decision) {
 		return
 	}
 	proto := Protocol{Name: rt.name, Version: d.version}
-	r1 := new(http.Request)
-	*r1 = *r
-	r1.Header = narrowHeader(r.Header, proto.String())
-	dw := s.startDelegation(w, r, r1, rt, proto)
+	dw := s.startDelegation(w, r, rt, proto)
 	if dw == nil {
 		return
 	}
 	defer dw.finish()
-	rt.Delegate.ServeHTTP(dw, dw.dc.c.Request)
+	req := r.WithContext(&dw.dc.ctx)
+	req.Header = narrowHeader(r.Header, proto.String())
+	dw.dc.c.Request = req
+	rt.Delegate.ServeHTTP(dw, req)
 }
 
-// startDelegation prepares the ResponseWriter for a delegated handler
-// and the request it gets: req, made r's delegated copy. It returns nil,
-// having released the slot and answered, if the Server began shutting
-// down.
-func (s *Server) startDelegation(w http.ResponseWriter, r, req *http.Request, rt *route, proto Protocol) *delegateWriter {
+// startDelegation prepares the ResponseWriter for a delegated handler of
+// r and the Conn it will hijack, whose Request the caller sets: the
+// request the handler gets, on the Conn's context. It returns nil, having
+// released the slot and answered, if the Server began shutting down.
+func (s *Server) startDelegation(w http.ResponseWriter, r *http.Request, rt *route, proto Protocol) *delegateWriter {
 	_, drain := s.conns.Lifetime()
 	if s.conns.Closing() {
 		s.release(rt)
@@ -63,9 +63,8 @@ func (s *Server) startDelegation(w http.ResponseWriter, r, req *http.Request, rt
 	lifetime, cancel := context.WithCancel(context.Background())
 	dc.ctx = connContext{Context: lifetime, values: r.Context(), drain: drain}
 	dc.cancel = cancel
-	req = req.WithContext(&dc.ctx)
 	c := &dc.c
-	c.Protocol, c.Request, c.route = proto, req, rt
+	c.Protocol, c.route = proto, rt
 	c.nc, c.ctx = dc, &dc.ctx
 
 	dw := &delegateWriter{rw: w, orig: r, s: s, rt: rt, dc: dc}

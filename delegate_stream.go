@@ -3,6 +3,7 @@ package upgrade
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -35,19 +36,20 @@ import (
 func (s *Server) delegateStream(w http.ResponseWriter, r *http.Request, d *decision, accept acceptStream) {
 	rt := d.route
 	proto := Protocol{Name: rt.name, Version: d.version}
-	r1, key := bridgeRequest(r, proto)
+	dw := s.startDelegation(w, r, rt, proto)
+	if dw == nil {
+		return
+	}
+	req, key := bridgeRequest(r, &dw.dc.ctx, proto)
+	dw.dc.c.Request = req
 	b := &streamBridge{w: w, r: r, accept: accept, s: s, rt: rt, proto: proto, ready: make(chan struct{}), closed: make(chan struct{})}
 	if key != "" {
 		b.wantAccept = wskey.AcceptString(key)
 	}
-	dw := s.startDelegation(w, r, r1, rt, proto)
-	if dw == nil {
-		return
-	}
 	dw.bridge, dw.hdr = b, make(http.Header)
 	func() {
 		defer dw.finish()
-		rt.Delegate.ServeHTTP(dw, dw.dc.c.Request)
+		rt.Delegate.ServeHTTP(dw, req)
 	}()
 	if !dw.switched {
 		return
@@ -67,10 +69,10 @@ func (s *Server) delegateStream(w http.ResponseWriter, r *http.Request, d *decis
 }
 
 // bridgeRequest returns the HTTP/1.1 upgrade request a delegated handler
-// sees for the extended CONNECT r, switching to proto, and the
+// sees for the extended CONNECT r, switching to proto, on ctx, and the
 // Sec-WebSocket-Key it carries ("" unless proto is websocket).
-func bridgeRequest(r *http.Request, proto Protocol) (*http.Request, string) {
-	r1 := r.Clone(r.Context())
+func bridgeRequest(r *http.Request, ctx context.Context, proto Protocol) (*http.Request, string) {
+	r1 := r.Clone(ctx)
 	h := r1.Header
 	delete(h, ":protocol")
 	h["Connection"] = []string{"Upgrade"}
