@@ -143,7 +143,7 @@ func (c *Conn) Buffered() int { return len(c.rbuf) }
 // HTTP/2 server, later Writes fail at once but the stream's END_STREAM
 // goes out only when the handler returns, which cannot happen sooner.
 func (c *Conn) CloseWrite() error {
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.NetConn().(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return &net.OpError{Op: "close", Net: "upgrade", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.ErrUnsupported}

@@ -2,7 +2,6 @@ package upgrade
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"net"
 	"net/http"
@@ -227,12 +226,4 @@ func (d *delegatedConn) Close() error {
 	err := d.Conn.Close()
 	d.s.untrack(&d.c)
 	return err
-}
-
-// CloseWrite shuts down the writing side of the connection, if it can.
-func (d *delegatedConn) CloseWrite() error {
-	if cw, ok := d.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return &net.OpError{Op: "close", Net: "upgrade", Source: d.LocalAddr(), Addr: d.RemoteAddr(), Err: errors.ErrUnsupported}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -87,6 +88,20 @@ func bridgeRequest(r *http.Request, ctx context.Context, proto Protocol) (*http.
 	r1.Body, r1.ContentLength = http.NoBody, 0
 	r1.RequestURI = r.URL.RequestURI()
 	return r1, key
+}
+
+// answerStream sets up, on w, the answer a delegated handler gave the
+// extended CONNECT r instead of switching: the end-to-end fields of h,
+// and the status to write, code, or 500 for a 2xx, which would tell the
+// client the stream switched.
+func (s *Server) answerStream(w http.ResponseWriter, r *http.Request, rt *route, code int, h http.Header) int {
+	maps.Copy(w.Header(), h)
+	dropConnectionFields(w.Header())
+	if code < 300 {
+		s.logError(r, "delegating "+rt.spelled, fmt.Errorf("upgrade: the handler answered %d without switching", code))
+		return http.StatusInternalServerError
+	}
+	return code
 }
 
 // maxBridgeHead bounds the response head a delegated handler writes on
@@ -194,17 +209,7 @@ func (b *streamBridge) switchLocked(head, rest []byte) error {
 		// answer. A 2xx would tell the client the stream switched.
 		close(b.ready)
 		b.answered = true
-		status := resp.StatusCode
-		if status < 300 {
-			b.s.logError(b.r, "delegating "+b.rt.spelled, fmt.Errorf("upgrade: the handler answered %d without switching", status))
-			status = http.StatusInternalServerError
-		}
-		h := b.w.Header()
-		for k, vs := range resp.Header {
-			h[k] = vs
-		}
-		dropConnectionFields(h)
-		b.w.WriteHeader(status)
+		b.w.WriteHeader(b.s.answerStream(b.w, b.r, b.rt, resp.StatusCode, resp.Header))
 		_, err := b.w.Write(rest)
 		return err
 	}

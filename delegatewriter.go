@@ -63,20 +63,11 @@ func (w *delegateWriter) WriteHeader(code int) {
 	case code >= 200 && w.status == 0:
 		// A status after a kept 101 replaces it: the 101 was never sent.
 		w.pending = false
-		if w.bridge != nil && code < 300 {
-			// A 2xx would tell an HTTP/2 client the stream switched.
-			w.s.logError(w.orig, "delegating "+w.rt.spelled, fmt.Errorf("upgrade: the handler answered %d without switching", code))
-			code = http.StatusInternalServerError
+		if w.bridge != nil {
+			code = w.s.answerStream(w.rw, w.orig, w.rt, code, w.hdr)
 		}
 		w.status = code
 		w.closeAfter()
-		if w.bridge != nil {
-			h := w.rw.Header()
-			for k, vs := range w.hdr {
-				h[k] = vs
-			}
-			dropConnectionFields(h)
-		}
 	}
 	w.rw.WriteHeader(code)
 }
@@ -223,10 +214,7 @@ func (w *delegateWriter) takeOver(nc net.Conn, brw *bufio.ReadWriter, head []byt
 		}
 		return c, nil
 	}
-	if n := brw.Reader.Buffered(); n > 0 {
-		ahead, _ := brw.Reader.Peek(n)
-		c.rbuf = append([]byte(nil), ahead...)
-	}
+	c.rbuf = buffered(brw.Reader)
 	if !w.s.track(c) {
 		refuseShuttingDown(nc)
 		return nil, errShuttingDown

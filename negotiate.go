@@ -190,10 +190,9 @@ func someRouteMatches(r *http.Request, routes []route, offers []Protocol) bool {
 
 // allowedMethods lists, for an Allow field, the methods of the routes
 // available for r that match one of its offers.
-func (s *Server) allowedMethods(r *http.Request) string {
-	offers, _ := appendProtocols(nil, r.Header["Upgrade"], s.Limits)
+func allowedMethods(r *http.Request, routes []route, offers []Protocol) string {
 	var ms []string
-	for _, rt := range s.registered() {
+	for _, rt := range routes {
 		if !rt.available(r) || !rt.matchesAny(offers) {
 			continue
 		}

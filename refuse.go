@@ -42,8 +42,9 @@ func (s *Server) decline(w http.ResponseWriter, r *http.Request, next http.Handl
 	}
 }
 
-// refuseOffers answers a request whose offers negotiation did not accept.
-func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, d *decision) {
+// refuseOffers answers a request whose offers negotiation did not accept
+// among routes.
+func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.Handler, routes []route, offers []Protocol, d *decision) {
 	switch {
 	case d.failed:
 		s.refuse(w, r, http.StatusInternalServerError, "upgrade: internal error")
@@ -55,7 +56,7 @@ func (s *Server) refuseOffers(w http.ResponseWriter, r *http.Request, next http.
 	case next != nil:
 		passOn(w, r, next)
 	case d.methodRefused:
-		if allow := s.allowedMethods(r); allow != "" {
+		if allow := allowedMethods(r, routes, offers); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
 		s.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" cannot be switched to the offered protocol")

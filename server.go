@@ -227,7 +227,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, next http.Handle
 	}
 	d := s.negotiate(r, routes, offers)
 	if d.route == nil {
-		s.refuseOffers(w, r, next, &d)
+		s.refuseOffers(w, r, next, routes, offers, &d)
 		return decision{}, false
 	}
 	return d, true

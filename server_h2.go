@@ -100,11 +100,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, protocol st
 	if !s.mayUpgrade(w, r, nil) {
 		return
 	}
-	offers := [1]Protocol{offer}
-	d := s.negotiate(r, s.registered(), offers[:])
+	routes, offers := s.registered(), [1]Protocol{offer}
+	d := s.negotiate(r, routes, offers[:])
 	switch {
 	case d.route == nil:
-		s.refuseOffers(w, r, nil, &d)
+		s.refuseOffers(w, r, nil, routes, offers[:], &d)
 	case d.route.Delegate != nil:
 		s.delegateStream(w, r, &d, accept)
 	default:
