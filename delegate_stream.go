@@ -325,12 +325,7 @@ func (b *streamBridge) CloseWrite() error {
 	return b.opError("close", net.ErrClosed)
 }
 
-func (b *streamBridge) LocalAddr() net.Addr {
-	if a, ok := b.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		return a
-	}
-	return h2stream.Addr("")
-}
+func (b *streamBridge) LocalAddr() net.Addr { return h2stream.LocalAddr(b.r) }
 
 func (b *streamBridge) RemoteAddr() net.Addr { return h2stream.Addr(b.r.RemoteAddr) }
 

@@ -358,8 +358,12 @@ func (c *Conn) writesDone(d time.Duration) bool {
 }
 
 // LocalAddr returns the address of the connection the stream is on.
-func (c *Conn) LocalAddr() net.Addr {
-	if a, ok := c.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+func (c *Conn) LocalAddr() net.Addr { return LocalAddr(c.r) }
+
+// LocalAddr returns the local address of the connection r came on, as
+// net/http's server records it, or an empty Addr.
+func LocalAddr(r *http.Request) net.Addr {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		return a
 	}
 	return Addr("")
