@@ -340,6 +340,5 @@ func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request
 		Request:       xreq,
 		TLS:           hc.tls,
 	}
-	// Errors only cut an excerpt short; hctx bounds the reading.
-	return d.streamAnswer(hctx, resp, s, offer, func() []byte { return s.readExcerpt(hctx.Done(), maxErrorBody) })
+	return d.streamAnswer(hctx, resp, s, offer)
 }

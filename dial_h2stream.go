@@ -210,33 +210,18 @@ func (s *h2Stream) response(stop <-chan struct{}) (int, http.Header, error) {
 // errStopped is the error of a wait its caller stopped.
 var errStopped = errors.New("stopped")
 
-// readExcerpt reads up to n bytes of the stream, until its end, an error
-// or stop.
-func (s *h2Stream) readExcerpt(stop <-chan struct{}, n int) []byte {
-	var b []byte
-	buf := make([]byte, 512)
-	for len(b) < n {
-		m, err := s.read(buf[:min(len(buf), n-len(b))], stop)
-		b = append(b, buf[:m]...)
-		if err != nil {
-			break
-		}
-	}
-	return b
-}
-
 // Read reads the data the server sent on the stream. It returns io.EOF
 // once the server has ended its side of the stream (END_STREAM), and an
 // error wrapping syscall.ECONNRESET once it has reset it.
 func (s *h2Stream) Read(p []byte) (int, error) {
-	n, err := s.read(p, nil)
+	n, err := s.read(p)
 	if err != nil && err != io.EOF {
 		err = s.opError("read", err)
 	}
 	return n, err
 }
 
-func (s *h2Stream) read(p []byte, stop <-chan struct{}) (int, error) {
+func (s *h2Stream) read(p []byte) (int, error) {
 	c := s.c
 	for {
 		c.mu.Lock()
@@ -277,8 +262,6 @@ func (s *h2Stream) read(p []byte, stop <-chan struct{}) (int, error) {
 		case <-s.closed:
 		case <-s.rd.Done():
 			return 0, os.ErrDeadlineExceeded
-		case <-stop:
-			return 0, errStopped
 		}
 	}
 }

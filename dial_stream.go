@@ -90,7 +90,7 @@ func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*ht
 		resp.Status = statusLine(resp.StatusCode)
 		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/3.0", 3, 0
 		resp.Request = req
-		c, re, err := d.streamAnswer(hctx, resp, sc, offers[i], func() []byte { return readWithin(hctx, sc) })
+		c, re, err := d.streamAnswer(hctx, resp, sc, offers[i])
 		if re != nil {
 			refused = re
 			continue
@@ -103,8 +103,8 @@ func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*ht
 // streamAnswer takes the answer resp to an extended CONNECT on the stream
 // sc: a 2xx that Check accepts switches sc to offer; another status is a
 // refusal, whose live response holds sc for DialResponse, or whose error
-// holds an excerpt of its body, and sc is closed.
-func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.Conn, offer Protocol, excerpt func() []byte) (*Conn, *ResponseError, error) {
+// holds an excerpt of its body, read within hctx, and sc is closed.
+func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.Conn, offer Protocol) (*Conn, *ResponseError, error) {
 	if resp.StatusCode/100 != 2 {
 		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
 		if d.keepRefusal {
@@ -112,7 +112,7 @@ func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.
 			re.live = resp
 			return nil, re, nil
 		}
-		re.Body = excerpt()
+		re.Body = readWithin(hctx, sc)
 		sc.Close()
 		return nil, re, nil
 	}
