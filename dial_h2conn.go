@@ -30,7 +30,6 @@ const (
 	// as DATA is buffered: a stalled reader does not stall other streams.
 	h2ConnWindow = 1 << 20
 
-	h2MaxInterim    = 8         // interim 1xx responses before the final one
 	h2MaxStreamID   = 1<<31 - 1 // RFC 9113 §5.1.1
 	h2MaxWindow     = 1<<31 - 1 // RFC 9113 §6.9.1
 	h2InitialWindow = 65535     // RFC 9113 §6.9.2, until SETTINGS say otherwise

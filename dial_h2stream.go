@@ -99,8 +99,8 @@ func (s *h2Stream) headersLocked(f *http2.MetaHeadersFrame, maxHeader uint32) (h
 			return http2.ErrCodeProtocol, errors.New("101 Switching Protocols in HTTP/2")
 		case f.StreamEnded():
 			return http2.ErrCodeProtocol, fmt.Errorf("interim %d response ends the stream", status)
-		case s.interim > h2MaxInterim:
-			return http2.ErrCodeCancel, fmt.Errorf("more than %d interim responses", h2MaxInterim)
+		case s.interim > maxInterimResponses:
+			return http2.ErrCodeCancel, fmt.Errorf("more than %d interim responses", maxInterimResponses)
 		}
 		return 0, nil
 	}
