@@ -171,8 +171,11 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	if ctx == nil {
 		panic("upgrade: nil Context")
 	}
-	if d.HTTP3 != nil && isSecureURL(rawURL) {
-		return d.dialStream(ctx, rawURL, offers)
+	if d.HTTP3 != nil {
+		// A URL parseTarget refuses gets its error from newRequest.
+		if u, t, err := parseTarget(rawURL); err == nil && t.secure {
+			return d.dialStream(ctx, u, t, offers)
+		}
 	}
 	req, t, err := d.newRequest(ctx, rawURL, offers)
 	if err != nil {

@@ -26,18 +26,8 @@ type StreamTransport interface {
 	OpenStream(ctx context.Context, req *http.Request) (*http.Response, net.Conn, error)
 }
 
-// isSecureURL reports whether rawURL parses with the scheme https or wss.
-func isSecureURL(rawURL string) bool {
-	u, err := url.Parse(rawURL)
-	return err == nil && (u.Scheme == "https" || u.Scheme == "wss")
-}
-
-// dialStream is Dial over d.HTTP3.
-func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protocol) (*Conn, error) {
-	u, t, err := parseTarget(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("upgrade: dial %s: %w", redactURL(rawURL), err)
-	}
+// dialStream is Dial over d.HTTP3 to u, parsed by parseTarget into t.
+func (d *Dialer) dialStream(ctx context.Context, u *url.URL, t dialTarget, offers []Protocol) (*Conn, error) {
 	reqs, err := d.newStreamRequests(ctx, u, t, offers)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", u.Redacted(), err)
