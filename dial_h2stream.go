@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/deadline"
@@ -430,23 +431,19 @@ func (s *h2Stream) opError(op string, err error) error {
 // fields of RFC 8441 §4, then the others, lower-cased, credentials never
 // indexed.
 func h2RequestFields(xreq *http.Request, scheme string) []hpack.HeaderField {
-	path := xreq.URL.RequestURI()
-	if path == "" {
-		path = "/"
-	}
 	fields := make([]hpack.HeaderField, 0, 5+len(xreq.Header))
 	fields = append(fields,
 		hpack.HeaderField{Name: ":method", Value: http.MethodConnect},
 		hpack.HeaderField{Name: ":protocol", Value: xreq.Header[":protocol"][0]},
 		hpack.HeaderField{Name: ":scheme", Value: scheme},
-		hpack.HeaderField{Name: ":path", Value: path},
+		hpack.HeaderField{Name: ":path", Value: xreq.URL.RequestURI()},
 		hpack.HeaderField{Name: ":authority", Value: xreq.Host},
 	)
 	for k, vs := range xreq.Header {
 		if k == ":protocol" {
 			continue
 		}
-		name := lowerHeaderName(k)
+		name := strings.ToLower(k)
 		sensitive := name == "authorization" || name == "proxy-authorization"
 		for _, v := range vs {
 			fields = append(fields, hpack.HeaderField{Name: name, Value: v, Sensitive: sensitive})
