@@ -186,8 +186,9 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 		err = d.setProxy(req, &t)
 	}
 	var xreqs []*http.Request
+	var key h2Key
 	if err == nil && d.HTTP2 != nil {
-		xreqs, err = d.prepareHTTP2(ctx, req, t, offers)
+		xreqs, key, err = d.prepareHTTP2(ctx, req, t, offers)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
@@ -195,7 +196,7 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	deadline := d.handshakeDeadline(ctx)
 	var c *Conn
 	if xreqs != nil {
-		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, xreqs)
+		c, err = d.handshakeHTTP2(ctx, deadline, req, t, key, wire, offers, xreqs)
 	} else {
 		c, err = d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 	}

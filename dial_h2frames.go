@@ -143,7 +143,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return err
 	}
-	code, err := s.headersLocked(f, c.maxHeader)
+	code, err := s.headersLocked(f, c.key.maxHeader)
 	if err != nil {
 		closeNow := c.failStreamLocked(s, err)
 		c.mu.Unlock()
