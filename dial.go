@@ -171,8 +171,11 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	if ctx == nil {
 		panic("upgrade: nil Context")
 	}
-	if d.HTTP3 != nil && isSecureURL(rawURL) {
-		return d.dialStream(ctx, rawURL, offers)
+	if d.HTTP3 != nil {
+		// A URL parseTarget refuses gets its error from newRequest.
+		if u, t, err := parseTarget(rawURL); err == nil && t.secure {
+			return d.dialStream(ctx, u, t, offers)
+		}
 	}
 	req, t, err := d.newRequest(ctx, rawURL, offers)
 	if err != nil {
@@ -183,8 +186,9 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 		err = d.setProxy(req, &t)
 	}
 	var xreqs []*http.Request
+	var key h2Key
 	if err == nil && d.HTTP2 != nil {
-		xreqs, err = d.prepareHTTP2(ctx, req, t, offers)
+		xreqs, key, err = d.prepareHTTP2(ctx, req, t, offers)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", req.URL.Redacted(), err)
@@ -192,7 +196,7 @@ func (d *Dialer) Dial(ctx context.Context, rawURL string, offers ...Protocol) (*
 	deadline := d.handshakeDeadline(ctx)
 	var c *Conn
 	if xreqs != nil {
-		c, err = d.handshakeHTTP2(ctx, deadline, req, t, wire, offers, xreqs)
+		c, err = d.handshakeHTTP2(ctx, deadline, req, t, key, wire, offers, xreqs)
 	} else {
 		c, err = d.handshakeHTTP1(ctx, deadline, req, t, wire, offers)
 	}

@@ -23,20 +23,23 @@ var h2Protos = []string{"h2", "http/1.1"}
 var errUseHTTP1 = errors.New("use HTTP/1.1")
 
 // prepareHTTP2 builds the extended CONNECTs Dial sends over HTTP/2, one
-// per offer, calling Prepare with each. It returns nil if HTTP/2 does not
+// per offer, calling Prepare with each, and returns them with the key of
+// the connections they may use. It returns no requests if HTTP/2 does not
 // apply: with a Body, for a cleartext URL without UnencryptedHTTP2, or
 // for a server remembered as unable to switch over HTTP/2.
-func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) ([]*http.Request, error) {
+func (d *Dialer) prepareHTTP2(ctx context.Context, req *http.Request, t dialTarget, offers []Protocol) ([]*http.Request, h2Key, error) {
 	if len(d.Body) > 0 || !t.secure && !d.HTTP2.UnencryptedHTTP2 {
-		return nil, nil
+		return nil, h2Key{}, nil
 	}
+	key := d.h2Key(t)
 	d.HTTP2.mu.Lock()
-	useHTTP1 := d.HTTP2.useHTTP1Locked(d.h2Key(t))
+	useHTTP1 := d.HTTP2.useHTTP1Locked(key)
 	d.HTTP2.mu.Unlock()
 	if useHTTP1 {
-		return nil, nil
+		return nil, h2Key{}, nil
 	}
-	return d.extendedConnects(ctx, req.URL, t, offers, 2)
+	xreqs, err := d.extendedConnects(ctx, req.URL, t, offers, 2)
+	return xreqs, key, err
 }
 
 // h2Key identifies the connections a Dial to t may share.
@@ -159,12 +162,11 @@ func checkH2Fields(req *http.Request) error {
 }
 
 // handshakeHTTP2 sends the extended CONNECTs xreqs in turn on a shared
-// connection until the server accepts one; the last refusal is the error.
-// It upgrades over HTTP/1.1 instead when the server cannot switch over
-// HTTP/2 (on the same connection if TLS negotiated http/1.1), or answers
-// 505 HTTP Version Not Supported.
-func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, wire []byte, offers []Protocol, xreqs []*http.Request) (*Conn, error) {
-	key := d.h2Key(t)
+// connection for key until the server accepts one; the last refusal is
+// the error. It upgrades over HTTP/1.1 instead when the server cannot
+// switch over HTTP/2 (on the same connection if TLS negotiated
+// http/1.1), or answers 505 HTTP Version Not Supported.
+func (d *Dialer) handshakeHTTP2(ctx context.Context, deadline time.Time, req *http.Request, t dialTarget, key h2Key, wire []byte, offers []Protocol, xreqs []*http.Request) (*Conn, error) {
 	hctx, cancel := withDeadline(ctx, deadline) // bounds every wait
 	defer cancel()
 	// DialResponse keeps the last refusal's stream open: any other
@@ -340,6 +342,5 @@ func (d *Dialer) openStream(hctx context.Context, hc *h2Conn, xreq *http.Request
 		Request:       xreq,
 		TLS:           hc.tls,
 	}
-	// Errors only cut an excerpt short; hctx bounds the reading.
-	return d.streamAnswer(hctx, resp, s, offer, func() []byte { return s.readExcerpt(hctx.Done(), maxErrorBody) })
+	return d.streamAnswer(hctx, resp, s, offer)
 }

@@ -30,7 +30,6 @@ const (
 	// as DATA is buffered: a stalled reader does not stall other streams.
 	h2ConnWindow = 1 << 20
 
-	h2MaxInterim    = 8         // interim 1xx responses before the final one
 	h2MaxStreamID   = 1<<31 - 1 // RFC 9113 §5.1.1
 	h2MaxWindow     = 1<<31 - 1 // RFC 9113 §6.9.1
 	h2InitialWindow = 65535     // RFC 9113 §6.9.2, until SETTINGS say otherwise
@@ -47,13 +46,12 @@ var errH2ConnLost = errors.New("HTTP/2 connection lost")
 // CONNECT streams. readLoop reads its frames; any goroutine writes them,
 // under wmu.
 type h2Conn struct {
-	t         *HTTP2Transport
-	key       h2Key
-	nc        net.Conn
-	tls       *tls.ConnectionState // nil without TLS
-	local     net.Addr
-	remote    net.Addr
-	maxHeader uint32 // our SETTINGS_MAX_HEADER_LIST_SIZE
+	t      *HTTP2Transport
+	key    h2Key
+	nc     net.Conn
+	tls    *tls.ConnectionState // nil without TLS
+	local  net.Addr
+	remote net.Addr
 
 	fr *http2.Framer // ReadFrame: readLoop only; Write*: under wmu
 
@@ -95,7 +93,6 @@ func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn, tlsState *tls.Connectio
 		tls:          tlsState,
 		local:        nc.LocalAddr(),
 		remote:       nc.RemoteAddr(),
-		maxHeader:    key.maxHeader,
 		bw:           bufio.NewWriterSize(nc, 4<<10),
 		settingsDone: make(chan struct{}),
 		readDone:     make(chan struct{}),
@@ -112,7 +109,7 @@ func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn, tlsState *tls.Connectio
 	c.fr.SetReuseFrames()
 	// A stream checks our limit exactly; a header block over twice it,
 	// or a CONTINUATION flood, fails the connection.
-	c.fr.MaxHeaderListSize = uint32(min(2*uint64(c.maxHeader), math.MaxUint32))
+	c.fr.MaxHeaderListSize = uint32(min(2*uint64(c.key.maxHeader), math.MaxUint32))
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 
@@ -122,7 +119,7 @@ func (t *HTTP2Transport) newConn(key h2Key, nc net.Conn, tlsState *tls.Connectio
 		err = c.fr.WriteSettings(
 			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 			http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
-			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.maxHeader},
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.key.maxHeader},
 		)
 	}
 	if err == nil {

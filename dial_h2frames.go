@@ -3,7 +3,6 @@ package upgrade
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"syscall"
 
 	"golang.org/x/net/http2"
@@ -144,7 +143,7 @@ func (c *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return err
 	}
-	code, err := s.headersLocked(f, c.maxHeader)
+	code, err := s.headersLocked(f, c.key.maxHeader)
 	if err != nil {
 		closeNow := c.failStreamLocked(s, err)
 		c.mu.Unlock()
@@ -324,9 +323,4 @@ func (c *h2Conn) writeReset(id uint32, code http2.ErrCode) {
 // SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113 §6.5.2).
 func h2HeaderSize(f hpack.HeaderField) int64 {
 	return int64(len(f.Name) + len(f.Value) + 32)
-}
-
-// lowerHeaderName returns a field name as HTTP/2 sends it.
-func lowerHeaderName(k string) string {
-	return strings.ToLower(k)
 }

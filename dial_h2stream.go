@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-upgrade/upgrade/internal/deadline"
@@ -99,8 +100,8 @@ func (s *h2Stream) headersLocked(f *http2.MetaHeadersFrame, maxHeader uint32) (h
 			return http2.ErrCodeProtocol, errors.New("101 Switching Protocols in HTTP/2")
 		case f.StreamEnded():
 			return http2.ErrCodeProtocol, fmt.Errorf("interim %d response ends the stream", status)
-		case s.interim > h2MaxInterim:
-			return http2.ErrCodeCancel, fmt.Errorf("more than %d interim responses", h2MaxInterim)
+		case s.interim > maxInterimResponses:
+			return http2.ErrCodeCancel, fmt.Errorf("more than %d interim responses", maxInterimResponses)
 		}
 		return 0, nil
 	}
@@ -210,33 +211,18 @@ func (s *h2Stream) response(stop <-chan struct{}) (int, http.Header, error) {
 // errStopped is the error of a wait its caller stopped.
 var errStopped = errors.New("stopped")
 
-// readExcerpt reads up to n bytes of the stream, until its end, an error
-// or stop.
-func (s *h2Stream) readExcerpt(stop <-chan struct{}, n int) []byte {
-	var b []byte
-	buf := make([]byte, 512)
-	for len(b) < n {
-		m, err := s.read(buf[:min(len(buf), n-len(b))], stop)
-		b = append(b, buf[:m]...)
-		if err != nil {
-			break
-		}
-	}
-	return b
-}
-
 // Read reads the data the server sent on the stream. It returns io.EOF
 // once the server has ended its side of the stream (END_STREAM), and an
 // error wrapping syscall.ECONNRESET once it has reset it.
 func (s *h2Stream) Read(p []byte) (int, error) {
-	n, err := s.read(p, nil)
+	n, err := s.read(p)
 	if err != nil && err != io.EOF {
 		err = s.opError("read", err)
 	}
 	return n, err
 }
 
-func (s *h2Stream) read(p []byte, stop <-chan struct{}) (int, error) {
+func (s *h2Stream) read(p []byte) (int, error) {
 	c := s.c
 	for {
 		c.mu.Lock()
@@ -277,8 +263,6 @@ func (s *h2Stream) read(p []byte, stop <-chan struct{}) (int, error) {
 		case <-s.closed:
 		case <-s.rd.Done():
 			return 0, os.ErrDeadlineExceeded
-		case <-stop:
-			return 0, errStopped
 		}
 	}
 }
@@ -447,23 +431,19 @@ func (s *h2Stream) opError(op string, err error) error {
 // fields of RFC 8441 §4, then the others, lower-cased, credentials never
 // indexed.
 func h2RequestFields(xreq *http.Request, scheme string) []hpack.HeaderField {
-	path := xreq.URL.RequestURI()
-	if path == "" {
-		path = "/"
-	}
 	fields := make([]hpack.HeaderField, 0, 5+len(xreq.Header))
 	fields = append(fields,
 		hpack.HeaderField{Name: ":method", Value: http.MethodConnect},
 		hpack.HeaderField{Name: ":protocol", Value: xreq.Header[":protocol"][0]},
 		hpack.HeaderField{Name: ":scheme", Value: scheme},
-		hpack.HeaderField{Name: ":path", Value: path},
+		hpack.HeaderField{Name: ":path", Value: xreq.URL.RequestURI()},
 		hpack.HeaderField{Name: ":authority", Value: xreq.Host},
 	)
 	for k, vs := range xreq.Header {
 		if k == ":protocol" {
 			continue
 		}
-		name := lowerHeaderName(k)
+		name := strings.ToLower(k)
 		sensitive := name == "authorization" || name == "proxy-authorization"
 		for _, v := range vs {
 			fields = append(fields, hpack.HeaderField{Name: name, Value: v, Sensitive: sensitive})

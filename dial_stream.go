@@ -26,18 +26,8 @@ type StreamTransport interface {
 	OpenStream(ctx context.Context, req *http.Request) (*http.Response, net.Conn, error)
 }
 
-// isSecureURL reports whether rawURL parses with the scheme https or wss.
-func isSecureURL(rawURL string) bool {
-	u, err := url.Parse(rawURL)
-	return err == nil && (u.Scheme == "https" || u.Scheme == "wss")
-}
-
-// dialStream is Dial over d.HTTP3.
-func (d *Dialer) dialStream(ctx context.Context, rawURL string, offers []Protocol) (*Conn, error) {
-	u, t, err := parseTarget(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("upgrade: dial %s: %w", redactURL(rawURL), err)
-	}
+// dialStream is Dial over d.HTTP3 to u, parsed by parseTarget into t.
+func (d *Dialer) dialStream(ctx context.Context, u *url.URL, t dialTarget, offers []Protocol) (*Conn, error) {
 	reqs, err := d.newStreamRequests(ctx, u, t, offers)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: dial %s: %w", u.Redacted(), err)
@@ -90,7 +80,7 @@ func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*ht
 		resp.Status = statusLine(resp.StatusCode)
 		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/3.0", 3, 0
 		resp.Request = req
-		c, re, err := d.streamAnswer(hctx, resp, sc, offers[i], func() []byte { return readWithin(hctx, sc) })
+		c, re, err := d.streamAnswer(hctx, resp, sc, offers[i])
 		if re != nil {
 			refused = re
 			continue
@@ -103,8 +93,8 @@ func (d *Dialer) openStreams(ctx context.Context, deadline time.Time, reqs []*ht
 // streamAnswer takes the answer resp to an extended CONNECT on the stream
 // sc: a 2xx that Check accepts switches sc to offer; another status is a
 // refusal, whose live response holds sc for DialResponse, or whose error
-// holds an excerpt of its body, and sc is closed.
-func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.Conn, offer Protocol, excerpt func() []byte) (*Conn, *ResponseError, error) {
+// holds an excerpt of its body, read within hctx, and sc is closed.
+func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.Conn, offer Protocol) (*Conn, *ResponseError, error) {
 	if resp.StatusCode/100 != 2 {
 		re := &ResponseError{StatusCode: resp.StatusCode, Status: resp.Status, Proto: resp.Proto, Header: resp.Header}
 		if d.keepRefusal {
@@ -112,7 +102,7 @@ func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.
 			re.live = resp
 			return nil, re, nil
 		}
-		re.Body = excerpt()
+		re.Body = readWithin(hctx, sc)
 		sc.Close()
 		return nil, re, nil
 	}
