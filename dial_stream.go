@@ -125,6 +125,7 @@ func (d *Dialer) streamAnswer(hctx context.Context, resp *http.Response, sc net.
 func readWithin(hctx context.Context, sc net.Conn) []byte {
 	if deadline, ok := hctx.Deadline(); ok {
 		_ = sc.SetReadDeadline(deadline)
+		defer sc.SetReadDeadline(time.Time{}) // its timer would hold sc until then
 	}
 	stop := context.AfterFunc(hctx, func() { _ = sc.SetReadDeadline(aLongTimeAgo) })
 	defer stop()
