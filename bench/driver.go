@@ -199,6 +199,22 @@ func (c *Child) baseline(run func(addr string, n, conc int) error) ([]int64, err
 	return c.Do("mem 0")
 }
 
+// held returns the memory per connection of the k connections the child
+// holds, against base.
+func (c *Child) held(base []int64, k int) (Held, error) {
+	m, err := c.Do("mem " + strconv.Itoa(k))
+	if err != nil {
+		return Held{}, err
+	}
+	if len(m) != 3 || len(base) != 3 {
+		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", c.Name, base, m)
+	}
+	fk := float64(k)
+	h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
+	h.PerConn = h.Heap + h.Stack
+	return h, nil
+}
+
 // HoldConns measures, in a fresh server process for implementation name,
 // the memory k idle upgraded connections hold: heap and stack in use after
 // two GCs, against a baseline taken after a short warm-up.
@@ -221,20 +237,10 @@ func HoldConns(name string, k, conc int) (Held, error) {
 	if err != nil {
 		return Held{}, fmt.Errorf("%s: %w", name, err)
 	}
-	m, err := c.Do("mem " + strconv.Itoa(k))
+	h, err := c.held(base, k)
 	if err != nil {
 		return Held{}, err
 	}
-	if len(m) != 3 || len(base) != 3 {
-		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", name, base, m)
-	}
-	fk := float64(k)
-	h := Held{
-		Heap:       float64(m[0]-base[0]) / fk,
-		Stack:      float64(m[1]-base[1]) / fk,
-		Goroutines: float64(m[2]-base[2]) / fk,
-	}
-	h.PerConn = h.Heap + h.Stack
 	for _, nc := range conns {
 		nc.Close()
 	}

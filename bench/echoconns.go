@@ -258,20 +258,4 @@ func HoldEchoConns(name string, t Transport, k, conc int) (HeldEchoConns, error)
 	return h, nil
 }
 
-// held returns the memory per connection of the k connections the child
-// holds, against base.
-func (c *Child) held(base []int64, k int) (Held, error) {
-	m, err := c.Do("mem " + strconv.Itoa(k))
-	if err != nil {
-		return Held{}, err
-	}
-	if len(m) != 3 || len(base) != 3 {
-		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", c.Name, base, m)
-	}
-	fk := float64(k)
-	h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
-	h.PerConn = h.Heap + h.Stack
-	return h, nil
-}
-
 func noProxy(*http.Request) (*url.URL, error) { return nil, nil }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync"
 
 	"github.com/go-upgrade/upgrade"
@@ -172,17 +171,7 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 	if firstErr != nil {
 		return Held{}, fmt.Errorf("%s: opening %d streams: %w", name, k, firstErr)
 	}
-	m, err := c.Do("mem " + strconv.Itoa(k))
-	if err != nil {
-		return Held{}, err
-	}
-	if len(m) != 3 || len(base) != 3 {
-		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", name, base, m)
-	}
-	fk := float64(k)
-	h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
-	h.PerConn = h.Heap + h.Stack
-	return h, nil
+	return c.held(base, k)
 }
 
 func cmpErr(first, err error) error {

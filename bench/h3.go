@@ -202,17 +202,11 @@ func HoldAll(name string, k, conc int) (map[string]Held, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s over %s: %w", name, tp, err)
 		}
-		m, err := c.Do("mem " + strconv.Itoa(k))
+		h, err := c.held(base, k)
 		closeAll()
 		if err != nil {
 			return nil, err
 		}
-		if len(m) != 3 || len(base) != 3 {
-			return nil, fmt.Errorf("%s: bad mem replies %v %v", name, base, m)
-		}
-		fk := float64(k)
-		h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
-		h.PerConn = h.Heap + h.Stack
 		out[tp] = h
 		total += int64(k)
 	}
