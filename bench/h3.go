@@ -2,14 +2,9 @@ package bench
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +14,7 @@ import (
 
 	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/http3"
+	"github.com/go-upgrade/upgrade/internal/selfsigned"
 	qhttp3 "github.com/quic-go/quic-go/http3"
 )
 
@@ -37,7 +33,7 @@ func StartH3Child(name string) (*Child, error) {
 // serveH3 serves h over HTTP/3 on UDP at addr, the TCP listener's
 // address, and returns the server to close.
 func serveH3(addr string, h http.Handler) (io.Closer, error) {
-	cert, err := selfSigned()
+	cert, err := selfsigned.Cert("bench (self-signed)")
 	if err != nil {
 		return nil, err
 	}
@@ -57,25 +53,6 @@ func (cs closers) Close() error {
 		c.Close()
 	}
 	return nil
-}
-
-// selfSigned returns an ephemeral certificate for 127.0.0.1.
-func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // h3Transport returns an HTTP/3 client that accepts the child's
