@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"sync"
 
 	"github.com/go-upgrade/upgrade"
@@ -34,22 +33,20 @@ type h2Stream struct {
 	c *upgrade.Conn
 }
 
-// openH2 opens a WebSocket as an extended CONNECT stream on tr to addr
-// and reads the server's frame, checking its exact bytes.
-func openH2(tr *upgrade.HTTP2Transport, addr string) (*h2Stream, error) {
-	d := upgrade.Dialer{
-		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
-		Header: http.Header{"Sec-Websocket-Version": {"13"}},
-		HTTP2:  tr,
-	}
-	c, err := d.Dial(context.Background(), "http://"+addr+"/chat", upgrade.Protocol{Name: "websocket"})
+// openStream opens a WebSocket to url as an extended CONNECT stream with
+// d, which must switch it over HTTP/major, and reads the server's frame,
+// checking its exact bytes.
+func openStream(d upgrade.Dialer, url string, major int) (*h2Stream, error) {
+	d.Proxy = noProxy
+	d.Header = http.Header{"Sec-Websocket-Version": {"13"}}
+	c, err := d.Dial(context.Background(), url, upgrade.Protocol{Name: "websocket"})
 	if err != nil {
 		return nil, err
 	}
 	st := &h2Stream{c: c}
-	if c.Request.ProtoMajor != 2 {
+	if c.Request.ProtoMajor != major {
 		st.close()
-		return nil, fmt.Errorf("switched over HTTP/%d, not with an extended CONNECT", c.Request.ProtoMajor)
+		return nil, fmt.Errorf("switched over HTTP/%d, not with an HTTP/%d extended CONNECT", c.Request.ProtoMajor, major)
 	}
 	var f [3]byte
 	if _, err := io.ReadFull(c, f[:]); err != nil {
@@ -61,6 +58,20 @@ func openH2(tr *upgrade.HTTP2Transport, addr string) (*h2Stream, error) {
 		return nil, fmt.Errorf("frame %x, want %x", f, Frame)
 	}
 	return st, nil
+}
+
+// streamOpener returns the function that opens a WebSocket to addr as an
+// extended CONNECT stream over tp ("HTTP/2" or "HTTP/3"), every stream on
+// one client, and the function that closes that client's connections.
+func streamOpener(tp, addr string) (open func() (*h2Stream, error), closeClient func()) {
+	if tp == "HTTP/2" {
+		tr := h2Transport()
+		d := upgrade.Dialer{HTTP2: tr}
+		return func() (*h2Stream, error) { return openStream(d, "http://"+addr+"/chat", 2) }, tr.CloseIdleConnections
+	}
+	tr := h3Transport()
+	d := upgrade.Dialer{HTTP3: tr}
+	return func() (*h2Stream, error) { return openStream(d, "https://"+addr+"/chat", 3) }, func() { tr.Close() }
 }
 
 // end half-closes the stream (END_STREAM), which ends the server's read
@@ -83,8 +94,8 @@ func (st *h2Stream) close() {
 // streams at concurrency conc, on the few connections one HTTP/2 client
 // needs for them: open, read the frame, END_STREAM, read to the end.
 func RunH2Handshakes(addr string, n, conc int) error {
-	tr := h2Transport()
-	defer tr.CloseIdleConnections()
+	open, closeClient := streamOpener("HTTP/2", addr)
+	defer closeClient()
 	jobs := make(chan struct{}, n)
 	for range n {
 		jobs <- struct{}{}
@@ -95,7 +106,7 @@ func RunH2Handshakes(addr string, n, conc int) error {
 	for range conc {
 		wg.Go(func() {
 			for range jobs {
-				st, err := openH2(tr, addr)
+				st, err := open()
 				if err == nil {
 					err = st.end()
 				}
@@ -135,8 +146,8 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 	if err != nil {
 		return Held{}, err
 	}
-	tr := h2Transport()
-	defer tr.CloseIdleConnections()
+	open, closeClient := streamOpener("HTTP/2", c.Addr)
+	defer closeClient()
 	streams := make([]*h2Stream, k)
 	var mu sync.Mutex
 	var firstErr error
@@ -149,7 +160,7 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 	for range conc {
 		wg.Go(func() {
 			for i := range next {
-				st, err := openH2(tr, c.Addr)
+				st, err := open()
 				if err != nil {
 					mu.Lock()
 					firstErr = cmpErr(firstErr, err)

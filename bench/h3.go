@@ -1,18 +1,15 @@
 package bench
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/http3"
 	"github.com/go-upgrade/upgrade/internal/selfsigned"
 	qhttp3 "github.com/quic-go/quic-go/http3"
@@ -62,43 +59,14 @@ func h3Transport() *http3.Transport {
 	return &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 }
 
-// openH3 opens a WebSocket as an HTTP/3 extended CONNECT stream on tr to
-// addr and reads the server's frame, checking its exact bytes.
-func openH3(tr *http3.Transport, addr string) (*h2Stream, error) {
-	d := upgrade.Dialer{
-		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
-		Header: http.Header{"Sec-Websocket-Version": {"13"}},
-		HTTP3:  tr,
-	}
-	c, err := d.Dial(context.Background(), "https://"+addr+"/chat", upgrade.Protocol{Name: "websocket"})
-	if err != nil {
-		return nil, err
-	}
-	st := &h2Stream{c: c}
-	if c.Request.ProtoMajor != 3 {
-		st.close()
-		return nil, fmt.Errorf("switched over HTTP/%d, not HTTP/3", c.Request.ProtoMajor)
-	}
-	var f [3]byte
-	if _, err := io.ReadFull(c, f[:]); err != nil {
-		st.close()
-		return nil, fmt.Errorf("reading the frame: %w", err)
-	}
-	if string(f[:]) != string(Frame) {
-		st.close()
-		return nil, fmt.Errorf("frame %x, want %x", f, Frame)
-	}
-	return st, nil
-}
-
 // RunH3Handshakes performs n WebSocket switches as HTTP/3 streams at
 // concurrency conc, on the few connections one client needs for them:
 // open, read the frame, FIN, read to the end.
 func RunH3Handshakes(addr string, n, conc int) error {
-	tr := h3Transport()
-	defer tr.Close()
+	open, closeClient := streamOpener("HTTP/3", addr)
+	defer closeClient()
 	return runStreams(n, conc, func() error {
-		st, err := openH3(tr, addr)
+		st, err := open()
 		if err == nil {
 			err = st.end()
 		}
@@ -211,16 +179,8 @@ func holdOver(tp, addr string, k, conc int) (func(), error) {
 		}
 		return closeAll, nil
 	}
-	var open func() (*h2Stream, error)
-	if tp == "HTTP/2" {
-		tr := h2Transport()
-		defer func() { closers = append(closers, tr.CloseIdleConnections) }()
-		open = func() (*h2Stream, error) { return openH2(tr, addr) }
-	} else {
-		tr := h3Transport()
-		defer func() { closers = append(closers, func() { tr.Close() }) }()
-		open = func() (*h2Stream, error) { return openH3(tr, addr) }
-	}
+	open, closeClient := streamOpener(tp, addr)
+	defer func() { closers = append(closers, closeClient) }()
 	streams := make([]*h2Stream, k)
 	next := make(chan int, k)
 	for i := range k {
@@ -266,16 +226,8 @@ func SwitchTimes(tp, addr string, n int) ([]time.Duration, error) {
 		}
 		return times, nil
 	}
-	var open func() (*h2Stream, error)
-	if tp == "HTTP/2" {
-		tr := h2Transport()
-		defer tr.CloseIdleConnections()
-		open = func() (*h2Stream, error) { return openH2(tr, addr) }
-	} else {
-		tr := h3Transport()
-		defer tr.Close()
-		open = func() (*h2Stream, error) { return openH3(tr, addr) }
-	}
+	open, closeClient := streamOpener(tp, addr)
+	defer closeClient()
 	st, err := open() // warms the connection up
 	if err != nil {
 		return nil, err
