@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -350,6 +351,20 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 	}
 	i := int(float64(len(ds)-1) * p / 100)
 	return ds[i]
+}
+
+// Median returns the median of xs, the mean of the middle two for an even
+// count, or 0 if xs is empty. xs is left as it is.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // IdlePair is what one idle proxied pair holds in the proxy process.
