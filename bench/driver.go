@@ -358,9 +358,36 @@ func Handshake(addr string, req, buf []byte) error {
 	return errors.New("server did not close")
 }
 
+// parallel calls f(0) to f(n-1) on conc goroutines at a time and returns
+// the first error; once f has failed, no further call starts.
+func parallel(n, conc int, f func(i int) error) error {
+	var next atomic.Int64
+	var once sync.Once
+	var first error
+	var wg sync.WaitGroup
+	for range min(conc, n) {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				if err := f(int(i)); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
 // RunHandshakes runs n handshakes against addr on conc connections at a
 // time; it stops at the first error.
 func RunHandshakes(addr string, n, conc int) error {
+	// Not parallel: each worker reads every handshake into its one buffer.
 	req := request(addr)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -387,6 +414,7 @@ func RunHandshakes(addr string, n, conc int) error {
 // OpenConns opens k upgraded connections on conc dialers at a time and
 // returns them; on error it returns those opened so far too.
 func OpenConns(addr string, k, conc int) ([]net.Conn, error) {
+	// Not parallel, as RunHandshakes: one buffer per worker.
 	req := request(addr)
 	conns := make([]net.Conn, k)
 	var next atomic.Int64

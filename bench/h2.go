@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 
 	"github.com/go-upgrade/upgrade"
 	_ "github.com/go-upgrade/upgrade/extconnect" // RFC 8441 in the child's HTTP/2 server
@@ -96,30 +95,13 @@ func (st *h2Stream) close() {
 func RunH2Handshakes(addr string, n, conc int) error {
 	open, closeClient := streamOpener("HTTP/2", addr)
 	defer closeClient()
-	jobs := make(chan struct{}, n)
-	for range n {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	errs := make(chan error, conc)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Go(func() {
-			for range jobs {
-				st, err := open()
-				if err == nil {
-					err = st.end()
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return parallel(n, conc, func(int) error {
+		st, err := open()
+		if err == nil {
+			err = st.end()
+		}
+		return err
+	})
 }
 
 // H2Handshakes is Handshakes with extended CONNECT streams (the child must
@@ -149,29 +131,6 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 	open, closeClient := streamOpener("HTTP/2", c.Addr)
 	defer closeClient()
 	streams := make([]*h2Stream, k)
-	var mu sync.Mutex
-	var firstErr error
-	var wg sync.WaitGroup
-	next := make(chan int, k)
-	for i := range k {
-		next <- i
-	}
-	close(next)
-	for range conc {
-		wg.Go(func() {
-			for i := range next {
-				st, err := open()
-				if err != nil {
-					mu.Lock()
-					firstErr = cmpErr(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				streams[i] = st
-			}
-		})
-	}
-	wg.Wait()
 	defer func() {
 		for _, st := range streams {
 			if st != nil {
@@ -179,17 +138,15 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 			}
 		}
 	}()
-	if firstErr != nil {
-		return Held{}, fmt.Errorf("%s: opening %d streams: %w", name, k, firstErr)
+	err = parallel(k, conc, func(i int) error {
+		st, err := open()
+		streams[i] = st
+		return err
+	})
+	if err != nil {
+		return Held{}, fmt.Errorf("%s: opening %d streams: %w", name, k, err)
 	}
 	return c.held(base, k)
-}
-
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
 }
 
 // errNoH2 is returned by a child asked to speak HTTP/2 for an

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/go-upgrade/upgrade/http3"
@@ -65,38 +64,13 @@ func h3Transport() *http3.Transport {
 func RunH3Handshakes(addr string, n, conc int) error {
 	open, closeClient := streamOpener("HTTP/3", addr)
 	defer closeClient()
-	return runStreams(n, conc, func() error {
+	return parallel(n, conc, func(int) error {
 		st, err := open()
 		if err == nil {
 			err = st.end()
 		}
 		return err
 	})
-}
-
-// runStreams runs one n times at concurrency conc and returns the first
-// error.
-func runStreams(n, conc int, one func() error) error {
-	jobs := make(chan struct{}, n)
-	for range n {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	errs := make(chan error, conc)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Go(func() {
-			for range jobs {
-				if err := one(); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 // H3Handshakes is Handshakes with HTTP/3 streams (the child must have been
@@ -182,16 +156,9 @@ func holdOver(tp, addr string, k, conc int) (func(), error) {
 	open, closeClient := streamOpener(tp, addr)
 	defer func() { closers = append(closers, closeClient) }()
 	streams := make([]*h2Stream, k)
-	next := make(chan int, k)
-	for i := range k {
-		next <- i
-	}
-	close(next)
-	err := runStreams(k, conc, func() error {
+	err := parallel(k, conc, func(i int) error {
 		st, err := open()
-		if err == nil {
-			streams[<-next] = st
-		}
+		streams[i] = st
 		return err
 	})
 	for _, st := range streams {
