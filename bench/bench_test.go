@@ -3,10 +3,13 @@ package bench
 import (
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-upgrade/upgrade"
@@ -50,6 +53,42 @@ func TestImplementations(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestParallel checks that parallel calls f once for each index, and
+// that after a failure it returns that error and starts no further call.
+func TestParallel(t *testing.T) {
+	var calls [100]atomic.Int32
+	if err := parallel(len(calls), 7, func(i int) error {
+		calls[i].Add(1)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range calls {
+		if n := calls[i].Load(); n != 1 {
+			t.Errorf("f(%d) called %d times, want 1", i, n)
+		}
+	}
+
+	errStop := errors.New("stop")
+	var started []int
+	err := parallel(10, 1, func(i int) error {
+		started = append(started, i)
+		if i == 3 {
+			return errStop
+		}
+		return nil
+	})
+	if !errors.Is(err, errStop) {
+		t.Errorf("parallel returned %v, want %v", err, errStop)
+	}
+	if want := []int{0, 1, 2, 3}; !slices.Equal(started, want) {
+		t.Errorf("calls %v, want %v", started, want)
+	}
+	if err := parallel(0, 4, func(int) error { return errStop }); err != nil {
+		t.Errorf("parallel of no calls returned %v", err)
 	}
 }
 

@@ -199,6 +199,22 @@ func (c *Child) baseline(run func(addr string, n, conc int) error) ([]int64, err
 	return c.Do("mem 0")
 }
 
+// held returns the memory per connection of the k connections the child
+// holds, against base.
+func (c *Child) held(base []int64, k int) (Held, error) {
+	m, err := c.Do("mem " + strconv.Itoa(k))
+	if err != nil {
+		return Held{}, err
+	}
+	if len(m) != 3 || len(base) != 3 {
+		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", c.Name, base, m)
+	}
+	fk := float64(k)
+	h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
+	h.PerConn = h.Heap + h.Stack
+	return h, nil
+}
+
 // HoldConns measures, in a fresh server process for implementation name,
 // the memory k idle upgraded connections hold: heap and stack in use after
 // two GCs, against a baseline taken after a short warm-up.
@@ -221,20 +237,10 @@ func HoldConns(name string, k, conc int) (Held, error) {
 	if err != nil {
 		return Held{}, fmt.Errorf("%s: %w", name, err)
 	}
-	m, err := c.Do("mem " + strconv.Itoa(k))
+	h, err := c.held(base, k)
 	if err != nil {
 		return Held{}, err
 	}
-	if len(m) != 3 || len(base) != 3 {
-		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", name, base, m)
-	}
-	fk := float64(k)
-	h := Held{
-		Heap:       float64(m[0]-base[0]) / fk,
-		Stack:      float64(m[1]-base[1]) / fk,
-		Goroutines: float64(m[2]-base[2]) / fk,
-	}
-	h.PerConn = h.Heap + h.Stack
 	for _, nc := range conns {
 		nc.Close()
 	}
@@ -352,9 +358,36 @@ func Handshake(addr string, req, buf []byte) error {
 	return errors.New("server did not close")
 }
 
+// parallel calls f(0) to f(n-1) on conc goroutines at a time and returns
+// the first error; once f has failed, no further call starts.
+func parallel(n, conc int, f func(i int) error) error {
+	var next atomic.Int64
+	var once sync.Once
+	var first error
+	var wg sync.WaitGroup
+	for range min(conc, n) {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				if err := f(int(i)); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
 // RunHandshakes runs n handshakes against addr on conc connections at a
 // time; it stops at the first error.
 func RunHandshakes(addr string, n, conc int) error {
+	// Not parallel: each worker reads every handshake into its one buffer.
 	req := request(addr)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -381,6 +414,7 @@ func RunHandshakes(addr string, n, conc int) error {
 // OpenConns opens k upgraded connections on conc dialers at a time and
 // returns them; on error it returns those opened so far too.
 func OpenConns(addr string, k, conc int) ([]net.Conn, error) {
+	// Not parallel, as RunHandshakes: one buffer per worker.
 	req := request(addr)
 	conns := make([]net.Conn, k)
 	var next atomic.Int64

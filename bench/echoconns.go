@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/go-upgrade/upgrade"
@@ -108,39 +107,24 @@ func OpenEchoConns(addr string, t Transport, k, conc int) (*EchoConns, error) {
 			dialers = append(dialers, upgrade.Dialer{Proxy: noProxy, HandshakeTimeout: 20 * time.Second, HTTP2: tr})
 		}
 	}
-	next := make(chan int, k)
-	for i := range k {
-		next <- i
-	}
-	close(next)
-	var mu sync.Mutex
-	var first error
-	var wg sync.WaitGroup
-	for range min(conc, k) {
-		wg.Go(func() {
-			for i := range next {
-				// Stream i goes on connection i mod Conns: each gets
-				// k/Conns streams.
-				d := dialers[i%len(dialers)]
-				c, err := d.Dial(context.Background(), "http://"+addr+"/echo", echoOffer)
-				if err == nil && (c.Request.ProtoMajor == 2) != t.HTTP2 {
-					c.Close()
-					err = fmt.Errorf("switched over HTTP/%d, want %v", c.Request.ProtoMajor, t)
-				}
-				if err != nil {
-					mu.Lock()
-					first = cmpErr(first, err)
-					mu.Unlock()
-					return
-				}
-				s.conns[i] = c
-			}
-		})
-	}
-	wg.Wait()
-	if first != nil {
+	err := parallel(k, conc, func(i int) error {
+		// Stream i goes on connection i mod Conns: each gets k/Conns
+		// streams.
+		d := dialers[i%len(dialers)]
+		c, err := d.Dial(context.Background(), "http://"+addr+"/echo", echoOffer)
+		if err != nil {
+			return err
+		}
+		if (c.Request.ProtoMajor == 2) != t.HTTP2 {
+			c.Close()
+			return fmt.Errorf("switched over HTTP/%d, want %v", c.Request.ProtoMajor, t)
+		}
+		s.conns[i] = c
+		return nil
+	})
+	if err != nil {
 		s.Close()
-		return nil, first
+		return nil, err
 	}
 	return s, nil
 }
@@ -148,30 +132,11 @@ func OpenEchoConns(addr string, t Transport, k, conc int) (*EchoConns, error) {
 // Echo sends echoMessage on every connection, conc at a time, and checks that
 // it comes back.
 func (s *EchoConns) Echo(conc int) error {
-	next := make(chan *upgrade.Conn, len(s.conns))
-	for _, c := range s.conns {
-		next <- c
-	}
-	close(next)
-	errs := make(chan error, conc)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Go(func() {
-			buf := make([]byte, len(echoMessage))
-			for c := range next {
-				if err := echoOnce(c, buf); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return parallel(len(s.conns), conc, func(i int) error { return echoOnce(s.conns[i]) })
 }
 
-func echoOnce(c *upgrade.Conn, buf []byte) error {
+func echoOnce(c *upgrade.Conn) error {
+	buf := make([]byte, len(echoMessage))
 	if err := c.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
 		return err
 	}
@@ -255,22 +220,6 @@ func HoldEchoConns(name string, t Transport, k, conc int) (HeldEchoConns, error)
 	if _, err := c.Do("wait " + strconv.Itoa(warm+k)); err != nil {
 		return HeldEchoConns{}, err
 	}
-	return h, nil
-}
-
-// held returns the memory per connection of the k connections the child
-// holds, against base.
-func (c *Child) held(base []int64, k int) (Held, error) {
-	m, err := c.Do("mem " + strconv.Itoa(k))
-	if err != nil {
-		return Held{}, err
-	}
-	if len(m) != 3 || len(base) != 3 {
-		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", c.Name, base, m)
-	}
-	fk := float64(k)
-	h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
-	h.PerConn = h.Heap + h.Stack
 	return h, nil
 }
 

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strconv"
-	"sync"
 
 	"github.com/go-upgrade/upgrade"
 	_ "github.com/go-upgrade/upgrade/extconnect" // RFC 8441 in the child's HTTP/2 server
@@ -35,22 +32,20 @@ type h2Stream struct {
 	c *upgrade.Conn
 }
 
-// openH2 opens a WebSocket as an extended CONNECT stream on tr to addr
-// and reads the server's frame, checking its exact bytes.
-func openH2(tr *upgrade.HTTP2Transport, addr string) (*h2Stream, error) {
-	d := upgrade.Dialer{
-		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
-		Header: http.Header{"Sec-Websocket-Version": {"13"}},
-		HTTP2:  tr,
-	}
-	c, err := d.Dial(context.Background(), "http://"+addr+"/chat", upgrade.Protocol{Name: "websocket"})
+// openStream opens a WebSocket to url as an extended CONNECT stream with
+// d, which must switch it over HTTP/major, and reads the server's frame,
+// checking its exact bytes.
+func openStream(d upgrade.Dialer, url string, major int) (*h2Stream, error) {
+	d.Proxy = noProxy
+	d.Header = http.Header{"Sec-Websocket-Version": {"13"}}
+	c, err := d.Dial(context.Background(), url, upgrade.Protocol{Name: "websocket"})
 	if err != nil {
 		return nil, err
 	}
 	st := &h2Stream{c: c}
-	if c.Request.ProtoMajor != 2 {
+	if c.Request.ProtoMajor != major {
 		st.close()
-		return nil, fmt.Errorf("switched over HTTP/%d, not with an extended CONNECT", c.Request.ProtoMajor)
+		return nil, fmt.Errorf("switched over HTTP/%d, not with an HTTP/%d extended CONNECT", c.Request.ProtoMajor, major)
 	}
 	var f [3]byte
 	if _, err := io.ReadFull(c, f[:]); err != nil {
@@ -62,6 +57,20 @@ func openH2(tr *upgrade.HTTP2Transport, addr string) (*h2Stream, error) {
 		return nil, fmt.Errorf("frame %x, want %x", f, Frame)
 	}
 	return st, nil
+}
+
+// streamOpener returns the function that opens a WebSocket to addr as an
+// extended CONNECT stream over tp ("HTTP/2" or "HTTP/3"), every stream on
+// one client, and the function that closes that client's connections.
+func streamOpener(tp, addr string) (open func() (*h2Stream, error), closeClient func()) {
+	if tp == "HTTP/2" {
+		tr := h2Transport()
+		d := upgrade.Dialer{HTTP2: tr}
+		return func() (*h2Stream, error) { return openStream(d, "http://"+addr+"/chat", 2) }, tr.CloseIdleConnections
+	}
+	tr := h3Transport()
+	d := upgrade.Dialer{HTTP3: tr}
+	return func() (*h2Stream, error) { return openStream(d, "https://"+addr+"/chat", 3) }, func() { tr.Close() }
 }
 
 // end half-closes the stream (END_STREAM), which ends the server's read
@@ -84,32 +93,15 @@ func (st *h2Stream) close() {
 // streams at concurrency conc, on the few connections one HTTP/2 client
 // needs for them: open, read the frame, END_STREAM, read to the end.
 func RunH2Handshakes(addr string, n, conc int) error {
-	tr := h2Transport()
-	defer tr.CloseIdleConnections()
-	jobs := make(chan struct{}, n)
-	for range n {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	errs := make(chan error, conc)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Go(func() {
-			for range jobs {
-				st, err := openH2(tr, addr)
-				if err == nil {
-					err = st.end()
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	open, closeClient := streamOpener("HTTP/2", addr)
+	defer closeClient()
+	return parallel(n, conc, func(int) error {
+		st, err := open()
+		if err == nil {
+			err = st.end()
+		}
+		return err
+	})
 }
 
 // H2Handshakes is Handshakes with extended CONNECT streams (the child must
@@ -136,32 +128,9 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 	if err != nil {
 		return Held{}, err
 	}
-	tr := h2Transport()
-	defer tr.CloseIdleConnections()
+	open, closeClient := streamOpener("HTTP/2", c.Addr)
+	defer closeClient()
 	streams := make([]*h2Stream, k)
-	var mu sync.Mutex
-	var firstErr error
-	var wg sync.WaitGroup
-	next := make(chan int, k)
-	for i := range k {
-		next <- i
-	}
-	close(next)
-	for range conc {
-		wg.Go(func() {
-			for i := range next {
-				st, err := openH2(tr, c.Addr)
-				if err != nil {
-					mu.Lock()
-					firstErr = cmpErr(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				streams[i] = st
-			}
-		})
-	}
-	wg.Wait()
 	defer func() {
 		for _, st := range streams {
 			if st != nil {
@@ -169,27 +138,15 @@ func HoldH2Streams(name string, k, conc int) (Held, error) {
 			}
 		}
 	}()
-	if firstErr != nil {
-		return Held{}, fmt.Errorf("%s: opening %d streams: %w", name, k, firstErr)
-	}
-	m, err := c.Do("mem " + strconv.Itoa(k))
+	err = parallel(k, conc, func(i int) error {
+		st, err := open()
+		streams[i] = st
+		return err
+	})
 	if err != nil {
-		return Held{}, err
+		return Held{}, fmt.Errorf("%s: opening %d streams: %w", name, k, err)
 	}
-	if len(m) != 3 || len(base) != 3 {
-		return Held{}, fmt.Errorf("%s: bad mem replies %v %v", name, base, m)
-	}
-	fk := float64(k)
-	h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
-	h.PerConn = h.Heap + h.Stack
-	return h, nil
-}
-
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
+	return c.held(base, k)
 }
 
 // errNoH2 is returned by a child asked to speak HTTP/2 for an

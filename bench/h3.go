@@ -1,24 +1,16 @@
 package bench
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/go-upgrade/upgrade"
 	"github.com/go-upgrade/upgrade/http3"
+	"github.com/go-upgrade/upgrade/internal/selfsigned"
 	qhttp3 "github.com/quic-go/quic-go/http3"
 )
 
@@ -37,7 +29,7 @@ func StartH3Child(name string) (*Child, error) {
 // serveH3 serves h over HTTP/3 on UDP at addr, the TCP listener's
 // address, and returns the server to close.
 func serveH3(addr string, h http.Handler) (io.Closer, error) {
-	cert, err := selfSigned()
+	cert, err := selfsigned.Cert("bench (self-signed)")
 	if err != nil {
 		return nil, err
 	}
@@ -59,25 +51,6 @@ func (cs closers) Close() error {
 	return nil
 }
 
-// selfSigned returns an ephemeral certificate for 127.0.0.1.
-func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
-}
-
 // h3Transport returns an HTTP/3 client that accepts the child's
 // certificate; its connections carry up to 100 streams each (the
 // server's default limit).
@@ -85,73 +58,19 @@ func h3Transport() *http3.Transport {
 	return &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 }
 
-// openH3 opens a WebSocket as an HTTP/3 extended CONNECT stream on tr to
-// addr and reads the server's frame, checking its exact bytes.
-func openH3(tr *http3.Transport, addr string) (*h2Stream, error) {
-	d := upgrade.Dialer{
-		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
-		Header: http.Header{"Sec-Websocket-Version": {"13"}},
-		HTTP3:  tr,
-	}
-	c, err := d.Dial(context.Background(), "https://"+addr+"/chat", upgrade.Protocol{Name: "websocket"})
-	if err != nil {
-		return nil, err
-	}
-	st := &h2Stream{c: c}
-	if c.Request.ProtoMajor != 3 {
-		st.close()
-		return nil, fmt.Errorf("switched over HTTP/%d, not HTTP/3", c.Request.ProtoMajor)
-	}
-	var f [3]byte
-	if _, err := io.ReadFull(c, f[:]); err != nil {
-		st.close()
-		return nil, fmt.Errorf("reading the frame: %w", err)
-	}
-	if string(f[:]) != string(Frame) {
-		st.close()
-		return nil, fmt.Errorf("frame %x, want %x", f, Frame)
-	}
-	return st, nil
-}
-
 // RunH3Handshakes performs n WebSocket switches as HTTP/3 streams at
 // concurrency conc, on the few connections one client needs for them:
 // open, read the frame, FIN, read to the end.
 func RunH3Handshakes(addr string, n, conc int) error {
-	tr := h3Transport()
-	defer tr.Close()
-	return runStreams(n, conc, func() error {
-		st, err := openH3(tr, addr)
+	open, closeClient := streamOpener("HTTP/3", addr)
+	defer closeClient()
+	return parallel(n, conc, func(int) error {
+		st, err := open()
 		if err == nil {
 			err = st.end()
 		}
 		return err
 	})
-}
-
-// runStreams runs one n times at concurrency conc and returns the first
-// error.
-func runStreams(n, conc int, one func() error) error {
-	jobs := make(chan struct{}, n)
-	for range n {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	errs := make(chan error, conc)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Go(func() {
-			for range jobs {
-				if err := one(); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 // H3Handshakes is Handshakes with HTTP/3 streams (the child must have been
@@ -202,17 +121,11 @@ func HoldAll(name string, k, conc int) (map[string]Held, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s over %s: %w", name, tp, err)
 		}
-		m, err := c.Do("mem " + strconv.Itoa(k))
+		h, err := c.held(base, k)
 		closeAll()
 		if err != nil {
 			return nil, err
 		}
-		if len(m) != 3 || len(base) != 3 {
-			return nil, fmt.Errorf("%s: bad mem replies %v %v", name, base, m)
-		}
-		fk := float64(k)
-		h := Held{Heap: float64(m[0]-base[0]) / fk, Stack: float64(m[1]-base[1]) / fk, Goroutines: float64(m[2]-base[2]) / fk}
-		h.PerConn = h.Heap + h.Stack
 		out[tp] = h
 		total += int64(k)
 	}
@@ -240,27 +153,12 @@ func holdOver(tp, addr string, k, conc int) (func(), error) {
 		}
 		return closeAll, nil
 	}
-	var open func() (*h2Stream, error)
-	if tp == "HTTP/2" {
-		tr := h2Transport()
-		defer func() { closers = append(closers, tr.CloseIdleConnections) }()
-		open = func() (*h2Stream, error) { return openH2(tr, addr) }
-	} else {
-		tr := h3Transport()
-		defer func() { closers = append(closers, func() { tr.Close() }) }()
-		open = func() (*h2Stream, error) { return openH3(tr, addr) }
-	}
+	open, closeClient := streamOpener(tp, addr)
+	defer func() { closers = append(closers, closeClient) }()
 	streams := make([]*h2Stream, k)
-	next := make(chan int, k)
-	for i := range k {
-		next <- i
-	}
-	close(next)
-	err := runStreams(k, conc, func() error {
+	err := parallel(k, conc, func(i int) error {
 		st, err := open()
-		if err == nil {
-			streams[<-next] = st
-		}
+		streams[i] = st
 		return err
 	})
 	for _, st := range streams {
@@ -295,16 +193,8 @@ func SwitchTimes(tp, addr string, n int) ([]time.Duration, error) {
 		}
 		return times, nil
 	}
-	var open func() (*h2Stream, error)
-	if tp == "HTTP/2" {
-		tr := h2Transport()
-		defer tr.CloseIdleConnections()
-		open = func() (*h2Stream, error) { return openH2(tr, addr) }
-	} else {
-		tr := h3Transport()
-		defer tr.Close()
-		open = func() (*h2Stream, error) { return openH3(tr, addr) }
-	}
+	open, closeClient := streamOpener(tp, addr)
+	defer closeClient()
 	st, err := open() // warms the connection up
 	if err != nil {
 		return nil, err

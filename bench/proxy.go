@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -352,6 +353,20 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 	return ds[i]
 }
 
+// Median returns the median of xs, the mean of the middle two for an even
+// count, or 0 if xs is empty. xs is left as it is.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
 // IdlePair is what one idle proxied pair holds in the proxy process.
 type IdlePair struct {
 	Bytes      float64 // HeapInuse+StackInuse delta per pair
@@ -376,39 +391,26 @@ func (s *ProxySetup) HoldIdle(k int) (IdlePair, error) {
 		}
 	}()
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var first error
-	sem := make(chan struct{}, 8)
-	for range k {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c, br, err := switchEcho(s.Addr)
-			if err == nil {
-				if _, err = c.Write([]byte{'x'}); err == nil {
-					_, err = br.ReadByte()
-				}
-				_ = c.SetDeadline(time.Time{})
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if first == nil {
-					first = err
-				}
-				if c != nil {
-					c.Close()
-				}
-				return
-			}
-			conns = append(conns, c)
-		}()
-	}
-	wg.Wait()
-	if first != nil {
-		return IdlePair{}, first
+	err = parallel(k, 8, func(int) error {
+		c, br, err := switchEcho(s.Addr)
+		if err != nil {
+			return err
+		}
+		if _, err = c.Write([]byte{'x'}); err == nil {
+			_, err = br.ReadByte()
+		}
+		if err != nil {
+			c.Close()
+			return err
+		}
+		_ = c.SetDeadline(time.Time{})
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return IdlePair{}, err
 	}
 	time.Sleep(200 * time.Millisecond) // let the relays settle into their idle wait
 	m, err := s.proxy.Do("mem")

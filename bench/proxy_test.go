@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -100,5 +101,27 @@ func BenchmarkProxyIdle(b *testing.B) {
 			b.ReportMetric(p.FDs, "fds/pair")
 			b.ReportMetric(p.Goroutines, "goroutines/pair")
 		})
+	}
+}
+
+// TestMedian checks Median on empty, odd and even inputs, and that it
+// leaves its input unsorted.
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{7}, 7},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	} {
+		in := slices.Clone(tc.xs)
+		if got := Median(tc.xs); got != tc.want {
+			t.Errorf("Median(%v) = %v, want %v", in, got, tc.want)
+		}
+		if !slices.Equal(tc.xs, in) {
+			t.Errorf("Median(%v) reordered its input to %v", in, tc.xs)
+		}
 	}
 }

@@ -511,12 +511,11 @@ c_dial_ws_server() {
 	local kind=$1 sp sport rc srv_rc
 	rm -f "$tmp/wssrv.out" "$tmp/wssrv.err"
 	if [ "$kind" = node ]; then
-		timeout 25 node "$peers/ws-server.js" --count 1 --timeout 20000 >"$tmp/wssrv.out" 2>"$tmp/wssrv.err" &
+		start wssrv timeout 25 node "$peers/ws-server.js" --count 1 --timeout 20000
 	else
-		timeout 25 "$py" "$peers/py_ws_server.py" --count 1 --timeout 20 >"$tmp/wssrv.out" 2>"$tmp/wssrv.err" &
+		start wssrv timeout 25 "$py" "$peers/py_ws_server.py" --count 1 --timeout 20
 	fi
-	sp=$!
-	started_pids+=("$sp")
+	sp=$pid_wssrv
 	wait_line "$tmp/wssrv.out" 10 || { cat "$tmp/wssrv.err"; because "$kind ws server printed no port"; return 1; }
 	sport=$(head -n 1 "$tmp/wssrv.out")
 	# Keep stdin open for a moment after the last line so the echoes arrive
@@ -585,31 +584,53 @@ c_dial_proxy() {
 	grep "$pat" "$tmp/tinyproxy/tinyproxy.log" | tail -n 1 | grep -q "CONNECT 127.1:$port " || because "last CONNECT in tinyproxy log is not to 127.1:$port" || return 1
 }
 
+# chromium_echo URL LOG [FLAG...]: headless Chromium, with the FLAGs,
+# loads the demo page at URL with auto=TOKEN added to its query, which makes
+# the page echo TOKEN over its WebSocket; the dumped DOM must show the echo.
+# Sets dom to the file of the dumped DOM, and diag to one with Chromium's
+# exit status, the DOM and the tail of LOG (of Chromium's stderr if LOG is
+# empty).
 chromium_n=0
-c_chromium() {
-	local target=$1 tok out
+chromium_echo() {
+	local url=$1 log=$2 tok ud err rc
+	shift 2
 	tok=hello$RANDOM
+	case $url in
+	*\?*) url="$url&auto=$tok" ;;
+	*) url="$url?auto=$tok" ;;
+	esac
 	chromium_n=$((chromium_n + 1))
-	local ud=$tmp/chromium-profile-$chromium_n
+	ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html err=$tmp/chromium-$chromium_n.err
 	mkdir -p "$ud"
 	# --timeout: give up waiting for the load event after 15s and dump anyway.
 	# The demo page holds its load event open until the echo has arrived.
 	timeout 40 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
-		--disable-quic --no-first-run --disable-component-update --disable-sync \
-		--disable-dev-shm-usage --user-data-dir="$ud" --timeout=15000 \
-		--dump-dom "http://$target/?auto=$tok" >"$tmp/dom-$chromium_n.html" 2>"$tmp/chromium-$chromium_n.err"
-	local rc=$?
+		--no-first-run --disable-component-update --disable-sync --disable-dev-shm-usage \
+		"$@" --user-data-dir="$ud" --timeout=15000 --dump-dom "$url" >"$dom" 2>"$err"
+	rc=$?
+	diag=$tmp/chromium-$chromium_n.diag
 	{
 		echo "chromium exit $rc"
 		echo "--- dumped DOM"
-		head -c 3000 "$tmp/dom-$chromium_n.html"
+		head -c 3000 "$dom"
 		echo
-		echo "--- chromium stderr (tail)"
-		grep -v -e 'dbus' -e 'Failed to connect to the bus' "$tmp/chromium-$chromium_n.err" | tail -n 12
-	} >"$tmp/chromium-$chromium_n.diag"
-	diag=$tmp/chromium-$chromium_n.diag
+		if [ -n "$log" ]; then
+			echo "--- $(basename "$log") (tail)"
+			tail -n 8 "$log"
+		else
+			echo "--- chromium stderr (tail)"
+			grep -v -e 'dbus' -e 'Failed to connect to the bus' "$err" | tail -n 12
+		fi
+	} >"$diag"
 	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
-	grep -q "id=\"result\"[^>]*>echo: $tok<" "$tmp/dom-$chromium_n.html" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$tmp/dom-$chromium_n.html" | head -n 1))" || return 1
+	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$dom" | head -n 1))" || return 1
+}
+
+# Chromium loads the demo page from upgrade serve, or a proxy in front of
+# it, at TARGET over HTTP/1.1.
+c_chromium() {
+	local target=$1 dom
+	chromium_echo "http://$target/" "" --disable-quic
 }
 
 # Chromium loads the demo page from upgrade serve -tls over HTTP/2 (ALPN)
@@ -617,29 +638,9 @@ c_chromium() {
 # as an RFC 8441 stream on that connection: the page's "Carried by" says
 # HTTP/2.0, and so does the server's -v line for the WebSocket.
 c_chromium_h2() {
-	local target=$1 tok
-	tok=hello$RANDOM
-	chromium_n=$((chromium_n + 1))
-	local ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html
-	mkdir -p "$ud"
-	timeout 40 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
-		--disable-quic --no-first-run --disable-component-update --disable-sync \
-		--disable-dev-shm-usage --ignore-certificate-errors --user-data-dir="$ud" --timeout=15000 \
-		--dump-dom "https://$target/?auto=$tok" >"$dom" 2>"$tmp/chromium-$chromium_n.err"
-	local rc=$?
-	{
-		echo "chromium exit $rc"
-		echo "--- dumped DOM"
-		head -c 3000 "$dom"
-		echo
-		echo "--- serve -tls log (tail)"
-		tail -n 8 "$tmp/serve_tls.err"
-	} >"$tmp/chromium-$chromium_n.diag"
-	diag=$tmp/chromium-$chromium_n.diag
-	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
-	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM" || return 1
+	local target=$1 dom i
+	chromium_echo "https://$target/" "$tmp/serve_tls.err" --disable-quic --ignore-certificate-errors || return 1
 	grep -q 'id="via"[^>]*>HTTP/2.0<' "$dom" || because "the page says its WebSocket is carried by '$(grep -o 'id="via"[^>]*>[^<]*' "$dom" | sed 's/.*>//')', want HTTP/2.0" || return 1
-	local i
 	for i in $(seq 50); do
 		grep -q 'protocol=websocket .*proto=HTTP/2.0' "$tmp/serve_tls.err" && return 0
 		sleep 0.1
@@ -654,7 +655,7 @@ c_chromium_h2() {
 # registered unchanged as a delegated route, echoes through the Server's
 # bridge, and the example's -v line for the request says proto=HTTP/2.0.
 c_chromium_byo() {
-	local tok byo_addr dom ud rc
+	local byo_addr dom
 	diag=$tmp/byo-build.log
 	(cd "$root/examples/bring-your-own" && go build -o "$tmp/bring-your-own" .) >"$diag" 2>&1 ||
 		because "go build in examples/bring-your-own failed" || return 1
@@ -663,26 +664,7 @@ c_chromium_byo() {
 	wait_line "$tmp/byo.out" 10 || because "the example printed no 'listening on' line within 10s" || return 1
 	byo_addr=$(sed -n '1s#^listening on https://\([^/ ]*\)$#\1#p' "$tmp/byo.out")
 	[ -n "$byo_addr" ] || because "first stdout line is not 'listening on https://HOST:PORT': $(head -n 1 "$tmp/byo.out")" || return 1
-	tok=hello$RANDOM
-	chromium_n=$((chromium_n + 1))
-	ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html
-	mkdir -p "$ud"
-	timeout 40 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
-		--disable-quic --no-first-run --disable-component-update --disable-sync \
-		--disable-dev-shm-usage --ignore-certificate-errors --user-data-dir="$ud" --timeout=15000 \
-		--dump-dom "https://$byo_addr/demo?lib=gorilla&auto=$tok" >"$dom" 2>"$tmp/chromium-$chromium_n.err"
-	rc=$?
-	{
-		echo "chromium exit $rc"
-		echo "--- dumped DOM"
-		head -c 3000 "$dom"
-		echo
-		echo "--- bring-your-own log (tail)"
-		tail -n 8 "$tmp/byo.err"
-	} >"$tmp/chromium-$chromium_n.diag"
-	diag=$tmp/chromium-$chromium_n.diag
-	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
-	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$dom" | head -n 1))" || return 1
+	chromium_echo "https://$byo_addr/demo?lib=gorilla" "$tmp/byo.err" --disable-quic --ignore-certificate-errors || return 1
 	grep -q 'id="status"[^>]*>connected, subprotocol echo<' "$dom" || because "the page's status is not 'connected, subprotocol echo'" || return 1
 	grep -q 'upgrade request: method=CONNECT path=/gorilla proto=HTTP/2.0 protocol="websocket"' "$tmp/byo.err" ||
 		because "no -v line 'method=CONNECT path=/gorilla proto=HTTP/2.0' in the example's log" || return 1
@@ -696,15 +678,23 @@ c_node_h2() {
 	timeout 20 node "$peers/h2-ws-client.js" "$url" --protocol "$protocol" --timeout 15000 2>"$tmp/err" || because "$(tail -n 1 "$tmp/err")" || return 1
 }
 
-# upgrade dial -http2 against Node's http2 server with enableConnectProtocol:
-# an echo/1 stream, with prior knowledge.
-c_dial_h2_node_server() {
-	local sp sport rc srv_rc tok out
+# upgrade dial -http2 against a peer's HTTP/2 server with extended CONNECT
+# enabled: an echo/1 stream, with prior knowledge.
+# $1 = the server: node (Node's http2 server with enableConnectProtocol) |
+# python (python3-h2's, interop/peers/py_h2_server.py, with
+# ENABLE_CONNECT_PROTOCOL)
+c_dial_h2_server() {
+	local kind=$1 srv sp sport rc srv_rc tok out
 	rm -f "$tmp/h2srv.out" "$tmp/h2srv.err"
-	timeout 25 node "$peers/h2-echo-server.js" --count 1 --timeout 20000 >"$tmp/h2srv.out" 2>"$tmp/h2srv.err" &
-	sp=$!
-	started_pids+=("$sp")
-	wait_line "$tmp/h2srv.out" 10 || { cat "$tmp/h2srv.err"; because "node http2 server printed no port"; return 1; }
+	if [ "$kind" = node ]; then
+		srv="node http2 server"
+		start h2srv timeout 25 node "$peers/h2-echo-server.js" --count 1 --timeout 20000
+	else
+		srv="python3-h2 server"
+		start h2srv timeout 25 "$py" "$peers/py_h2_server.py" --count 1 --timeout 20
+	fi
+	sp=$pid_h2srv
+	wait_line "$tmp/h2srv.out" 10 || { cat "$tmp/h2srv.err"; because "$srv printed no port"; return 1; }
 	sport=$(head -n 1 "$tmp/h2srv.out")
 	tok=$(token)
 	out=$(echo "$tok" | timeout 15 "$client" dial -http2 "http://127.0.0.1:$sport/echo" echo/1 2>"$tmp/dialh2.err")
@@ -718,32 +708,7 @@ c_dial_h2_node_server() {
 	[ "$rc" = 0 ] || because "dial exit $rc: $(tail -n 1 "$tmp/dialh2.err")" || return 1
 	grep -qx "switched to echo/1 over HTTP/2" "$tmp/dialh2.err" || because "dial did not switch over HTTP/2: $(head -n 1 "$tmp/dialh2.err")" || return 1
 	[ "$out" = "$tok" ] || because "echo '$out', want '$tok'" || return 1
-	[ "$srv_rc" = 0 ] || because "node http2 server exit $srv_rc: $(tail -n 1 "$tmp/h2srv.err")" || return 1
-}
-
-# upgrade dial -http2 against python3-h2's server (interop/peers/py_h2_server.py)
-# with ENABLE_CONNECT_PROTOCOL: an echo/1 stream, with prior knowledge.
-c_dial_h2_py_server() {
-	local sp sport rc srv_rc tok out
-	rm -f "$tmp/pyh2srv.out" "$tmp/pyh2srv.err"
-	timeout 25 "$py" "$peers/py_h2_server.py" --count 1 --timeout 20 >"$tmp/pyh2srv.out" 2>"$tmp/pyh2srv.err" &
-	sp=$!
-	started_pids+=("$sp")
-	wait_line "$tmp/pyh2srv.out" 10 || { cat "$tmp/pyh2srv.err"; because "python3-h2 server printed no port"; return 1; }
-	sport=$(head -n 1 "$tmp/pyh2srv.out")
-	tok=$(token)
-	out=$(echo "$tok" | timeout 15 "$client" dial -http2 "http://127.0.0.1:$sport/echo" echo/1 2>"$tmp/dialh2.err")
-	rc=$?
-	wait "$sp"
-	srv_rc=$?
-	forget_pid "$sp"
-	echo "--- dial stderr"; cat "$tmp/dialh2.err"
-	echo "--- dial stdout"; echo "$out"
-	echo "--- server stderr"; cat "$tmp/pyh2srv.err"
-	[ "$rc" = 0 ] || because "dial exit $rc: $(tail -n 1 "$tmp/dialh2.err")" || return 1
-	grep -qx "switched to echo/1 over HTTP/2" "$tmp/dialh2.err" || because "dial did not switch over HTTP/2: $(head -n 1 "$tmp/dialh2.err")" || return 1
-	[ "$out" = "$tok" ] || because "echo '$out', want '$tok'" || return 1
-	[ "$srv_rc" = 0 ] || because "python3-h2 server exit $srv_rc: $(tail -n 1 "$tmp/pyh2srv.err")" || return 1
+	[ "$srv_rc" = 0 ] || because "$srv exit $srv_rc: $(tail -n 1 "$tmp/h2srv.err")" || return 1
 }
 
 # upgrade dial -http2 against upgrade serve: URL is http (prior knowledge)
@@ -773,8 +738,8 @@ c_dial_h2_serve() {
 h2_client_checks() {
 	run_check dial-h2-serve "" c_dial_h2_serve "http://$addr/"
 	run_via dial-h2-serve-tls "$serve_tls_ok" "" c_dial_h2_serve "https://$taddr/"
-	run_check dial-h2-node-server "node" c_dial_h2_node_server
-	run_check dial-h2-python-server "h2" c_dial_h2_py_server
+	run_check dial-h2-node-server "node" c_dial_h2_server node
+	run_check dial-h2-python-server "h2" c_dial_h2_server python
 }
 
 # summary prints the closing line and exits with the checks' status.
@@ -837,9 +802,8 @@ c_nginx_naive_required() {
 c_proxy_ws_node_server() {
 	local sp sport rc srv_rc
 	rm -f "$tmp/wssrv.out" "$tmp/wssrv.err"
-	timeout 25 node "$peers/ws-server.js" --count 1 --timeout 20000 >"$tmp/wssrv.out" 2>"$tmp/wssrv.err" &
-	sp=$!
-	started_pids+=("$sp")
+	start wssrv timeout 25 node "$peers/ws-server.js" --count 1 --timeout 20000
+	sp=$pid_wssrv
 	wait_line "$tmp/wssrv.out" 10 || { cat "$tmp/wssrv.err"; because "node ws server printed no port"; return 1; }
 	sport=$(head -n 1 "$tmp/wssrv.out")
 	start_proxy proxyws "http://127.0.0.1:$sport" || { cat "$tmp/proxyws.err"; because "upgrade proxy to the ws server did not start"; return 1; }
@@ -919,30 +883,10 @@ start_h3() {
 # (proto=HTTP/3.0), and the page says the demo server got the WebSocket
 # over VIA (HTTP/3.0 by default; HTTP/1.1 behind upgrade proxy).
 c_chromium_h3() {
-	local target=$1 spki=$2 log=$3 pattern=$4 via=${5:-HTTP/3.0} tok
-	tok=hello$RANDOM
-	chromium_n=$((chromium_n + 1))
-	local ud=$tmp/chromium-profile-$chromium_n dom=$tmp/dom-$chromium_n.html
-	mkdir -p "$ud"
-	timeout 40 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
-		--no-first-run --disable-component-update --disable-sync --disable-dev-shm-usage \
-		--enable-quic --origin-to-force-quic-on="$target" --enable-features=EnableWebsocketsOverHttp3 \
-		--ignore-certificate-errors-spki-list="$spki" --user-data-dir="$ud" --timeout=15000 \
-		--dump-dom "https://$target/?auto=$tok" >"$dom" 2>"$tmp/chromium-$chromium_n.err"
-	local rc=$?
-	{
-		echo "chromium exit $rc"
-		echo "--- dumped DOM"
-		head -c 3000 "$dom"
-		echo
-		echo "--- server log (tail)"
-		tail -n 8 "$log"
-	} >"$tmp/chromium-$chromium_n.diag"
-	diag=$tmp/chromium-$chromium_n.diag
-	[ "$rc" = 0 ] || because "chromium exit $rc" || return 1
-	grep -q "id=\"result\"[^>]*>echo: $tok<" "$dom" || because "no '<div id=\"result\">echo: $tok</div>' in the dumped DOM (result: $(grep -o 'id="result"[^>]*>[^<]*' "$dom" | head -n 1))" || return 1
+	local target=$1 spki=$2 log=$3 pattern=$4 via=${5:-HTTP/3.0} dom i
+	chromium_echo "https://$target/" "$log" --enable-quic --origin-to-force-quic-on="$target" \
+		--enable-features=EnableWebsocketsOverHttp3 --ignore-certificate-errors-spki-list="$spki" || return 1
 	grep -q "id=\"via\"[^>]*>$via<" "$dom" || because "the page says its WebSocket is carried by '$(grep -o 'id="via"[^>]*>[^<]*' "$dom" | sed 's/.*>//')', want $via" || return 1
-	local i
 	for i in $(seq 50); do
 		grep -q "$pattern" "$log" && return 0
 		sleep 0.1

@@ -137,18 +137,6 @@ func hold(impls []string, rounds, k, conc int) (map[string][]bench.Held, error) 
 	return res, nil
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // stat is the median of a metric and of its paired per-round comparison
 // with floor (a ratio, or a difference), with the comparison's min–max.
 type stat struct {
@@ -172,7 +160,7 @@ func compareTo[T any](res map[string][]T, name, ref string, metric func(T) float
 			cmps = append(cmps, v/f)
 		}
 	}
-	return stat{median(vals), median(cmps), slices.Min(cmps), slices.Max(cmps)}
+	return stat{bench.Median(vals), bench.Median(cmps), slices.Min(cmps), slices.Max(cmps)}
 }
 
 // pairs are implementations compared, round by round, also with the one

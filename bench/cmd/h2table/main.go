@@ -147,16 +147,8 @@ func echoRow(name string, h1, h2, compact []bench.HeldEchoConns, f func(bench.He
 		a, b, c = append(a, f(h1[i])), append(b, f(h2[i])), append(c, f(compact[i]))
 		q = append(q, f(h2[i])/f(compact[i]))
 	}
-	fmt.Printf("| %s | %.2f | %.2f | %.2f | %.3f× (%.3f–%.3f) |\n", name, median(a), median(b), median(c), median(q), slices.Min(q), slices.Max(q))
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	fmt.Printf("| %s | %.2f | %.2f | %.2f | %.3f× (%.3f–%.3f) |\n", name,
+		bench.Median(a), bench.Median(b), bench.Median(c), bench.Median(q), slices.Min(q), slices.Max(q))
 }
 
 // pairedRow prints a table row for the figure f of the paired rounds a
@@ -168,5 +160,6 @@ func pairedRow[T any](name string, a, b []T, f func(T) float64, format string) {
 		ra, rb = append(ra, f(a[i])), append(rb, f(b[i]))
 		q = append(q, f(b[i])/f(a[i]))
 	}
-	fmt.Printf("| %s | "+format+" | "+format+" | %.3f× (%.3f–%.3f) |\n", name, median(ra), median(rb), median(q), slices.Min(q), slices.Max(q))
+	fmt.Printf("| %s | "+format+" | "+format+" | %.3f× (%.3f–%.3f) |\n", name,
+		bench.Median(ra), bench.Median(rb), bench.Median(q), slices.Min(q), slices.Max(q))
 }

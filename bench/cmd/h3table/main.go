@@ -107,15 +107,6 @@ func header() {
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // row prints the figure f of the rounds of HTTP/1.1, HTTP/2 and HTTP/3
 // (xs[0], xs[1], xs[2]): the three medians and the medians of the
 // per-round ratios of HTTP/3 to the other two, with their min–max.
@@ -131,8 +122,8 @@ func row[T any](name string, xs [][]T, f func(T) float64, format string) {
 		for i := range a {
 			q = append(q, b[i]/a[i])
 		}
-		return fmt.Sprintf("%.3f× (%.3f–%.3f)", median(q), slices.Min(q), slices.Max(q))
+		return fmt.Sprintf("%.3f× (%.3f–%.3f)", bench.Median(q), slices.Min(q), slices.Max(q))
 	}
-	fmt.Printf("| %s | "+format+" | "+format+" | "+format+" | %s | %s |\n", name, median(v[0]), median(v[1]), median(v[2]),
+	fmt.Printf("| %s | "+format+" | "+format+" | "+format+" | %s | %s |\n", name, bench.Median(v[0]), bench.Median(v[1]), bench.Median(v[2]),
 		ratio(v[0], v[2]), ratio(v[1], v[2]))
 }

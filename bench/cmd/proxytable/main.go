@@ -93,7 +93,7 @@ func main() {
 		if len(xs) == 0 {
 			return "—"
 		}
-		return fmt.Sprintf("%.3f× (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
+		return fmt.Sprintf("%.3f× (%.2f–%.2f)", bench.Median(xs), slices.Min(xs), slices.Max(xs))
 	}
 	mbps := func(r round) float64 { return r.mbps }
 	cpu := func(r round) float64 { return r.cpu }
@@ -104,28 +104,16 @@ func main() {
 	for _, name := range impls {
 		c, cr := "—", "—"
 		if name != "direct" {
-			c, cr = fmt.Sprintf("%.3f", median(get(name, cpu))), ratio(name, cpu)
+			c, cr = fmt.Sprintf("%.3f", bench.Median(get(name, cpu))), ratio(name, cpu)
 		}
 		i, f, g := "—", "—", "—"
 		if p, ok := idle[name]; ok {
 			i, f, g = fmt.Sprintf("%.1f", p.Bytes/1024), fmt.Sprintf("%.1f", p.FDs), fmt.Sprintf("%.1f", p.Goroutines)
 		}
 		fmt.Printf("| %s | %.0f | %s | %s | %s | %.0f | %.0f | %s | %s | %s | %s |\n", name,
-			median(get(name, mbps)), ratio(name, mbps), c, cr,
-			median(get(name, p50)), median(get(name, p99)), ratio(name, p99), i, f, g)
+			bench.Median(get(name, mbps)), ratio(name, mbps), c, cr,
+			bench.Median(get(name, p50)), bench.Median(get(name, p99)), ratio(name, p99), i, f, g)
 	}
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
