@@ -154,7 +154,6 @@ func holdOver(tp, addr string, k, conc int) (func(), error) {
 		return closeAll, nil
 	}
 	open, closeClient := streamOpener(tp, addr)
-	defer func() { closers = append(closers, closeClient) }()
 	streams := make([]*h2Stream, k)
 	err := parallel(k, conc, func(i int) error {
 		st, err := open()
@@ -166,6 +165,7 @@ func holdOver(tp, addr string, k, conc int) (func(), error) {
 			closers = append(closers, st.close)
 		}
 	}
+	closers = append(closers, closeClient) // after its streams
 	if err != nil {
 		closeAll()
 		return nil, err

@@ -1,5 +1,6 @@
-// Package selfsigned makes the ephemeral certificates the demo command and
-// the examples serve TLS with: never for anything a browser should trust.
+// Package selfsigned makes the ephemeral certificates the demo command,
+// the examples and the benchmarks serve TLS with: never for anything a
+// browser should trust.
 package selfsigned
 
 import (
